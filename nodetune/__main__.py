@@ -1,0 +1,3 @@
+from nodetune.cli import main
+
+main()

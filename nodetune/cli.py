@@ -1,0 +1,105 @@
+"""The `nodetune` command line: a thin click group whose commands load lazily.
+
+Each command lives in `nodetune/commands/<name>.py` as a click command named `cmd`; importing
+only the one that runs keeps `nodetune check` and `nodetune facts` fast to start.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from nodetune import __version__, exitcodes
+from nodetune.errors import NodetuneError
+
+# name -> (module under nodetune.commands, one-line help shown by `nodetune --help`)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "facts": ("facts", "Show everything nodetune knows about this node."),
+    "topo": ("topo", "Show the GPU/NIC/NVMe topology matrix, or draw it."),
+    "snapshot": ("snapshot", "Capture this node into a shareable .tar.gz."),
+    "collectors": ("collectors", "List the fact collectors."),
+    "audit": ("audit", "Compare the node with its hardware profile."),
+    "profiles": ("profiles", "List or show hardware profiles."),
+    "apply": ("apply", "Fix audit findings through Ansible (dry-run first)."),
+    "rollback": ("rollback", "Restore the values the last apply changed."),
+    "manifests": ("manifests", "Generate kubelet, pod, docker and Slurm pinning configuration."),
+    "bind": ("bind", "Run a command bound to its GPU's CPUs, memory and NIC."),
+    "bench": ("bench", "Run micro-benchmarks that verify tuning."),
+    "check": ("check", "Pre-job health check for Slurm and Kubernetes."),
+    "agent": ("agent", "Run the node agent: metrics, labels and periodic checks."),
+    "fleet": ("fleet", "Collect and compare reports across many nodes."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [n for n, (mod, _) in COMMANDS.items() if _module_exists(mod)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = COMMANDS.get(cmd_name)
+        if entry is None:
+            return None
+        module = importlib.import_module(f"nodetune.commands.{entry[0]}")
+        command: click.Command = module.cmd
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(n, h) for n, (mod, h) in COMMANDS.items() if _module_exists(mod)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+def _module_exists(module: str) -> bool:
+    from importlib.util import find_spec
+
+    return find_spec(f"nodetune.commands.{module}") is not None
+
+
+EPILOG = """Exit codes (every command): 0 success / compliant / healthy; 1 warnings only,
+unhealthy, or some settings failed; 2 critical findings (audit); 3 nodetune could not run
+(usage error, bad profile, bad snapshot or --root); 4 refused, nothing was changed (apply)."""
+
+
+@click.group(cls=LazyGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="nodetune")
+def cli() -> None:
+    """nodetune: find, fix and prove the tuning of GPU servers."""
+
+
+def node_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--root, --from and --nvml, shared by every read-only command."""
+    func = click.option("--nvml", "nvml", default="auto", show_default=True, metavar="auto|live|off|FILE",
+                        help="NVML source: live on the live host, off, or a recorded NVML JSON file.")(func)
+    func = click.option("--from", "snapshot", type=click.Path(dir_okay=False), default=None,
+                        metavar="FILE.tar.gz", help="Replay a node from a snapshot.")(func)
+    func = click.option("--root", "root", type=click.Path(file_okay=False), default=None,
+                        envvar="NODETUNE_ROOT", metavar="DIR",
+                        help="Read the host from DIR laid out like / (env NODETUNE_ROOT).")(func)
+    return func
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: one clear line and exit code 3 for anything nodetune could not do."""
+    try:
+        rc = cli.main(args=argv, prog_name="nodetune", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("nodetune: aborted", err=True)
+        sys.exit(exitcodes.REFUSED)
+    except click.ClickException as exc:  # usage errors: exit 3, not click's 2
+        click.echo(f"nodetune: error: {exc.format_message()}", err=True)
+        sys.exit(exitcodes.ERROR)
+    except NodetuneError as exc:
+        click.echo(f"nodetune: error: {exc.one_line()}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("nodetune: interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(exitcodes.OK)
+    sys.exit(rc if isinstance(rc, int) else exitcodes.OK)

@@ -1,0 +1,132 @@
+"""Collector registry and runner.
+
+Each collector reads one subsystem through a HostRoot and returns a typed FactSet. Collectors
+never exec and never write. Registration is explicit: `_MODULES` below names every module.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from nodetune.errors import NoData, NodetuneError
+from nodetune.hostfs import HostRoot
+from nodetune.model import FactSet, to_jsonable
+
+# Collector modules, in the order their sections appear in `nodetune facts`.
+_MODULES = (
+    "cpu",
+    "numa",
+    "memory",
+    "kernel",
+    "pci",
+    "gpu",
+    "nic",
+    "rdma",
+    "storage",
+    "services",
+)
+
+
+@dataclass
+class Context:
+    """What a collector may use: the host tree, NVML (or a recording of it), earlier results."""
+
+    root: HostRoot
+    nvml: Any = None  # an nodetune.nvml.NvmlBackend, or None when NVML is not to be used
+    nvml_note: str | None = None  # why NVML is not used, when it is not
+    results: dict[str, FactSet] = field(default_factory=dict)
+
+
+class Collector(Protocol):
+    name: str
+    requires: tuple[str, ...]
+
+    def collect(self, ctx: Context) -> FactSet: ...
+
+    def to_sections(self, facts: FactSet) -> dict[str, Any]: ...
+
+
+_REGISTRY: dict[str, type] = {}
+
+
+def register(name: str) -> Callable[[type], type]:
+    """Class decorator: register a collector under a unique name."""
+
+    def wrap(cls: type) -> type:
+        if name in _REGISTRY:
+            raise ValueError(f"collector {name!r} registered twice")
+        cls.name = name
+        if not hasattr(cls, "requires"):
+            cls.requires = ()
+        if not hasattr(cls, "to_sections"):
+            cls.to_sections = lambda self, facts: {self.name: to_jsonable(facts)}
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def load_all() -> dict[str, type]:
+    for module in _MODULES:
+        importlib.import_module(f"nodetune.collectors.{module}")
+    return dict(_REGISTRY)
+
+
+@dataclass
+class CollectorStatus:
+    ok: bool
+    seconds: float
+    error: str | None = None
+    no_data: bool = False
+
+
+@dataclass
+class NodeFacts:
+    """All facts of one node: the typed results and how each collector fared."""
+
+    results: dict[str, FactSet]
+    status: dict[str, CollectorStatus]
+    sections: dict[str, Any]
+    root: str
+
+    def to_json(self) -> dict[str, Any]:
+        from nodetune import __version__
+        from nodetune.schemas import FACTS_SCHEMA
+
+        doc: dict[str, Any] = {"schema": FACTS_SCHEMA, "nodetune_version": __version__,
+                               "root": self.root}
+        doc.update(self.sections)
+        doc["collectors"] = {n: to_jsonable(s) for n, s in self.status.items()}
+        return doc
+
+
+def gather(ctx: Context, only: tuple[str, ...] | None = None) -> NodeFacts:
+    """Run every collector (or `only` these) on its own; one failure never drops the rest."""
+    registry = load_all()
+    status: dict[str, CollectorStatus] = {}
+    sections: dict[str, Any] = {}
+    for name, cls in registry.items():
+        if only is not None and name not in only:
+            continue
+        collector = cls()
+        start = time.perf_counter()
+        try:
+            facts = collector.collect(ctx)
+        except NoData as exc:
+            status[name] = CollectorStatus(True, time.perf_counter() - start, exc.message, True)
+            continue
+        except NodetuneError as exc:
+            status[name] = CollectorStatus(False, time.perf_counter() - start, exc.one_line())
+            continue
+        except Exception as exc:  # a collector bug must not cost the other collectors
+            status[name] = CollectorStatus(False, time.perf_counter() - start,
+                                           f"{type(exc).__name__}: {exc}")
+            continue
+        ctx.results[name] = facts
+        sections.update(collector.to_sections(facts))
+        status[name] = CollectorStatus(True, time.perf_counter() - start)
+    return NodeFacts(results=ctx.results, status=status, sections=sections, root=ctx.root.root)

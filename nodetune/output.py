@@ -1,0 +1,20 @@
+"""Writing results: JSON for tools, rich tables for people (rich is imported only when used)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+
+def emit_json(doc: dict[str, Any], schema: str) -> None:
+    """Print a JSON document whose first key is its schema version."""
+    out = {"schema": schema, **{k: v for k, v in doc.items() if k != "schema"}}
+    json.dump(out, sys.stdout, indent=2, sort_keys=False, default=str)
+    sys.stdout.write("\n")
+
+
+def console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=False)
