@@ -55,3 +55,39 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, (set, frozenset)):
         return sorted(to_jsonable(v) for v in value)
     return value
+
+
+class Status(str, enum.Enum):
+    """Outcome of one setting or check on one subject."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    UNKNOWN = "unknown"  # the fact could not be read
+    SKIPPED = "skipped"  # does not apply to this node (condition false, --skip)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Finding:
+    """The result of evaluating one profile setting or health check on one subject.
+
+    A profile setting (audit) and a health check (check) both evaluate to Findings through the
+    same rule engine (`nodetune.rules`).
+    """
+
+    id: str  # stable setting/check id, e.g. "memory.thp.enabled", "gpu.pcie.width"
+    area: str  # cpu, numa-memory, gpu, pcie-topology, nic-rdma, storage, kernel
+    severity: Severity
+    status: Status
+    subject: str | None = None  # "GPU3", "NUMA1", "mlx5_0", "nvme0n1", None for node-wide
+    fact: str = ""  # the fact path read, e.g. "memory.thp.enabled"
+    expected: str = ""  # human form of the expectation: "never", ">= 16", "one of [none]"
+    actual: str = ""  # human form of the actual value, "unknown (why)" when unknown
+    message: str = ""  # one line: what is wrong
+    why: str = ""  # why it matters, with the source key from PROFILE-FACTS
+    fix: str = ""  # how to fix by hand
+    persisted: str | None = None  # value persisted in sysctl.d/modprobe.d/cmdline, when known
+    needs_reboot: bool = False  # in effect != persisted and only a reboot closes the gap
+    disruption: Disruption = Disruption.NONE
+    remediation: dict[str, object] | None = None  # {"role": ..., "vars": {...}} for apply
+    fault_code: str | None = None  # health checks only (NHC-style code)
+    action: str | None = None  # health checks only: "drain" or "warn"

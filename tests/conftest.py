@@ -1,0 +1,56 @@
+"""Shared test fixtures: real host trees unpacked once per session, golden-file updates."""
+
+from __future__ import annotations
+
+import tarfile
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+HOSTS = FIXTURES / "hosts"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--update-golden", action="store_true", default=False,
+                     help="rewrite golden files from the current output")
+
+
+@pytest.fixture(scope="session")
+def update_golden(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("--update-golden"))
+
+
+def _unpack(archive: Path, dest: Path) -> Path:
+    """Unpack a host archive once; return the directory laid out like / inside it."""
+    stem = archive.name.split(".tar")[0]
+    target = dest / stem
+    if not target.exists():
+        tmp = dest / (stem + ".partial")
+        tmp.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(archive) as tar:
+            tar.extractall(tmp, filter="fully_trusted")
+        tmp.rename(target)
+    entries = [p for p in target.iterdir()]
+    if len(entries) == 1 and entries[0].is_dir() and not (target / "sys").exists():
+        return entries[0]
+    return target
+
+
+@pytest.fixture(scope="session")
+def host_tree(tmp_path_factory: pytest.TempPathFactory):
+    """host_tree("h200x2-vm-gather") -> Path of that real tree, unpacked once per session."""
+    base = tmp_path_factory.getbasetemp() / "hosts"
+    base.mkdir(exist_ok=True)
+
+    def get(name: str) -> Path:
+        for archive in HOSTS.glob(f"{name}.tar*"):
+            return _unpack(archive, base)
+        raise FileNotFoundError(f"no fixture archive tests/fixtures/hosts/{name}.tar*")
+
+    return get
+
+
+def real_tree_names() -> list[str]:
+    return sorted(p.name.split(".tar")[0] for p in HOSTS.glob("*.tar*")
+                  if not p.name.startswith("synthetic-"))
