@@ -28,6 +28,7 @@ _MODULES = (
     "rdma",
     "storage",
     "services",
+    "kernel_log",
 )
 
 
