@@ -9,7 +9,7 @@ def parse(text: str | None) -> list[int]:
     """Parse a kernel list ("0-3,8"); "" gives []. Also accepts the hex mask form ("ff,00000000")."""
     if text is None:
         return []
-    text = text.strip()
+    text = text.replace("\x00", "").strip()  # some gathered trees keep the file's NUL padding
     if not text:
         return []
     if "-" not in text and all(c in "0123456789abcdefABCDEF," for c in text) and (
@@ -32,7 +32,7 @@ def parse(text: str | None) -> list[int]:
 
 def parse_mask(text: str) -> list[int]:
     """Parse a sysfs hex CPU mask ("00000000,0000ffff")."""
-    value = int(text.replace(",", "").strip() or "0", 16)
+    value = int(text.replace(",", "").replace("\x00", "").strip() or "0", 16)
     return [i for i in range(value.bit_length()) if value >> i & 1]
 
 

@@ -1,0 +1,404 @@
+"""CPU facts: model, sockets/cores/threads, online and isolated CPUs, cpufreq and C-states."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from nodetune import cpulist
+from nodetune.collectors import Context, register
+from nodetune.collectors.cpuset import CPU_DIR, cpu_to_node, node_cpus, online_cpus, present_cpus
+from nodetune.collectors.sysfs import FactNotes
+from nodetune.errors import CollectorError
+from nodetune.hostfs import HostRoot
+from nodetune.model import FactSet
+
+# lscpu's names for Arm implementers and parts (util-linux sys-utils/lscpu-arm.c).
+ARM_IMPLEMENTERS = {
+    0x41: "ARM", 0x42: "Broadcom", 0x43: "Cavium", 0x46: "Fujitsu", 0x48: "HiSilicon",
+    0x4E: "NVIDIA", 0x50: "APM", 0x51: "Qualcomm", 0x53: "Samsung", 0x56: "Marvell",
+    0x61: "Apple", 0x69: "Intel", 0xC0: "Ampere",
+}
+ARM_PARTS = {
+    (0x41, 0xD03): "Cortex-A53", (0x41, 0xD05): "Cortex-A55", (0x41, 0xD07): "Cortex-A57",
+    (0x41, 0xD08): "Cortex-A72", (0x41, 0xD09): "Cortex-A73", (0x41, 0xD0A): "Cortex-A75",
+    (0x41, 0xD0B): "Cortex-A76", (0x41, 0xD0C): "Neoverse-N1", (0x41, 0xD0D): "Cortex-A77",
+    (0x41, 0xD40): "Neoverse-V1", (0x41, 0xD41): "Cortex-A78", (0x41, 0xD44): "Cortex-X1",
+    (0x41, 0xD46): "Cortex-A510", (0x41, 0xD47): "Cortex-A710", (0x41, 0xD48): "Cortex-X2",
+    (0x41, 0xD49): "Neoverse-N2", (0x41, 0xD4A): "Neoverse-E1", (0x41, 0xD4F): "Neoverse-V2",
+    (0x41, 0xD80): "Cortex-A520", (0x41, 0xD81): "Cortex-A720", (0x41, 0xD82): "Cortex-X4",
+    (0x41, 0xD84): "Neoverse-V3", (0x41, 0xD85): "Cortex-X925", (0x41, 0xD87): "Cortex-A725",
+    (0x41, 0xD8E): "Neoverse-N3", (0x48, 0xD01): "Kunpeng-920", (0x4E, 0x004): "Carmel",
+    (0x4E, 0x010): "Olympus", (0xC0, 0xAC3): "Ampere-1", (0xC0, 0xAC4): "Ampere-1a",
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class CState:
+    name: str
+    latency_us: int | None
+    disabled_cpus: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class CpuInfo:
+    id: int
+    core_id: int | None
+    socket_id: int | None
+    numa_node: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CpuFacts(FactSet):
+    architecture: str | None = None
+    vendor: str | None = None
+    model_name: str | None = None
+    sockets: int | None = None
+    cores: int | None = None
+    threads_per_core: int | None = None
+    smt_active: bool | None = None
+    online: list[int] = field(default_factory=list)
+    offline: list[int] = field(default_factory=list)
+    isolated: list[int] = field(default_factory=list)
+    nohz_full: list[int] = field(default_factory=list)
+    cpus: list[CpuInfo] = field(default_factory=list)
+    hypervisor: bool = False
+    frequency_driver: str | None = None
+    governor: str | None = None
+    governors: dict[str, str] = field(default_factory=dict)
+    energy_performance_preference: str | None = None
+    energy_perf_bias: int | str | None = None
+    boost: bool | None = None
+    min_freq_khz: int | None = None
+    max_freq_khz: int | None = None
+    cpuinfo_min_freq_khz: int | None = None
+    cpuinfo_max_freq_khz: int | None = None
+    cpuidle_driver: str | None = None
+    cstates: list[CState] = field(default_factory=list)
+    cstates_enabled: list[str] = field(default_factory=list)
+
+
+# -- pure parsers ------------------------------------------------------------------------------
+def parse_cpuinfo(text: str) -> list[dict[str, str]]:
+    """/proc/cpuinfo -> one dict per block (per processor, plus trailing machine blocks)."""
+    blocks: list[dict[str, str]] = []
+    current: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            if current:
+                blocks.append(current)
+                current = {}
+            continue
+        key, sep, value = line.partition(":")
+        if sep:
+            current[key.strip().lower()] = value.strip()
+    if current:
+        blocks.append(current)
+    return blocks
+
+
+@dataclass(frozen=True)
+class CpuIdentity:
+    architecture: str | None
+    vendor: str | None
+    model_name: str | None
+    hypervisor: bool
+
+
+def identify(blocks: list[dict[str, str]]) -> CpuIdentity:
+    """Architecture, vendor, model name and the x86 `hypervisor` flag from cpuinfo blocks."""
+    procs = [b for b in blocks if "processor" in b] or blocks
+    first = procs[0] if procs else {}
+    if "vendor_id" in first or "flags" in first:  # x86
+        flags = first.get("flags", "").split()
+        arch = "x86_64" if "lm" in flags else "i686"
+        return CpuIdentity(arch, first.get("vendor_id"), first.get("model name"),
+                           "hypervisor" in flags)
+    if "cpu implementer" in first:  # Arm: one name per distinct part, in order (big.LITTLE)
+        arch = "aarch64" if first.get("cpu architecture", "8").startswith("8") else "armv7l"
+        impl = int(first["cpu implementer"], 16)
+        names: list[str] = []
+        for b in procs:
+            part = int(b.get("cpu part", "0"), 16)
+            name = ARM_PARTS.get((int(b.get("cpu implementer", "0"), 16), part), f"part {part:#x}")
+            if name not in names:
+                names.append(name)
+        return CpuIdentity(arch, ARM_IMPLEMENTERS.get(impl, f"{impl:#x}"), " / ".join(names), False)
+    if "cpu" in first and any("timebase" in b for b in blocks):  # POWER
+        model = first["cpu"].split(",")[0].strip()
+        vendor = "IBM" if model.startswith("POWER") else None
+        return CpuIdentity("ppc64", vendor, model, False)
+    if "isa" in first:
+        return CpuIdentity("riscv64", first.get("mvendorid"), first.get("uarch"), False)
+    return CpuIdentity(None, None, None, False)
+
+
+def parse_boot_cpulist(cmdline: str, key: str) -> list[int] | None:
+    """CPUs of `isolcpus=` / `nohz_full=` on a command line; flags like "domain," are dropped."""
+    m = re.search(rf"(?:^|\s){key}=(\S+)", cmdline)
+    if not m:
+        return None
+    parts = [p for p in m.group(1).split(",") if p and (p[0].isdigit())]
+    return cpulist.parse(",".join(parts))
+
+
+def common_value(values: list[str]) -> str | None:
+    """The one value all CPUs share, "mixed" when they differ, None when there is none."""
+    distinct = set(values)
+    if not distinct:
+        return None
+    return distinct.pop() if len(distinct) == 1 else "mixed"
+
+
+# -- reading -----------------------------------------------------------------------------------
+def _topology(root: HostRoot, notes: FactNotes, online: list[int], node_of: dict[int, int],
+              blocks: list[dict[str, str]]) -> dict[str, Any]:
+    cpus: list[CpuInfo] = []
+    siblings: set[tuple[int, ...]] = set()
+    sockets: set[int] = set()
+    for cpu in online:
+        base = f"{CPU_DIR}/cpu{cpu}/topology"
+        core = root.read_int(f"{base}/core_id", None)
+        socket = root.read_int(f"{base}/physical_package_id", None)
+        if socket is not None and socket < 0:  # POWER LPARs report -1: no package known
+            socket = None
+        sib = root.read_str(f"{base}/thread_siblings_list", None)
+        if sib is None:
+            mask = root.read_str(f"{base}/thread_siblings", None)
+            sib_ids = cpulist.parse_mask(mask) if mask is not None else None
+        else:
+            sib_ids = cpulist.parse(sib)
+        if sib_ids:
+            siblings.add(tuple(sib_ids))
+        if socket is not None:
+            sockets.add(socket)
+        cpus.append(CpuInfo(id=cpu, core_id=core, socket_id=socket, numa_node=node_of.get(cpu)))
+    out: dict[str, Any] = {"cpus": cpus, "sockets": None, "cores": None, "threads_per_core": None}
+    if sockets:
+        out["sockets"] = len(sockets)
+        notes.source("sockets", f"{CPU_DIR}/cpu*/topology/physical_package_id")
+    else:
+        ids = {b["physical id"] for b in blocks if "physical id" in b}
+        if ids:
+            out["sockets"] = len(ids)
+            notes.source("sockets", "/proc/cpuinfo")
+        else:
+            notes.missing("sockets", "no physical_package_id (or it is -1) and no 'physical id' "
+                                     "in /proc/cpuinfo")
+    if siblings:
+        out["cores"] = len(siblings)
+        out["threads_per_core"] = max(len(s) for s in siblings)
+        src = f"{CPU_DIR}/cpu*/topology/thread_siblings_list"
+        notes.source("cores", src)
+        notes.source("threads_per_core", src)
+    else:
+        for fact in ("cores", "threads_per_core"):
+            notes.missing(fact, f"no {CPU_DIR}/cpu*/topology/thread_siblings in this tree")
+    notes.source("cpus", f"{CPU_DIR}/cpu*/topology")
+    return out
+
+
+def _policies(root: HostRoot, online: list[int]) -> list[tuple[str, list[int]]]:
+    """(cpufreq directory, its online CPUs) per policy; per-CPU directories on old kernels."""
+    base = f"{CPU_DIR}/cpufreq"
+    alive = set(online)
+    out: list[tuple[str, list[int]]] = []
+    for name in root.listdir(base):
+        if re.fullmatch(r"policy\d+", name):
+            text = root.read_str(f"{base}/{name}/affected_cpus", "")
+            cpus = cpulist.parse(text.replace(" ", ","))
+            cpus = [c for c in cpus if c in alive]
+            if cpus:
+                out.append((f"{base}/{name}", cpus))
+    if out:
+        return out
+    return [(f"{CPU_DIR}/cpu{c}/cpufreq", [c]) for c in online
+            if root.exists(f"{CPU_DIR}/cpu{c}/cpufreq/scaling_governor")]
+
+
+def _cpufreq(root: HostRoot, notes: FactNotes, online: list[int]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    policies = _policies(root, online)
+    if not policies:
+        why = (f"no cpufreq driver: {CPU_DIR}/cpufreq is empty or absent "
+               "(common in VMs, or cpufreq disabled in firmware)")
+        for fact in ("frequency_driver", "governor", "energy_performance_preference", "boost",
+                     "min_freq_khz", "max_freq_khz"):
+            notes.missing(fact, why)
+        return out
+    first = policies[0][0]
+    out["frequency_driver"] = notes.text("frequency_driver", f"{first}/scaling_driver")
+    by_gov: dict[str, list[int]] = {}
+    epps: list[str] = []
+    mins: list[int] = []
+    maxs: list[int] = []
+    hw_mins: list[int] = []
+    hw_maxs: list[int] = []
+    for path, cpus in policies:
+        gov = root.read_str(f"{path}/scaling_governor", None)
+        if gov is not None:
+            by_gov.setdefault(gov, []).extend(cpus)
+        epp = root.read_str(f"{path}/energy_performance_preference", None)
+        if epp is not None:
+            epps.append(epp)
+        for name, into in (("scaling_min_freq", mins), ("scaling_max_freq", maxs),
+                           ("cpuinfo_min_freq", hw_mins), ("cpuinfo_max_freq", hw_maxs)):
+            value = root.read_int(f"{path}/{name}", None)
+            if value is not None:
+                into.append(value)
+    out["governors"] = {g: cpulist.format(c) for g, c in sorted(by_gov.items())}
+    out["governor"] = common_value(list(by_gov))
+    src = f"{CPU_DIR}/cpufreq/policy*" if "/policy" in first else f"{CPU_DIR}/cpu*/cpufreq"
+    for fact, values in (("governor", by_gov), ("energy_performance_preference", epps)):
+        if values:
+            notes.source(fact, f"{src}/{'scaling_governor' if fact == 'governor' else fact}")
+        else:
+            notes.missing(fact, f"{src} has no {fact} file (driver {out['frequency_driver']})")
+    out["energy_performance_preference"] = common_value(epps)
+    for fact, values, pick, name in (("min_freq_khz", mins, min, "scaling_min_freq"),
+                                     ("max_freq_khz", maxs, max, "scaling_max_freq"),
+                                     ("cpuinfo_min_freq_khz", hw_mins, min, "cpuinfo_min_freq"),
+                                     ("cpuinfo_max_freq_khz", hw_maxs, max, "cpuinfo_max_freq")):
+        out[fact] = pick(values) if values else None
+        if values:
+            notes.source(fact, f"{src}/{name}")
+        else:
+            notes.missing(fact, f"no {src}/{name}")
+    out["boost"] = _boost(root, notes, first)
+    return out
+
+
+def _boost(root: HostRoot, notes: FactNotes, policy: str) -> bool | None:
+    """Turbo/boost: cpufreq/boost (acpi-cpufreq, cppc), intel_pstate/no_turbo, policy boost."""
+    for path, invert in ((f"{CPU_DIR}/cpufreq/boost", False),
+                         (f"{CPU_DIR}/intel_pstate/no_turbo", True),
+                         (f"{policy}/boost", False)):
+        value = root.read_int(path, None)
+        if value is not None:
+            notes.source("boost", path)
+            return (value == 0) if invert else (value != 0)
+    notes.missing("boost", "no cpufreq/boost, intel_pstate/no_turbo or policy boost file")
+    return None
+
+
+def _energy_perf_bias(root: HostRoot, notes: FactNotes, online: list[int]) -> int | str | None:
+    values = {v for c in online
+              if (v := root.read_int(f"{CPU_DIR}/cpu{c}/power/energy_perf_bias", None)) is not None}
+    if not values:
+        notes.missing("energy_perf_bias", f"no {CPU_DIR}/cpu*/power/energy_perf_bias "
+                                          "(Intel only, kernel >= 5.6)")
+        return None
+    notes.source("energy_perf_bias", f"{CPU_DIR}/cpu*/power/energy_perf_bias")
+    return values.pop() if len(values) == 1 else "mixed"
+
+
+def _cstates(root: HostRoot, notes: FactNotes, online: list[int]) -> dict[str, Any]:
+    out: dict[str, Any] = {"cstates": [], "cstates_enabled": []}
+    out["cpuidle_driver"] = notes.text("cpuidle_driver", f"{CPU_DIR}/cpuidle/current_driver")
+    if not online:
+        return out
+    first = f"{CPU_DIR}/cpu{online[0]}/cpuidle"
+    states = sorted((s for s in root.listdir(first) if re.fullmatch(r"state\d+", s)),
+                    key=lambda s: int(s[5:]))
+    if not states:
+        notes.missing("cstates", f"no {first}/state* (no cpuidle driver, or a VM without one)")
+        return out
+    for state in states:
+        name = root.read_str(f"{first}/{state}/name", state)
+        latency = root.read_int(f"{first}/{state}/latency", None)
+        disabled = sum(1 for c in online
+                       if root.read_str(f"{CPU_DIR}/cpu{c}/cpuidle/{state}/disable", "0") == "1")
+        out["cstates"].append(CState(name=name, latency_us=latency, disabled_cpus=disabled))
+        if disabled < len(online):
+            out["cstates_enabled"].append(name)
+    notes.source("cstates", f"{CPU_DIR}/cpu*/cpuidle/state*")
+    notes.source("cstates_enabled", f"{CPU_DIR}/cpu*/cpuidle/state*/disable")
+    return out
+
+
+def _special_cpus(root: HostRoot, notes: FactNotes, fact: str, cmd_key: str) -> list[int]:
+    path = f"{CPU_DIR}/{fact}"
+    text = root.read_str(path, None)
+    if text is not None:
+        notes.source(fact, path)
+        return [] if text == "(null)" else cpulist.parse(text)
+    cmdline = root.read_str("/proc/cmdline", None)
+    if cmdline is not None:
+        notes.source(fact, f"/proc/cmdline {cmd_key}=")
+        return parse_boot_cpulist(cmdline, cmd_key) or []
+    notes.missing(fact, f"neither {path} nor /proc/cmdline is present")
+    return []
+
+
+@register("cpu")
+class CpuCollector:
+    """CPU model, sockets/cores/SMT, online/isolated CPUs, governor, boost, C-states."""
+
+    requires = ("/sys/devices/system/cpu", "/proc/cpuinfo")
+
+    def collect(self, ctx: Context) -> CpuFacts:
+        root = ctx.root
+        notes = FactNotes(root)
+        online_set = online_cpus(root)
+        if online_set is None:
+            raise CollectorError(f"cannot tell the online CPUs: no {CPU_DIR}, /proc/stat or "
+                                 "/proc/cpuinfo under " + root.root,
+                                 fix="point --root at a tree that has sys/ and proc/")
+        online = online_set.ids
+        notes.source("online", online_set.source)
+        alive = set(online)
+        offline = [c for c in present_cpus(root) if c not in alive]
+        notes.source("offline", f"{CPU_DIR}/present minus online")
+        nodes = node_cpus(root, online)
+        info_text = root.read_text("/proc/cpuinfo", None)
+        blocks = parse_cpuinfo(info_text) if info_text is not None else []
+        ident = identify(blocks)
+        for fact in ("vendor", "model_name"):
+            if getattr(ident, fact) is not None:
+                notes.source(fact, "/proc/cpuinfo")
+            else:
+                notes.missing(fact, "/proc/cpuinfo is absent or has no such field")
+        arch = root.read_str("/proc/sys/kernel/arch", None)
+        if arch is not None:
+            notes.source("architecture", "/proc/sys/kernel/arch")
+        elif ident.architecture is not None:
+            arch = ident.architecture
+            notes.source("architecture", "/proc/cpuinfo (inferred from its fields)")
+        else:
+            notes.missing("architecture",
+                          "no /proc/sys/kernel/arch and /proc/cpuinfo not understood")
+        hypervisor = ident.hypervisor or root.exists("/sys/hypervisor/type")
+        notes.source("hypervisor", "/proc/cpuinfo flags, /sys/hypervisor/type")
+        topo = _topology(root, notes, online, cpu_to_node(nodes), blocks)
+        smt_text = root.read_str(f"{CPU_DIR}/smt/active", None)
+        if smt_text is not None:
+            smt: bool | None = smt_text == "1"
+            notes.source("smt_active", f"{CPU_DIR}/smt/active")
+        elif topo["threads_per_core"] is not None:
+            smt = topo["threads_per_core"] > 1
+            notes.source("smt_active", f"{CPU_DIR}/cpu*/topology/thread_siblings_list")
+        else:
+            smt = None
+            notes.missing("smt_active", f"no {CPU_DIR}/smt/active and no thread siblings")
+        freq = _cpufreq(root, notes, online)
+        idle = _cstates(root, notes, online)
+        return CpuFacts(
+            architecture=arch, vendor=ident.vendor, model_name=ident.model_name,
+            sockets=topo["sockets"], cores=topo["cores"], threads_per_core=topo["threads_per_core"],
+            smt_active=smt, online=online, offline=offline,
+            isolated=_special_cpus(root, notes, "isolated", "isolcpus"),
+            nohz_full=_special_cpus(root, notes, "nohz_full", "nohz_full"),
+            cpus=topo["cpus"], hypervisor=hypervisor,
+            frequency_driver=freq.get("frequency_driver"), governor=freq.get("governor"),
+            governors=freq.get("governors", {}),
+            energy_performance_preference=freq.get("energy_performance_preference"),
+            energy_perf_bias=_energy_perf_bias(root, notes, online), boost=freq.get("boost"),
+            min_freq_khz=freq.get("min_freq_khz"), max_freq_khz=freq.get("max_freq_khz"),
+            cpuinfo_min_freq_khz=freq.get("cpuinfo_min_freq_khz"),
+            cpuinfo_max_freq_khz=freq.get("cpuinfo_max_freq_khz"),
+            cpuidle_driver=idle["cpuidle_driver"], cstates=idle["cstates"],
+            cstates_enabled=idle["cstates_enabled"],
+            sources=notes.sources, unknown=notes.unknown,
+        )
+
