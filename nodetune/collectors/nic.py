@@ -1,0 +1,131 @@
+"""Network interface facts: driver, speed, MTU, state, PCI device, NUMA node, IRQ CPUs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from nodetune import cpulist
+from nodetune.collectors import Context, register
+from nodetune.collectors.sysfs import (
+    FactNotes,
+    device_pci_address,
+    link_name,
+    pci_numa_node,
+    why_unreadable,
+)
+from nodetune.errors import NoData
+from nodetune.hostfs import HostRoot
+from nodetune.model import FactSet
+
+NET_DIR = "/sys/class/net"
+# ARPHRD_* values of /sys/class/net/<if>/type (include/uapi/linux/if_arp.h)
+LINK_TYPES = {1: "ethernet", 32: "infiniband", 772: "loopback", 65534: "none"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Interface:
+    name: str
+    driver: str | None
+    speed_mbps: int | None
+    mtu: int | None
+    operstate: str | None
+    link_type: str | None
+    pci_address: str | None
+    numa_node: int | None
+    irq_cpus: list[int] | None
+    virtual: bool
+    rdma_device: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class NicFacts(FactSet):
+    interfaces: list[Interface] = field(default_factory=list)
+
+
+def parse_speed(text: str | None) -> int | None:
+    """/sys/class/net/<if>/speed: Mb/s; -1 or 4294967295 (SPEED_UNKNOWN) mean no link speed."""
+    try:
+        value = int(text) if text else -1
+    except ValueError:
+        return None
+    return value if 0 < value < 0xFFFFFFFF else None
+
+
+def _irq_cpus(root: HostRoot, notes: FactNotes, name: str, device: str) -> list[int] | None:
+    """CPUs allowed to serve the device's interrupts (MSI/MSI-X vectors, else its INTx line)."""
+    irqs = [i for i in root.listdir(f"{device}/msi_irqs") if i.isdigit()]
+    if not irqs:
+        legacy = root.read_int(f"{device}/irq", 0)
+        irqs = [str(legacy)] if legacy else []
+    if not irqs:
+        notes.missing(f"interfaces.{name}.irq_cpus", f"{device} lists no msi_irqs and no irq")
+        return None
+    cpus: set[int] = set()
+    read = 0
+    for irq in irqs:
+        text = root.read_str(f"/proc/irq/{irq}/smp_affinity_list", None)
+        if text is not None:
+            cpus.update(cpulist.parse(text))
+            read += 1
+    if not read:
+        notes.missing(f"interfaces.{name}.irq_cpus",
+                      why_unreadable(root, f"/proc/irq/{irqs[0]}/smp_affinity_list"))
+        return None
+    return sorted(cpus)
+
+
+def read_interface(root: HostRoot, notes: FactNotes, name: str) -> Interface:
+    base = f"{NET_DIR}/{name}"
+    device = f"{base}/device"
+    target = root.readlink(base) or ""
+    has_device = root.exists(device) or root.readlink(device) is not None
+    virtual = "/devices/virtual/" in target or not has_device
+    address = device_pci_address(root, base) if has_device else None
+    driver = link_name(root, f"{device}/driver") if has_device else None
+    if has_device and driver is None:
+        notes.missing(f"interfaces.{name}.driver", f"{device}/driver is not present")
+    speed_text = root.read_str(f"{base}/speed", None)
+    speed = parse_speed(speed_text)
+    if speed is None and not virtual:
+        present = speed_text is not None or root.exists(f"{base}/speed")
+        notes.missing(f"interfaces.{name}.speed_mbps", "link down or speed not reported"
+                      if present else f"{base}/speed is not present")
+    kind = root.read_int(f"{base}/type", None)
+    numa = None
+    if address is not None:
+        numa = pci_numa_node(root, address, base)
+        if numa is None:
+            notes.missing(f"interfaces.{name}.numa_node",
+                          "numa_node is -1: firmware gives no NUMA affinity")
+    elif has_device:
+        notes.missing(f"interfaces.{name}.pci_address",
+                      f"{device} does not resolve to a PCI device")
+    rdma = root.listdir(f"{device}/infiniband") if has_device else []
+    return Interface(
+        name=name, driver=driver, speed_mbps=speed, mtu=root.read_int(f"{base}/mtu", None),
+        operstate=root.read_str(f"{base}/operstate", None),
+        link_type=LINK_TYPES.get(kind, str(kind)) if kind is not None else None,
+        pci_address=address, numa_node=numa,
+        irq_cpus=_irq_cpus(root, notes, name, f"/sys/bus/pci/devices/{address}" if address
+                           else device) if has_device else None,
+        virtual=virtual, rdma_device=rdma[0] if rdma else None,
+    )
+
+
+@register("nic")
+class NicCollector:
+    """Network interfaces (not lo): driver, speed, MTU, state, PCI address, NUMA node, IRQ CPUs."""
+
+    requires = (NET_DIR,)
+
+    def collect(self, ctx: Context) -> NicFacts:
+        root = ctx.root
+        if not root.isdir(NET_DIR):
+            raise NoData(f"{NET_DIR} is not present")
+        notes = FactNotes(root)
+        names = [n for n in root.listdir(NET_DIR) if n != "lo" and not n.startswith(".")]
+        interfaces = [read_interface(root, notes, n) for n in names]
+        notes.source("interfaces", f"{NET_DIR}/*")
+        notes.source("interfaces.*.irq_cpus",
+                     "/proc/irq/*/smp_affinity_list of the device's msi_irqs")
+        return NicFacts(interfaces=interfaces, sources=notes.sources, unknown=notes.unknown)
