@@ -1,0 +1,161 @@
+#!/usr/bin/python
+"""Ansible module: put files back the way nodetune_backup recorded them."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: nodetune_restore
+short_description: Restore files recorded by nodetune_backup
+description:
+  - Each record gives a host path and its previous C(state) - C(file) with C(content_b64) and
+    C(mode), C(link) with C(target), or C(absent) with the C(missing_dirs) nodetune created.
+  - Restores content byte for byte, removes files nodetune created and then the directories
+    it created when they are empty. Supports check mode and diff.
+options:
+  root:
+    description: Directory the host paths live under; empty for the live host.
+    type: str
+    default: ""
+  records:
+    description: List of records with C(path), C(state), C(content_b64), C(mode), C(target),
+      C(missing_dirs).
+    type: list
+    elements: dict
+    required: true
+"""
+
+EXAMPLES = r"""
+- name: Remove a file nodetune created
+  nodetune_restore:
+    records:
+      - {path: /etc/sysctl.d/99-nodetune.conf, state: absent, missing_dirs: []}
+"""
+
+RETURN = r"""
+restored:
+  description: Host paths whose content, link or presence changed.
+  type: list
+  returned: always
+"""
+
+import base64  # noqa: E402
+import os  # noqa: E402
+import tempfile  # noqa: E402
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.nodetune_host import real  # noqa: E402
+
+
+def _current(realpath: str) -> tuple[str, bytes | str | None]:
+    if os.path.islink(realpath):
+        return "link", os.readlink(realpath)
+    if not os.path.lexists(realpath):
+        return "absent", None
+    if os.path.isdir(realpath):
+        return "directory", None
+    with open(realpath, "rb") as fh:
+        return "file", fh.read()
+
+
+def _text(state: str, value: bytes | str | None) -> str:
+    if state == "file" and isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if state == "link":
+        return f"-> {value}\n"
+    return ""
+
+
+def _put_file(realpath: str, content: bytes, mode: int) -> None:
+    directory = os.path.dirname(realpath)
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".nodetune-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(content)
+        os.chmod(tmp, mode)
+        if os.path.islink(realpath):
+            os.unlink(realpath)
+        os.replace(tmp, realpath)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _restore(module: AnsibleModule, root: str, record: dict) -> dict | None:
+    """Restore one record; the diff entry when it changed something, else None."""
+    hostpath = record["path"]
+    realpath = real(root, hostpath)
+    state, value = _current(realpath)
+    want = record["state"]
+    if want == "file":
+        wanted: bytes | str | None = base64.b64decode(record.get("content_b64") or "")
+    elif want == "link":
+        wanted = record["target"]
+    else:
+        wanted = None
+    if state == want and value == wanted:
+        return None
+    if state == "directory":
+        module.fail_json(msg=f"{hostpath} is a directory now; nodetune recorded a {want}")
+    if not module.check_mode:
+        if want == "file":
+            _put_file(realpath, wanted, int(record.get("mode") or "0644", 8))
+        else:
+            if state != "absent":
+                os.unlink(realpath)
+            if want == "link":
+                os.makedirs(os.path.dirname(realpath), exist_ok=True)
+                os.symlink(wanted, realpath)
+    return {"before_header": hostpath, "after_header": hostpath,
+            "before": _text(state, value), "after": _text(want, wanted)}
+
+
+def _remove_dirs(module: AnsibleModule, root: str, records: list[dict],
+                 gone: set[str]) -> list[str]:
+    """Remove, deepest first, the directories nodetune created, when they are empty.
+
+    `gone` holds host paths removed by this run (in check mode: that would be removed).
+    """
+    created = {d for r in records if r["state"] == "absent" for d in r.get("missing_dirs") or []}
+    dirs = sorted(created, key=lambda d: d.count("/"), reverse=True)
+    removed = []
+    for hostpath in dirs:
+        realpath = real(root, hostpath)
+        if not os.path.isdir(realpath) or os.path.islink(realpath):
+            continue
+        left = [n for n in os.listdir(realpath) if f"{hostpath}/{n}" not in gone]
+        if left:
+            module.warn(f"{hostpath} was created by nodetune but holds other files now; kept")
+            continue
+        if not module.check_mode:
+            os.rmdir(realpath)
+        removed.append(hostpath)
+        gone.add(hostpath)
+    return removed
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "root": {"type": "str", "default": ""},
+            "records": {"type": "list", "elements": "dict", "required": True},
+        },
+        supports_check_mode=True,
+    )
+    root = module.params["root"]
+    records = module.params["records"]
+    diff, restored = [], []
+    for record in records:
+        entry = _restore(module, root, record)
+        if entry is not None:
+            diff.append(entry)
+            restored.append(record["path"])
+    gone = {r["path"] for r in records if r["state"] == "absent" and r["path"] in restored}
+    removed = _remove_dirs(module, root, records, gone)
+    module.exit_json(changed=bool(restored or removed), restored=restored,
+                     removed_dirs=removed, diff=diff)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Host paths under a root, shared by nodetune's Ansible modules.
+
+Every nodetune module takes host paths ("/sys/kernel/mm/transparent_hugepage/enabled") and a
+`root`: "" (or "/") is the live host; any other directory is a tree laid out like / (a copy of
+a gathered node), where sysfs and procfs files are plain files.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+
+_BRACKETED = re.compile(r"\[([^\]]*)\]")
+
+
+def is_live(root: str) -> bool:
+    return root in ("", "/")
+
+
+def real(root: str, hostpath: str) -> str:
+    """The real path of a host path under root."""
+    if is_live(root):
+        return hostpath
+    return os.path.join(root, hostpath.lstrip("/"))
+
+
+def to_host(root: str, realpath: str) -> str:
+    if is_live(root):
+        return realpath
+    return "/" + os.path.relpath(realpath, root)
+
+
+def expand(root: str, pattern: str) -> list[str]:
+    """Host paths matching a glob pattern under root, sorted; a plain path gives itself."""
+    if not glob.has_magic(pattern):
+        return [pattern]
+    return sorted(to_host(root, p) for p in glob.glob(real(root, pattern)))
+
+
+def read_raw(root: str, hostpath: str) -> str | None:
+    """A sysfs/procfs file's text as the kernel gives it; None when missing or unreadable."""
+    try:
+        with open(real(root, hostpath), encoding="utf-8", errors="replace") as fh:
+            return fh.read()
+    except OSError:
+        return None
+
+
+def selected(raw: str) -> str:
+    """The value a file holds: the bracketed choice of "always [madvise] never", else the
+    text with whitespace runs collapsed ("4096\\t87380" -> "4096 87380")."""
+    match = _BRACKETED.search(raw)
+    if match is not None:
+        return match.group(1)
+    return " ".join(raw.split())
+
+
+def choices(raw: str) -> list[str]:
+    """The choices of a bracketed file, brackets removed; [] for a plain file."""
+    if _BRACKETED.search(raw) is None:
+        return []
+    return [token.strip("[]") for token in raw.split()]
+
+
+def same(raw: str, value: str) -> bool:
+    """Whether a file already holds `value` (numbers compare as numbers)."""
+    current, wanted = selected(raw), " ".join(str(value).strip("[] \n").split())
+    if current == wanted:
+        return True
+    try:
+        return [int(x) for x in current.split()] == [int(x) for x in wanted.split()]
+    except ValueError:
+        return False
+
+
+def emulated(raw: str, value: str) -> str:
+    """What the kernel would show after `value` is written: the bracket moves to the chosen
+    word in a choice file; a plain file holds the value and a newline."""
+    options = choices(raw)
+    if options and value in options:
+        return " ".join(f"[{o}]" if o == value else o for o in options) + "\n"
+    return f"{value}\n"
