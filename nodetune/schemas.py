@@ -7,6 +7,7 @@ adding keys does not bump it.
 from typing import Final
 
 FACTS_SCHEMA: Final = "nodetune.facts/1"
+COLLECTORS_SCHEMA: Final = "nodetune.collectors/1"
 TOPO_SCHEMA: Final = "nodetune.topo/1"
 NVML_SCHEMA: Final = "nodetune.nvml/1"
 SNAPSHOT_SCHEMA: Final = "nodetune.snapshot/1"

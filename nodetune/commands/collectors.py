@@ -1,0 +1,45 @@
+"""`nodetune collectors`: the registered fact collectors and what each reads."""
+
+from __future__ import annotations
+
+import inspect
+
+import click
+
+from nodetune import exitcodes
+
+
+def describe() -> list[dict[str, object]]:
+    """Name, one-paragraph description and required paths of every registered collector."""
+    from nodetune.collectors import load_all
+
+    return [{"name": name, "description": " ".join((inspect.getdoc(cls) or "").split()),
+             "requires": list(getattr(cls, "requires", ()))}
+            for name, cls in load_all().items()]
+
+
+@click.command("collectors")
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+def cmd(as_json: bool) -> int:
+    """List the fact collectors `nodetune facts --only` can run, in the order they run."""
+    rows = describe()
+    if as_json:
+        from nodetune.output import emit_json
+        from nodetune.schemas import COLLECTORS_SCHEMA
+
+        emit_json({"collectors": rows}, COLLECTORS_SCHEMA)
+        return exitcodes.OK
+    from rich import box
+    from rich.table import Table
+
+    from nodetune.output import console
+
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("collector", style="cyan", no_wrap=True)
+    table.add_column("facts", overflow="fold")
+    table.add_column("reads", style="dim", overflow="fold")
+    for row in rows:
+        table.add_row(str(row["name"]), str(row["description"]),
+                      ", ".join(row["requires"]))  # type: ignore[arg-type]
+    console().print(table)
+    return exitcodes.OK

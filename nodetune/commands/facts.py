@@ -1,0 +1,77 @@
+"""`nodetune facts`: everything nodetune knows about a node, as tables or as JSON.
+
+Only click, the collectors and json are imported on the `--json` path; rich is imported only
+for the human view.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from nodetune import exitcodes
+from nodetune.cli import node_options
+
+
+def _names(only: tuple[str, ...]) -> tuple[str, ...] | None:
+    """--only cpu --only numa,memory -> ("cpu", "numa", "memory"), checked against the registry."""
+    names = tuple(n.strip() for item in only for n in item.split(",") if n.strip())
+    if not names:
+        return None
+    from nodetune.collectors import load_all
+
+    known = load_all()
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise click.UsageError(f"unknown collector {', '.join(unknown)}; known: "
+                               f"{', '.join(known)} (see `nodetune collectors`)")
+    return names
+
+
+def _print_timings(status: dict[str, dict[str, object]]) -> None:
+    """Plain per-collector times on stderr (used with --json, so stdout stays JSON)."""
+    total = 0.0
+    for name, st in status.items():
+        seconds = float(st.get("seconds") or 0.0)  # type: ignore[arg-type]
+        total += seconds
+        sys.stderr.write(f"{name:<12} {seconds * 1000:8.1f} ms  "
+                         f"{'ok' if st.get('ok') else 'failed'}"
+                         f"{' (no data)' if st.get('no_data') else ''}\n")
+    sys.stderr.write(f"{'total':<12} {total * 1000:8.1f} ms\n")
+
+
+@click.command("facts")
+@node_options
+@click.option("--json", "as_json", is_flag=True, help="Print the facts document (schema "
+              "nodetune.facts/1) instead of tables.")
+@click.option("--timings", is_flag=True, help="Show how long each collector took "
+              "(on stderr with --json).")
+@click.option("--only", multiple=True, metavar="NAME[,NAME]",
+              help="Run only these collectors (repeatable; see `nodetune collectors`).")
+def cmd(root: str | None, snapshot: str | None, nvml: str, as_json: bool, timings: bool,
+        only: tuple[str, ...]) -> int:
+    """Show everything nodetune knows about this node (or a --root tree / --from snapshot).
+
+    A collector that fails is reported (in the tables, and under `collectors` in JSON) and the
+    other facts are still shown: exit code 0. Exit code 3 when the node cannot be read at all
+    (bad --root, bad snapshot, unknown --only name).
+    """
+    from nodetune.source import open_node
+
+    names = _names(only)
+    with open_node(root=root, snapshot=snapshot, nvml=nvml) as node:
+        doc = node.facts(names).to_json()
+    if as_json:
+        from nodetune.output import emit_json
+        from nodetune.schemas import FACTS_SCHEMA
+
+        emit_json(doc, FACTS_SCHEMA)
+        if timings:
+            _print_timings(doc["collectors"])
+    else:
+        from nodetune.facts_view import render
+        from nodetune.output import console
+
+        render(doc, console(), timings=timings)
+    return exitcodes.OK
