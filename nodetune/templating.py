@@ -1,0 +1,47 @@
+"""nodetune's one Jinja environment: templates under nodetune/templates/, strict on undefined.
+
+Templates only lay out data that Python has already computed. The `to_yaml` filter dumps a
+computed dict as block YAML in key order, so a template can put comments around objects.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from nodetune.errors import RenderError
+
+
+def to_yaml(value: Any) -> str:
+    """Block YAML in key order, without anchors/aliases for repeated objects."""
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        def ignore_aliases(self, data: Any) -> bool:
+            return True
+
+    text: str = yaml.dump(value, Dumper=Dumper, sort_keys=False, default_flow_style=False,
+                          width=100)
+    return text.rstrip("\n")
+
+
+@functools.cache
+def environment() -> Any:
+    from jinja2 import Environment, PackageLoader, StrictUndefined
+
+    env = Environment(loader=PackageLoader("nodetune", "templates"), undefined=StrictUndefined,
+                      keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
+                      autoescape=False)
+    env.filters["to_yaml"] = to_yaml
+    return env
+
+
+def render(name: str, **values: Any) -> str:
+    """Render template `name` (relative to nodetune/templates/) with `values`."""
+    from jinja2 import TemplateError
+
+    try:
+        return str(environment().get_template(name).render(**values))
+    except TemplateError as exc:
+        raise RenderError(f"template {name} failed: {exc}",
+                          fix="report this as a nodetune bug with the command line used") from exc
