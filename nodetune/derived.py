@@ -166,6 +166,12 @@ def _list(facts: dict[str, Any], section: str, key: str) -> list[dict[str, Any]]
     return [x for x in ((facts.get(section) or {}).get(key) or []) if isinstance(x, dict)]
 
 
+def _reason(facts: dict[str, Any], section: str, key: str) -> str | None:
+    """Why a collector could not read `key` of its section, if it said so."""
+    unknown = (facts.get(section) or {}).get("unknown") or {}
+    return unknown.get(key)
+
+
 def _virtualized(facts: dict[str, Any]) -> bool | None:
     hypervisor = (facts.get("cpu") or {}).get("hypervisor")
     virt = (facts.get("kernel") or {}).get("virtualization")
@@ -229,7 +235,7 @@ def _gpus(facts: dict[str, Any], gpus: list[dict[str, Any]], pci: dict[str, Any]
             unknown[f"gpus.{pos}.idle"] = "no clock event reasons (NVML not used)"
         if item["nic"] is None and f"gpus.{pos}.nic" not in unknown:
             unknown[f"gpus.{pos}.nic"] = "no RDMA NIC on this node"
-        item["acs_redirect_ports"] = _acs_ports(pos, dev, item["nic"], pci, unknown)
+        item["acs_redirect_ports"] = _acs_ports(facts, pos, dev, item["nic"], pci, unknown)
         out.append(item)
     return out
 
@@ -299,23 +305,28 @@ def _rank(cls: str | None) -> int:
     return PATH_CLASSES.index(cls) if cls in PATH_CLASSES else len(PATH_CLASSES)
 
 
-def _acs_ports(pos: int, gpu_dev: dict[str, Any], nic: dict[str, Any] | None,
-               pci: dict[str, Any], unknown: dict[str, str]) -> list[str] | None:
+def _acs_ports(facts: dict[str, Any], pos: int, gpu_dev: dict[str, Any],
+               nic: dict[str, Any] | None, pci: dict[str, Any],
+               unknown: dict[str, str]) -> list[str] | None:
     """Switch ports between the GPU (and its NIC) and the root port with ACS redirection on."""
+    index = {a: i for i, a in enumerate(pci)}
     ports: list[str] = []
     for dev in (gpu_dev, pci.get(nic.get("pci_address")) if nic else None):
         if not dev:
             continue
-        path = dev.get("path") or []
-        for addr in path:
+        why_no_path = _reason(facts, "pci", f"devices.{index.get(dev.get('address'))}.path")
+        if why_no_path:
+            unknown[f"gpus.{pos}.acs_redirect_ports"] = why_no_path
+            return None
+        for addr in dev.get("path") or []:
             if addr == dev.get("root_port"):
                 continue  # root ports: traffic reaches the host bridge anyway
             bridge = pci.get(addr) or {}
             acs = bridge.get("acs")
             if acs is None:
-                if "acs" in bridge:  # present but unreadable
-                    unknown[f"gpus.{pos}.acs_redirect_ports"] = (
-                        f"ACS of bridge {addr} unreadable (PCI config space needs root)")
+                why = _reason(facts, "pci", f"devices.{index.get(addr)}.acs") or ""
+                if why and not why.endswith("no ACS capability"):
+                    unknown[f"gpus.{pos}.acs_redirect_ports"] = why
                     return None
                 continue  # the bridge has no ACS capability
             if _acs_redirects(acs) and addr not in ports:
@@ -346,7 +357,9 @@ def _nics(facts: dict[str, Any], pci: dict[str, Any],
         irq_cpus = iface.get("irq_cpus")
         irqs_local: bool | None = None
         if not irq_cpus:
-            unknown[f"nics.{pos}.irqs_local"] = "no IRQ affinity read for this interface"
+            unknown[f"nics.{pos}.irqs_local"] = (
+                _reason(facts, "nic", f"interfaces.{iface.get('name')}.irq_cpus")
+                or "no IRQ affinity read for this interface")
         elif not local:
             unknown[f"nics.{pos}.irqs_local"] = "NIC NUMA node unknown (numa_node -1)"
         else:
@@ -363,8 +376,9 @@ def _deep_cstates(facts: dict[str, Any], unknown: dict[str, str],
     """Idle states with exit latency above `max_latency_us` still enabled on some CPU."""
     cpu = facts.get("cpu") or {}
     states = cpu.get("cstates")
-    if states is None:
-        unknown["cpu.deep_cstates"] = "no cpuidle states (no cpuidle driver, or a VM)"
+    why = _reason(facts, "cpu", "cstates")
+    if states is None or (why and not states):
+        unknown["cpu.deep_cstates"] = why or "no cpuidle states (no cpuidle driver, or a VM)"
         return None
     online = len(cpu.get("online") or []) or None
     deep = []

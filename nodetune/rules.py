@@ -366,72 +366,123 @@ def resolve(doc: Mapping[str, Any], path: str,
             bindings: Mapping[str, int] | None = None) -> list[Item]:
     """Every value `path` names in `doc`: one Item, or one per list item for `[*]` paths.
 
-    A `[*]` over an empty list gives no items; a missing container gives one Item with a
-    null value and the recorded reason.
+    A `[*]` over an empty list gives no items, unless the collector said why the list is
+    empty (then one unknown Item); a missing container gives one Item with a null value and
+    the recorded reason.
     """
-    tokens = factpaths.parse(path)
-    out: list[Item] = []
-    _walk(doc, doc, tokens, 0, [], [], dict(bindings or {}), {}, [], out)
-    return out
+    walker = _Walker(doc, factpaths.parse(path), dict(bindings or {}))
+    walker.walk(doc, 0, _Trail())
+    return walker.out
 
 
-def _walk(doc: Mapping[str, Any], obj: Any, tokens: tuple[factpaths.Token, ...], i: int,
-          parts: list[str], subjects: list[str], bindings: dict[str, int],
-          binds_out: dict[str, int],
-          contexts: list[tuple[Mapping[str, Any], int]], out: list[Item]) -> None:
-    if isinstance(obj, Mapping) and isinstance(obj.get("unknown"), Mapping):
-        contexts = [*contexts, (obj["unknown"], len(parts))]
-    if i == len(tokens):
-        out.append(_item(doc, obj, parts, subjects, binds_out, contexts))
-        return
-    tok = tokens[i]
-    if obj is None:
-        out.append(_item(doc, None, parts, subjects, binds_out, contexts))
-        return
-    if tok.key is not None:
-        if isinstance(obj, list) and tok.key.isdigit():
-            idx = int(tok.key)
-            value = obj[idx] if idx < len(obj) else None
-            _walk(doc, value, tokens, i + 1, [*parts, tok.key], subjects, bindings, binds_out,
-                  contexts, out)
+@dataclass(frozen=True)
+class _Trail:
+    """Where the walk is: concrete parts ("nodes", "0"), the same with item names
+    ("interfaces", "eth0") for collectors that key reasons by name, subjects, bindings, and
+    the `unknown` maps passed on the way (with the depth each is relative to)."""
+
+    parts: tuple[str, ...] = ()
+    named: tuple[str, ...] = ()
+    subjects: tuple[str, ...] = ()
+    bindings: tuple[tuple[str, int], ...] = ()
+    contexts: tuple[tuple[Mapping[str, Any], int], ...] = ()
+
+    def down(self, key: str, name: str | None = None, subject: str | None = None,
+             binding: tuple[str, int] | None = None) -> _Trail:
+        return _Trail((*self.parts, key), (*self.named, name or key),
+                      self.subjects + ((subject,) if subject else ()),
+                      self.bindings + ((binding,) if binding else ()), self.contexts)
+
+    def with_context(self, unknown: Mapping[str, Any], depth: int) -> _Trail:
+        return _Trail(self.parts, self.named, self.subjects, self.bindings,
+                      (*self.contexts, (unknown, depth)))
+
+
+class _Walker:
+    def __init__(self, doc: Mapping[str, Any], tokens: tuple[factpaths.Token, ...],
+                 bindings: dict[str, int]) -> None:
+        self.doc, self.tokens, self.bindings = doc, tokens, bindings
+        self.out: list[Item] = []
+
+    def walk(self, obj: Any, i: int, trail: _Trail) -> None:
+        if isinstance(obj, Mapping) and isinstance(obj.get("unknown"), Mapping):
+            trail = trail.with_context(obj["unknown"], len(trail.parts))
+        if i == len(self.tokens):
+            self.emit(obj, trail)
+            return
+        tok = self.tokens[i]
+        if obj is None and any(t.key is None for t in self.tokens[i:]):
+            reason = _why_unknown(self.doc, trail)
+            if reason:  # a list we cannot see into; with no reason, there are no items
+                self.out.append(Item(subject="/".join(trail.subjects) or None, value=None,
+                                     reason=reason, bindings=dict(trail.bindings),
+                                     path=".".join(trail.parts)))
+            return
+        if tok.key is not None:
+            self.walk_key(obj, i, trail)
+        elif isinstance(obj, list):
+            self.walk_list(obj, i, trail)
+        else:
+            self.emit(None, trail)
+
+    def walk_key(self, obj: Any, i: int, trail: _Trail) -> None:
+        key0 = self.tokens[i].key or ""
+        if isinstance(obj, list) and key0.isdigit():
+            idx = int(key0)
+            self.walk(obj[idx] if idx < len(obj) else None, i + 1, trail.down(key0))
             return
         if not isinstance(obj, Mapping):
-            out.append(_item(doc, None, parts, subjects, binds_out, contexts))
+            self.emit(None, trail)
             return
         end = i
-        while end < len(tokens) and tokens[end].key is not None:
+        while end < len(self.tokens) and self.tokens[end].key is not None:
             end += 1
         for stop in range(end, i, -1):  # longest dotted key first
-            key = ".".join(t.key for t in tokens[i:stop] if t.key is not None)
+            key = ".".join(t.key for t in self.tokens[i:stop] if t.key is not None)
             if key in obj:
-                if not parts and key in _SECTION_ALIASES:
-                    section = doc.get(_SECTION_ALIASES[key])
+                if not trail.parts and key in _SECTION_ALIASES:
+                    section = self.doc.get(_SECTION_ALIASES[key])
                     if isinstance(section, Mapping) and isinstance(section.get("unknown"), Mapping):
-                        contexts = [*contexts, (section["unknown"], 0)]
-                _walk(doc, obj[key], tokens, stop, [*parts, key], subjects, bindings, binds_out,
-                      contexts, out)
+                        trail = trail.with_context(section["unknown"], 0)
+                self.walk(obj[key], stop, trail.down(key))
                 return
-        missing = ".".join(t.key for t in tokens[i:end] if t.key is not None)
-        out.append(_item(doc, None, [*parts, missing], subjects, binds_out, contexts))
-        return
-    if not isinstance(obj, list):
-        out.append(_item(doc, None, parts, subjects, binds_out, contexts))
-        return
-    canon = factpaths.canonical(tokens[:i + 1])
-    list_key = parts[-1] if parts else ""
-    if tok.index is not None:
-        indices: Iterable[int] = [tok.index] if tok.index < len(obj) else []
-    elif canon in bindings:
-        indices = [bindings[canon]] if bindings[canon] < len(obj) else []
-    else:
-        indices = range(len(obj))
-    for idx in indices:
-        item = obj[idx]
-        if tok.filters and not _selected(item, tok.filters):
-            continue
-        subject = subject_of(list_key, item, idx)
-        _walk(doc, item, tokens, i + 1, [*parts, str(idx)], [*subjects, subject], bindings,
-              {**binds_out, canon: idx}, contexts, out)
+        self.walk(None, i + 1, trail.down(key0))
+
+    def walk_list(self, obj: list[Any], i: int, trail: _Trail) -> None:
+        tok = self.tokens[i]
+        canon = factpaths.canonical(self.tokens[:i + 1])
+        list_key = trail.parts[-1] if trail.parts else ""
+        if tok.index is not None:
+            indices: Iterable[int] = [tok.index] if tok.index < len(obj) else []
+        elif canon in self.bindings:
+            indices = [self.bindings[canon]] if self.bindings[canon] < len(obj) else []
+        else:
+            indices = range(len(obj))
+        if not obj:
+            reason = _why_unknown(self.doc, trail, exact=True)
+            if reason:  # an empty list the collector could not fill
+                self.out.append(Item(subject=None, value=None, reason=reason,
+                                     path=".".join(trail.parts)))
+            return
+        for idx in indices:
+            item = obj[idx]
+            if tok.filters and not _selected(item, tok.filters):
+                continue
+            name = item.get("name") if isinstance(item, Mapping) else None
+            self.walk(item, i + 1, trail.down(str(idx), str(name) if name else None,
+                                              subject_of(list_key, item, idx), (canon, idx)))
+
+    def emit(self, value: Any, trail: _Trail) -> None:
+        reason = None
+        if value is None or value == "unknown" or value == [] or value == {}:
+            reason = _why_unknown(self.doc, trail, exact=value is not None)
+            if value == "unknown":
+                value, reason = None, reason or "reported as unknown"
+            elif reason is not None:
+                value = None  # an empty value the collector says it could not read
+        self.out.append(Item(subject="/".join(trail.subjects) or None, value=value,
+                             reason=reason, bindings=dict(trail.bindings),
+                             path=".".join(trail.parts)))
 
 
 def _selected(item: Any, filters: tuple[tuple[str, tuple[str, ...]], ...]) -> bool:
@@ -440,30 +491,28 @@ def _selected(item: Any, filters: tuple[tuple[str, tuple[str, ...]], ...]) -> bo
     return all(_text(item.get(key)) in values for key, values in filters)
 
 
-def _item(doc: Mapping[str, Any], value: Any, parts: list[str], subjects: list[str],
-          bindings: dict[str, int], contexts: list[tuple[Mapping[str, Any], int]]) -> Item:
-    reason = None if value is not None else _why_unknown(doc, parts, contexts)
-    return Item(subject="/".join(subjects) or None, value=value, reason=reason,
-                bindings=dict(bindings), path=".".join(parts))
-
-
-def _why_unknown(doc: Mapping[str, Any], parts: list[str],
-                 contexts: list[tuple[Mapping[str, Any], int]]) -> str | None:
-    for unknown, start in reversed(contexts):
-        rel = parts[start:]
-        for k in range(len(rel), 0, -1):
-            for key in (".".join(rel[:k]), ".".join("*" if p.isdigit() else p for p in rel[:k])):
+def _why_unknown(doc: Mapping[str, Any], trail: _Trail, exact: bool = False) -> str | None:
+    """The reason a collector recorded for this path (or, unless `exact`, a parent of it)."""
+    for unknown, start in reversed(trail.contexts):
+        variants = {trail.parts[start:], trail.named[start:],
+                    tuple("*" if p.isdigit() else p for p in trail.parts[start:])}
+        longest = len(trail.parts) - start
+        for k in range(longest, 0 if not exact else longest - 1, -1):
+            for rel in variants:
+                key = ".".join(rel[:k])
                 if key in unknown:
                     return str(unknown[key])
-    if parts:
-        head = parts[0].split(".")[0]
-        section = _SECTION_ALIASES.get(head, head)
-        if head not in doc or doc.get(head) is None:
-            status = (doc.get("collectors") or {}).get(section)
-            if isinstance(status, Mapping) and status.get("error"):
-                return f"{section} collector: {status['error']}"
-            if section == "derived":
-                return None
+    if exact or not trail.parts:
+        return None
+    head = trail.parts[0].split(".")[0]
+    section = _SECTION_ALIASES.get(head, head)
+    if head not in doc or doc.get(head) is None:
+        status = (doc.get("collectors") or {}).get(section)
+        if isinstance(status, Mapping) and status.get("no_data"):
+            return None  # the subsystem is absent: nothing to report, nothing unknown
+        if isinstance(status, Mapping) and status.get("error"):
+            return f"{section} collector: {status['error']}"
+        if section != "derived":
             return f"the {section} collector did not report"
     return None
 

@@ -236,9 +236,8 @@ def test_parse_cmdline() -> None:
     assert parse_cmdline(None) is None
 
 
-def _bridge(addr: str, srcvalid: bool | None, path: list[str]) -> dict:
-    acs = None if srcvalid is None else {"ctl": {"SrcValid": srcvalid, "ReqRedir": False},
-                                         "source_validation": srcvalid}
+def _bridge(addr: str, srcvalid: bool, path: list[str]) -> dict:
+    acs = {"ctl": {"SrcValid": srcvalid, "ReqRedir": False}, "source_validation": srcvalid}
     return {"address": addr, "kind": "bridge", "acs": acs, "path": path, "root_port": path[0]
             if path else addr}
 
@@ -275,7 +274,11 @@ def test_derive_counts_acs_cstates_irqs() -> None:
     assert gpu["nic"] is None and d["unknown"]["gpus.0.nic"] == "no RDMA NIC on this node"
     assert d["cpu"]["deep_cstates"] == ["C1E"]
     assert [(n["name"], n["irqs_local"]) for n in d["nics"]] == [("ens4", False)]
+    facts["pci"]["devices"][2]["acs"] = None  # no ACS capability: nothing to redirect
+    facts["pci"]["unknown"] = {"devices.2.acs": "0000:02:00.0: no ACS capability"}
+    assert derive(facts)["gpus"][0]["acs_redirect_ports"] == [up]
     facts["pci"]["devices"][1]["acs"] = None  # config space unreadable
+    facts["pci"]["unknown"]["devices.1.acs"] = "0000:01:00.0: config space beyond 256 B needs root"
     d = derive(facts)
     assert d["gpus"][0]["acs_redirect_ports"] is None
     assert "needs root" in d["unknown"]["gpus.0.acs_redirect_ports"]
