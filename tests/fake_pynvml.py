@@ -1,0 +1,290 @@
+"""Stand-ins for the `pynvml` module, for testing nodetune.nvml.PynvmlBackend without a GPU.
+
+Each fake is a module object with the real library's constants, ctypes structures and
+NVMLError classes (nvidia-ml-py imports without libnvidia-ml.so), and `nvml*` functions that
+answer from captured data the way the real bindings do: bytes in ctypes structures, ctypes
+arrays for CPU masks, lists/tuples for paired values, NVMLError_* subclasses for failures.
+
+- `from_raw(raw, ...)`: the raw return values of pynvml calls captured on a real machine
+  (tests/fixtures/nvml/*-pynvml-raw.json), including the errors NVML gave there.
+- `from_recording(doc)`: a nodetune.nvml/1 recording played back through the API; a null
+  field raises NVMLError_NotSupported, as nvidia-smi's "N/A" usually means.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import types
+from collections.abc import Callable
+from typing import Any
+
+import pynvml as real
+
+NOT_SUPPORTED = real.NVML_ERROR_NOT_SUPPORTED
+
+
+def error(name_or_code: str | int) -> real.NVMLError:
+    """An NVMLError instance of the right subclass, from "NVMLError_X[:text]" or a code."""
+    if isinstance(name_or_code, int):
+        return real.NVMLError(name_or_code)
+    cls = getattr(real, name_or_code.split(":", 1)[0])
+    return cls()
+
+
+def base_module() -> types.ModuleType:
+    """A module with pynvml's constants, structures and errors but no functions."""
+    module = types.ModuleType("pynvml")
+    for name, value in vars(real).items():
+        if name.startswith(("NVML_", "NVMLError", "c_nvml", "nvmlPciInfo", "nvmlClocks",
+                            "nvmlGpuFabricInfo")):
+            setattr(module, name, value)
+    module.calls = []  # names of the nvml* functions called, in order
+    return module
+
+
+def _install(module: types.ModuleType, name: str, fn: Callable[..., Any]) -> None:
+    def logged(*args: Any) -> Any:
+        module.calls.append(name)
+        return fn(*args)
+
+    setattr(module, name, logged)
+
+
+def pci_info(bus_id: str) -> real.nvmlPciInfo_t:
+    domain, bus, rest = bus_id.split(":")
+    device = rest.split(".")[0]
+    legacy = f"{int(domain, 16) & 0xFFFF:04X}:{bus}:{rest}"
+    return real.nvmlPciInfo_t(busIdLegacy=legacy.encode(), domain=int(domain, 16),
+                              bus=int(bus, 16), device=int(device, 16),
+                              busId=bus_id.encode())
+
+
+def cpu_mask(cpus: list[int], words: int) -> Any:
+    """What nvmlDeviceGetCpuAffinity returns: a ctypes c_ulong array (64-bit words here)."""
+    array = (ctypes.c_ulong * words)()
+    for cpu in cpus:
+        array[cpu // 64] |= 1 << (cpu % 64)
+    return array
+
+
+def fill_fabric(ref: Any, state: int, status: int, clique: int, cluster: bytes) -> int:
+    info = ref._obj  # the structure behind ctypes.byref()
+    info.state = state
+    info.status = status
+    info.cliqueId = clique
+    for i, b in enumerate(cluster):
+        info.clusterUuid[i] = b
+    return real.NVML_SUCCESS
+
+
+class _Device:
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+
+def _common(module: types.ModuleType, driver: str, cuda: int, count: int) -> None:
+    handles = [_Device(i) for i in range(count)]
+    _install(module, "nvmlInit", lambda: None)
+    _install(module, "nvmlShutdown", lambda: None)
+    _install(module, "nvmlSystemGetDriverVersion", lambda: driver)
+    _install(module, "nvmlSystemGetCudaDriverVersion", lambda: cuda)
+    _install(module, "nvmlDeviceGetCount", lambda: count)
+
+    def handle(i: int) -> _Device:
+        if not 0 <= i < count:
+            raise error(real.NVML_ERROR_INVALID_ARGUMENT)
+        return handles[i]
+
+    _install(module, "nvmlDeviceGetHandleByIndex", handle)
+
+
+def from_raw(raw: dict[str, Any], *, cpu_affinity: list[int], fabric: tuple[int, int, int],
+             performance_state: int, nvlink_peer_ok: bool) -> types.ModuleType:
+    """A pynvml that answers from a raw capture.
+
+    The capture lacks a few answers, which come from the same machine's `nvidia-smi` output
+    taken at the same moment: `cpu_affinity` (topo -m "CPU Affinity"), `fabric` (state, status,
+    clique id of -q "Fabric"), `performance_state` (-q "Performance State") and whether the
+    GPUs reach each other over NVLink (topo -m "NV18"). NVLink links beyond those captured
+    answer NVMLError_InvalidArgument, as NVML does for a link index the GPU does not have.
+    """
+    module = base_module()
+    devices = raw["devices"]
+    _common(module, raw["driver"], raw["cuda"], raw["count"])
+
+    def value(key: str) -> Callable[..., Any]:
+        def get(h: _Device, *_: Any) -> Any:
+            v = devices[h.index][key]
+            if isinstance(v, dict) and "error" in v:
+                raise error(v["error"])
+            return v
+        return get
+
+    for name in ("nvmlDeviceGetName", "nvmlDeviceGetUUID", "nvmlDeviceGetPersistenceMode",
+                 "nvmlDeviceGetCurrPcieLinkGeneration", "nvmlDeviceGetMaxPcieLinkGeneration",
+                 "nvmlDeviceGetCurrPcieLinkWidth", "nvmlDeviceGetMaxPcieLinkWidth",
+                 "nvmlDeviceGetPowerUsage", "nvmlDeviceGetEnforcedPowerLimit",
+                 "nvmlDeviceGetCurrentClocksEventReasons",
+                 "nvmlDeviceGetCurrentClocksThrottleReasons", "nvmlDeviceGetNumaNodeId",
+                 "nvmlDeviceGetRetiredPagesPendingStatus", "nvmlDeviceGetSerial"):
+        _install(module, name, value(name))
+    for name in ("nvmlDeviceGetEccMode", "nvmlDeviceGetMigMode"):
+        _install(module, name, lambda h, name=name: list(devices[h.index][name]))
+    _install(module, "nvmlDeviceGetRemappedRows",
+             lambda h: tuple(devices[h.index]["nvmlDeviceGetRemappedRows"]))
+    _install(module, "nvmlDeviceGetPciInfo_v3",
+             lambda h: pci_info(devices[h.index]["nvmlDeviceGetPciInfo"]["busId"]))
+    _install(module, "nvmlDeviceGetMemoryInfo", lambda h: real.c_nvmlMemory_t(
+        **devices[h.index]["nvmlDeviceGetMemoryInfo"]))
+    _install(module, "nvmlDeviceGetTemperature", lambda h, sensor: devices[h.index]["temp"])
+    clocks = {(real.NVML_CLOCK_SM, False): "clock_sm", (real.NVML_CLOCK_MEM, False): "clock_mem",
+              (real.NVML_CLOCK_SM, True): "maxclock_sm",
+              (real.NVML_CLOCK_MEM, True): "maxclock_mem"}
+    _install(module, "nvmlDeviceGetClockInfo",
+             lambda h, t: devices[h.index][clocks[(t, False)]])
+    _install(module, "nvmlDeviceGetMaxClockInfo",
+             lambda h, t: devices[h.index][clocks[(t, True)]])
+    ecc = {(0, 0): "ecc_corr_vol", (0, 1): "ecc_corr_agg", (1, 0): "ecc_uncorr_vol",
+           (1, 1): "ecc_uncorr_agg"}
+    _install(module, "nvmlDeviceGetTotalEccErrors",
+             lambda h, kind, counter: devices[h.index][ecc[(kind, counter)]])
+
+    def retired(h: _Device, cause: int) -> list[int]:
+        v = devices[h.index]["retired_sbe"]
+        if isinstance(v, dict):
+            raise error(v["error"])
+        return v
+
+    _install(module, "nvmlDeviceGetRetiredPages", retired)
+    _install(module, "nvmlDeviceGetCpuAffinity", lambda h, words: cpu_mask(cpu_affinity, words))
+    _install(module, "nvmlDeviceGetPerformanceState", lambda h: performance_state)
+
+    def link(h: _Device, n: int) -> dict[str, Any]:
+        links = devices[h.index]["nvlink"]
+        if n >= len(links):
+            raise error(real.NVML_ERROR_INVALID_ARGUMENT)
+        return links[n]
+
+    _install(module, "nvmlDeviceGetNvLinkState", lambda h, n: link(h, n)["state"])
+    _install(module, "nvmlDeviceGetNvLinkRemotePciInfo",
+             lambda h, n: pci_info(link(h, n)["remote"]["busId"]))
+    _install(module, "nvmlDeviceGetNvLinkRemoteDeviceType", lambda h, n: link(h, n)["remote_type"])
+    _install(module, "nvmlDeviceGetP2PStatus", lambda a, b, index: (
+        real.NVML_P2P_STATUS_OK if nvlink_peer_ok else real.NVML_P2P_STATUS_NOT_SUPPORTED))
+    state, status, clique = fabric
+    _install(module, "nvmlDeviceGetGpuFabricInfoV",
+             lambda h, ref: fill_fabric(ref, state, status, clique, bytes(16)))
+    return module
+
+
+def from_recording(doc: dict[str, Any]) -> types.ModuleType:
+    """A pynvml that answers from a nodetune.nvml/1 recording (null fields: NotSupported)."""
+    module = base_module()
+    devices = doc["devices"]
+    _common(module, doc["driver_version"], doc["cuda_driver_version"], len(devices))
+
+    def field(*path: str, convert: Callable[[Any], Any] = lambda v: v) -> Callable[..., Any]:
+        def get(h: _Device, *_: Any) -> Any:
+            v: Any = devices[h.index]
+            for key in path:
+                v = v.get(key) if isinstance(v, dict) else None
+            if v is None:
+                raise error(NOT_SUPPORTED)
+            return convert(v)
+        return get
+
+    def pair(name: str) -> Callable[..., Any]:
+        def get(h: _Device) -> list[int]:
+            v = devices[h.index][name]
+            if v["current"] is None:
+                raise error(NOT_SUPPORTED)
+            return [int(v["current"]), int(v["pending"])]
+        return get
+
+    milli = lambda w: round(w * 1000)  # noqa: E731
+    _install(module, "nvmlDeviceGetPciInfo_v3", field("pci_bus_id", convert=pci_info))
+    _install(module, "nvmlDeviceGetName", field("name"))
+    _install(module, "nvmlDeviceGetUUID", field("uuid"))
+    _install(module, "nvmlDeviceGetMemoryInfo",
+             field("memory_total_bytes", convert=lambda t: real.c_nvmlMemory_t(total=t)))
+    _install(module, "nvmlDeviceGetPersistenceMode", field("persistence_mode", convert=int))
+    _install(module, "nvmlDeviceGetEccMode", pair("ecc"))
+    _install(module, "nvmlDeviceGetMigMode", pair("mig"))
+    counters = {0: "volatile", 1: "aggregate"}
+    kinds = {0: "corrected", 1: "uncorrected"}
+    _install(module, "nvmlDeviceGetTotalEccErrors",
+             lambda h, kind, counter: field("ecc", counters[counter], kinds[kind])(h))
+
+    def retired(h: _Device, cause: int) -> list[int]:
+        pages = devices[h.index]["retired_pages"]
+        if pages is None:
+            raise error(NOT_SUPPORTED)
+        return [0x1000 * i for i in range(pages["single_bit" if cause == 0 else "double_bit"])]
+
+    _install(module, "nvmlDeviceGetRetiredPages", retired)
+    _install(module, "nvmlDeviceGetRetiredPagesPendingStatus",
+             field("retired_pages", "pending", convert=int))
+    _install(module, "nvmlDeviceGetRemappedRows", field("remapped_rows", convert=lambda r: (
+        r["correctable"], r["uncorrectable"], int(r["pending"]), int(r["failure"]))))
+    clocks = {real.NVML_CLOCK_SM: "sm", real.NVML_CLOCK_MEM: "mem"}
+    _install(module, "nvmlDeviceGetClockInfo",
+             lambda h, t: field("clocks", f"{clocks[t]}_mhz")(h))
+    _install(module, "nvmlDeviceGetMaxClockInfo",
+             lambda h, t: field("clocks", f"{clocks[t]}_max_mhz")(h))
+    _install(module, "nvmlDeviceGetCurrentClocksEventReasons", field("clock_event_reasons_mask"))
+    _install(module, "nvmlDeviceGetPerformanceState", field("performance_state"))
+    _install(module, "nvmlDeviceGetPowerUsage", field("power_draw_w", convert=milli))
+    _install(module, "nvmlDeviceGetEnforcedPowerLimit", field("power_limit_w", convert=milli))
+    _install(module, "nvmlDeviceGetTemperature", field("temperature_c"))
+    for name, key in (("CurrPcieLinkGeneration", "current_gen"),
+                      ("MaxPcieLinkGeneration", "max_gen"),
+                      ("CurrPcieLinkWidth", "current_width"), ("MaxPcieLinkWidth", "max_width")):
+        _install(module, f"nvmlDeviceGet{name}", field("pcie", key))
+    _install(module, "nvmlDeviceGetNumaNodeId", field("numa_node"))
+    _install(module, "nvmlDeviceGetCpuAffinity", lambda h, words: cpu_mask(
+        field("cpu_affinity")(h), words))
+
+    def link(h: _Device, n: int) -> dict[str, Any]:
+        links = devices[h.index]["nvlink"]
+        if not links:
+            raise error(NOT_SUPPORTED)
+        if n >= len(links):
+            raise error(real.NVML_ERROR_INVALID_ARGUMENT)
+        return links[n]
+
+    kinds_by_name = {"gpu": 0, "cpu": 1, "switch": 2, None: 0xFF}
+    _install(module, "nvmlDeviceGetNvLinkState", lambda h, n: int(link(h, n)["active"]))
+    _install(module, "nvmlDeviceGetNvLinkRemotePciInfo", lambda h, n: pci_info(
+        link(h, n)["remote_pci_bus_id"] or "FFFFFFFF:FF:FF.0"))
+    _install(module, "nvmlDeviceGetNvLinkRemoteDeviceType",
+             lambda h, n: kinds_by_name[link(h, n)["remote_kind"]])
+
+    def p2p(a: _Device, b: _Device, index: int) -> int:
+        peers = devices[a.index]["nvlink_peers"]
+        ok = devices[b.index]["pci_bus_id"] in peers
+        return real.NVML_P2P_STATUS_OK if ok else real.NVML_P2P_STATUS_NOT_SUPPORTED
+
+    _install(module, "nvmlDeviceGetP2PStatus", p2p)
+    states = {"not_started": 1, "in_progress": 2, "completed": 3}
+
+    def fabric(h: _Device, ref: Any) -> int:
+        data = devices[h.index]["fabric"]
+        if data is None:
+            raise error(NOT_SUPPORTED)
+        cluster = bytes.fromhex(data["cluster_uuid"].replace("-", ""))
+        return fill_fabric(ref, states[data["state"]], 0 if data["status"] == "success" else 999,
+                           data["clique_id"], cluster)
+
+    _install(module, "nvmlDeviceGetGpuFabricInfoV", fabric)
+    return module
+
+
+def failing_init(error_name: str) -> types.ModuleType:
+    """A pynvml whose nvmlInit fails the way it does on a machine without a working driver."""
+    module = base_module()
+
+    def init() -> None:
+        raise error(error_name)
+
+    _install(module, "nvmlInit", init)
+    return module
