@@ -1,0 +1,130 @@
+"""Show an apply / rollback report: a JSON document (nodetune.apply/1, nodetune.rollback/1) or
+rich tables. Rejected kernel values are printed loudly: they are the failures people miss."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nodetune.apply import TaskOutcome
+    from nodetune.remediate import Plan, Report
+
+_STYLE = {"fixed": "green", "would-change": "yellow", "rendered": "cyan", "applied": "green",
+          "pending-reboot": "magenta", "refused": "red", "failed": "bold red", "unknown": "red"}
+
+
+def to_json(report: Report, prepared: Plan | None = None) -> dict[str, Any]:
+    doc: dict[str, Any] = {"mode": report.mode, "profile": report.profile}
+    if prepared is not None:
+        doc["root"] = prepared.request.host_root
+        doc["profile_note"] = prepared.audit.note
+    doc["hosts"] = report.hosts
+    doc["settings"] = [{
+        "id": s.change.id, "subject": s.change.subject, "area": s.change.area,
+        "severity": s.change.severity, "current": s.change.current, "wanted": s.change.wanted,
+        "disruption": s.change.disruption.value, "roles": s.change.roles, "status": s.status,
+        "after": s.after or None, "message": s.message or None,
+    } for s in report.settings]
+    doc["manual"] = [{"id": f.id, "subject": f.subject, "current": f.actual,
+                      "wanted": f.expected, "fix": f.fix} for f in report.manual]
+    doc["changed"] = report.changed
+    doc["changes"] = [_task_json(t) for t in report.tasks]
+    doc["rejected"] = [{"host": t.host, "task": t.task, "item": t.item, "message": t.rejected}
+                       for t in report.rejected]
+    doc["state_file"] = str(report.state_file) if report.state_file else None
+    doc["render_dir"] = str(report.render_dir) if report.render_dir else None
+    return doc
+
+
+def _task_json(task: TaskOutcome) -> dict[str, Any]:
+    return {"host": task.host, "role": task.role, "task": task.task, "item": task.item,
+            "diff": [{"path": d.get("after_header") or d.get("before_header") or "",
+                      "before": d.get("before", ""), "after": d.get("after", "")}
+                     for d in task.diffs]}
+
+
+def show(report: Report, prepared: Plan | None = None, *, as_json: bool) -> None:
+    if as_json:
+        from nodetune.output import emit_json
+        from nodetune.schemas import APPLY_SCHEMA, ROLLBACK_SCHEMA
+
+        emit_json(to_json(report, prepared),
+                  ROLLBACK_SCHEMA if report.mode == "rollback" else APPLY_SCHEMA)
+        return
+    from nodetune.output import console
+
+    out = console()
+    if prepared is not None and prepared.audit.note:
+        out.print(f"profile [bold]{report.profile}[/]: {prepared.audit.note}")
+    if report.settings:
+        out.print(_settings_table(report))
+    elif report.mode != "rollback":
+        out.print(f"nothing to apply: every setting of profile {report.profile} that nodetune "
+                  "can fix is already right")
+    for finding in report.manual:
+        out.print(f"[dim]manual fix[/] {finding.id}"
+                  f"{f' [{finding.subject}]' if finding.subject else ''}: {finding.fix}")
+    _print_tasks(out, report)
+    for task in report.rejected:
+        out.print(f"[bold red]KERNEL REJECTED[/] on {task.host}: {task.rejected}")
+    _print_footer(out, report)
+
+
+def _settings_table(report: Report) -> Any:
+    from rich.table import Table
+
+    table = Table(title=f"nodetune {report.mode}: profile {report.profile}", title_justify="left")
+    for column in ("setting", "subject", "current -> wanted", "disruption", "status"):
+        table.add_column(column)
+    for s in report.settings:
+        after = f" (now {s.after})" if s.after and s.status != "fixed" else ""
+        status = f"[{_STYLE.get(s.status, '')}]{s.status}[/]"
+        if s.message:
+            status += f"\n[dim]{s.message}[/]"
+        table.add_row(s.change.id, s.change.subject or "-",
+                      f"{s.change.current} -> {s.change.wanted}{after}",
+                      s.change.disruption.value, status)
+    return table
+
+
+def _print_tasks(out: Any, report: Report) -> None:
+    if not report.tasks:
+        return
+    verb = "would change" if report.mode == "dry-run" else "changed"
+    out.print(f"Ansible {verb} {report.changed} item(s):")
+    for task in report.tasks:
+        label = f" ({task.item})" if task.item else ""
+        out.print(f"  {task.host}: {task.task}{label}")
+        for diff in task.diffs:
+            out.print(f"    {_diff_line(diff)}", markup=False)
+
+
+def _diff_line(diff: dict[str, Any]) -> str:
+    path = diff.get("after_header") or diff.get("before_header") or ""
+    before, after = str(diff.get("before", "")), str(diff.get("after", ""))
+    if before.count("\n") <= 1 and after.count("\n") <= 1:
+        return f"{path}: {before.strip() or '(none)'} -> {after.strip() or '(none)'}"
+    old, new = before.splitlines(), after.splitlines()
+    added = [line for line in new if line not in old]
+    removed = [line for line in old if line not in new]
+    parts = [f"+{line}" for line in added[:3]] + [f"-{line}" for line in removed[:3]]
+    return f"{path}: " + "  ".join(parts or ["(content rewritten)"])
+
+
+def _print_footer(out: Any, report: Report) -> None:
+    if report.mode == "dry-run":
+        out.print("dry run: nothing was changed. Apply with `nodetune apply` (add --yes to skip "
+                  "the question).")
+    elif report.mode == "render-only":
+        out.print(f"wrote the playbook, its variables and inventory to {report.render_dir} "
+                  f"(run: ansible-playbook -i {report.render_dir}/inventory.ini "
+                  f"{report.render_dir}/apply.yml --check --diff)")
+    elif report.mode == "apply":
+        counts = {k: sum(1 for s in report.settings if s.status == k)
+                  for k in ("fixed", "pending-reboot", "failed")}
+        out.print(f"{report.changed} change(s) made: {counts['fixed']} fixed, "
+                  f"{counts['pending-reboot']} pending reboot, {counts['failed']} failed. "
+                  f"Previous values: {report.state_file} (undo: nodetune rollback "
+                  f"--state-file {report.state_file})")
+    elif report.mode == "rollback":
+        out.print(f"rolled back {report.changed} change(s) recorded in {report.state_file}")

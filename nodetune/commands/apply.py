@@ -1,0 +1,107 @@
+"""`nodetune apply`: fix failing profile settings through Ansible, dry-run first, with rollback."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from nodetune import exitcodes
+
+HELP = """Fix the settings `nodetune audit` finds wrong, through Ansible.
+
+Renders a thin playbook from the failing settings (nodetune's roles do the work), runs it in
+check mode to show, per setting, current -> new value and how disruptive the change is, asks
+for confirmation, records the previous values in a state file, applies, and audits again:
+each setting ends fixed, pending reboot, or failed.
+
+Exit codes: 0 applied (or nothing to do, or a dry run); 1 some settings failed; 3 nodetune
+could not run (unknown profile, no Ansible, unreachable host, a task failed: see the state
+file to roll back); 4 refused, nothing was changed (no confirmation, a reboot or kubelet
+state reset not allowed, profile does not match the hardware).
+"""
+
+
+@click.command("apply", help=HELP)
+@click.option("--profile", metavar="NAME", help="Profile to apply (default: the one matching "
+              "this node, as `nodetune audit` picks it).")
+@click.option("--profiles-dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Extra directory of profiles.")
+@click.option("--dry-run", is_flag=True, help="Show what would change (Ansible check mode "
+              "with diff); change nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--allow-reboot", is_flag=True, help="Allow changes that need a reboot "
+              "(kernel command line, module options).")
+@click.option("--allow-disruptive", is_flag=True, help="Allow changes that reset kubelet state.")
+@click.option("--only", multiple=True, metavar="ID", help="Fix only these settings "
+              "(repeatable; ID or ID[subject]).")
+@click.option("--inventory", "-i", type=click.Path(exists=True, path_type=Path),
+              metavar="FILE", help="Ansible inventory: apply to its hosts instead of this one.")
+@click.option("--limit", "-l", metavar="PATTERN", help="Ansible host pattern within the "
+              "inventory.")
+@click.option("--root", type=click.Path(file_okay=False, exists=True), envvar="NODETUNE_ROOT",
+              metavar="DIR", help="Apply to the host tree in DIR (a copy of a node) instead "
+              "of /; boot-time tools are not run, reboot-only changes stay pending.")
+@click.option("--render-only", type=click.Path(file_okay=False, path_type=Path),
+              metavar="DIR", help="Write the playbook, its variables and inventory to DIR "
+              "and stop.")
+@click.option("--force", is_flag=True, help="Apply a --profile that does not match this "
+              "node's hardware.")
+@click.option("--state-file", type=click.Path(dir_okay=False, path_type=Path), metavar="PATH",
+              help="Where to record the previous values (default: "
+              "/var/lib/nodetune/state/<time>.json, inside --root).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON report "
+              "(schema nodetune.apply/1).")
+def cmd(profile: str | None, profiles_dir: Path | None, dry_run: bool, yes: bool,
+        allow_reboot: bool, allow_disruptive: bool, only: tuple[str, ...],
+        inventory: Path | None, limit: str | None, root: str | None,
+        render_only: Path | None, force: bool, state_file: Path | None, as_json: bool) -> int:
+    from nodetune import apply_report as view
+    from nodetune import remediate
+    from nodetune.errors import Refused
+
+    if limit and inventory is None:
+        raise click.UsageError("--limit needs --inventory")
+    request = remediate.Request(
+        profile=profile, root=root, only=only, inventory=inventory, limit=limit,
+        allow_reboot=allow_reboot, allow_disruptive=allow_disruptive, force=force,
+        state_file=state_file, profiles_dir=profiles_dir)
+    if render_only is not None:
+        return _render_only(request, render_only, as_json)
+    with remediate.workspace() as workdir:
+        prepared = remediate.prepare(request, workdir)
+        plan_report = remediate.dry_run_report(prepared)
+        if dry_run or not prepared.changes:
+            view.show(plan_report, prepared, as_json=as_json)
+            return exitcodes.OK
+        if not as_json:
+            view.show(plan_report, prepared, as_json=False)
+        remediate.refuse_if_gated(prepared)
+        if not yes:
+            if not sys.stdin.isatty():
+                raise Refused("no terminal to confirm on and --yes not given; nothing was changed",
+                              fix="review with --dry-run, then pass --yes")
+            hosts = ", ".join(plan_report.hosts) or "the inventory"
+            if not click.confirm(f"Apply {len(prepared.changes)} change(s) to {hosts}?",
+                                 err=True):
+                raise Refused("not confirmed; nothing was changed")
+        report = remediate.execute(prepared)
+        view.show(report, prepared, as_json=as_json)
+    return exitcodes.FAILED if report.failed or report.rejected else exitcodes.OK
+
+
+def _render_only(request: Any, directory: Path, as_json: bool) -> int:
+    from nodetune import apply_report as view
+    from nodetune import remediate
+
+    with remediate.workspace() as scratch:
+        prepared = remediate.prepare(request, scratch, check=False)
+    report = remediate.Report(mode="render-only", profile=prepared.audit.profile,
+                              manual=list(prepared.plan.manual), render_dir=directory)
+    report.settings = [remediate.SettingOutcome(c, "rendered") for c in prepared.changes]
+    if prepared.changes:
+        remediate.render(prepared, directory, for_user=True)
+    view.show(report, prepared, as_json=as_json)
+    return exitcodes.OK

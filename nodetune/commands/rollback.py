@@ -1,0 +1,52 @@
+"""`nodetune rollback`: restore what an apply changed, from its state file."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from nodetune import exitcodes
+
+HELP = """Restore the files and runtime values an apply changed, from its state file.
+
+Without --state-file, uses the newest state file not yet rolled back in
+/var/lib/nodetune/state (inside --root). Runs through Ansible like apply: check mode first,
+then a confirmation (or --yes).
+
+Exit codes: 0 restored; 1 some values could not be restored; 3 the state file is missing or
+unreadable, or Ansible failed; 4 refused, nothing was changed (no confirmation, already
+rolled back).
+"""
+
+
+@click.command("rollback", help=HELP)
+@click.option("--state-file", type=click.Path(dir_okay=False, path_type=Path), metavar="PATH",
+              help="The state file `nodetune apply` wrote (default: the latest).")
+@click.option("--root", type=click.Path(file_okay=False, exists=True), envvar="NODETUNE_ROOT",
+              metavar="DIR", help="The host tree the apply changed (default /).")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON report "
+              "(schema nodetune.rollback/1).")
+def cmd(state_file: Path | None, root: str | None, yes: bool, as_json: bool) -> int:
+    from nodetune import apply_report, remediate
+    from nodetune.errors import Refused
+
+    with remediate.workspace() as workdir:
+        prepared = remediate.prepare_rollback(state_file, root, workdir)
+        pending = prepared.check.changed
+        if not yes:
+            if not sys.stdin.isatty():
+                raise Refused("no terminal to confirm on and --yes not given; nothing was changed",
+                              fix="pass --yes")
+            if not as_json:
+                preview = remediate.Report(mode="dry-run", profile=prepared.state.profile,
+                                           tasks=pending, changed=len(pending))
+                apply_report.show(preview, as_json=False)
+            if not click.confirm(f"Restore {len(pending)} item(s) recorded in "
+                                 f"{prepared.state.path}?", err=True):
+                raise Refused("not confirmed; nothing was changed")
+        report = remediate.execute_rollback(prepared)
+    apply_report.show(report, as_json=as_json)
+    return exitcodes.FAILED if report.rejected else exitcodes.OK
