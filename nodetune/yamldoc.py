@@ -1,0 +1,87 @@
+"""YAML files that remember where each value came from, for errors that name file:line.
+
+`load(path)` composes the document to nodes (libyaml when available), builds plain Python data
+from them and keeps the line of every mapping key and list item, so a loader can say
+"profiles/x.yaml:12: cpu.governor.equals: ..." instead of "bad value".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nodetune.errors import ProfileError
+
+Keys = tuple[str, ...]
+
+
+@dataclass
+class YamlDoc:
+    path: str
+    data: Any
+    lines: dict[Keys, int] = field(default_factory=dict)
+
+    def line(self, keys: Keys) -> int:
+        """Line of the deepest known key on `keys` (1 when none is known)."""
+        for end in range(len(keys), -1, -1):
+            if keys[:end] in self.lines:
+                return self.lines[keys[:end]]
+        return 1
+
+    def where(self, keys: Keys = ()) -> str:
+        return f"{self.path}:{self.line(keys)}"
+
+
+def load(path: str | Path, *, fix: str = "correct the YAML") -> YamlDoc:
+    """Parse a YAML file; raise ProfileError with file:line on bad YAML or duplicate keys."""
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    name = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ProfileError(f"cannot read {name}: {exc.strerror or exc}", fix=fix) from exc
+    try:
+        node = yaml.compose(text, Loader=loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        line = mark.line + 1 if mark is not None else 1
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ProfileError(f"{name}:{line}: bad YAML: {problem}", fix=fix) from exc
+    doc = YamlDoc(path=name, data=None)
+    if node is not None:
+        doc.data = _build(node, (), doc, yaml.constructor.SafeConstructor(), fix)
+    return doc
+
+
+def _build(node: Any, keys: Keys, doc: YamlDoc, constructor: Any, fix: str) -> Any:
+    import yaml
+
+    doc.lines.setdefault(keys, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = _build(key_node, keys, doc, constructor, fix)
+            if not isinstance(key, (str, int, float, bool)):
+                raise ProfileError(f"{name_at(doc, key_node)}: a mapping key must be a plain "
+                                   "value", fix=fix)
+            if key in out:
+                raise ProfileError(f"{name_at(doc, key_node)}: {'.'.join((*keys, str(key)))}: "
+                                   "duplicate key", fix=fix)
+            child = (*keys, str(key))
+            doc.lines[child] = key_node.start_mark.line + 1
+            out[key] = _build(value_node, child, doc, constructor, fix)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_build(item, (*keys, str(i)), doc, constructor, fix)
+                for i, item in enumerate(node.value)]
+    try:
+        return constructor.construct_object(node, deep=True)
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"{name_at(doc, node)}: bad value: {exc}", fix=fix) from exc
+
+
+def name_at(doc: YamlDoc, node: Any) -> str:
+    return f"{doc.path}:{node.start_mark.line + 1}"
