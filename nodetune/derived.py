@@ -81,9 +81,6 @@ BRIDGE_OTHER = "0x0680"  # class of NVSwitch chips as PCI functions (HGX/DGX bas
 _GTS = {1: 2.5, 2: 5.0, 3: 8.0, 4: 16.0, 5: 32.0, 6: 64.0}
 _EFFICIENCY = {1: 0.8, 2: 0.8, 3: 128 / 130, 4: 128 / 130, 5: 128 / 130, 6: 242 / 256}
 
-# nvidia-smi topo classes, nearest first.
-PATH_CLASSES = ("PIX", "PXB", "PHB", "NODE", "SYS")
-
 # ACS control flags that send peer-to-peer traffic up to the root complex.
 _ACS_REDIRECT_FLAGS = {"srcvalid", "sourcevalidation", "reqredir", "requestredirect",
                        "cmpltredir", "completionredirect"}
@@ -262,47 +259,33 @@ def _nearest_nics(facts: dict[str, Any], gpus: list[dict[str, Any]], rdma_addrs:
     if not gpus or not rdma_addrs:
         return {}
     try:
-        from nodetune.model import to_jsonable
         from nodetune.topology import build_topology
 
         topo = build_topology(facts)
-        doc = topo.to_json() if hasattr(topo, "to_json") else to_jsonable(topo)
     except Exception as exc:  # topology is optional for every other derived fact
         for pos in range(len(gpus)):
             unknown[f"gpus.{pos}.nic"] = f"topology unavailable: {exc}"
         return {}
-    devices = doc.get("devices") or []
-    matrix = doc.get("matrix") or {}
-    by_addr = {d.get("pci_address"): d for d in devices}
-    rdma_names = {d.get("pci_address"): d.get("name") for d in _list(facts, "rdma", "devices")}
-    nics = [by_addr[a] for a in rdma_addrs if a in by_addr]
     out: dict[int, dict[str, Any]] = {}
     for pos, gpu in enumerate(gpus):
-        gdev = by_addr.get(gpu.get("pci_address"))
-        row = matrix.get(gdev.get("name")) if gdev else None
-        if not row:
-            unknown[f"gpus.{pos}.nic"] = "GPU missing from the topology matrix"
+        try:
+            gdev = topo.device(gpu.get("pci_address") or f"GPU{gpu.get('index')}")
+            nic = topo.nearest_nic(gdev.index)
+        except KeyError:
+            nic = None
+            gdev = None
+        if gdev is None or nic is None:
+            unknown[f"gpus.{pos}.nic"] = "GPU or NIC missing from the topology"
             continue
-        ranked = sorted((_rank(row.get(n.get("name"))), i, n) for i, n in enumerate(nics))
-        if not ranked or ranked[0][0] >= len(PATH_CLASSES):
-            unknown[f"gpus.{pos}.nic"] = "no path class between this GPU and any RDMA NIC"
-            continue
-        nic = ranked[0][2]
-        addr = nic.get("pci_address")
-        cls = row.get(nic.get("name"))
-        numa = nic.get("numa_node")
-        out[pos] = {
-            "name": rdma_names.get(addr) or nic.get("label") or nic.get("name"),
-            "pci_address": addr, "numa_node": numa, "path_class": cls,
-            "share_switch": cls == "PIX",
-            "same_numa": None if numa is None or gpu.get("numa_node") is None
-            else numa == gpu.get("numa_node"),
-        }
+        cls = topo.cell(gdev.name, nic.name)
+        same = None if nic.numa_node is None or gdev.numa_node is None else (
+            nic.numa_node == gdev.numa_node)
+        out[pos] = {"name": nic.label, "pci_address": nic.pci_address,
+                    "numa_node": nic.numa_node, "path_class": cls,
+                    "share_switch": cls == "PIX", "same_numa": same}
+        if same is None:
+            unknown[f"gpus.{pos}.nic.same_numa"] = "NUMA node of the GPU or its NIC unknown"
     return out
-
-
-def _rank(cls: str | None) -> int:
-    return PATH_CLASSES.index(cls) if cls in PATH_CLASSES else len(PATH_CLASSES)
 
 
 def _acs_ports(facts: dict[str, Any], pos: int, gpu_dev: dict[str, Any],

@@ -68,8 +68,9 @@ from nodetune.derived import derive
 from nodetune.errors import ProfileError
 from nodetune.model import Disruption, Finding, Severity, Status
 
-__all__ = ["AREAS", "OPERATORS", "Condition", "Item", "Rule", "conditions_hold", "derive",
-           "describe", "evaluate", "format_value", "resolve", "rule_problems"]
+__all__ = ["AREAS", "OPERATORS", "Condition", "Item", "Rule", "condition_problems",
+           "conditions_hold", "derive", "describe", "evaluate", "format_value", "resolve",
+           "rule_problems"]
 
 OPERATORS = ("equals", "min", "max", "one_of", "not_one_of", "regex", "present", "absent",
              "contains", "not_contains")
@@ -287,6 +288,11 @@ def _condition_problems(keys: tuple[str, ...], cond: Any, need_op: bool = True) 
     for op in ops:
         out += _operand_problems((*keys, op), op, cond[op], ftype)
     return out
+
+
+def condition_problems(cond: Any) -> list[Problem]:
+    """Everything wrong with one condition mapping {fact, <operator>: value, reason}."""
+    return _condition_problems((), cond)
 
 
 def _remediation_problems(rem: Any) -> list[Problem]:
@@ -716,6 +722,8 @@ def _condition(cond: Condition, ctx: _Ctx) -> tuple[bool | None, str]:
     """(True/False, explanation), or (None, why unknown) when its fact is unknown.
 
     A condition over several items (not bound to the rule's item) holds if any item holds.
+    A presence-only condition (`present`/`absent`) is never unknown: a fact the node could not
+    report counts as absent.
     """
     expect = _expectation(cond.expect, ctx)
     items = resolve(ctx.doc, cond.fact, ctx.bindings)
@@ -725,9 +733,7 @@ def _condition(cond: Condition, ctx: _Ctx) -> tuple[bool | None, str]:
         if item.value is None and not presence_only:
             unknown = unknown or item.reason or f"{cond.fact} unknown"
             continue
-        if item.value is None and item.reason and presence_only:
-            unknown = unknown or item.reason
-            continue
+        # a presence guard treats an unreadable fact as absent: "if the node reports X"
         if _satisfied(item.value, expect):
             return True, f"{cond.fact} = {format_value(item.value)}"
     if not items and not presence_only:
@@ -815,12 +821,13 @@ def _evaluate_rule(rule: Rule, doc: Mapping[str, Any],
 
 
 def _list_name(path: str) -> str:
-    tokens = factpaths.parse(path)
-    names = [t.key for t in tokens if t.key]
-    for i, tok in enumerate(tokens):
-        if tok.key is None and i > 0 and tokens[i - 1].key:
-            return tokens[i - 1].key or path
-    return names[-1] if names else path
+    """The list a per-item path walks, as written: "gpus", "storage.block[kind=nvme]"."""
+    out = ""
+    for tok in factpaths.parse(path):
+        if tok.key is None:
+            return out + (tok.text() if tok.filters else "")
+        out += ("." if out else "") + tok.key
+    return out
 
 
 def _evaluate_item(rule: Rule, base: _Ctx, item: Item, item_conds: list[Condition]) -> Finding:

@@ -1,0 +1,98 @@
+"""The human view of an audit: one table per area, worst first, and a one-line summary."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from nodetune.audit import AREA_TITLES, AuditResult, sort_key
+from nodetune.model import Finding, Severity, Status
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+SEVERITY_STYLE = {Severity.CRITICAL: "bold red", Severity.WARNING: "yellow",
+                  Severity.INFO: "cyan"}
+
+
+def render(result: AuditResult, out: Console) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    prof = result.profile
+    how = "matched" if result.match.automatic else "chosen"
+    out.print(Text.assemble(("Profile ", "bold"), (prof.name, "bold magenta"),
+                            f" ({' > '.join(prof.chain)}), {how}: {result.match.reason}"))
+    for note in result.notes:
+        out.print(Text(f"Note: {note}", style="bold" if "no NVIDIA GPU" in note else "dim"))
+    shown = [f for f in result.findings if f.status in (Status.FAIL, Status.UNKNOWN)]
+    by_area: dict[str, list[Finding]] = {}
+    for f in shown:
+        by_area.setdefault(f.area, []).append(f)
+    for area in sorted(by_area, key=lambda a: sort_key(by_area[a][0])):
+        rows = by_area[area]
+        three_state = any(f.persisted is not None for f in rows)
+        table = Table(title=AREA_TITLES.get(area, area), title_justify="left", expand=True,
+                      show_lines=True, title_style="bold")
+        table.add_column("severity", no_wrap=True)
+        table.add_column("setting", ratio=3, min_width=16, overflow="fold")
+        table.add_column("want", ratio=2, overflow="fold")
+        if three_state:
+            table.add_column("persisted", ratio=2, overflow="fold")
+        table.add_column("now", ratio=2, overflow="fold")
+        table.add_column("impact / fix", ratio=5)
+        for f in rows:
+            table.add_row(*_row(f, three_state))
+        out.print(table)
+    out.print(summary_line(result))
+
+
+def _row(f: Finding, three_state: bool) -> list[Any]:
+    from rich.text import Text
+
+    if f.status is Status.UNKNOWN:
+        sev = Text(f"? {f.severity.value}", style="dim")
+    else:
+        sev = Text(f.severity.value, style=SEVERITY_STYLE[f.severity])
+    setting = Text(f.id, style="bold")
+    if f.subject:
+        setting.append(f"\n{f.subject}", style="dim")
+    now = Text(f.actual, style="dim" if f.status is Status.UNKNOWN else "")
+    details = Text()
+    if f.message and f.status is Status.FAIL and not f.message.startswith(f"{_tail(f)} is"):
+        details.append(f.message + "\n")
+    if f.status is Status.UNKNOWN:
+        details.append("could not check" + ("" if f.actual.startswith("unknown") else
+                                            ": " + f.message) + "\n", style="dim")
+    details.append(f.why)
+    if f.fix and f.status is Status.FAIL:
+        details.append("\nfix: ", style="bold")
+        details.append(f.fix)
+        if f.disruption.value != "none":
+            details.append(f" ({f.disruption.value})", style="dim")
+    cells: list[Any] = [sev, setting, f.expected]
+    if three_state:
+        persisted = Text(f.persisted or "")
+        if f.needs_reboot:
+            persisted.append("\nneeds reboot", style="bold yellow")
+        cells.append(persisted)
+    cells += [now, details]
+    return cells
+
+
+def _tail(f: Finding) -> str:
+    return f.fact.rsplit("]", 1)[-1].lstrip(".") or f.fact
+
+
+def summary_line(result: AuditResult) -> str:
+    s = result.summary()
+    failed = s["failed"]
+    verdict = ("critical findings" if result.exit_code == 2 else
+               "warnings" if result.exit_code == 1 else "compliant")
+    parts = [f"{result.profile.name}: {verdict}",
+             f"{failed['critical']} critical, {failed['warning']} warning, "
+             f"{failed['info']} info failed",
+             f"{s['pass']} passed, {s['unknown']} unknown, {s['skipped']} skipped"]
+    if s["needs_reboot"]:
+        parts.append(f"{s['needs_reboot']} need a reboot")
+    parts.append(f"compliance {s['compliance_score']:.1f}%")
+    return " | ".join(parts)

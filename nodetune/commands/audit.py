@@ -1,0 +1,76 @@
+"""`nodetune audit`: compare the node with its hardware profile, worst findings first."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from nodetune.cli import node_options
+
+SEVERITIES = ("info", "warning", "critical")
+
+
+def profile_options(func):  # type: ignore[no-untyped-def]
+    """--profiles-dir and --overrides, shared by `audit` and `profiles show`."""
+    func = click.option("--overrides", type=click.Path(dir_okay=False), default=None,
+                        metavar="FILE", help="Site YAML overriding single settings "
+                        "(severity, expectation, disable).")(func)
+    func = click.option("--profiles-dir", "profiles_dirs", multiple=True,
+                        type=click.Path(file_okay=False), envvar="NODETUNE_PROFILES_DIR",
+                        metavar="DIR", help="Extra profile directory, searched before the "
+                        "shipped profiles (repeatable; env NODETUNE_PROFILES_DIR).")(func)
+    return func
+
+
+@click.command("audit")
+@node_options
+@click.option("--profile", "profile", default=None, metavar="NAME",
+              help="Audit against this profile instead of the one the node matches.")
+@profile_options
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the audit as JSON (schema nodetune.audit/1).")
+@click.option("--junit", "junit", type=click.Path(dir_okay=False), default=None,
+              metavar="FILE", help="Also write a JUnit XML report to FILE.")
+@click.option("--only", multiple=True, metavar="ID[,ID]",
+              help="Audit only these settings (ids or globs like 'gpu.*'; repeatable).")
+@click.option("--skip", multiple=True, metavar="ID[,ID]",
+              help="Skip these settings (ids or globs; repeatable).")
+@click.option("--severity", type=click.Choice(SEVERITIES), default="info", show_default=True,
+              help="Report only findings of this severity or worse.")
+def cmd(root: str | None, snapshot: str | None, nvml: str, profile: str | None,
+        profiles_dirs: tuple[str, ...], overrides: str | None, as_json: bool,
+        junit: str | None, only: tuple[str, ...], skip: tuple[str, ...], severity: str) -> int:
+    """Compare this node (or a --root tree / --from snapshot) with its hardware profile.
+
+    Findings are grouped by area, worst first, each with what the profile wants, what is
+    persisted and what is in effect now, why it matters and how to fix it.
+
+    Exit codes: 0 compliant, 1 warnings only, 2 critical findings, 3 nodetune could not run
+    (bad profile, bad snapshot or --root, usage error).
+    """
+    from nodetune.audit import run_audit
+    from nodetune.source import open_node
+
+    start = time.perf_counter()
+    with open_node(root=root, snapshot=snapshot, nvml=nvml) as node:
+        facts = node.facts().to_json()
+        origin = node.origin
+    result = run_audit(facts, profile=profile, profiles_dirs=profiles_dirs, overrides=overrides,
+                       only=only, skip=skip, severity=severity, source=origin)
+    if junit:
+        from nodetune import junit as junit_report
+
+        junit_report.write(junit, f"nodetune.audit.{result.profile.name}", result.findings,
+                           time.perf_counter() - start)
+    if as_json:
+        from nodetune.output import emit_json
+        from nodetune.schemas import AUDIT_SCHEMA
+
+        emit_json(result.to_json(), AUDIT_SCHEMA)
+    else:
+        from nodetune.audit_view import render
+        from nodetune.output import console
+
+        render(result, console())
+    return result.exit_code
