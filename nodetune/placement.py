@@ -19,7 +19,7 @@ Rules the plan keeps:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -204,7 +204,7 @@ def _numa_nodes(facts: Mapping[str, Any]) -> tuple[dict[int, dict[str, Any]], li
                 "distances": [10], "hugepages": {}}}, notes
 
 
-def _cores(inv: _Cpus) -> list[Core]:
+def _cores(inv: _Cpus, cache_groups: Sequence[Sequence[Iterable[int]]] = ()) -> list[Core]:
     """Group online CPUs into physical cores and number them as hwloc does (Core L#)."""
     groups: dict[tuple[Any, ...], list[int]] = {}
     for c in inv.online:
@@ -229,9 +229,14 @@ def _cores(inv: _Cpus) -> list[Core]:
         pkg_first[s] = min(pkg_first.get(s, ids[0]), ids[0])
         node_first[(s, n)] = min(node_first.get((s, n), ids[0]), ids[0])
 
-    def order(ids: list[int]) -> tuple[int, int, int]:
+    # Shared caches (L3, then L2) nest between the NUMA node and the core.
+    levels = [{c: min(group) for group in map(set, level) if group for c in group}
+              for level in cache_groups]
+
+    def order(ids: list[int]) -> tuple[int, ...]:
         s, n = inv.socket_of.get(ids[0]), inv.node_of.get(ids[0])
-        return (pkg_first[s], node_first[(s, n)], ids[0])
+        return (pkg_first[s], node_first[(s, n)],
+                *(level.get(ids[0], ids[0]) for level in levels), ids[0])
 
     return [Core(cpus=tuple(ids), socket=inv.socket_of.get(ids[0]),
                  numa_node=inv.node_of.get(ids[0]), logical_index=i)
@@ -260,7 +265,7 @@ def _gpu_numa(gpu: Mapping[str, Any], numa: dict[int, dict[str, Any]],
     local = set(_ids(gpu.get("local_cpus")))
     spanned = [n for n in cpu_nodes if local.intersection(_ids(numa[n].get("cpus")))]
     if node is not None and int(node) in cpu_nodes:
-        return int(node), f"sysfs numa_node {node}"
+        return int(node), f"numa_node {node}"
     if node is not None and int(node) in numa:
         if len(spanned) == 1:
             return spanned[0], (f"NUMA node {node} has no CPUs (GPU or CXL memory); "
@@ -369,11 +374,14 @@ def _split(pool: list[Core], count: int) -> tuple[list[list[Core]], list[Core], 
 
 
 def compute(facts: Mapping[str, Any], topo: Mapping[str, Any] | None = None, *,
-            reserve_cores: int | None = None, reserve: bool = True) -> Placement:
+            reserve_cores: int | None = None, reserve: bool = True,
+            cache_groups: Sequence[Sequence[Iterable[int]]] = ()) -> Placement:
     """The placement plan of a node.
 
     `reserve_cores`: system cores to reserve per CPU NUMA node (default: one per 32 cores);
     `reserve=False` reserves nothing (for `nodetune bind`, where no kubelet shares the node).
+    `cache_groups`: CPU sets sharing each cache level, outermost first (L3, L2); they only
+    refine the logical core numbering Slurm uses.
     """
     notes: list[str] = []
     warnings: list[str] = []
@@ -388,7 +396,7 @@ def compute(facts: Mapping[str, Any], topo: Mapping[str, Any] | None = None, *,
         for c in inv.online:
             if inv.node_of.get(c) is None:
                 inv.node_of[c] = cpu_nodes[0]
-    cores = _cores(inv)
+    cores = _cores(inv, cache_groups)
 
     # Whole cores only: a core with an isolated thread is out, and so is the core itself.
     usable_cores = [c for c in cores if not inv.isolated.intersection(c.cpus)]
@@ -534,8 +542,8 @@ def _reserve(by_node: dict[int, list[Core]], gpus_on: dict[int, list[int]], gpu_
         room = max(0, len(pool) - len(gpus_on[n]))
         take = min(want, room)
         if take < want:
-            notes.append(f"NUMA node {n}: reserving {take} of {want} system cores so its "
-                         f"{len(gpus_on[n])} GPUs keep a core each")
+            notes.append(f"NUMA node {n}: reserving {take} of {want} system cores, which leaves "
+                         f"{len(pool) - take} cores for its {len(gpus_on[n])} GPUs")
         ranked = sorted(pool, key=lambda c: (bool(gpu_local.intersection(c.cpus)), c.logical_index))
         chosen.extend(ranked[:take])
     if not chosen and reserve_cores != 0:

@@ -52,3 +52,25 @@ def host_name(root: HostRoot | None) -> str | None:
         return socket.gethostname().split(".")[0] or None
     name = root.read_str("/proc/sys/kernel/hostname", None)
     return str(name).split(".")[0] if name else None
+
+
+def cache_groups(root: HostRoot | None) -> list[list[list[int]]]:
+    """CPU sets sharing each cache level (outermost first), from sysfs cache/index*/."""
+    from nodetune import cpulist
+
+    if root is None:
+        return []
+    by_level: dict[int, set[tuple[int, ...]]] = {}
+    base = "/sys/devices/system/cpu"
+    for entry in root.listdir(base):
+        if not (entry.startswith("cpu") and entry[3:].isdigit()):
+            continue
+        for index in root.listdir(f"{base}/{entry}/cache"):
+            if not index.startswith("index"):
+                continue
+            level = root.read_int(f"{base}/{entry}/cache/{index}/level", None)
+            shared = root.read_str(f"{base}/{entry}/cache/{index}/shared_cpu_list", None)
+            if level is None or level < 2 or not shared:
+                continue
+            by_level.setdefault(level, set()).add(tuple(cpulist.parse(shared)))
+    return [[list(g) for g in sorted(by_level[lv])] for lv in sorted(by_level, reverse=True)]

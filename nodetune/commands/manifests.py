@@ -58,8 +58,9 @@ def cmd(target: str, output_dir: str | None, as_json: bool, node_name: str | Non
         host = getattr(node, "root", None)
         drivers = placement_source.driver_gpus(host)
         name = node_name or placement_source.host_name(host)
+        caches = placement_source.cache_groups(host)
     plan = placement.compute(facts, placement_source.topology_doc(facts),
-                             reserve_cores=reserve_cores)
+                             reserve_cores=reserve_cores, cache_groups=caches)
     targets = list(TARGETS) if target == "all" else [target]
     if not plan.gpus and target in GPU_TARGETS:
         raise NoData(f"no GPUs found on this node, so there is nothing to pin for {target}",
