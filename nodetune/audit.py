@@ -7,6 +7,7 @@ decides what the audit says is here, so tests and other commands call `run_audit
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,10 +85,12 @@ class AuditResult:
         }
 
 
-def sort_key(f: Finding) -> tuple[int, int, int, str, str]:
-    """Worst first: failures, then unknowns, by severity, then in area order."""
+def sort_key(f: Finding) -> tuple[Any, ...]:
+    """Worst first: failures, then unknowns, by severity, then in area order; subjects in
+    natural order (GPU2 before GPU10)."""
+    subject = [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", f.subject or "")]
     return (_STATUS_ORDER[f.status], -f.severity.rank,
-            AREAS.index(f.area) if f.area in AREAS else len(AREAS), f.id, f.subject or "")
+            AREAS.index(f.area) if f.area in AREAS else len(AREAS), f.id, subject)
 
 
 def _patterns(values: Iterable[str]) -> list[str]:

@@ -40,22 +40,34 @@ def render(result: AuditResult, out: Console) -> None:
             table.add_column("persisted", ratio=2, overflow="fold")
         table.add_column("now", ratio=2, overflow="fold")
         table.add_column("impact / fix", ratio=5)
-        for f in rows:
-            table.add_row(*_row(f, three_state))
+        for group in _groups(rows):
+            table.add_row(*_row(group, three_state))
         out.print(table)
     out.print(summary_line(result))
 
 
-def _row(f: Finding, three_state: bool) -> list[Any]:
+def _groups(rows: list[Finding]) -> list[list[Finding]]:
+    """Findings that differ only in their subject share one row (ten NVMe drives, one line)."""
+    groups: dict[tuple[Any, ...], list[Finding]] = {}
+    for f in rows:
+        key = (f.id, f.status, f.expected, f.actual, f.persisted, f.needs_reboot,
+               f.message.replace(f.subject or "\0", ""))
+        groups.setdefault(key, []).append(f)
+    return list(groups.values())
+
+
+def _row(group: list[Finding], three_state: bool) -> list[Any]:
     from rich.text import Text
 
+    f = group[0]
     if f.status is Status.UNKNOWN:
         sev = Text(f"? {f.severity.value}", style="dim")
     else:
         sev = Text(f.severity.value, style=SEVERITY_STYLE[f.severity])
     setting = Text(f.id, style="bold")
-    if f.subject:
-        setting.append(f"\n{f.subject}", style="dim")
+    subjects = [g.subject for g in group if g.subject]
+    if subjects:
+        setting.append("\n" + ", ".join(subjects), style="dim")
     now = Text(f.actual, style="dim" if f.status is Status.UNKNOWN else "")
     details = Text()
     if f.message and f.status is Status.FAIL and not f.message.startswith(f"{_tail(f)} is"):
@@ -66,7 +78,8 @@ def _row(f: Finding, three_state: bool) -> list[Any]:
     details.append(f.why)
     if f.fix and f.status is Status.FAIL:
         details.append("\nfix: ", style="bold")
-        details.append(f.fix)
+        varies = len({g.fix for g in group}) > 1
+        details.append(("e.g. " if varies else "") + f.fix)
         if f.disruption.value != "none":
             details.append(f" ({f.disruption.value})", style="dim")
     cells: list[Any] = [sev, setting, f.expected]

@@ -57,7 +57,6 @@ derived.nics[*].numa_node int
 derived.nics[*].rdma_device str
 derived.nics[*].irq_cpus list
 derived.nics[*].irqs_local bool
-derived.cpu.deep_cstates list
 derived.persisted_cmdline_args.<arg> any
 derived.unknown dict
 """
@@ -149,7 +148,6 @@ def derive(facts: dict[str, Any]) -> dict[str, Any]:
     out["numa"], out["numa_nodes"] = _numa(facts, gpus, rdma_addrs, pci)
     out["gpus"] = _gpus(facts, gpus, pci, rdma_addrs, unknown)
     out["nics"] = _nics(facts, pci, unknown)
-    out["cpu"] = {"deep_cstates": _deep_cstates(facts, unknown)}
     persisted = (facts.get("kernel") or {}).get("persisted") or {}
     out["persisted_cmdline_args"] = parse_cmdline(persisted.get("cmdline"))
     if out["persisted_cmdline_args"] is None:
@@ -352,24 +350,3 @@ def _nics(facts: dict[str, Any], pci: dict[str, Any],
                     "rdma_device": iface.get("rdma_device"), "irq_cpus": irq_cpus,
                     "irqs_local": irqs_local})
     return out
-
-
-def _deep_cstates(facts: dict[str, Any], unknown: dict[str, str],
-                  max_latency_us: int = 99) -> list[str] | None:
-    """Idle states with exit latency above `max_latency_us` still enabled on some CPU."""
-    cpu = facts.get("cpu") or {}
-    states = cpu.get("cstates")
-    why = _reason(facts, "cpu", "cstates")
-    if states is None or (why and not states):
-        unknown["cpu.deep_cstates"] = why or "no cpuidle states (no cpuidle driver, or a VM)"
-        return None
-    online = len(cpu.get("online") or []) or None
-    deep = []
-    for state in states:
-        latency = state.get("latency_us")
-        if latency is None or latency <= max_latency_us:
-            continue
-        disabled = state.get("disabled_cpus") or 0
-        if online is None or disabled < online:
-            deep.append(str(state.get("name")))
-    return deep

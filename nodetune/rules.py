@@ -500,11 +500,12 @@ def _selected(item: Any, filters: tuple[tuple[str, tuple[str, ...]], ...]) -> bo
 def _why_unknown(doc: Mapping[str, Any], trail: _Trail, exact: bool = False) -> str | None:
     """The reason a collector recorded for this path (or, unless `exact`, a parent of it)."""
     for unknown, start in reversed(trail.contexts):
-        variants = {trail.parts[start:], trail.named[start:],
-                    tuple("*" if p.isdigit() else p for p in trail.parts[start:])}
-        longest = len(trail.parts) - start
-        for k in range(longest, 0 if not exact else longest - 1, -1):
-            for rel in variants:
+        named = trail.named[start:]
+        variants = {trail.parts[start:], named,
+                    tuple("*" if p.isdigit() else p for p in trail.parts[start:]),
+                    tuple(p for p in named if not p.isdigit())}  # "devices.mlx5_0.ports.x"
+        for rel in variants:
+            for k in range(len(rel), 0 if not exact else len(rel) - 1, -1):
                 key = ".".join(rel[:k])
                 if key in unknown:
                     return str(unknown[key])

@@ -242,13 +242,10 @@ def _bridge(addr: str, srcvalid: bool, path: list[str]) -> dict:
             if path else addr}
 
 
-def test_derive_counts_acs_cstates_irqs() -> None:
+def test_derive_counts_acs_irqs() -> None:
     root, up, down = "0000:00:01.0", "0000:01:00.0", "0000:02:00.0"
     facts = {
-        "cpu": {"hypervisor": True, "online": [0, 1, 2, 3],
-                "cstates": [{"name": "C1", "latency_us": 2, "disabled_cpus": 0},
-                            {"name": "C6", "latency_us": 170, "disabled_cpus": 4},
-                            {"name": "C1E", "latency_us": 133, "disabled_cpus": 1}]},
+        "cpu": {"hypervisor": True, "online": [0, 1, 2, 3]},
         "numa": {"nodes": [{"id": 0, "cpus": [0, 1]}, {"id": 1, "cpus": [2, 3]},
                            {"id": 2, "cpus": []}]},
         "pci": {"devices": [
@@ -272,7 +269,6 @@ def test_derive_counts_acs_cstates_irqs() -> None:
     assert gpu["acs_redirect_ports"] == [up] and gpu["idle"] is True
     assert gpu["pcie"]["max_gbps"] == 63.0
     assert gpu["nic"] is None and d["unknown"]["gpus.0.nic"] == "no RDMA NIC on this node"
-    assert d["cpu"]["deep_cstates"] == ["C1E"]
     assert [(n["name"], n["irqs_local"]) for n in d["nics"]] == [("ens4", False)]
     facts["pci"]["devices"][2]["acs"] = None  # no ACS capability: nothing to redirect
     facts["pci"]["unknown"] = {"devices.2.acs": "0000:02:00.0: no ACS capability"}
