@@ -89,7 +89,8 @@ def parse_modprobe_conf(text: str) -> list[tuple[str, str, str]]:
     for line in _logical_lines(text):
         parts = line.split(None, 2)
         if len(parts) >= 2 and parts[0] in ("options", "blacklist", "install", "remove"):
-            out.append((parts[0], module_name(parts[1]), parts[2] if len(parts) > 2 else ""))
+            rest = " ".join(parts[2].split()) if len(parts) > 2 else ""
+            out.append((parts[0], module_name(parts[1]), rest))
     return out
 
 
