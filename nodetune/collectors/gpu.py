@@ -498,6 +498,8 @@ def _field_sources(with_nvml: bool) -> dict[str, str]:
 class GpuCollector:
     """NVIDIA GPUs from sysfs, enriched through NVML (live or a recording) when available."""
 
+    requires = (PCI_DIR, "/proc/driver/nvidia", "NVML (libnvidia-ml.so.1) for most GPU facts")
+
     def collect(self, ctx: Context) -> GpuFacts:
         return collect_gpus(ctx)
 
