@@ -1,0 +1,262 @@
+"""`nodetune agent`: audit and check the node on a schedule; serve metrics; label the Node."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+
+import click
+
+from nodetune.cli import node_options
+
+SHUTDOWN_GRACE_S = 4.0
+
+
+@click.command("agent")
+@node_options
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0),
+    default=300.0,
+    show_default=True,
+    metavar="S",
+    help="Seconds between cycles (0: back to back).",
+)
+@click.option(
+    "--jitter",
+    type=click.FloatRange(0, 1),
+    default=0.1,
+    show_default=True,
+    help="Spread each interval by up to this fraction, so nodes do not run in step.",
+)
+@click.option(
+    "--listen",
+    default="0.0.0.0:9402",
+    show_default=True,
+    metavar="HOST:PORT",
+    help="Address of /metrics, /healthz, /readyz and /report.",
+)
+@click.option(
+    "--profile",
+    default=None,
+    metavar="NAME",
+    help="Audit against this profile (default: the one the node matches).",
+)
+@click.option(
+    "--profiles-dir",
+    "profiles_dirs",
+    multiple=True,
+    type=click.Path(file_okay=False),
+    metavar="DIR",
+    help="Extra profile directory (repeatable).",
+)
+@click.option(
+    "--overrides",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="Site YAML overriding single profile settings.",
+)
+@click.option(
+    "--check-timeout",
+    type=click.FloatRange(min=1),
+    default=30.0,
+    show_default=True,
+    metavar="S",
+    help="Seconds the health check of one cycle may take.",
+)
+@click.option(
+    "--bench-interval",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    metavar="S",
+    help="Also run the quick benchmarks every S seconds (0: never).",
+)
+@click.option(
+    "--kubernetes",
+    "kube_mode",
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    show_default=True,
+    help="Publish node labels/condition: auto = when running in a cluster.",
+)
+@click.option(
+    "--node-name",
+    envvar="NODE_NAME",
+    default=None,
+    metavar="NAME",
+    help="This node's Kubernetes name (env NODE_NAME, from the downward API).",
+)
+@click.option(
+    "--taint-unhealthy",
+    is_flag=True,
+    help="Also taint the node nodetune.io/unhealthy:NoSchedule while a check fails.",
+)
+@click.option(
+    "--max-cycles",
+    type=click.IntRange(min=1),
+    default=None,
+    hidden=True,
+    help="Stop after N cycles (soak tests).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+def cmd(
+    root: str | None,
+    snapshot: str | None,
+    nvml: str,
+    interval: float,
+    jitter: float,
+    listen: str,
+    profile: str | None,
+    profiles_dirs: tuple[str, ...],
+    overrides: str | None,
+    check_timeout: float,
+    bench_interval: float,
+    kube_mode: str,
+    node_name: str | None,
+    taint_unhealthy: bool,
+    max_cycles: int | None,
+    log_level: str,
+) -> int:
+    """Run the node agent: every --interval it audits the node and runs the quick health check,
+    serves the results on /metrics (Prometheus), /report (JSON), /healthz and /readyz, and, in
+    Kubernetes, labels its Node nodetune.io/{profile,compliant,healthy}.
+
+    A failing collector, an NVML error or an unreachable API server never stops the loop or the
+    HTTP server. SIGTERM stops it within 5 seconds.
+    """
+    from nodetune.agent.cycle import CycleOptions, run_cycle, verdict
+    from nodetune.agent.loop import Agent
+    from nodetune.agent.server import AgentServer
+    from nodetune.agent.state import AgentState
+    from nodetune.errors import NodetuneError
+    from nodetune.hostfs import HostRoot
+
+    logging.basicConfig(
+        level=log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s nodetune-agent %(levelname)s %(message)s",
+    )
+    log = logging.getLogger("nodetune.agent")
+    if root and not snapshot:
+        HostRoot(root).check_tree()
+    publish = _publisher(kube_mode, node_name, taint_unhealthy, log)
+
+    opts = CycleOptions(
+        root=root,
+        snapshot=snapshot,
+        nvml=nvml,
+        profile=profile,
+        profiles_dirs=profiles_dirs,
+        overrides=overrides,
+        check_timeout=check_timeout,
+    )
+    state = AgentState()
+    bench = _BenchSchedule(bench_interval, opts) if bench_interval > 0 else None
+
+    def cycle() -> dict:
+        report = run_cycle(opts)
+        if bench is not None:
+            report["bench"] = bench.maybe_run()
+        return report
+
+    server = AgentServer(state, listen)
+    server.start()
+    host, port = server.address
+    log.info(
+        "listening on %s:%d; interval %ss; kubernetes %s",
+        host,
+        port,
+        interval,
+        "on" if publish else "off",
+    )
+    agent = Agent(
+        cycle,
+        state,
+        interval=interval,
+        jitter=jitter,
+        publish=(lambda report: publish(verdict(report))) if publish else None,
+        max_cycles=max_cycles,
+    )
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("signal %d: shutting down", signum)
+        agent.stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    agent.start_thread()
+    try:
+        while not agent.done.wait(0.2):
+            if agent.stop.is_set():
+                agent.done.wait(SHUTDOWN_GRACE_S)
+                break
+    finally:
+        server.close()
+    if agent.stop.is_set() and not agent.done.is_set():
+        log.warning("a cycle was still running at shutdown; leaving it")
+        sys.stdout.flush()
+        os._exit(0)
+    if state.report is None and state.last_error:
+        raise NodetuneError(f"no cycle succeeded: {state.last_error}")
+    return 0
+
+
+def _publisher(mode: str, node_name: str | None, taint: bool, log: logging.Logger):  # type: ignore[no-untyped-def]
+    from nodetune.errors import NodetuneError
+
+    in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    if mode == "off" or (mode == "auto" and not in_cluster):
+        if taint:
+            log.warning("--taint-unhealthy has no effect without Kubernetes")
+        return None
+    if not node_name:
+        raise NodetuneError(
+            "Kubernetes publishing needs the node's name",
+            fix="set NODE_NAME from the downward API (spec.nodeName) or pass "
+            "--node-name, or --kubernetes off",
+        )
+    from nodetune.agent.kube import NodePublisher
+
+    try:
+        publisher = NodePublisher.in_cluster(node_name, taint)
+    except Exception as exc:
+        raise NodetuneError(
+            f"cannot load a Kubernetes configuration: {exc}",
+            fix="run in a pod with a ServiceAccount, provide a kubeconfig, or "
+            "pass --kubernetes off",
+        ) from exc
+    return publisher.publish
+
+
+class _BenchSchedule:
+    """Runs the quick benchmarks at most every `interval` seconds; keeps the last result."""
+
+    def __init__(self, interval: float, opts: object) -> None:
+        self.interval = interval
+        self.opts = opts
+        self.last_run = 0.0
+        self.last: dict | None = None
+
+    def maybe_run(self) -> dict | None:
+        import time
+
+        now = time.monotonic()
+        if self.last is None or now - self.last_run >= self.interval:
+            self.last_run = now
+            self.last = _quick_bench(self.opts)
+        return self.last
+
+
+def _quick_bench(opts: object) -> dict:
+    from nodetune.agent.benchcycle import run_quick_bench
+
+    return run_quick_bench(opts)
