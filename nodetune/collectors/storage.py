@@ -58,17 +58,16 @@ def parse_scheduler(text: str | None) -> tuple[str | None, list[str]]:
 def block_names(root: HostRoot) -> list[str]:
     """Whole-disk block devices: /sys/block, plus /sys/class/block entries without a
     `partition` file (some gathered trees list NVMe only there). Unused loop and ram disks
-    are left out, as lsblk does."""
+    are left out, as lsblk does; an entry whose link target a gathered tree lacks stays, with
+    unknown values."""
     names = set(root.listdir("/sys/block"))
     for name in root.listdir("/sys/class/block"):
         if name not in names and root.isdir(f"/sys/class/block/{name}") \
                 and not root.exists(f"/sys/class/block/{name}/partition"):
-            names.add(name)
+            names.add(name)  # a gathered tree may list a device only here
     out = []
     for name in sorted(names):
-        base = _block_dir(root, name)
-        if base is None:
-            continue
+        base = _block_dir(root, name) or f"/sys/block/{name}"
         if re.fullmatch(r"ram\d+", name):
             continue
         if re.fullmatch(r"loop\d+", name) and root.read_int(f"{base}/size", 0) == 0:
@@ -109,6 +108,8 @@ def read_block(root: HostRoot, notes: FactNotes, name: str) -> BlockDevice:
     if kind == "nvme" and address is None:
         notes.missing(f"block.{name}.pci_address",
                       f"{base}/device does not resolve to a PCI device")
+    if not root.isdir(base):
+        notes.missing(f"block.{name}", f"{base} links to {target}, which this tree lacks")
     queue = f"{base}/queue"
     scheduler, schedulers = parse_scheduler(root.read_str(f"{queue}/scheduler", None))
     rotational = root.read_int(f"{queue}/rotational", None)
