@@ -92,6 +92,15 @@ class HostRoot:
             with open(self.path(resolved), "rb") as fh:
                 return fh.read()
 
+    def read_bytes(self, hostpath: str, fallback: T | _Missing = MISSING) -> bytes | T:
+        """The file's raw bytes (binary files such as PCI `config`)."""
+        try:
+            return self._read_bytes(hostpath)
+        except OSError as exc:
+            if isinstance(fallback, _Missing):
+                raise CollectorError(f"cannot read {hostpath}: {exc.strerror or exc}") from exc
+            return fallback
+
     def read_str(self, hostpath: str, fallback: T | _Missing = MISSING) -> str | T:
         """The file's text, stripped. Missing or unreadable: `fallback`, or CollectorError."""
         try:

@@ -1,0 +1,464 @@
+"""PCI devices: class, ids, driver, NUMA locality, link speed and width, the chain of bridges
+up to the root port, ACS control and MaxReadReq from config space.
+
+Sources: /sys/bus/pci/devices/<address> (a link into /sys/devices/pci<domain>:<bus>/...; the
+directories along the link target are the device's parent bridges) and the device's binary
+`config` file. Unprivileged readers get only the first 64 bytes of `config` (Linux
+drivers/pci/pci-sysfs.c `pci_read_config`), so MaxReadReq and ACS need root.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from nodetune import cpulist
+from nodetune.collectors import register
+from nodetune.errors import NoData
+from nodetune.model import FactSet
+
+if TYPE_CHECKING:
+    from nodetune.collectors import Context
+    from nodetune.hostfs import HostRoot
+
+DEVICES_DIR = "/sys/bus/pci/devices"
+
+# PCIe transfer rate (GT/s) -> generation.
+GEN_BY_SPEED: dict[float, int] = {2.5: 1, 5.0: 2, 8.0: 3, 16.0: 4, 32.0: 5, 64.0: 6, 128.0: 7}
+
+# ACS Control register bits (PCIe Base Spec 6.0, 7.7.8.3), named as `lspci -vvv` prints them.
+ACS_CTL_BITS: tuple[tuple[str, int], ...] = (
+    ("SrcValid", 0), ("TransBlk", 1), ("ReqRedir", 2), ("CmpltRedir", 3),
+    ("UpstreamFwd", 4), ("EgressCtrl", 5), ("DirectTrans", 6),
+)
+BRIDGE_CLASSES = (0x0604, 0x0609)  # PCI-to-PCI bridge, semi-transparent bridge
+CAP_PCIE = 0x10
+EXT_CAP_ACS = 0x000D
+# PCIe capability "Device/Port Type" (bits 7:4 of the capability register).
+PORT_TYPES: dict[int, str] = {
+    0x4: "root_port", 0x5: "upstream", 0x6: "downstream", 0x7: "pcie_to_pci", 0x8: "pci_to_pcie",
+}
+
+_ADDRESS = re.compile(r"^[0-9a-fA-F]{4,}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
+_HOST_BRIDGE = re.compile(r"^pci[0-9a-fA-F]{4,}:[0-9a-fA-F]{2}$")
+_SPEED = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*GT/s")
+
+# Files read per device; listing the directory first avoids opening files that are absent.
+_ID_FILES = ("class", "vendor", "device", "subsystem_vendor", "subsystem_device")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PciLink:
+    current_speed_gts: float | None = None
+    current_width: int | None = None
+    max_speed_gts: float | None = None
+    max_width: int | None = None
+    current_gen: int | None = None
+    max_gen: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PciAcs:
+    ctl: dict[str, bool]
+    source_validation: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class PciDevice:
+    address: str
+    pci_class: str | None  # "0x030200"; shown as "class" in JSON
+    kind: str
+    vendor: str | None
+    device: str | None
+    subsystem_vendor: str | None
+    subsystem_device: str | None
+    driver: str | None
+    numa_node: int | None
+    local_cpus: list[int] | None
+    link: PciLink
+    parent: str | None
+    path: list[str]
+    root_port: str | None
+    switch: str | None
+    host_bridge: str | None  # "pci0000:17": the root complex above the chain; None when unknown
+    port_type: str | None  # PCIe port role from config space: root_port, upstream, downstream
+    acs: PciAcs | None
+    max_read_request_bytes: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PciFacts(FactSet):
+    devices: list[PciDevice] = field(default_factory=list)
+
+
+# -- pure parsing ----------------------------------------------------------------------------
+def parse_link_speed(text: str | None) -> float | None:
+    """"32.0 GT/s PCIe" -> 32.0; "2.5 GT/s" -> 2.5; "Unknown" or None -> None."""
+    if not text:
+        return None
+    match = _SPEED.search(text)
+    return float(match.group(1)) if match else None
+
+
+def gen_of(speed_gts: float | None) -> int | None:
+    """PCIe generation of a transfer rate: 2.5 -> 1 ... 32 -> 5, 64 -> 6."""
+    if speed_gts is None:
+        return None
+    return GEN_BY_SPEED.get(speed_gts)
+
+
+def parse_width(text: str | None) -> int | None:
+    if not text:
+        return None
+    try:
+        return int(text.strip().lstrip("x"))
+    except ValueError:
+        return None
+
+
+def device_kind(class_code: int | None, vendor: int | None) -> str:
+    """gpu, nic, infiniband, nvme, bridge, storage or other, from the 24-bit class code."""
+    if class_code is None:
+        return "other"
+    base, sub = class_code >> 16, (class_code >> 8) & 0xFF
+    if base == 0x03:  # display: NVIDIA/AMD compute GPUs; a BMC's VGA is not a GPU
+        return "gpu" if vendor in (0x10DE, 0x1002) else "other"
+    if base == 0x12 and vendor in (0x10DE, 0x1002):  # processing accelerator
+        return "gpu"
+    if base == 0x02:
+        return "infiniband" if sub == 0x07 else "nic"
+    if base == 0x0C and sub == 0x06:  # serial bus: InfiniBand (e.g. QLogic qib)
+        return "infiniband"
+    if base == 0x01:
+        return "nvme" if sub == 0x08 else "storage"
+    if base == 0x06:
+        return "bridge"
+    return "other"
+
+
+def parse_chain(resolved: str) -> tuple[str, list[str]] | None:
+    """The host bridge and the PCI addresses above a device, from its resolved sysfs path.
+
+    "/sys/devices/pci0000:17/0000:17:01.0/0000:18:00.0/0000:19:01.0/0000:1b:00.0" ->
+    ("pci0000:17", ["0000:17:01.0", "0000:18:00.0", "0000:19:01.0"]). The last host bridge
+    component wins (an Intel VMD domain nests pci10000:00 inside a 0000 device). None when
+    the path holds no host bridge: the tree stores devices as plain directories.
+    """
+    parts = resolved.strip("/").split("/")
+    bridge_at = -1
+    for i, part in enumerate(parts):
+        if _HOST_BRIDGE.match(part):
+            bridge_at = i
+    if bridge_at < 0:
+        return None
+    chain = [p.lower() for p in parts[bridge_at + 1:] if _ADDRESS.match(p)]
+    return parts[bridge_at].lower(), chain[:-1]
+
+
+def chain_roles(chain: list[str], known: dict[str, str | None],
+                has_bridge_children: set[str] | None = None) -> list[str | None]:
+    """Port role of every bridge in a chain (root port first).
+
+    Roles come from the bridge's PCIe capability when its config space was readable
+    (`known`); otherwise from its place in the chain: the first bridge is a root port; a
+    bridge below a root port or a downstream port is a switch's upstream port when bridges
+    hang below it (`has_bridge_children`; a PCIe-to-PCI bridge has only endpoints below), and
+    a bridge below an upstream port is one of its downstream ports.
+    """
+    roles: list[str | None] = []
+    for i, address in enumerate(chain):
+        role = known.get(address)
+        if role is None:
+            if i == 0:
+                role = "root_port"
+            elif roles[-1] == "upstream":
+                role = "downstream"
+            elif has_bridge_children is None or address in has_bridge_children:
+                role = "upstream"
+            else:
+                role = "bridge"
+        roles.append(role)
+    return roles
+
+
+def nearest_switch(chain: list[str], roles: list[str | None]) -> str | None:
+    """The upstream port of the nearest PCIe switch above a device (None if none)."""
+    for address, role in zip(reversed(chain), reversed(roles), strict=True):
+        if role == "upstream":
+            return address
+    return None
+
+
+def _u16(data: bytes, offset: int) -> int:
+    return int.from_bytes(data[offset:offset + 2], "little")
+
+
+def _u32(data: bytes, offset: int) -> int:
+    return int.from_bytes(data[offset:offset + 4], "little")
+
+
+def find_capability(config: bytes, cap_id: int) -> int | None:
+    """Offset of a standard capability in config space (the list starts at 0x34)."""
+    if len(config) < 0x40 or not _u16(config, 0x06) & 0x10:  # Status: Capabilities List
+        return None
+    offset = config[0x34] & 0xFC
+    for _ in range(48):
+        if offset < 0x40 or offset + 2 > len(config):
+            return None
+        if config[offset] == cap_id:
+            return offset
+        offset = config[offset + 1] & 0xFC
+    return None
+
+
+def find_ext_capability(config: bytes, cap_id: int) -> int | None:
+    """Offset of an extended capability (the list starts at 0x100)."""
+    offset = 0x100
+    for _ in range(960):
+        if offset < 0x100 or offset + 4 > len(config):
+            return None
+        header = _u32(config, offset)
+        if header in (0, 0xFFFFFFFF):
+            return None
+        if header & 0xFFFF == cap_id:
+            return offset
+        offset = (header >> 20) & 0xFFC
+    return None
+
+
+def parse_max_read_request(config: bytes) -> int | None:
+    """MaxReadReq in bytes: PCIe Device Control bits 14:12 (128 << value)."""
+    cap = find_capability(config, CAP_PCIE)
+    if cap is None or cap + 0x0A > len(config):
+        return None
+    return 128 << ((_u16(config, cap + 0x08) >> 12) & 0x7)
+
+
+def parse_port_type(config: bytes) -> str | None:
+    cap = find_capability(config, CAP_PCIE)
+    if cap is None or cap + 4 > len(config):
+        return None
+    return PORT_TYPES.get((_u16(config, cap + 0x02) >> 4) & 0xF)
+
+
+def parse_acs(config: bytes) -> PciAcs | None:
+    """The ACS Control register, or None when the device has no ACS capability."""
+    cap = find_ext_capability(config, EXT_CAP_ACS)
+    if cap is None or cap + 8 > len(config):
+        return None
+    ctl = _u16(config, cap + 0x06)
+    flags = {name: bool(ctl >> bit & 1) for name, bit in ACS_CTL_BITS}
+    return PciAcs(ctl=flags, source_validation=flags["SrcValid"])
+
+
+def _hex(text: str | None) -> int | None:
+    if not text:
+        return None
+    try:
+        return int(text, 16)
+    except ValueError:
+        return None
+
+
+def _address_key(address: str) -> tuple[int, ...]:
+    domain, bus, devfn = address.split(":")
+    dev, _, fn = devfn.partition(".")
+    return int(domain, 16), int(bus, 16), int(dev, 16), int(fn or "0", 16)
+
+
+# -- reading -----------------------------------------------------------------------------------
+@dataclass
+class _Raw:
+    """What one device's directory yields before the chain is resolved."""
+
+    address: str
+    ids: dict[str, str | None]
+    driver: str | None
+    numa_node: int | None
+    local_cpus: list[int] | None
+    link: PciLink
+    chain: tuple[str, list[str]] | None
+    port_type: str | None
+    acs: PciAcs | None
+    max_read_request: int | None
+    unknown: dict[str, str]
+
+
+class _ConfigReasons:
+    """Why config-space facts are unknown, worded for who runs nodetune."""
+
+    def __init__(self, root: HostRoot) -> None:
+        self.privileged = root.is_live and os.geteuid() == 0
+        self.live = root.is_live
+
+    def short(self, size: int) -> str:
+        return f"config space beyond {size} bytes needs root"
+
+    def no_extended(self) -> str:
+        if self.privileged:
+            return "device exposes no extended config space"
+        return "config space beyond 256 bytes needs root"
+
+
+def _read_device(root: HostRoot, address: str, reasons: _ConfigReasons) -> _Raw:
+    link_path = f"{DEVICES_DIR}/{address}"
+    resolved = root.realpath(link_path)
+    base = resolved if resolved != link_path else link_path
+    names = set(root.listdir(base))
+    unknown: dict[str, str] = {}
+
+    def read(name: str) -> str | None:
+        if name not in names:
+            return None
+        return root.read_str(f"{base}/{name}", None)
+
+    ids = {name: read(name) for name in _ID_FILES}
+    driver = None
+    if "driver" in names or "driver.link" in names:
+        target = root.readlink(f"{base}/driver")
+        driver = target.rstrip("/").rsplit("/", 1)[-1] if target else None
+
+    numa_node: int | None = None
+    numa_text = read("numa_node")
+    if numa_text is None:
+        unknown["numa_node"] = "no numa_node file (kernel built without NUMA, or not readable)"
+    else:
+        try:
+            numa_node = int(numa_text)
+        except ValueError:
+            unknown["numa_node"] = f"numa_node holds {numa_text!r}"
+        else:
+            if numa_node < 0:
+                numa_node = None
+                unknown["numa_node"] = ("sysfs numa_node is -1: the firmware gives no NUMA "
+                                        "locality for this device (common in VMs)")
+
+    local_cpus: list[int] | None = None
+    cpus_text = read("local_cpulist")
+    if cpus_text is not None:
+        local_cpus = cpulist.parse(cpus_text)
+    else:
+        mask = read("local_cpus")
+        if mask is not None:
+            local_cpus = cpulist.parse_mask(mask)
+        else:
+            unknown["local_cpus"] = "no local_cpulist or local_cpus file"
+
+    cur_speed = parse_link_speed(read("current_link_speed"))
+    max_speed = parse_link_speed(read("max_link_speed"))
+    link = PciLink(
+        current_speed_gts=cur_speed, current_width=parse_width(read("current_link_width")),
+        max_speed_gts=max_speed, max_width=parse_width(read("max_link_width")),
+        current_gen=gen_of(cur_speed), max_gen=gen_of(max_speed),
+    )
+    if "current_link_speed" not in names and "max_link_speed" not in names:
+        unknown["link"] = "no *_link_speed files (not a PCI Express link, or an old kernel)"
+
+    chain = parse_chain(resolved) if resolved != link_path else None
+    if chain is None:
+        unknown["path"] = ("the tree stores the device as a plain directory, not a link into "
+                           "/sys/devices/pci*: parent bridges unknown")
+
+    port_type = acs = mrrs = None
+    config = root.read_bytes(f"{base}/config", None) if "config" in names else None
+    if config is None:
+        unknown["acs"] = unknown["max_read_request_bytes"] = "no readable config file"
+    else:
+        port_type = parse_port_type(config)
+        mrrs = parse_max_read_request(config)
+        has_pcie = len(config) > 0x40 and find_capability(config, CAP_PCIE) is not None
+        if mrrs is None:
+            if len(config) <= 0x40:
+                unknown["max_read_request_bytes"] = reasons.short(len(config))
+            elif not has_pcie:
+                unknown["max_read_request_bytes"] = "not a PCI Express device"
+            else:
+                unknown["max_read_request_bytes"] = "PCIe capability beyond the readable bytes"
+        if len(config) <= 0x100:
+            if len(config) <= 0x40 or has_pcie:
+                unknown["acs"] = (reasons.short(len(config)) if len(config) < 0x100
+                                  else reasons.no_extended())
+            else:
+                unknown["acs"] = "not a PCI Express device: no extended capabilities"
+        else:
+            acs = parse_acs(config)
+            if acs is None:
+                unknown["acs"] = "no ACS capability"
+    return _Raw(address=address, ids=ids, driver=driver, numa_node=numa_node,
+                local_cpus=local_cpus, link=link, chain=chain, port_type=port_type, acs=acs,
+                max_read_request=mrrs, unknown=unknown)
+
+
+def _build(raws: list[_Raw]) -> PciFacts:
+    known_roles = {r.address: r.port_type for r in raws if r.port_type in PORT_TYPES.values()}
+    classes = {r.address: _hex(r.ids["class"]) for r in raws}
+    has_bridge_children = {r.chain[1][-1] for r in raws if r.chain and r.chain[1]
+                           and (classes[r.address] or 0) >> 8 in BRIDGE_CLASSES}
+    devices: list[PciDevice] = []
+    unknown: dict[str, str] = {}
+    sources: dict[str, str] = {
+        "devices": f"{DEVICES_DIR}/*",
+        "devices.*.acs": f"{DEVICES_DIR}/*/config (extended capability 0x000D)",
+        "devices.*.max_read_request_bytes": f"{DEVICES_DIR}/*/config (PCIe Device Control)",
+    }
+    for index, raw in enumerate(raws):
+        class_code = classes[raw.address]
+        path: list[str] = []
+        parent = root_port = switch = host_bridge = None
+        if raw.chain is not None:
+            host_bridge, path = raw.chain
+            # Only bridges (class 0x0604/0x0609) count as switch ports; a non-bridge parent
+            # (a VMD controller) ends the chain above it.
+            path = [a for a in path if classes.get(a) is None or (classes[a] or 0) >> 8
+                    in BRIDGE_CLASSES]
+            if path:
+                parent, root_port = path[-1], path[0]
+                switch = nearest_switch(path, chain_roles(path, known_roles, has_bridge_children))
+        for name, reason in raw.unknown.items():
+            unknown[f"devices.{index}.{name}"] = f"{raw.address}: {reason}"
+        devices.append(PciDevice(
+            address=raw.address,
+            pci_class=raw.ids["class"],
+            kind=device_kind(class_code, _hex(raw.ids["vendor"])),
+            vendor=raw.ids["vendor"], device=raw.ids["device"],
+            subsystem_vendor=raw.ids["subsystem_vendor"],
+            subsystem_device=raw.ids["subsystem_device"],
+            driver=raw.driver, numa_node=raw.numa_node, local_cpus=raw.local_cpus,
+            link=raw.link, parent=parent, path=path, root_port=root_port, switch=switch,
+            host_bridge=host_bridge, port_type=raw.port_type, acs=raw.acs,
+            max_read_request_bytes=raw.max_read_request,
+        ))
+    return PciFacts(devices=devices, sources=sources, unknown=unknown)
+
+
+def collect_pci(root: HostRoot) -> PciFacts:
+    addresses = [a for a in root.listdir(DEVICES_DIR) if _ADDRESS.match(a.removesuffix(".link"))]
+    if not addresses:
+        raise NoData(f"no PCI devices under {DEVICES_DIR}")
+    addresses = sorted({a.removesuffix(".link").lower() for a in addresses}, key=_address_key)
+    reasons = _ConfigReasons(root)
+    return _build([_read_device(root, a, reasons) for a in addresses])
+
+
+def device_json(dev: PciDevice) -> dict[str, Any]:
+    from nodetune.model import to_jsonable
+
+    doc = to_jsonable(dev)
+    doc = {"address": doc.pop("address"), "class": doc.pop("pci_class"), **doc}
+    return doc
+
+
+@register("pci")
+class PciCollector:
+    """PCI devices: class, driver, NUMA node, link speed/width, parent bridges, ACS, MaxReadReq."""
+
+    requires = ("/sys/bus/pci/devices",)
+
+    def collect(self, ctx: Context) -> PciFacts:
+        return collect_pci(ctx.root)
+
+    def to_sections(self, facts: PciFacts) -> dict[str, Any]:
+        return {"pci": {"devices": [device_json(d) for d in facts.devices],
+                        "sources": facts.sources, "unknown": facts.unknown}}
