@@ -72,3 +72,50 @@ def host_tree(tmp_path_factory: pytest.TempPathFactory):
 def real_tree_names() -> list[str]:
     return sorted(p.name.split(".tar")[0] for p in HOSTS.glob("*.tar*")
                   if not p.name.startswith("synthetic-"))
+
+
+@pytest.fixture(scope="session")
+def synth():
+    """The synthetic host-tree builder (tests/fixtures/synth.py): synth.build_dgx_h100(dir,
+    synth.Options(...)) and friends. See that module's docstring for the knobs."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("synth", FIXTURES / "synth.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("synth", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _ram_dir(prefix: str) -> Path | None:
+    """A fresh directory in /dev/shm, or None: trees of thousands of files build ~10x faster."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=shm))
+    return None
+
+
+@pytest.fixture(scope="session")
+def synthetic_host(synth, tmp_path_factory: pytest.TempPathFactory):
+    """synthetic_host("synthetic-dgx-h100") -> SynthHost with default options, built once per
+    session. Read only: to plant faults, build your own into `synth_tmp`."""
+    base = _ram_dir("nodetune-synth-") or tmp_path_factory.mktemp("synthetic")
+    built: dict[str, object] = {}
+
+    def get(name: str):
+        if name not in built:
+            built[name] = synth.build(name, base)
+        return built[name]
+
+    yield get
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def synth_tmp(tmp_path: Path):
+    """A per-test directory for synthetic trees: in RAM when /dev/shm is writable."""
+    base = _ram_dir("nodetune-synth-test-")
+    yield base or tmp_path
+    if base is not None:
+        shutil.rmtree(base, ignore_errors=True)
