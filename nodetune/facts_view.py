@@ -51,8 +51,8 @@ def _table(title: str, *columns: str, wrap: tuple[str, ...] = ()) -> Any:
     if not columns:
         table.add_column("", no_wrap=True)
         table.add_column("", overflow="fold")
-    for column in columns:
-        if column in wrap:
+    for i, column in enumerate(columns):
+        if column in wrap or i == 0:  # the first column names the row: never cut it
             table.add_column(column, overflow="fold")
         else:
             table.add_column(column, no_wrap=True, overflow="ellipsis")
@@ -294,6 +294,12 @@ def collectors_table(status: dict[str, dict[str, Any]], timings: bool) -> Any | 
 
 
 def render(doc: dict[str, Any], console: Any, timings: bool = False) -> None:
+    """Print every section of a facts document; piped output gets 160 columns unless
+    COLUMNS says otherwise, so tables are not cut to 80."""
+    import os
+
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 160
     console.print(f"[bold]nodetune facts[/bold] of {doc.get('root')} "
                   f"[dim](schema {doc.get('schema')})[/dim]")
     for name, section in doc.items():
