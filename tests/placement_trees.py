@@ -16,6 +16,8 @@ from nodetune import placement, placement_source
 from nodetune.source import open_node
 from tests.fixtures import synth
 
+# NVML as recorded on the real 2x H200 VM (tests/fixtures/hosts/h200x2-vm-gather.tar.gz).
+H200_NVML = Path(__file__).parent / "fixtures" / "nvml" / "h200x2-vm.json"
 _BUILT: dict[str, tuple[Path, str | None]] = {}
 _FACTS: dict[str, dict[str, Any]] = {}
 

@@ -23,7 +23,7 @@ def gb200(request):
 
 @pytest.fixture
 def h200(host_tree):
-    return trees.facts(host_tree("h200x2-vm-gather"), None)
+    return trees.facts(host_tree("h200x2-vm-gather"), str(trees.H200_NVML))
 
 
 def node_cpus(facts: dict) -> dict[int, set[int]]:

@@ -38,7 +38,6 @@ class Options:
     rdma_resource: str = "rdma/rdma_shared_device_a"
     interval: int = 300
     taint_unhealthy: bool = False
-    has_infiniband_dev: bool = False  # the host has /dev/infiniband
     gpu_minors: dict[int, int] = field(default_factory=dict)  # GPU index -> /dev/nvidiaN minor
     memory_total_bytes: int = 0  # MemTotal, for Slurm's RealMemory
     sockets: int | None = None

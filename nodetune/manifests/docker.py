@@ -35,7 +35,7 @@ def run_argv(plan: Placement, group: GpuGroup, options: Options) -> list[str]:
                  "--cpuset-mems", str(group.numa_node)]
     argv += ["--ulimit", "memlock=-1", "--ulimit", f"stack={STACK_BYTES}",
              "--shm-size", f"{shm_gib(plan, group)}g"]
-    if options.has_infiniband_dev and plan.rdma_devices:
+    if plan.rdma_devices:  # ib_uverbs creates /dev/infiniband for every RDMA device
         argv += ["--device", "/dev/infiniband", "--cap-add", "IPC_LOCK"]
     return [*argv, options.workload_image]
 
@@ -46,7 +46,7 @@ def compose_service(plan: Placement, group: GpuGroup, options: Options) -> dict[
         service["cpuset"] = cpulist.format(group.cpus)
     service["shm_size"] = f"{shm_gib(plan, group)}gb"
     service["ulimits"] = {"memlock": {"soft": -1, "hard": -1}, "stack": STACK_BYTES}
-    if options.has_infiniband_dev and plan.rdma_devices:
+    if plan.rdma_devices:  # ib_uverbs creates /dev/infiniband for every RDMA device
         service["devices"] = ["/dev/infiniband:/dev/infiniband"]
         service["cap_add"] = ["IPC_LOCK"]
     service["deploy"] = {"resources": {"reservations": {"devices": [
