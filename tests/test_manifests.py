@@ -144,7 +144,7 @@ def test_daemonset_runs_the_agent_with_its_flags_on_gpu_nodes(outputs):
 def test_daemonset_passes_taint_unhealthy(request, tmp_path):
     files = generate(request, "h200x2-vm", tmp_path, "--target", "daemonset", "--taint-unhealthy",
                      "--interval", "60", "--image", "registry.example/nodetune:1")
-    ds = [o for o in documents(files["nodetune-agent.yaml"]) if o["kind"] == "DaemonSet"][0]
+    ds = next(o for o in documents(files["nodetune-agent.yaml"]) if o["kind"] == "DaemonSet")
     (c,) = ds["spec"]["template"]["spec"]["containers"]
     assert c["args"][-3:] == ["--interval", "60", "--taint-unhealthy"]
     assert c["image"] == "registry.example/nodetune:1"
