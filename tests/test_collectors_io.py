@@ -228,3 +228,15 @@ def test_missing_subsystems(tmp_path: Path) -> None:
     storage = StorageCollector().collect(_ctx(tmp_path))
     assert storage.block == [] and storage.mounts is None
     assert set(storage.unknown) == {"block", "mounts"}
+
+
+def test_files_only_root_may_read_say_so(tmp_path: Path, monkeypatch) -> None:
+    from nodetune.collectors import sysfs
+
+    secret = _write(tmp_path, {"sys/kernel/secret": "1\n"}) / "sys/kernel/secret"
+    live = HostRoot("/")
+    monkeypatch.setattr(live, "path", lambda hostpath: str(tmp_path) + hostpath)
+    monkeypatch.setattr(sysfs.os, "geteuid", lambda: 1000)
+    assert secret.exists()
+    assert "run nodetune as root" in sysfs.why_unreadable(live, "/sys/kernel/secret")
+    assert sysfs.why_unreadable(live, "/sys/kernel/absent").endswith("is not present")

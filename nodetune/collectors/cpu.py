@@ -283,8 +283,12 @@ def _boost(root: HostRoot, notes: FactNotes, policy: str) -> bool | None:
 
 
 def _energy_perf_bias(root: HostRoot, notes: FactNotes, online: list[int]) -> int | str | None:
-    values = {v for c in online
-              if (v := root.read_int(f"{CPU_DIR}/cpu{c}/power/energy_perf_bias", None)) is not None}
+    def epb(cpu: int) -> int | None:
+        return root.read_int(f"{CPU_DIR}/cpu{cpu}/power/energy_perf_bias", None)
+
+    first = epb(online[0]) if online else None  # absent on the first CPU: absent on all
+    values = set() if first is None else {first} | {
+        v for c in online[1:] if (v := epb(c)) is not None}
     if not values:
         notes.missing("energy_perf_bias", f"no {CPU_DIR}/cpu*/power/energy_perf_bias "
                                           "(Intel only, kernel >= 5.6)")
