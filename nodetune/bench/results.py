@@ -1,0 +1,238 @@
+"""What a benchmark produces: metrics with their samples, expectations and binding, plus the
+raw tables (nccl-tests rows, fio jobs, bandwidth matrices) they were read from.
+
+Every type here converts to plain JSON (`to_json`) and back (`from_json`), so a saved run
+(`--save FILE`) can be compared with a later one (`--compare FILE`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from nodetune.bench import stats
+from nodetune.model import to_jsonable
+
+GIB = 1 << 30
+MIB = 1 << 20
+KIB = 1 << 10
+
+
+@dataclass(frozen=True, kw_only=True)
+class Binding:
+    """Where a measurement ran: the CPUs of its thread(s) and the NUMA node of its memory."""
+
+    method: str  # "numactl", "sched_setaffinity+set_mempolicy", "nvbandwidth", "none"
+    cpus: str | None = None  # kernel cpulist of the measuring thread(s)
+    mem_node: int | None = None  # NUMA node the host buffer was bound to
+    mem_nodes_seen: tuple[int, ...] | None = None  # nodes the kernel reports for sampled pages
+
+
+@dataclass(frozen=True, kw_only=True)
+class Expected:
+    """What the hardware should reach, and why."""
+
+    value: float
+    basis: str  # e.g. "PCIe Gen5 x16: 32 GT/s x 16 lanes x 128b/130b / 8 = 63.0 GB/s per direction"
+    min_ratio: float | None = None  # below value * min_ratio the metric is reported "low"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Metric:
+    """One measured quantity: the median of its samples, in `unit`."""
+
+    key: str  # stable id matched by --compare, e.g. "memcpy.h2d_pinned.GPU0.node0"
+    suite: str
+    name: str  # short human label, e.g. "H2D pinned GPU0 <- node0"
+    unit: str  # "GB/s", "IOPS", "us"
+    samples: tuple[float, ...]
+    higher_is_better: bool = True
+    subject: str | None = None  # "GPU0", "GPU0->GPU1", "node0", "seqread"
+    size_bytes: int | None = None
+    binding: Binding | None = None
+    expected: Expected | None = None
+
+    @property
+    def value(self) -> float:
+        return stats.median(self.samples)
+
+    @property
+    def ratio(self) -> float | None:
+        if self.expected is None or self.expected.value <= 0:
+            return None
+        return self.value / self.expected.value
+
+    @property
+    def status(self) -> str | None:
+        """"ok" or "low" against the expectation's minimum ratio; None without one."""
+        ratio = self.ratio
+        if ratio is None or self.expected is None or self.expected.min_ratio is None:
+            return None
+        return "ok" if ratio >= self.expected.min_ratio else "low"
+
+    def to_json(self) -> dict[str, Any]:
+        spread = stats.spread(self.samples)
+        ratio = self.ratio
+        return {
+            "key": self.key, "suite": self.suite, "name": self.name, "subject": self.subject,
+            "size_bytes": self.size_bytes, "unit": self.unit, "value": _round(self.value),
+            "samples": [_round(s) for s in self.samples],
+            "spread": {"min": _round(spread.low), "max": _round(spread.high),
+                       "relative": _round(spread.relative)},
+            "higher_is_better": self.higher_is_better,
+            "expected": to_jsonable(self.expected),
+            "ratio": None if ratio is None else round(ratio, 4),
+            "status": self.status,
+            "binding": to_jsonable(self.binding),
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Metric:
+        binding = doc.get("binding")
+        expected = doc.get("expected")
+        samples = doc.get("samples") or [doc["value"]]
+        return cls(
+            key=doc["key"], suite=doc.get("suite", ""), name=doc.get("name", doc["key"]),
+            unit=doc.get("unit", ""), samples=tuple(float(s) for s in samples),
+            higher_is_better=doc.get("higher_is_better", True), subject=doc.get("subject"),
+            size_bytes=doc.get("size_bytes"),
+            binding=_build(Binding, binding) if binding else None,
+            expected=_build(Expected, expected) if expected else None,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class NcclPoint:
+    time_us: float
+    algbw_gbps: float
+    busbw_gbps: float
+    wrong: int | None  # elements that failed the result check; None when not checked ("N/A")
+
+
+@dataclass(frozen=True, kw_only=True)
+class NcclRow:
+    """One row of an nccl-tests table; the top-level numbers are the out-of-place run."""
+
+    size_bytes: int
+    count: int
+    type: str
+    redop: str
+    root: int | None
+    time_us: float
+    algbw_gbps: float
+    busbw_gbps: float
+    wrong: int | None
+    in_place: NcclPoint | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class FioJob:
+    """One fio job; bandwidths in bytes per second whatever the fio version wrote."""
+
+    name: str
+    read_bw_bytes: float
+    read_iops: float
+    write_bw_bytes: float
+    write_iops: float
+    read_clat_p99_us: float | None = None
+    write_clat_p99_us: float | None = None
+    runtime_ms: float | None = None
+    error: int = 0
+    options: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Matrix:
+    """A bandwidth matrix (nvbandwidth, peer copies): cells[row][col], None where not measured."""
+
+    name: str
+    title: str
+    row_kind: str  # "CPU" or "GPU" (or a NUMA node label for the built-in runner)
+    col_kind: str
+    direction: str  # "->" data flows row to column, "<-" column to row, "<->" both
+    unit: str
+    row_ids: tuple[str, ...]
+    col_ids: tuple[str, ...]
+    cells: tuple[tuple[float | None, ...], ...]
+    total: float | None = None  # nvbandwidth's SUM line
+
+
+@dataclass(kw_only=True)
+class SuiteResult:
+    """The outcome of one suite (or one imported file)."""
+
+    suite: str
+    status: str  # "ok", "skipped", "failed"
+    runner: str | None = None  # "nccl-tests", "nccl", "torch.distributed", "cuda-bindings", ...
+    note: str | None = None
+    tool_versions: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    argv: list[str] | None = None
+    seconds: float | None = None
+    source: str | None = None  # imported file
+    collective: str | None = None
+    ranks: int | None = None
+    hosts: list[str] | None = None
+    metrics: list[Metric] = field(default_factory=list)
+    rows: list[NcclRow] | None = None
+    jobs: list[FioJob] | None = None
+    matrices: list[Matrix] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "metrics":
+                out["metrics"] = [m.to_json() for m in value]
+            elif value is not None or f.name in ("note", "runner"):
+                out[f.name] = to_jsonable(value)
+        return out
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> SuiteResult:
+        return cls(
+            suite=doc.get("suite", ""), status=doc.get("status", "ok"), runner=doc.get("runner"),
+            note=doc.get("note"), tool_versions=dict(doc.get("tool_versions") or {}),
+            env=dict(doc.get("env") or {}), argv=doc.get("argv"), seconds=doc.get("seconds"),
+            source=doc.get("source"), collective=doc.get("collective"), ranks=doc.get("ranks"),
+            hosts=doc.get("hosts"),
+            metrics=[Metric.from_json(m) for m in doc.get("metrics") or []],
+            rows=[_nccl_row(r) for r in doc["rows"]] if doc.get("rows") is not None else None,
+            jobs=[_build(FioJob, j) for j in doc["jobs"]] if doc.get("jobs") is not None else None,
+            matrices=[_matrix(m) for m in doc["matrices"]] if doc.get("matrices") is not None
+            else None,
+        )
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def _build(cls: type, doc: dict[str, Any]) -> Any:
+    names = {f.name for f in fields(cls)}
+    kwargs = {k: v for k, v in doc.items() if k in names}
+    if cls is Binding and kwargs.get("mem_nodes_seen") is not None:
+        kwargs["mem_nodes_seen"] = tuple(kwargs["mem_nodes_seen"])
+    return cls(**kwargs)
+
+
+def _nccl_row(doc: dict[str, Any]) -> NcclRow:
+    row = dict(doc)
+    in_place = row.pop("in_place", None)
+    return NcclRow(**row, in_place=NcclPoint(**in_place) if in_place else None)
+
+
+def _matrix(doc: dict[str, Any]) -> Matrix:
+    m = dict(doc)
+    m["row_ids"] = tuple(m["row_ids"])
+    m["col_ids"] = tuple(m["col_ids"])
+    m["cells"] = tuple(tuple(r) for r in m["cells"])
+    return Matrix(**m)
+
+
+def size_label(size: int) -> str:
+    """1073741824 -> "1GiB", 4096 -> "4KiB", 1000 -> "1000B"."""
+    for unit, scale in (("GiB", GIB), ("MiB", MIB), ("KiB", KIB)):
+        if size >= scale and size % scale == 0:
+            return f"{size // scale}{unit}"
+    return f"{size}B"
