@@ -10,6 +10,7 @@ drivers/pci/pci-sysfs.c `pci_read_config`), so MaxReadReq and ACS need root.
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -302,10 +303,23 @@ class _ConfigReasons:
         return "config space beyond 256 bytes needs root"
 
 
-def _read_device(root: HostRoot, address: str, reasons: _ConfigReasons) -> _Raw:
+def _resolve(root: HostRoot, devices_dir: str, link_path: str) -> str:
+    """Where /sys/bus/pci/devices/<address> leads (itself when it is a plain directory).
+
+    sysfs links are relative and the directories along /sys/devices are real, so one readlink
+    and a string join replace the component-by-component walk of a general realpath."""
+    target = root.readlink(link_path)
+    if target is None:
+        return link_path
+    resolved = posixpath.normpath(posixpath.join(devices_dir, target))
+    return resolved if root.isdir(resolved) else root.realpath(link_path)
+
+
+def _read_device(root: HostRoot, address: str, reasons: _ConfigReasons,
+                 devices_dir: str = DEVICES_DIR) -> _Raw:
     link_path = f"{DEVICES_DIR}/{address}"
-    resolved = root.realpath(link_path)
-    base = resolved if resolved != link_path else link_path
+    resolved = _resolve(root, devices_dir, link_path)
+    base = resolved
     names = set(root.listdir(base))
     unknown: dict[str, str] = {}
 
@@ -439,7 +453,8 @@ def collect_pci(root: HostRoot) -> PciFacts:
         raise NoData(f"no PCI devices under {DEVICES_DIR}")
     addresses = sorted({a.removesuffix(".link").lower() for a in addresses}, key=_address_key)
     reasons = _ConfigReasons(root)
-    return _build([_read_device(root, a, reasons) for a in addresses])
+    devices_dir = root.realpath(DEVICES_DIR)
+    return _build([_read_device(root, a, reasons, devices_dir) for a in addresses])
 
 
 def device_json(dev: PciDevice) -> dict[str, Any]:
