@@ -1,0 +1,111 @@
+"""`nodetune topo`: the GPU / NIC / NVMe topology matrix, as text, JSON or a drawing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from nodetune import exitcodes
+from nodetune.cli import node_options
+
+# Collectors the topology reads (the others are not run).
+TOPO_COLLECTORS = ("cpu", "numa", "memory", "pci", "gpu", "nic", "rdma", "storage")
+
+CLASS_COLORS = {"X": None, "PIX": "green", "PXB": "cyan", "PHB": "yellow", "NODE": "yellow",
+                "SYS": "red"}
+
+
+def render_matrix(topo: object, color: bool = False) -> str:
+    """The matrix as `nvidia-smi topo -m` lays it out, plus affinity columns and legends."""
+    from nodetune.topology import LEGEND, format_cpus
+
+    devices = topo.devices  # type: ignore[attr-defined]
+    matrix = topo.matrix  # type: ignore[attr-defined]
+    names = [d.name for d in devices]
+    width = max([len(n) for n in names] + [4]) + 2
+    affinity = [format_cpus(d.cpus) for d in devices]
+    cpu_w = max([len(a) for a in affinity] + [len("CPU Affinity")]) + 2
+    header = " " * width + "".join(f"{n:<{width}}" for n in names)
+    header += f"{'CPU Affinity':<{cpu_w}}{'NUMA Affinity':<15}GPU NUMA ID"
+    lines = [header.rstrip()]
+    for dev, cpus in zip(devices, affinity, strict=True):
+        cells = []
+        for other in names:
+            value = matrix[dev.name][other]
+            text = f"{value:<{width}}"
+            style = CLASS_COLORS.get("NV" if value.startswith("NV") else value, "magenta")
+            if value.startswith("NV"):
+                style = "bright_green"
+            cells.append(click.style(text, fg=style) if color and style else text)
+        numa = "N/A" if dev.numa_node is None else str(dev.numa_node)
+        gpu_numa = "N/A" if dev.gpu_numa_id is None else str(dev.gpu_numa_id)
+        row = f"{dev.name:<{width}}" + "".join(cells) + f"{cpus:<{cpu_w}}{numa:<15}"
+        row += gpu_numa if dev.kind == "gpu" else ""
+        lines.append(row.rstrip())
+    for kind, title in (("nic", "NIC Legend"), ("nvme", "NVMe Legend")):
+        members = [d for d in devices if d.kind == kind]
+        if members:
+            lines += ["", f"{title}:", ""] + [f"  {d.name}: {d.label}" for d in members]
+    lines += ["", "Legend:", ""] + [f"  {k:<4} = {v}" for k, v in LEGEND]
+    notes = topo.notes  # type: ignore[attr-defined]
+    if notes:
+        lines += ["", "Notes:", ""] + [f"  - {n}" for n in notes]
+    return "\n".join(lines)
+
+
+@click.command("topo")
+@node_options
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the topology document (schema nodetune.topo/1).")
+@click.option("--png", "png", type=click.Path(dir_okay=False, writable=True), default=None,
+              metavar="FILE", help="Draw the topology diagram into a PNG file.")
+@click.option("--svg", "svg", type=click.Path(dir_okay=False, writable=True), default=None,
+              metavar="FILE", help="Draw the topology diagram into an SVG file.")
+def cmd(root: str | None, snapshot: str | None, nvml: str, as_json: bool, png: str | None,
+        svg: str | None) -> int:
+    """Show how GPUs, NICs and NVMe drives connect: NVLink, PCIe switch, host bridge, NUMA node.
+
+    Classes as in `nvidia-smi topo -m`: X, NV# (NVLinks), PIX (one PCIe switch), PXB (several
+    switches), PHB (one host bridge), NODE (one NUMA node), SYS (across NUMA nodes).
+    --png/--svg also draw sockets, NUMA nodes, PCIe switches and devices into FILE.
+    """
+    from nodetune.source import open_node
+    from nodetune.topology import build_topology
+
+    with open_node(root=root, snapshot=snapshot, nvml=nvml) as node:
+        facts = node.facts(TOPO_COLLECTORS).to_json()
+    topo = build_topology(facts)
+    for path, fmt in ((png, "png"), (svg, "svg")):
+        if path:
+            from nodetune.topo_diagram import draw
+
+            draw(topo, path, fmt, title=_title(facts, topo))
+            click.echo(f"nodetune: wrote {path}", err=True)
+    if as_json:
+        from nodetune.output import emit_json
+        from nodetune.schemas import TOPO_SCHEMA
+
+        emit_json({"root": facts.get("root"), **topo.to_json()}, TOPO_SCHEMA)
+    elif not topo.devices:
+        click.echo("no GPUs, NICs or NVMe drives found")
+    else:
+        import sys
+
+        click.echo(render_matrix(topo, color=sys.stdout.isatty()))
+    return exitcodes.OK
+
+
+def _title(facts: dict[str, Any], topo: Any) -> str:
+    """"8x NVIDIA H100 80GB HBM3 · Intel(R) Xeon(R) Platinum 8468 · 2 NUMA nodes"."""
+    parts = []
+    gpus = topo.of_kind("gpu")
+    if gpus:
+        parts.append(f"{len(gpus)}x {gpus[0].label}")
+    model = (facts.get("cpu") or {}).get("model_name")
+    if model:
+        parts.append(str(model))
+    with_cpus = [n for n in topo.numa if n.get("has_cpus")]
+    if with_cpus:
+        parts.append(f"{len(with_cpus)} NUMA node{'s' if len(with_cpus) > 1 else ''}")
+    return " · ".join(parts) or "node topology"
