@@ -24,7 +24,7 @@ _FACTS: dict[str, dict[str, Any]] = {}
 SYNTHETIC = {
     "dgx-h100": ("synthetic-dgx-h100", synth.Options()),
     "gb200": ("synthetic-gb200-tray", synth.Options()),
-    "dgx-h100-2cpu": ("synthetic-dgx-h100", synth.Options(cores_per_socket=1, smt=False)),
+    "dgx-h100-small": ("synthetic-dgx-h100", synth.Options(cores_per_socket=4, smt=False)),
 }
 
 
