@@ -16,7 +16,7 @@ from nodetune import exitcodes
 from nodetune.errors import ProfileError
 from nodetune.model import Finding, Severity, Status, to_jsonable
 from nodetune.profiles import Library, Match, Profile
-from nodetune.rules import AREAS, Rule, evaluate
+from nodetune.rules import AREAS, Rule, derive, evaluate
 
 AREA_TITLES = {"cpu": "CPU", "numa-memory": "NUMA/memory", "gpu": "GPU",
                "pcie-topology": "PCIe/topology", "nic-rdma": "NIC/RDMA", "storage": "storage",
@@ -111,11 +111,14 @@ def _select(rules: Sequence[Rule], only: list[str], skip: list[str],
 
 
 def run_audit(facts: Mapping[str, Any], *, profile: str | None = None,
-              profiles_dirs: Sequence[str] = (), overrides: str | None = None,
+              profiles_dirs: Sequence[str] = (), library: Library | None = None,
+              overrides: str | None = None,
               only: Iterable[str] = (), skip: Iterable[str] = (),
               severity: str = "info", source: str = "live") -> AuditResult:
     """Audit a facts document against `profile` (or the profile its facts match)."""
-    library = Library(profiles_dirs)
+    if "derived" not in facts:  # derive once: profile matching and every rule read it
+        facts = {**facts, "derived": derive(dict(facts))}
+    library = library or Library(profiles_dirs)
     match = Match(profile=profile, reason="chosen with --profile", automatic=False) if profile \
         else library.match(facts)
     prof = library.load(match.profile, overrides)

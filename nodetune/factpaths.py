@@ -382,6 +382,8 @@ def _match(node: _Node, tokens: tuple[Token, ...], i: int) -> tuple[str, bool] |
     if not node.children and node.type in ("dict", "any"):
         return "any", True  # below a free-form dict, anything goes
     tok = tokens[i]
+    if not node.children and node.type == "list" and tok.is_list and i == len(tokens) - 1:
+        return "any", True  # one element of a list of values (netdevs[0])
     if tok.is_list:
         child = node.children.get("[*]")
         return _match(child, tokens, i + 1) if child else None

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from nodetune.errors import ProfileError
+from nodetune.factpaths import is_known
 from nodetune.resources import data_dir
 from nodetune.rules import (
     OPERATORS,
@@ -54,6 +55,7 @@ from nodetune.rules import (
     Rule,
     condition_problems,
     conditions_hold,
+    fact_references,
     rule_problems,
     variables_used,
 )
@@ -378,6 +380,11 @@ def _build_profile(name: str, raw: Mapping[str, Any], origins: Mapping[tuple[str
             origin = origins.get((section, key))
             where = origin.where if origin else (lambda keys=(): path)
             body = {k: v for k, v in setting.items() if k not in SETTING_KEYS}
+            if "fact" not in body:
+                raise ProfileError(f"{where()}: {section}.{key}: changes {', '.join(body)} of a "
+                                   "setting that no profile it extends defines",
+                                   fix="give the setting a fact and an expectation, or fix "
+                                       "its name")
             problems = rule_problems(body, need_id=False, need_area=False)
             if problems:
                 keys, text = problems[0]
@@ -389,6 +396,10 @@ def _build_profile(name: str, raw: Mapping[str, Any], origins: Mapping[tuple[str
                 raise ProfileError(f"{where(('remediation', 'role'))}: {section}.{key}."
                                    f"remediation.role: unknown role {role!r} (one of "
                                    f"{', '.join(REMEDIATION_ROLES)})", fix=FIX)
+            for ref in fact_references(body):
+                if not is_known(ref):
+                    raise ProfileError(f"{where(_key_using(body, ref, 'fact:'))}: {section}.{key}: "
+                                       f"unknown fact path {ref!r} in ${{fact:...}}", fix=FIX)
             for var in sorted(variables_used(body)):
                 if var not in variables:
                     raise ProfileError(f"{where(_key_using(body, var))}: {section}.{key}: "
@@ -402,9 +413,10 @@ def _build_profile(name: str, raw: Mapping[str, Any], origins: Mapping[tuple[str
                    rules=rules, user=user)
 
 
-def _key_using(body: Mapping[str, Any], var: str) -> tuple[str, ...]:
+def _key_using(body: Mapping[str, Any], name: str, prefix: str = "") -> tuple[str, ...]:
+    """The first key of a setting whose value mentions ${<prefix><name>}."""
     for key, value in body.items():
-        if var in variables_used(value):
+        if "${" + prefix + name + "}" in str(value):
             return (str(key),)
     return ()
 

@@ -319,6 +319,20 @@ def _type_name(value: Any) -> str:
             float: "a number", type(None): "nothing"}.get(type(value), type(value).__name__)
 
 
+def fact_references(value: Any) -> set[str]:
+    """Fact paths named by `${fact:PATH}` anywhere inside value."""
+    found: set[str] = set()
+    if isinstance(value, str):
+        found |= {n[5:].strip() for n in _VAR.findall(value) if n.startswith("fact:")}
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            found |= fact_references(k) | fact_references(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            found |= fact_references(v)
+    return found
+
+
 def variables_used(value: Any) -> set[str]:
     """Names of `${...}` variables referenced anywhere inside value (built-ins excluded)."""
     names: set[str] = set()

@@ -50,13 +50,17 @@ def cmd(root: str | None, snapshot: str | None, nvml: str, profile: str | None,
     (bad profile, bad snapshot or --root, usage error).
     """
     from nodetune.audit import run_audit
+    from nodetune.profiles import Library
     from nodetune.source import open_node
 
     start = time.perf_counter()
+    library = Library(profiles_dirs)
+    if profile:  # a bad profile or overrides file fails before the node is read
+        library.load(profile, overrides)
     with open_node(root=root, snapshot=snapshot, nvml=nvml) as node:
         facts = node.facts().to_json()
         origin = node.origin
-    result = run_audit(facts, profile=profile, profiles_dirs=profiles_dirs, overrides=overrides,
+    result = run_audit(facts, profile=profile, library=library, overrides=overrides,
                        only=only, skip=skip, severity=severity, source=origin)
     if junit:
         from nodetune import junit as junit_report
