@@ -75,7 +75,8 @@ def test_facts_root_from_environment(host_tree, capsys, monkeypatch) -> None:
     assert err.splitlines()[0].startswith("cpu ") and err.splitlines()[-1].startswith("total")
 
 
-def test_facts_human_view(host_tree, capsys) -> None:
+def test_facts_human_view(host_tree, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # pytest-xdist workers set COLUMNS=80
     tree = host_tree("32em64t-2n8c+dax+nvme+mic+dimms")
     rc, out, _ = run(["facts", "--root", str(tree), "--only", ",".join(SYSTEM_COLLECTORS),
                       "--timings"], capsys)
