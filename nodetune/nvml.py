@@ -132,12 +132,27 @@ def _validate(doc: Any, origin: str) -> None:
 
 # -- the live library -------------------------------------------------------------------------
 
+def driver_loaded() -> bool:
+    """Whether the NVIDIA kernel driver is loaded here (in a container too: the runtime mounts
+    /dev/nvidiactl, and /proc/driver/nvidia is the host's)."""
+    return os.path.exists("/proc/driver/nvidia") or os.path.exists("/dev/nvidiactl")
+
+
 def live_backend() -> tuple[PynvmlBackend | None, str | None]:
     """Initialise NVML on this machine: (backend, None), or (None, why NVML is not usable)."""
+    if not driver_loaded():
+        # Without the kernel driver NVML cannot start; skip importing pynvml (60+ ms).
+        return None, ("NVML unavailable: the NVIDIA kernel driver is not loaded "
+                      "(no /proc/driver/nvidia or /dev/nvidiactl)")
     try:
         import pynvml
     except ImportError:
         return None, "NVML unavailable: nvidia-ml-py is not installed (pip install nvidia-ml-py)"
+    return init_backend(pynvml)
+
+
+def init_backend(pynvml: Any) -> tuple[PynvmlBackend | None, str | None]:
+    """nvmlInit() through the given pynvml module; a note instead of an exception."""
     try:
         pynvml.nvmlInit()
     except pynvml.NVMLError as exc:

@@ -43,6 +43,7 @@ def recording(name: str) -> dict:
 def use_module(monkeypatch):
     def install(module):
         monkeypatch.setitem(sys.modules, "pynvml", module)
+        monkeypatch.setattr(nvml, "driver_loaded", lambda: True)
         return module
     return install
 
@@ -203,6 +204,7 @@ def test_init_failure_gives_a_note(use_module, error_name, words):
 
 def test_missing_binding_gives_a_note(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", None)  # import pynvml raises ImportError
+    monkeypatch.setattr(nvml, "driver_loaded", lambda: True)
     backend, note = nvml.live_backend()
     assert backend is None
     assert "nvidia-ml-py is not installed" in note
@@ -212,12 +214,27 @@ def test_real_library_without_driver():
     """On a machine without libnvidia-ml.so.1 the real nvidia-ml-py fails init cleanly."""
     import ctypes.util
 
+    import pynvml
+
     if ctypes.util.find_library("nvidia-ml"):
         pytest.skip("this machine has an NVIDIA driver")
-    backend, note = nvml.live_backend()
+    backend, note = nvml.init_backend(pynvml)
     assert backend is None
     assert note == ("NVML unavailable: libnvidia-ml.so.1 not found (no NVIDIA driver installed, "
                     "or the container lacks the driver libraries)")
+
+
+def test_no_kernel_driver_skips_the_library(monkeypatch):
+    monkeypatch.setattr(nvml, "driver_loaded", lambda: False)
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # would fail if it were imported
+    backend, note = nvml.live_backend()
+    assert backend is None
+    assert "NVIDIA kernel driver is not loaded" in note
+
+
+def test_driver_loaded_matches_this_machine():
+    assert nvml.driver_loaded() == (Path("/proc/driver/nvidia").exists()
+                                    or Path("/dev/nvidiactl").exists())
 
 
 # -- recordings ------------------------------------------------------------------------------
