@@ -279,3 +279,22 @@ def test_gpu_target_on_a_node_without_gpus_is_a_one_line_error(host_tree, capsys
     with pytest.raises(SystemExit) as exit_info:
         main(["manifests", "--root", str(root), "--nvml", "off", "--target", "kubelet"])
     assert exit_info.value.code == 0
+
+
+def test_hugepage_pools_become_pod_hugepage_requests(request):
+    import kubernetes_validate
+
+    doc = trees.facts(*source(request, "dgx-h100"))
+    for node in doc["numa"]["nodes"]:
+        node["hugepages"] = {"2048": {"total": 4096, "free": 4096},
+                             "1048576": {"total": 0, "free": 0}}
+    files = render("k8s-pod", trees.plan(doc), Options()).files
+    pods = {p["metadata"]["name"]: p for p in documents(files["pods.yaml"])}
+    one = pods["nodetune-example-1gpu"]
+    limits = one["spec"]["containers"][0]["resources"]["limits"]
+    assert limits["hugepages-2Mi"] == "2048Mi"  # 4096 pages per node / 4 GPUs x 2 MiB
+    assert "hugepages-1Gi" not in limits
+    assert {"name": "hugepages-2mi", "emptyDir": {"medium": "HugePages-2Mi"}} in \
+        one["spec"]["volumes"]
+    for pod in pods.values():
+        kubernetes_validate.validate(pod, K8S_VERSIONS[-1], strict=True)
