@@ -60,7 +60,7 @@ class TopoDevice:
     cpus: list[int] | None
     label: str  # mlx5_0, nvme0n1, the GPU's model name
     gpu_numa_id: int | None = None  # a GPU's own memory NUMA node (Grace: NVLink-C2C)
-    numa_source: str = "unknown"  # sysfs, nvml, local_cpus, single-node, unknown
+    numa_source: str = "unknown"  # sysfs, gpus, local_cpus, single-node, unknown
     switch: str | None = None
     root_port: str | None = None
     host_bridge: str | None = None
@@ -221,7 +221,7 @@ class _Builder:
             if numa_hint in self.cpuless:
                 gpu_numa_id = numa_hint
             elif numa is None:
-                numa, source = numa_hint, "nvml"
+                numa, source = numa_hint, "gpus"
         cpus = cpus_hint or pci.get("local_cpus") or None
         name = f"{kind.upper()}{index}"
         if numa is None and cpus and len(self.cpu_nodes) > 1:
@@ -242,15 +242,23 @@ class _Builder:
         )
 
     def gpus(self) -> tuple[list[TopoDevice], list[dict[str, Any]]]:
-        records = sorted(self.facts.get("gpus") or [], key=lambda g: g.get("index", 0))
+        records = list(self.facts.get("gpus") or [])
         if not records:
             found = sorted((a for a, d in self.pci.items() if d.get("kind") == "gpu"),
                            key=_address_key)
             records = [{"index": i, "pci_address": a} for i, a in enumerate(found)]
+        # NVML order; a GPU NVML cannot see (index null) follows, numbered after the others
+        records.sort(key=lambda g: (g.get("index") is None, g.get("index") or 0,
+                                    _address_key(_norm_address(g.get("pci_address")))))
+        numbered = [r["index"] for r in records if isinstance(r.get("index"), int)]
+        spare = iter(range(max(numbered, default=-1) + 1, 1 << 16))
         devices = []
-        for pos, rec in enumerate(records):
+        for rec in records:
             address = _norm_address(rec.get("pci_address"))
-            index = rec.get("index", pos)
+            index = rec["index"] if isinstance(rec.get("index"), int) else next(spare)
+            if not isinstance(rec.get("index"), int):
+                self.notes.append(f"GPU{index} ({address}) is not visible to NVML; it is "
+                                  f"numbered after the GPUs NVML lists")
             label = rec.get("name") or (address or f"GPU{index}")
             device = self.place("gpu", index, address, label, rec.get("numa_node"),
                                 rec.get("local_cpus") or None)

@@ -305,3 +305,15 @@ def test_missing_sections_do_not_crash() -> None:
     assert any("no PCI facts" in n for n in topo.notes)
     doc = topo.to_json()
     assert set(doc) >= {"devices", "matrix", "numa", "notes"}
+
+
+def test_gpu_invisible_to_nvml_is_numbered_after_the_others() -> None:
+    pci = [_pci(f"0000:0{i}:00.0", "gpu", [f"0000:00:0{i}.0"]) for i in range(3)]
+    gpus = [{"index": None, "pci_address": "0000:01:00.0"},
+            {"index": 1, "pci_address": "0000:02:00.0"},
+            {"index": 0, "pci_address": "0000:00:00.0"}]
+    topo = build_topology(_facts(pci, gpus=gpus))
+    assert [(d.name, d.pci_address) for d in topo.devices] == [
+        ("GPU0", "0000:00:00.0"), ("GPU1", "0000:02:00.0"), ("GPU2", "0000:01:00.0")]
+    assert "GPU2 (0000:01:00.0) is not visible to NVML" in topo.notes[0]
+
