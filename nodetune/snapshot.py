@@ -524,7 +524,7 @@ def open_snapshot(path: str) -> Iterator[Any]:
 
     if not os.path.isfile(path):
         raise SourceError(f"snapshot {path} does not exist", fix=SNAPSHOT_FIX)
-    tmp = tempfile.mkdtemp(prefix="nodetune-snapshot-")
+    tmp = os.path.realpath(tempfile.mkdtemp(prefix="nodetune-snapshot-"))
     try:
         _unpack(path, tmp)
         meta = _read_meta(path, tmp)
@@ -565,9 +565,13 @@ def _unpack(path: str, dest: str) -> None:
                     links.append(member)
             for member in links:
                 target = os.path.join(dest, member.name)
-                os.makedirs(os.path.dirname(target), exist_ok=True)
+                parent = os.path.dirname(target)
+                os.makedirs(parent, exist_ok=True)
                 if os.path.lexists(target):
                     raise _bad(path, f"{member.name} appears twice")
+                if os.path.realpath(parent) != parent:
+                    # its target was checked against the path as written, not a link's detour
+                    raise _bad(path, f"link {member.name!r} lies below another link")
                 os.symlink(member.linkname, target)
     except (tarfile.TarError, EOFError, zlib.error) as exc:
         raise _bad(path, f"not a complete tar.gz archive ({exc})") from None

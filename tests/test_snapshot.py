@@ -279,6 +279,10 @@ BAD = {
     "absolute-link": (lambda p: _tar(p, [("root/sys/x", "/etc/passwd")]), "points outside"),
     "foreign-member": (lambda p: _tar(p, [("etc/passwd", b"x")]), "unexpected member"),
     "hardlink": (_hardlink, "neither a file"),
+    "link-below-link": (lambda p: _tar(p, [("root", None), ("root/a/b", None),
+                                           ("root/a/b/c", "../../x"),
+                                           ("root/a/b/c/d/e", "../../../..")]),
+                        "lies below another link"),
     "no-root": (lambda p: _tar(p, []), "has no root/ directory"),
 }
 
