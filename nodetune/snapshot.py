@@ -565,18 +565,26 @@ def _unpack(path: str, dest: str) -> None:
                     links.append(member)
             for member in links:
                 target = os.path.join(dest, member.name)
-                parent = os.path.dirname(target)
-                os.makedirs(parent, exist_ok=True)
-                if os.path.lexists(target):
-                    raise _bad(path, f"{member.name} appears twice")
-                if os.path.realpath(parent) != parent:
+                if _below_link(dest, target):
                     # its target was checked against the path as written, not a link's detour
                     raise _bad(path, f"link {member.name!r} lies below another link")
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                if os.path.lexists(target):
+                    raise _bad(path, f"{member.name} appears twice")
                 os.symlink(member.linkname, target)
     except (tarfile.TarError, EOFError, zlib.error) as exc:
         raise _bad(path, f"not a complete tar.gz archive ({exc})") from None
     except OSError as exc:
         raise _bad(path, f"cannot unpack it ({exc.strerror or exc})") from None
+
+
+def _below_link(dest: str, target: str) -> bool:
+    current = dest
+    for part in os.path.relpath(os.path.dirname(target), dest).split(os.sep):
+        current = os.path.join(current, part)
+        if os.path.islink(current):
+            return True
+    return False
 
 
 def _check_members(path: str, members: list[tarfile.TarInfo]) -> None:
