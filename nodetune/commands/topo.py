@@ -73,6 +73,9 @@ def cmd(root: str | None, snapshot: str | None, nvml: str, as_json: bool, png: s
     from nodetune.source import open_node
     from nodetune.topology import build_topology
 
+    for path in (png, svg):
+        if path:
+            _check_writable(path)
     with open_node(root=root, snapshot=snapshot, nvml=nvml) as node:
         facts = node.facts(TOPO_COLLECTORS).to_json()
     topo = build_topology(facts)
@@ -94,6 +97,19 @@ def cmd(root: str | None, snapshot: str | None, nvml: str, as_json: bool, png: s
 
         click.echo(render_matrix(topo, color=sys.stdout.isatty()))
     return exitcodes.OK
+
+
+def _check_writable(path: str) -> None:
+    """Fail in one line before collecting anything when the diagram cannot be written."""
+    import os
+
+    from nodetune.errors import RenderError
+
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        why = "does not exist" if not os.path.isdir(folder) else "is not writable"
+        raise RenderError(f"cannot write the topology diagram to {path}: {folder} {why}",
+                          fix="choose a writable path for --png/--svg")
 
 
 def _title(facts: dict[str, Any], topo: Any) -> str:
