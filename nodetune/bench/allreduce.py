@@ -288,7 +288,8 @@ class _BuiltinAllReduce:
     def close(self) -> None:
         for rank in self.ranks:
             self.api.set_device(rank.device)
+            self.api.stream_synchronize(rank.stream)
+            self.nccl.comm_destroy(rank.comm)
             self.api.free(rank.send)
             self.api.free(rank.recv)
-            self.nccl.comm_destroy(rank.comm)
 

@@ -31,7 +31,8 @@ def run_suites(names: list[str], ctx: RunContext) -> list[SuiteResult]:
     if not runners:
         reasons = [str(r.note) for r in results]
         if all("no NVIDIA GPU" in reason for reason in reasons):
-            raise BenchError(f"no NVIDIA GPU on this node: {', '.join(names)} need one",
+            need = "needs" if len(names) == 1 else "need"
+            raise BenchError(f"no NVIDIA GPU on this node: {', '.join(names)} {need} one",
                              fix="run GPU suites on a GPU node, or ask for cpu-mem / fio")
         raise BenchError("; ".join(reasons).replace("; fix:", ", fix:"))
     for r in runners:

@@ -111,7 +111,7 @@ def cmd() -> None:
 
 
 @cmd.command("run")
-@click.argument("suites", nargs=-1, required=True, type=click.Choice(SUITE_CHOICES))
+@click.argument("suites", nargs=-1, type=click.Choice(SUITE_CHOICES), metavar="SUITE...")
 @_output_options
 @click.option("--quick", is_flag=True, help="Fewer sizes and iterations: under 30 s.")
 @click.option("--repeat", type=click.IntRange(1, 100), default=None,
@@ -135,6 +135,8 @@ def run_cmd(suites: tuple[str, ...], as_json: bool, save_path: str | None,
     """Run SUITE... (memcpy, allreduce, fio, cpu-mem, all)."""
     from nodetune.bench.base import RunContext, RunOptions
 
+    if not suites:
+        raise BenchError("no suite given", fix=f"name one or more of {', '.join(SUITE_CHOICES)}")
     if fio_dir and fio_device:
         raise BenchError("--dir and --device cannot be used together", fix="give one fio target")
     if destructive and not fio_device:
@@ -211,6 +213,9 @@ def _finish(results: list[Any], facts: dict[str, Any], options: Any, as_json: bo
 
         try:
             plot(plot_path, results, before)
+        except ImportError as exc:
+            raise BenchError(f"--plot needs matplotlib ({exc})", fix="pip install matplotlib") \
+                from exc
         except OSError as exc:
             raise BenchError(f"cannot write {plot_path}: {exc.strerror}",
                              fix="give a writable path to --plot") from exc
