@@ -178,6 +178,7 @@ class _Builder:
         self.cpuless = {n["id"] for n in self.nodes if not n["has_cpus"]}
         self.upstream_ports = {d["switch"] for d in self.pci.values() if d.get("switch")}
         self.upstream_ports |= {a for a, d in self.pci.items() if d.get("port_type") == "upstream"}
+        self._switch_of: dict[str, str | None] = {}
 
     # -- NUMA ------------------------------------------------------------------------------
     def _numa_nodes(self) -> list[dict[str, Any]]:
@@ -309,10 +310,12 @@ class _Builder:
 
     # -- classes ---------------------------------------------------------------------------
     def switch_of(self, bridge: str) -> str | None:
-        if bridge in self.upstream_ports:
-            return bridge
-        parent = (self.pci.get(bridge) or {}).get("parent")
-        return parent if parent in self.upstream_ports else None
+        """The switch (its upstream port) a bridge belongs to; None for root ports."""
+        if bridge not in self._switch_of:
+            parent = (self.pci.get(bridge) or {}).get("parent")
+            self._switch_of[bridge] = bridge if bridge in self.upstream_ports else \
+                parent if parent in self.upstream_ports else None
+        return self._switch_of[bridge]
 
     def pcie_class(self, a: TopoDevice, b: TopoDevice) -> str:
         if a.pci_address is not None and a.pci_address == b.pci_address:
