@@ -428,7 +428,7 @@ def _meta(node: Any, src: CapturingRoot, facts: Any, plan: Plan, nvml_doc: dict[
             "nvidia_driver": (nvml_doc or {}).get("driver_version"),
             "kernel": content("/proc/sys/kernel/osrelease"),
         },
-        "nvml": {"recorded": nvml_doc is not None, "note": node.nvml_note,
+        "nvml": {"recorded": nvml_doc is not None, "note": _nvml_note(node, facts),
                  "source": backend.origin if backend is not None else None},
         "counts": {"files": kinds.count("file"), "links": kinds.count("link"),
                    "dirs": kinds.count("dir")},
@@ -437,6 +437,13 @@ def _meta(node: Any, src: CapturingRoot, facts: Any, plan: Plan, nvml_doc: dict[
                        "no data" if st.no_data else f"failed: {st.error}"
                        for name, st in facts.status.items()},
     }
+
+
+def _nvml_note(node: Any, facts: Any) -> str | None:
+    """Why NVML data is missing, as the gpu collector put it (its note also covers a dump that
+    failed), so a replay without nvml.json reports the same."""
+    gpu = facts.results.get("gpu")
+    return gpu.nvml.note if gpu is not None else node.nvml_note
 
 
 def write_archive(output: str, plan: Plan, meta: dict[str, Any],

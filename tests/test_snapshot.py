@@ -321,3 +321,22 @@ def test_missing_snapshot_and_output_dir(tmp_path, capsys):
         main(["snapshot", "--nvml", "off", "-o", str(tmp_path / "no/such/dir/s.tar.gz")])
     assert exit_info.value.code == 3
     assert "is not a directory" in capsys.readouterr().err
+
+
+def test_failed_nvml_dump_replays_with_its_note(host_tree, tmp_path, monkeypatch):
+    class Broken:
+        def dump(self):
+            raise RuntimeError("GPU has fallen off the bus")
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr("nodetune.source._nvml_backend", lambda choice, root: (Broken(), None))
+    out = tmp_path / "s.tar.gz"
+    result = snap.take(str(out), root=str(host_tree("h200x2-vm-gather")))
+    assert "nvml.json" not in members(out)
+    live = comparable(result.facts.to_json())
+    assert live["gpu"]["nvml"]["note"] == "NVML query failed: RuntimeError: GPU has fallen off " \
+                                          "the bus"
+    monkeypatch.undo()
+    assert comparable(replay(out))["gpu"] == live["gpu"]

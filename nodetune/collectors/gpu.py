@@ -447,7 +447,7 @@ def collect_gpus(ctx: Context) -> GpuFacts:
         unknown["cuda_driver_version"] = f"needs NVML ({note})" if dump is None else \
             "NVML did not report it"
     sources.update(_field_sources(dump is not None))
-    nvml_source = None if ctx.nvml is None else getattr(ctx.nvml, "origin", "live")
+    nvml_source = None if dump is None else getattr(ctx.nvml, "origin", "live")
     return GpuFacts(gpus=gpus, count=len(gpus), driver_version=driver_version,
                     cuda_driver_version=cuda,
                     nvml=NvmlStatus(available=dump is not None, note=note, source=nvml_source),
