@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from nodetune import factpaths
@@ -360,6 +360,7 @@ class Item:
     reason: str | None = None  # why the value is null/missing, when it is
     bindings: dict[str, int] = field(default_factory=dict)  # "gpus[*]" -> list index
     path: str = ""  # the concrete path, e.g. "gpus.3.pcie.current_width"
+    absent: bool = False  # a key the node's mapping does not have: "not set", not unknown
 
 
 _SUBJECT_KEYS = {"gpus": ("GPU", "index"), "nodes": ("NUMA", "id"), "numa_nodes": ("NUMA", "id"),
@@ -406,16 +407,16 @@ class _Trail:
     subjects: tuple[str, ...] = ()
     bindings: tuple[tuple[str, int], ...] = ()
     contexts: tuple[tuple[Mapping[str, Any], int], ...] = ()
+    absent: bool = False
 
     def down(self, key: str, name: str | None = None, subject: str | None = None,
              binding: tuple[str, int] | None = None) -> _Trail:
-        return _Trail((*self.parts, key), (*self.named, name or key),
-                      self.subjects + ((subject,) if subject else ()),
-                      self.bindings + ((binding,) if binding else ()), self.contexts)
+        return replace(self, parts=(*self.parts, key), named=(*self.named, name or key),
+                       subjects=self.subjects + ((subject,) if subject else ()),
+                       bindings=self.bindings + ((binding,) if binding else ()))
 
     def with_context(self, unknown: Mapping[str, Any], depth: int) -> _Trail:
-        return _Trail(self.parts, self.named, self.subjects, self.bindings,
-                      (*self.contexts, (unknown, depth)))
+        return replace(self, contexts=(*self.contexts, (unknown, depth)))
 
 
 class _Walker:
@@ -466,7 +467,7 @@ class _Walker:
                         trail = trail.with_context(section["unknown"], 0)
                 self.walk(obj[key], stop, trail.down(key))
                 return
-        self.walk(None, i + 1, trail.down(key0))
+        self.walk(None, i + 1, replace(trail.down(key0), absent=bool(trail.parts)))
 
     def walk_list(self, obj: list[Any], i: int, trail: _Trail) -> None:
         tok = self.tokens[i]
@@ -502,7 +503,8 @@ class _Walker:
                 value = None  # an empty value the collector says it could not read
         self.out.append(Item(subject="/".join(trail.subjects) or None, value=value,
                              reason=reason, bindings=dict(trail.bindings),
-                             path=".".join(trail.parts)))
+                             path=".".join(trail.parts),
+                             absent=value is None and reason is None and trail.absent))
 
 
 def _selected(item: Any, filters: tuple[tuple[str, tuple[str, ...]], ...]) -> bool:
@@ -745,7 +747,7 @@ def _condition(cond: Condition, ctx: _Ctx) -> tuple[bool | None, str]:
     presence_only = set(expect) <= {"present", "absent"}
     unknown = None
     for item in items:
-        if item.value is None and not presence_only:
+        if item.value is None and not presence_only and not item.absent:
             unknown = unknown or item.reason or f"{cond.fact} unknown"
             continue
         # a presence guard treats an unreadable fact as absent: "if the node reports X"
@@ -861,7 +863,7 @@ def _evaluate_item(rule: Rule, base: _Ctx, item: Item, item_conds: list[Conditio
     except _NoOperand as exc:
         return _finding(rule, ctx, Status.SKIPPED, item, None, message=str(exc))
     presence_only = set(expect) <= {"present", "absent"}
-    if item.value is None and (not presence_only or item.reason):
+    if item.value is None and (not presence_only or item.reason) and not item.absent:
         status = Status.UNKNOWN
     else:
         status = Status.PASS if _satisfied(item.value, expect) else Status.FAIL
@@ -885,6 +887,8 @@ def _finding(rule: Rule, ctx: _Ctx, status: Status, item: Item | None,
     expected = describe(expect)
     if item is None:
         actual = ""
+    elif item.absent:
+        actual = "not set"
     elif item.value is None and status is Status.UNKNOWN:
         actual = f"unknown ({item.reason})" if item.reason else "unknown"
     else:

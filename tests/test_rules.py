@@ -186,7 +186,10 @@ def test_three_states_persisted_and_reboot() -> None:
     assert not sysctl.needs_reboot and "persisted but not in effect" in sysctl.message
     cmdline = one(rule("kernel.cmdline_args.iommu", equals="pt", disruption="reboot",
                        persisted={"fact": "derived.persisted_cmdline_args.iommu"}), FACTS)
-    assert (cmdline.status, cmdline.actual, cmdline.persisted) == (Status.UNKNOWN, "unknown", None)
+    # not on the running command line, but in the boot configuration: a reboot applies it
+    assert (cmdline.status, cmdline.actual, cmdline.persisted) == (Status.FAIL, "not set", "pt")
+    assert cmdline.needs_reboot
+    assert cmdline.message == "persisted but not in effect: reboot to apply"
     facts = {**FACTS, "kernel": {**FACTS["kernel"], "cmdline_args": {"iommu": "on"}}}
     cmdline = one(rule("kernel.cmdline_args.iommu", equals="pt", disruption="reboot",
                        persisted={"fact": "derived.persisted_cmdline_args.iommu"}), facts)
