@@ -348,9 +348,10 @@ def _insert(root: _Node, spec_path: str, type_: str) -> None:
 @functools.lru_cache(maxsize=1)
 def _registry() -> _Node:
     from nodetune.derived import DERIVED_PATHS
+    from nodetune.healthfacts import HEALTH_PATHS
 
     root = _Node({})
-    for spec in (CONTRACT, DERIVED_PATHS):
+    for spec in (CONTRACT, DERIVED_PATHS, HEALTH_PATHS):
         for line in spec.strip().splitlines():
             path, _, type_ = line.strip().partition(" ")
             _insert(root, path, type_.strip() or "any")

@@ -29,6 +29,7 @@ _MODULES = (
     "storage",
     "services",
     "kernel_log",
+    "nvidia_driver",
 )
 
 

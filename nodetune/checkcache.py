@@ -1,0 +1,87 @@
+"""Where `nodetune check` keeps what it may reuse: recent results (`--max-age`) and parsed suites.
+
+The directory is `$NODETUNE_CACHE_DIR` when set, else `/run/nodetune` when it can be created
+(root), else `$XDG_RUNTIME_DIR/nodetune`, else `<tmp>/nodetune-<uid>`. A directory is used only
+when it belongs to this user and nobody else can write to it: another user must not be able to
+plant a "healthy" result.
+Results are keyed by what decides them (source, tier, profile, expectations, boot id), so a
+result is never reused for another question or across a reboot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import time
+from typing import Any
+
+
+def _usable(path: str) -> bool:
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        st = os.stat(path)
+    except OSError:
+        return False
+    return st.st_uid == os.getuid() and not st.st_mode & 0o022 and os.access(path, os.W_OK)
+
+
+def runtime_dir() -> str | None:
+    """The first usable cache directory, or None (then nothing is cached)."""
+    candidates = []
+    if os.environ.get("NODETUNE_CACHE_DIR"):
+        candidates.append(os.environ["NODETUNE_CACHE_DIR"])
+    if os.getuid() == 0:
+        candidates.append("/run/nodetune")
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg:
+        candidates.append(os.path.join(xdg, "nodetune"))
+    candidates.append(os.path.join(tempfile.gettempdir(), f"nodetune-{os.getuid()}"))
+    return next((c for c in candidates if _usable(c)), None)
+
+
+def result_key(parts: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def result_path(directory: str, key: str) -> str:
+    return os.path.join(directory, f"check-{key}.json")
+
+
+def load_result(path: str, key: str, max_age: float) -> dict[str, Any] | None:
+    """The cached result at `path` if it answers `key` and is at most `max_age` seconds old."""
+    try:
+        if os.stat(path).st_uid != os.getuid():
+            return None
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or doc.get("cache_key") != key:
+        return None
+    finished = doc.get("finished_at")
+    if not isinstance(finished, (int, float)):
+        return None
+    age = time.time() - finished
+    if age < 0 or age > max_age:
+        return None
+    doc["cached"] = True
+    doc["cache_age_s"] = round(age, 3)
+    return doc
+
+
+def write_json_atomic(path: str, doc: dict[str, Any]) -> bool:
+    """Write JSON through a temporary file and a rename; False when it could not be written."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(doc, fh, default=str)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        return False
+    return True

@@ -1,0 +1,58 @@
+"""NVIDIA kernel driver flavour and IMEX channel devices: what GPUDirect and IMEX checks need.
+
+- `open_kernel_modules`: /proc/driver/nvidia/version names the open GPU kernel modules
+  ("NVIDIA UNIX Open Kernel Module") or the proprietary ones ("NVIDIA UNIX x86_64 Kernel
+  Module"). Only the open modules export GPU memory through DMA-BUF, which lets RDMA NICs reach
+  GPU memory without nvidia_peermem (NVIDIA GPUDirect RDMA docs, "Using DMA-BUF").
+- `imex_channels`: device nodes under /dev/nvidia-caps-imex-channels (channel0, ...), which
+  multi-node NVLink memory sharing needs (NVIDIA IMEX guide, "IMEX channels").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nodetune.collectors import Context, register
+from nodetune.errors import NoData
+from nodetune.model import FactSet
+
+VERSION_FILE = "/proc/driver/nvidia/version"
+IMEX_DIR = "/dev/nvidia-caps-imex-channels"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DriverFacts(FactSet):
+    open_kernel_modules: bool | None
+    imex_channels: int | None  # None: the directory does not exist
+
+
+def parse_flavour(version_text: str) -> bool | None:
+    """True for the open kernel modules, False for the proprietary ones, None if unclear."""
+    first = version_text.splitlines()[0] if version_text else ""
+    if "NVRM version" not in first:
+        return None
+    return "Open Kernel Module" in first
+
+
+@register("nvidia_driver")
+class NvidiaDriverCollector:
+    """NVIDIA driver flavour (open or proprietary kernel modules) and IMEX channel devices."""
+
+    def collect(self, ctx: Context) -> DriverFacts:
+        root = ctx.root
+        text = root.read_text(VERSION_FILE, None)
+        if text is None:
+            raise NoData(f"no NVIDIA kernel driver loaded ({VERSION_FILE} absent)")
+        unknown: dict[str, str] = {}
+        flavour = parse_flavour(text)
+        if flavour is None:
+            unknown["open_kernel_modules"] = f"unrecognised first line in {VERSION_FILE}"
+        channels = None
+        if root.isdir(IMEX_DIR):
+            channels = sum(1 for n in root.listdir(IMEX_DIR) if n.startswith("channel"))
+        else:
+            unknown["imex_channels"] = f"{IMEX_DIR} absent (no IMEX channels created)"
+        return DriverFacts(open_kernel_modules=flavour, imex_channels=channels,
+                           sources={"open_kernel_modules": VERSION_FILE,
+                                    "imex_channels": IMEX_DIR},
+                           unknown=unknown)

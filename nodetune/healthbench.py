@@ -1,0 +1,103 @@
+"""The standard tier's quick benchmarks, and the `health.bench` facts checks read from them.
+
+A benchmark unit runs one `nodetune.bench` suite (memcpy, allreduce) in its quick form on the
+node's facts gathered so far. Thresholds come from the topology (`nodetune.bench.expect`: the
+GPU's PCIe link, its NVLink links) times the suite's minimum ratio, unless a profile sets an
+absolute floor (`memcpy_min_gbps`, `allreduce_min_busbw_gbps`) or another ratio
+(`memcpy_min_ratio`, `allreduce_min_ratio`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+MIB = 1 << 20
+QUICK_OPTIONS: dict[str, dict[str, Any]] = {
+    "memcpy": {"quick": True, "repeat": 1, "sizes": (64 * MIB,)},
+    "allreduce": {"quick": True, "repeat": 1, "sizes": (512 * MIB,)},
+}
+
+
+def bench_unit(suite: str, facts: dict[str, Any], live: bool) -> Callable[[], Any]:
+    """A unit that runs `suite` quickly; a SuiteResult (status "skipped" when it cannot run).
+
+    Benchmarks measure the machine nodetune runs on, so they run only for the live host."""
+
+    def run() -> Any:
+        from nodetune.bench import SUITES, runner
+        from nodetune.bench.base import RunContext, RunOptions
+        from nodetune.bench.results import SuiteResult
+
+        if not live:
+            return SuiteResult(suite=suite, status="skipped",
+                               note=f"{suite}: benchmarks run only on the live host, not on "
+                                    "--root or --from")
+        if suite not in SUITES:
+            return SuiteResult(suite=suite, status="skipped", note=f"no benchmark suite {suite}")
+        bench = runner(suite)
+        ctx = RunContext(facts=dict(facts), options=RunOptions(**QUICK_OPTIONS.get(suite, {})))
+        why = bench.check_enabled(ctx)
+        if why is not None:
+            return SuiteResult(suite=suite, status="skipped", note=why)
+        return bench.run(ctx)
+
+    return run
+
+
+def _floor(metric: Any, absolute: Any, ratio: Any) -> float | None:
+    if absolute is not None:
+        return float(absolute)
+    expected = metric.expected
+    if expected is None:
+        return None
+    use = ratio if ratio is not None else expected.min_ratio
+    return None if use is None else round(expected.value * float(use), 2)
+
+
+_HOST = re.compile(r"memcpy\.(h2d|d2h)_pinned\.(GPU\d+)\.")
+
+
+def memcpy_items(result: Any, variables: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per GPU: best pinned H2D / D2H bandwidth from a local NUMA node, and its floor."""
+    items: dict[str, dict[str, Any]] = {}
+    for metric in result.metrics:
+        match = _HOST.match(metric.key)
+        if not match or metric.expected is None or metric.expected.min_ratio is None:
+            continue  # remote NUMA nodes carry no minimum
+        direction, gpu = match.groups()
+        item = items.setdefault(gpu, {"subject": gpu, "h2d_gbps": None, "d2h_gbps": None,
+                                      "floor_gbps": None})
+        key = f"{direction}_gbps"
+        item[key] = max(item[key] or 0.0, round(metric.value, 2))
+        item["floor_gbps"] = _floor(metric, variables.get("memcpy_min_gbps"),
+                                    variables.get("memcpy_min_ratio"))
+    return list(items.values())
+
+
+def allreduce_item(result: Any, variables: dict[str, Any]) -> dict[str, Any]:
+    """Bus bandwidth at the largest message size that has an expectation, and its floor."""
+    with_expectation = [m for m in result.metrics if m.expected is not None]
+    picked = max(with_expectation or result.metrics, key=lambda m: m.size_bytes or 0, default=None)
+    return {
+        "busbw_gbps": None if picked is None else round(picked.value, 2),
+        "floor_gbps": None if picked is None else _floor(
+            picked, variables.get("allreduce_min_busbw_gbps"),
+            variables.get("allreduce_min_ratio")),
+        "gpus": result.ranks,
+        "result_ok": result.status == "ok",
+        "note": result.note or "",
+    }
+
+
+def bench_section(results: dict[str, Any], variables: dict[str, Any]) -> dict[str, Any]:
+    """`health.bench`: what each benchmark that ran measured (absent suites are left out)."""
+    out: dict[str, Any] = {}
+    memcpy = results.get("memcpy")
+    if memcpy is not None and memcpy.status != "skipped":
+        out["memcpy"] = memcpy_items(memcpy, variables)
+    allreduce = results.get("allreduce")
+    if allreduce is not None and allreduce.status != "skipped":
+        out["allreduce"] = allreduce_item(allreduce, variables)
+    return out
