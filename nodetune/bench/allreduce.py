@@ -101,7 +101,7 @@ class AllReduceRunner(Runner):
     def _run_external(self, ctx: RunContext, backend: str, sizes: tuple[int, ...], repeat: int,
                       env: dict[str, str]) -> SuiteResult:
         gpus = ctx.options.gpus
-        count = len(gpus) if gpus is not None else ctx.gpu_count()
+        count = len(gpus) if gpus is not None else (ctx.gpu_count() or _cuda_device_count())
         if gpus is not None:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
         if backend == "nccl-tests":
@@ -193,6 +193,14 @@ class AllReduceRunner(Runner):
         return SuiteResult(suite=self.name, status=status, runner=backend, note=note,
                            tool_versions=versions, argv=argv, collective="all_reduce",
                            ranks=ranks, hosts=hosts, metrics=metrics, rows=rows)
+
+
+def _cuda_device_count() -> int:
+    """GPUs CUDA sees, when the facts know none (no NVML, no sysfs view)."""
+    if cudart.available() is not None:
+        return cudart.load().device_count()
+    raise BenchError("cannot tell how many GPUs this node has (no GPU facts, no CUDA bindings)",
+                     fix="give --gpus LIST")
 
 
 def _selected_buses(ctx: RunContext) -> list[str]:
