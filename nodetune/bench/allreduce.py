@@ -184,7 +184,7 @@ class AllReduceRunner(Runner):
             wrong += sum(r.wrong or 0 for r in runs)
             metrics.append(Metric(
                 key=f"allreduce.busbw.{size_label(size)}", suite=self.name,
-                name=f"all-reduce busbw {size_label(size)}", unit="GB/s", samples=values,
+                name=f"allreduce busbw {size_label(size)}", unit="GB/s", samples=values,
                 subject=f"{ranks} GPUs", size_bytes=size, binding=Binding(method="none"),
                 expected=expected if size >= EXPECTED_FROM else None))
         status, note = "ok", None

@@ -71,7 +71,7 @@ def _nccl_result(path: str, table: nccltests.NcclTable, facts: dict[str, Any]) -
     suite = suite_name(table.collective)
     expected = _expected(table, facts)
     metrics = [Metric(key=f"{suite}.busbw.{size_label(r.size_bytes)}", suite=suite,
-                      name=f"{table.collective or 'collective'} busbw {size_label(r.size_bytes)}",
+                      name=f"{suite} busbw {size_label(r.size_bytes)}",
                       unit="GB/s", samples=(r.busbw_gbps,), subject=f"{table.ranks or '?'} ranks",
                       size_bytes=r.size_bytes, binding=Binding(method="none"),
                       expected=expected if r.size_bytes >= 512 * MIB else None)

@@ -40,7 +40,7 @@ def suite_tables(suite: SuiteResult) -> list[Any]:
     if suite.rows:
         table = Table(box=None, pad_edge=False)
         for col in ("size", "time (us)", "algbw (GB/s)", "busbw (GB/s)", "#wrong"):
-            table.add_column(col, justify="right")
+            table.add_column(col, justify="right", no_wrap=True)
         for r in suite.rows:
             table.add_row(size_label(r.size_bytes), _num(r.time_us), _num(r.algbw_gbps),
                           _num(r.busbw_gbps), "N/A" if r.wrong is None else str(r.wrong))
@@ -48,7 +48,7 @@ def suite_tables(suite: SuiteResult) -> list[Any]:
     if suite.jobs:
         table = Table(box=None, pad_edge=False)
         for col in ("job", "read", "read IOPS", "write", "write IOPS", "read p99"):
-            table.add_column(col, justify="right" if col != "job" else "left")
+            table.add_column(col, justify="right" if col != "job" else "left", no_wrap=True)
         for j in suite.jobs:
             table.add_row(j.name, _num(j.read_bw_bytes / 1e9, "GB/s"), _num(j.read_iops, "IOPS"),
                           _num(j.write_bw_bytes / 1e9, "GB/s"), _num(j.write_iops, "IOPS"),
@@ -63,7 +63,7 @@ def suite_tables(suite: SuiteResult) -> list[Any]:
         table = Table(box=None, pad_edge=False)
         for col, justify in (("metric", "left"), ("median", "right"), ("spread", "right"),
                              ("expected", "right"), ("ratio", "right"), ("", "left")):
-            table.add_column(col, justify=justify)  # type: ignore[arg-type]
+            table.add_column(col, justify=justify, no_wrap=col != "metric")  # type: ignore[arg-type]
         for row in _rows_with_summaries(shown):
             table.add_row(*row)
         out.append(table)
@@ -142,12 +142,13 @@ def print_comparison(comparison: dict[str, Any]) -> None:
     table = Table(box=None, pad_edge=False)
     for col, justify in (("metric", "left"), ("before", "right"), ("after", "right"),
                          ("change", "right"), ("noise", "right"), ("verdict", "left")):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+        table.add_column(col, justify=justify, no_wrap=col != "metric")  # type: ignore[arg-type]
     for c in comparison["metrics"]:
         style = {"improved": "green", "regressed": "bold red"}.get(c["verdict"], "dim")
+        verdict = "within noise" if c["verdict"] == "no significant change" else c["verdict"]
         change = "-" if c["change_percent"] is None else f"{c['change_percent']:+.1f}%"
         table.add_row(c["name"], _num(c["before"], c["unit"]), _num(c["after"], c["unit"]),
-                      change, f"±{c['noise_percent']:.1f}%", f"[{style}]{c['verdict']}[/]")
+                      change, f"±{c['noise_percent']:.1f}%", f"[{style}]{verdict}[/]")
     out.print(table)
     s = comparison["summary"]
     out.print(f"{s['improved']} improved, {s['regressed']} regressed, "
