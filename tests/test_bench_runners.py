@@ -168,6 +168,20 @@ def test_cpu_mem_runs_for_real() -> None:
     assert "one NUMA node" in result.note
 
 
+def test_cpu_mem_binds_itself_when_numactl_is_refused(tmp_path: Path) -> None:
+    """Containers without CAP_SYS_NICE make numactl fail; the worker then binds itself."""
+    import shutil
+
+    refusing = tmp_path / "numactl"
+    refusing.write_text("#!/bin/sh\necho 'set_mempolicy: Operation not permitted' >&2\nexit 1\n")
+    refusing.chmod(0o755)
+    ctx = RunContext(facts={}, options=RunOptions(quick=True, sizes=(8 * MIB,)),
+                     which=lambda name: str(refusing) if name == "numactl" else shutil.which(name))
+    [triad] = cpumem.CpuMemRunner().run(ctx).metrics
+    assert triad.binding.method == "sched_setaffinity+set_mempolicy"
+    assert triad.binding.mem_node == 0 and triad.value > 0.1
+
+
 # -- fio -------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_fio_runs_for_real_on_a_temporary_file(tmp_path: Path) -> None:

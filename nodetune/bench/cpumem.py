@@ -97,17 +97,26 @@ class CpuMemRunner(Runner):
             budget = by_id[mem_node].free_bytes
             per_array = array_bytes if not budget else min(array_bytes, budget // 8)
             elements = max(MIB // 8, per_array // 8 // len(cpus))
-            argv = build_argv(python=sys.executable, cpus=cpus, elements=elements, iters=iters,
-                              cpu_node=cpu_node, mem_node=mem_node, numactl=numactl)
-            samples, seen = [], None
-            for _ in range(repeat):
-                doc = parse(run_tool(argv, self.cmd_timeout, env=ctx.env))
+            samples, seen, bound = [], None, True
+            while len(samples) < repeat:
+                argv = build_argv(python=sys.executable, cpus=cpus, elements=elements,
+                                  iters=iters, cpu_node=cpu_node, mem_node=mem_node,
+                                  numactl=numactl)
+                try:
+                    doc = parse(run_tool(argv, self.cmd_timeout, env=ctx.env))
+                except BenchError:
+                    if numactl is None:
+                        raise
+                    numactl = None  # numactl refused (a container without set_mempolicy)
+                    continue
                 samples.append(doc["best_gbps"])
                 seen = doc.get("mem_nodes_seen")
+                bound = bound and doc.get("membind", mem_node) is not None
                 ctx.progress.advance()
             results[(cpu_node, mem_node)] = samples
-            binding = Binding(method="numactl" if numactl else "sched_setaffinity+set_mempolicy",
-                              cpus=cpulist.format(cpus), mem_node=mem_node,
+            method = "numactl" if numactl else "sched_setaffinity+set_mempolicy"
+            binding = Binding(method=method if bound else "sched_setaffinity",
+                              cpus=cpulist.format(cpus), mem_node=mem_node if bound else None,
                               mem_nodes_seen=tuple(seen) if seen else None)
             where = "local" if cpu_node == mem_node else "remote"
             metrics.append(Metric(

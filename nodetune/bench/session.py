@@ -42,6 +42,9 @@ def run_suites(names: list[str], ctx: RunContext) -> list[SuiteResult]:
         except BenchError as exc:
             result = SuiteResult(suite=r.name, status="failed", note=exc.one_line(),
                                  seconds=round(time.monotonic() - start, 2))
+        except OSError as exc:  # the host refused something (a device, a syscall, memory)
+            result = SuiteResult(suite=r.name, status="failed", note=f"{r.name}: {exc}",
+                                 seconds=round(time.monotonic() - start, 2))
         results.append(result)
     order = {name: i for i, name in enumerate(names)}
     return sorted(results, key=lambda s: order.get(s.suite, len(order)))

@@ -88,9 +88,17 @@ def main(argv: list[str] | None = None) -> int:
     from nodetune.bench import numabind
 
     cpus = cpulist.parse(args.cpus)
+    bound = None
     if args.membind is not None:
-        numabind.set_mempolicy(numabind.MPOL_BIND, (args.membind,))  # inherited by the children
-    json.dump(measure(cpus, args.elements, args.iters), sys.stdout)
+        try:
+            numabind.set_mempolicy(numabind.MPOL_BIND, (args.membind,))  # the children inherit it
+            bound = args.membind
+        except OSError:  # e.g. a container's seccomp profile without CAP_SYS_NICE
+            bound = None
+    result = measure(cpus, args.elements, args.iters)
+    if args.membind is not None:
+        result["membind"] = bound
+    json.dump(result, sys.stdout)
     sys.stdout.write("\n")
     return 0
 
