@@ -178,7 +178,7 @@ class MemcpyRunner(Runner):
                                             ctx.progress.advance()
                                         metrics.append(self._host_metric(
                                             ctx, gpu, node.id, local, size, label, pin,
-                                            samples, bound, len(sizes) > 1))
+                                            samples, bound))
                         del pageable
                     finally:
                         api.free_host(pinned)
@@ -260,8 +260,8 @@ class MemcpyRunner(Runner):
         return None
 
     def _host_metric(self, ctx: RunContext, gpu: Gpu, node: int, local: bool | None, size: int,
-                     direction: str, pinned: bool, samples: list[float], binding: Binding,
-                     sized: bool) -> Metric:
+                     direction: str, pinned: bool, samples: list[float],
+                     binding: Binding) -> Metric:
         kind = f"{direction}_{'pinned' if pinned else 'pageable'}"
         arrow = "<-" if direction == "h2d" else "->"
         where = {True: "local", False: "remote", None: "locality unknown"}[local]
@@ -269,7 +269,6 @@ class MemcpyRunner(Runner):
         if expected is not None and not local:
             expected = dataclasses.replace(expected, min_ratio=None)
         key = f"memcpy.{kind}.GPU{gpu.ordinal}.node{node}.{size_label(size)}"
-        del sized
         return Metric(key=key, suite=self.name, unit="GB/s", samples=tuple(samples),
                       name=f"{direction.upper()} {'pinned' if pinned else 'pageable'} "
                            f"GPU{gpu.ordinal} {arrow} node{node} ({where})",
