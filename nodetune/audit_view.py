@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from nodetune.audit import AREA_TITLES, AuditResult, sort_key
@@ -50,8 +51,7 @@ def _groups(rows: list[Finding]) -> list[list[Finding]]:
     """Findings that differ only in their subject share one row (ten NVMe drives, one line)."""
     groups: dict[tuple[Any, ...], list[Finding]] = {}
     for f in rows:
-        key = (f.id, f.status, f.expected, f.actual, f.persisted, f.needs_reboot,
-               f.message.replace(f.subject or "\0", ""))
+        key = (f.id, f.status, f.expected, f.persisted, f.needs_reboot)
         groups.setdefault(key, []).append(f)
     return list(groups.values())
 
@@ -68,10 +68,12 @@ def _row(group: list[Finding], three_state: bool) -> list[Any]:
     subjects = [g.subject for g in group if g.subject]
     if subjects:
         setting.append("\n" + ", ".join(subjects), style="dim")
-    now = Text(f.actual, style="dim" if f.status is Status.UNKNOWN else "")
+    now = Text(_per_subject(group, lambda g: g.actual),
+               style="dim" if f.status is Status.UNKNOWN else "")
     details = Text()
-    if f.message and f.status is Status.FAIL and not f.message.startswith(f"{_tail(f)} is"):
-        details.append(f.message + "\n")
+    custom = [g for g in group if g.message and not g.message.startswith(f"{_tail(g)} is")]
+    if custom and f.status is Status.FAIL:
+        details.append(_per_subject(custom, lambda g: g.message) + "\n")
     if f.status is Status.UNKNOWN:
         details.append("could not check" + ("" if f.actual.startswith("unknown") else
                                             ": " + f.message) + "\n", style="dim")
@@ -90,6 +92,14 @@ def _row(group: list[Finding], three_state: bool) -> list[Any]:
         cells.append(persisted)
     cells += [now, details]
     return cells
+
+
+def _per_subject(group: list[Finding], text: Callable[[Finding], str]) -> str:
+    """One text when the group agrees, else one line per subject."""
+    values = [text(g) for g in group]
+    if len(set(values)) == 1:
+        return values[0]
+    return "\n".join(f"{g.subject}: {v}" for g, v in zip(group, values, strict=True))
 
 
 def _tail(f: Finding) -> str:
