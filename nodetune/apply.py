@@ -72,6 +72,16 @@ class RunResult:
         return [o for o in self.outcomes if o.changed and o.status == "ok"]
 
     @property
+    def would_run(self) -> list[TaskOutcome]:
+        """Commands check mode skipped that a real run would run (modprobe, setpci)."""
+        return [o for o in self.outcomes if "would have run if not in check mode" in o.message]
+
+    @property
+    def pending(self) -> list[TaskOutcome]:
+        """What a real run would change: changed tasks, plus skipped commands in check mode."""
+        return self.changed + self.would_run if self.check else self.changed
+
+    @property
     def failed(self) -> list[TaskOutcome]:
         return [o for o in self.outcomes if o.status in ("failed", "unreachable")]
 
@@ -95,6 +105,20 @@ def ansible_playbook() -> str:
                      fix="pip install ansible-core ansible-runner (nodetune's dependencies)")
 
 
+def runner_env(private: str, binary: str) -> dict[str, str]:
+    """Environment for an ansible-runner job in `private`: its own temp and collections
+    directories, no retry files or colours, and `binary`'s directory first on PATH."""
+    return {
+        "ANSIBLE_LOCAL_TEMP": os.path.join(private, "tmp"),
+        "ANSIBLE_REMOTE_TEMP": "/tmp/.nodetune-ansible",
+        "ANSIBLE_RETRY_FILES_ENABLED": "0",
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_DEPRECATION_WARNINGS": "0",
+        "ANSIBLE_COLLECTIONS_PATH": os.path.join(private, "collections"),
+        "PATH": f"{Path(binary).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+
+
 def _runner() -> Any:
     try:
         import ansible_runner
@@ -111,19 +135,11 @@ def run(project: Path, playbook: Path, inventory: Path, *, check: bool,
     binary = ansible_playbook()
     cmdline = "--diff --check" if check else "--diff"
     with tempfile.TemporaryDirectory(prefix="nodetune-runner-") as private:
-        envvars = {
-            "ANSIBLE_LOCAL_TEMP": os.path.join(private, "tmp"),
-            "ANSIBLE_REMOTE_TEMP": "/tmp/.nodetune-ansible",
-            "ANSIBLE_RETRY_FILES_ENABLED": "0",
-            "ANSIBLE_NOCOLOR": "1",
-            "ANSIBLE_DEPRECATION_WARNINGS": "0",
-            "ANSIBLE_COLLECTIONS_PATH": os.path.join(private, "collections"),
-            "PATH": f"{Path(binary).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        }
         result = runner.run(
             private_data_dir=private, project_dir=str(project), playbook=str(playbook),
             inventory=str(inventory), limit=limit, cmdline=cmdline,
-            envvars=envvars, quiet=True, timeout=timeout, event_handler=_log_event)
+            envvars=runner_env(private, binary), quiet=True, timeout=timeout,
+            event_handler=_log_event)
         outcomes = list(_outcomes(result.events))
         stdout = _read(result.stdout)
         return RunResult(status=str(result.status), rc=int(result.rc or 0), check=check,

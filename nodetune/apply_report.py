@@ -58,7 +58,7 @@ def show(report: Report, prepared: Plan | None = None, *, as_json: bool) -> None
         out.print(f"profile [bold]{report.profile}[/]: {prepared.audit.note}")
     if report.settings:
         out.print(_settings_table(report))
-    elif report.mode != "rollback":
+    elif report.mode not in ("rollback", "rollback-plan"):
         out.print(f"nothing to apply: every setting of profile {report.profile} that nodetune "
                   "can fix is already right")
     for finding in report.manual:
@@ -87,28 +87,35 @@ def _settings_table(report: Report) -> Any:
     return table
 
 
-def _print_tasks(out: Any, report: Report) -> None:
+def _print_tasks(out: Any, report: Report, limit: int = 4) -> None:
     if not report.tasks:
         return
-    verb = "would change" if report.mode == "dry-run" else "changed"
+    verb = "would change" if report.mode in ("dry-run", "rollback-plan") else "changed"
     out.print(f"Ansible {verb} {report.changed} item(s):")
     for task in report.tasks:
         label = f" ({task.item})" if task.item else ""
-        out.print(f"  {task.host}: {task.task}{label}")
-        for diff in task.diffs:
-            out.print(f"    {_diff_line(diff)}", markup=False)
+        out.print(f"  {task.host}: {task.task}{label}", markup=False)
+        lines = [line for diff in task.diffs for line in diff_lines(diff)]
+        for line in lines[:limit]:
+            out.print(f"    {line}", markup=False, overflow="ellipsis", no_wrap=True)
+        if len(lines) > limit:
+            out.print(f"    ... and {len(lines) - limit} more (--json shows all)")
 
 
-def _diff_line(diff: dict[str, Any]) -> str:
-    path = diff.get("after_header") or diff.get("before_header") or ""
-    before, after = str(diff.get("before", "")), str(diff.get("after", ""))
+def diff_lines(diff: dict[str, Any]) -> list[str]:
+    """One short line per changed value or file line of an Ansible diff."""
+    path = diff.get("before_header") or diff.get("after_header") or ""
+    before, after = diff.get("before", ""), diff.get("after", "")
+    if isinstance(before, dict) and isinstance(after, dict):  # file module: state changes
+        path = str(after.get("path") or before.get("path") or path)
+        keys = [k for k in after if k != "path" and before.get(k) != after.get(k)]
+        return [f"{path}: {k} {before.get(k)} -> {after.get(k)}" for k in keys]
+    before, after = str(before), str(after)
     if before.count("\n") <= 1 and after.count("\n") <= 1:
-        return f"{path}: {before.strip() or '(none)'} -> {after.strip() or '(none)'}"
+        return [f"{path}: {before.strip() or '(none)'} -> {after.strip() or '(none)'}"]
     old, new = before.splitlines(), after.splitlines()
-    added = [line for line in new if line not in old]
-    removed = [line for line in old if line not in new]
-    parts = [f"+{line}" for line in added[:3]] + [f"-{line}" for line in removed[:3]]
-    return f"{path}: " + "  ".join(parts or ["(content rewritten)"])
+    return ([f"{path}: +{line}" for line in new if line not in old]
+            + [f"{path}: -{line}" for line in old if line not in new])
 
 
 def _print_footer(out: Any, report: Report) -> None:
@@ -119,6 +126,8 @@ def _print_footer(out: Any, report: Report) -> None:
         out.print(f"wrote the playbook, its variables and inventory to {report.render_dir} "
                   f"(run: ansible-playbook -i {report.render_dir}/inventory.ini "
                   f"{report.render_dir}/apply.yml --check --diff)")
+    elif report.mode == "apply" and report.state_file is None:
+        out.print("nothing changed: the host already holds every value this apply would set")
     elif report.mode == "apply":
         counts = {k: sum(1 for s in report.settings if s.status == k)
                   for k in ("fixed", "pending-reboot", "failed")}

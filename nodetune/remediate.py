@@ -9,6 +9,7 @@ Printing and confirmation live in the commands; these functions only compute and
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -23,6 +24,7 @@ from nodetune.errors import ApplyError, Refused, SourceError
 from nodetune.model import Disruption, Finding, Status
 from nodetune.render import plan as planning
 from nodetune.render import project as projects
+from nodetune.render import roles
 
 # disruption -> the flag that allows it
 GATED = {Disruption.REBOOT: "--allow-reboot", Disruption.KUBELET_STATE_RESET: "--allow-disruptive"}
@@ -112,37 +114,59 @@ AuditFn = Callable[[Request], Audit]
 
 
 def audit_node(request: Request) -> Audit:
-    """Audit this node (or --root) with the requested or matching profile."""
-    from nodetune import profiles
-    from nodetune.rules import evaluate
+    """Audit this node (or --root) with the requested profile, or the one it matches."""
+    from nodetune.audit import run_audit
+    from nodetune.profiles import Library
     from nodetune.source import open_node
 
     with open_node(root=request.root, nvml="auto") as node:
         facts = node.facts().to_json()
-    profile, note = profiles.for_apply(facts, request.profile, force=request.force,
-                                       profiles_dir=request.profiles_dir)
-    findings = evaluate(profile.rules, facts, profile.variables)
-    return Audit(profile=profile.name, findings=findings, facts=facts, note=note)
+    dirs = [str(request.profiles_dir)] if request.profiles_dir else []
+    result = run_audit(facts, profile=request.profile, profiles_dirs=dirs)
+    note = result.match.reason
+    if request.profile and not request.force:
+        check_match(Library(dirs).match(facts), result.profile.name, result.profile.chain)
+    return Audit(profile=result.profile.name, findings=result.findings, facts=facts, note=note)
+
+
+def check_match(match: Any, chosen: str, chain: Sequence[str]) -> None:
+    """Refuse a --profile made for other hardware than this node's.
+
+    The chosen profile fits when it is the profile the node matches or one it extends
+    (a DGX H100 may take gpu-common; a CPU-only host may not take dgx-h100)."""
+    from nodetune.profiles import Library
+
+    matched_chain = Library().load(match.profile).chain if match.profile != chosen else chain
+    if chosen in matched_chain:
+        return
+    raise Refused(f"profile {chosen} does not match this node, which matches "
+                  f"{match.profile} ({match.reason}); nothing was changed",
+                  fix=f"use --profile {match.profile}, or pass --force to apply {chosen} anyway")
 
 
 def select(findings: Sequence[Finding], only: Sequence[str]) -> list[Finding]:
-    """The findings --only keeps (setting ids, or id[subject]); all when --only is empty."""
+    """The findings --only keeps: setting ids or globs ("memory.*"), or ID[subject]."""
     if not only:
         return list(findings)
+    wanted = [o for item in only for o in item.split(",") if o]
     known = {f.id for f in findings}
-    wanted = {o for item in only for o in item.split(",") if o}
-    unknown = sorted(w for w in wanted if w.split("[", 1)[0] not in known)
-    if unknown:
-        raise SourceError(f"--only {unknown[0]}: no such setting in this profile",
-                          fix="see the ids `nodetune audit` prints")
-    return [f for f in findings
-            if f.id in wanted or (f.subject and f"{f.id}[{f.subject}]" in wanted)]
+    for pattern in wanted:
+        if not any(fnmatch.fnmatchcase(i, pattern.split("[", 1)[0]) for i in known):
+            raise SourceError(f"--only {pattern}: no such setting in this profile",
+                              fix="see the ids `nodetune audit` prints")
+    return [f for f in findings if any(_selected(f, p) for p in wanted)]
+
+
+def _selected(finding: Finding, pattern: str) -> bool:
+    if "[" in pattern:  # ID[subject], compared as written (brackets are not a glob here)
+        return f"{finding.id}[{finding.subject}]" == pattern
+    return fnmatch.fnmatchcase(finding.id, pattern)
 
 
 def prepare(request: Request, workdir: Path, audit: AuditFn = audit_node,
-            check: bool = True) -> Plan:
-    """Audit, choose the changes, render the project into `workdir` and (when `check`) run it
-    in check mode: the plan, with every previous value the roles will touch."""
+            run_check: bool = True) -> Plan:
+    """Audit, choose the changes, render the project into `workdir` and (when `run_check`)
+    run it in check mode: the plan, with every previous value the roles will touch."""
     result = audit(request)
     chosen = select(result.findings, request.only)
     plan = planning.build(chosen, result.facts if request.local else None)
@@ -151,9 +175,15 @@ def prepare(request: Request, workdir: Path, audit: AuditFn = audit_node,
     if not plan.changes:
         return prepared
     prepared.project = render(prepared, workdir)
-    if check:
-        prepared.check = run_checked(prepared.project, request, check=True)
+    if run_check:
+        check_plan(prepared)
     return prepared
+
+
+def check_plan(prepared: Plan) -> None:
+    """Run the rendered project in check mode with diff (no-op without changes)."""
+    if prepared.project is not None and prepared.check is None:
+        prepared.check = run_checked(prepared.project, prepared.request, check=True)
 
 
 def render(prepared: Plan, directory: Path, *, for_user: bool = False) -> projects.Project:
@@ -214,11 +244,15 @@ def dry_run_report(prepared: Plan) -> Report:
     report = Report(mode="dry-run", profile=prepared.audit.profile,
                     manual=list(prepared.plan.manual))
     check = prepared.check
-    tasks = check.changed if check else []
+    tasks = check.pending if check else []
     refused = {c.key for c in prepared.refused}
     for change in prepared.changes:
-        status = "refused" if change.key in refused else "would-change"
-        message = (f"needs {GATED[change.disruption]}" if change.key in refused else "")
+        if change.key in refused:
+            status, message = "refused", f"needs {GATED[change.disruption]}"
+        elif check is not None and not tasks:
+            status, message = "pending-reboot", "already persisted; takes effect at the next boot"
+        else:
+            status, message = "would-change", ""
         report.settings.append(SettingOutcome(change, status, message=message))
     report.tasks = tasks
     report.changed = len(tasks)
@@ -244,20 +278,25 @@ def record_state(prepared: Plan) -> statefile.State:
             continue
         host = state.hosts.setdefault(outcome.host, statefile.HostState())
         action = outcome.action.rsplit(".", 1)[-1]
+        result = outcome.result
         if action == "nodetune_backup":
-            for path_, record in (outcome.result.get("files") or {}).items():
-                host.files.setdefault(path_, record)
-            host.kmods.update({k: v for k, v in (outcome.result.get("kmods") or {}).items()
-                               if k not in host.kmods})
-            host.units.update({k: v for k, v in (outcome.result.get("units") or {}).items()
-                               if k not in host.units})
+            _record(host.files, result.get("files"))
+            _record(host.kmods, result.get("kmods"))
+            _record(host.units, result.get("units"))
+        elif action in ("nodetune_lines", "nodetune_files"):
+            _record(host.files, result.get("previous"))
         elif action == "nodetune_sysfs":
-            for entry in outcome.result.get("paths") or []:
-                if entry.get("changed") and "raw" in entry:
-                    host.runtime.setdefault(entry["path"], {"raw": entry["raw"],
-                                                            "value": entry["before"]})
+            _record(host.runtime, {e["path"]: {"raw": e["raw"], "value": e["before"]}
+                                   for e in result.get("paths") or []
+                                   if e.get("changed") and "raw" in e})
     state.save()
     return state
+
+
+def _record(into: dict[str, Any], found: Any) -> None:
+    """Keep the first record of each path: the value before this apply touched it."""
+    for key, value in (found or {}).items():
+        into.setdefault(key, value)
 
 
 def execute(prepared: Plan, audit: AuditFn = audit_node) -> Report:
@@ -301,9 +340,8 @@ def _outcome(change: planning.Change, finding: Finding | None, rejected: str,
         return SettingOutcome(change, "fixed", after=finding.actual if finding else "")
     if finding.status is Status.UNKNOWN:
         return SettingOutcome(change, "unknown", after=finding.actual, message=finding.message)
-    persisted = finding.needs_reboot or "persisted but not in effect" in finding.message
-    if finding.needs_reboot or change.disruption is Disruption.REBOOT or (
-            persisted and copied_root):
+    boot_only = copied_root and set(change.variables) <= roles.LIVE_ONLY_RUNTIME
+    if finding.needs_reboot or change.disruption is Disruption.REBOOT or boot_only:
         return SettingOutcome(change, "pending-reboot", after=finding.actual,
                               message="persisted; takes effect at the next boot")
     message = finding.message

@@ -71,18 +71,24 @@ def cmd(profile: str | None, profiles_dir: Path | None, dry_run: bool, yes: bool
     if render_only is not None:
         return _render_only(request, render_only, as_json)
     with remediate.workspace() as workdir:
-        prepared = remediate.prepare(request, workdir)
+        prepared = remediate.prepare(request, workdir, run_check=False)
+        if not dry_run and prepared.changes:
+            # refusals that need no Ansible run come first
+            remediate.refuse_if_gated(prepared)
+            if not yes and not sys.stdin.isatty():
+                raise Refused("no terminal to confirm on and --yes not given; nothing was changed",
+                              fix="review with --dry-run, then pass --yes")
+        remediate.check_plan(prepared)
         plan_report = remediate.dry_run_report(prepared)
-        if dry_run or not prepared.changes:
+        if dry_run or not prepared.changes or not plan_report.tasks:
+            # nothing to do also when every change is already made and waits for a reboot
+            if not dry_run:
+                plan_report.mode = "apply"
             view.show(plan_report, prepared, as_json=as_json)
             return exitcodes.OK
         if not as_json:
             view.show(plan_report, prepared, as_json=False)
-        remediate.refuse_if_gated(prepared)
         if not yes:
-            if not sys.stdin.isatty():
-                raise Refused("no terminal to confirm on and --yes not given; nothing was changed",
-                              fix="review with --dry-run, then pass --yes")
             hosts = ", ".join(plan_report.hosts) or "the inventory"
             if not click.confirm(f"Apply {len(prepared.changes)} change(s) to {hosts}?",
                                  err=True):
@@ -97,7 +103,7 @@ def _render_only(request: Any, directory: Path, as_json: bool) -> int:
     from nodetune import remediate
 
     with remediate.workspace() as scratch:
-        prepared = remediate.prepare(request, scratch, check=False)
+        prepared = remediate.prepare(request, scratch, run_check=False)
     report = remediate.Report(mode="render-only", profile=prepared.audit.profile,
                               manual=list(prepared.plan.manual), render_dir=directory)
     report.settings = [remediate.SettingOutcome(c, "rendered") for c in prepared.changes]

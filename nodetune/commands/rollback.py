@@ -35,13 +35,13 @@ def cmd(state_file: Path | None, root: str | None, yes: bool, as_json: bool) -> 
 
     with remediate.workspace() as workdir:
         prepared = remediate.prepare_rollback(state_file, root, workdir)
-        pending = prepared.check.changed
+        pending = prepared.check.pending
         if not yes:
             if not sys.stdin.isatty():
                 raise Refused("no terminal to confirm on and --yes not given; nothing was changed",
                               fix="pass --yes")
             if not as_json:
-                preview = remediate.Report(mode="dry-run", profile=prepared.state.profile,
+                preview = remediate.Report(mode="rollback-plan", profile=prepared.state.profile,
                                            tasks=pending, changed=len(pending))
                 apply_report.show(preview, as_json=False)
             if not click.confirm(f"Restore {len(pending)} item(s) recorded in "

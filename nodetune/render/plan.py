@@ -104,15 +104,27 @@ def _merge(into: dict[str, Any], name: str, value: Any, by: str,
         if not isinstance(value, Mapping):
             raise RenderError(f"setting {by}: {name} must be a mapping, not {value!r}",
                               fix=f"see playbooks/roles/{roles.owner(name)}/defaults/main.yml")
-        target = into.setdefault(name, {})
-        for key, item in value.items():
-            _set_once(target, str(key), item, (name, str(key)), by, owners)
+        _merge_mapping(into.setdefault(name, {}), value, (name,), by, owners)
     elif isinstance(default, list) or isinstance(value, list):
         items = value if isinstance(value, list) else [value]
         target_list = into.setdefault(name, [])
         target_list.extend(i for i in items if i not in target_list)
     else:
         _set_once(into, name, value, (name,), by, owners)
+
+
+def _merge_mapping(target: dict[str, Any], value: Mapping[str, Any], where: tuple[str, ...],
+                   by: str, owners: dict[tuple[str, ...], str]) -> None:
+    """Merge nested mappings key by key ({nvme0n1: {scheduler}} + {nvme0n1: {read_ahead_kb}})."""
+    for key, item in value.items():
+        path = (*where, str(key))
+        if isinstance(item, Mapping) and isinstance(target.get(str(key)), dict):
+            _merge_mapping(target[str(key)], item, path, by, owners)
+        elif isinstance(item, Mapping) and str(key) not in target:
+            target[str(key)] = {}
+            _merge_mapping(target[str(key)], item, path, by, owners)
+        else:
+            _set_once(target, str(key), item, path, by, owners)
 
 
 def _set_once(target: dict[str, Any], key: str, value: Any, where: tuple[str, ...], by: str,
@@ -123,6 +135,7 @@ def _set_once(target: dict[str, Any], key: str, value: Any, where: tuple[str, ..
                           fix="fix the profile, or apply one of them with --only")
     target[key] = value
     owners.setdefault(where, by)
+
 
 
 def sysctl_files(sysctl: Mapping[str, Any], facts: Mapping[str, Any]) -> dict[str, str]:

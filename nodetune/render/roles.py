@@ -17,6 +17,12 @@ from nodetune.resources import data_dir
 ROLE_ORDER = ("kernel", "memory", "cpu", "modules", "storage", "nic", "gpu", "services")
 
 
+# Variables whose runtime half runs a command on the live host (modprobe, systemctl, setpci).
+# Under a copied --root only their boot-time half is written: they take effect at the next boot.
+LIVE_ONLY_RUNTIME = frozenset({"modules_load", "services_enabled", "services_disabled",
+                               "gpu_acs_disable", "nic_max_read_request"})
+
+
 def roles_dir() -> Path:
     return data_dir("playbooks") / "roles"
 

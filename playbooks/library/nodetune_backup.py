@@ -56,38 +56,13 @@ units:
   returned: always
 """
 
-import base64  # noqa: E402
-import os  # noqa: E402
-import stat  # noqa: E402
-
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible.module_utils.nodetune_host import (  # noqa: E402
     expand,
     is_live,
     read_raw,
-    real,
+    record_file,
 )
-
-
-def _missing_dirs(root: str, hostpath: str) -> list[str]:
-    missing: list[str] = []
-    parent = os.path.dirname(hostpath)
-    while parent not in ("/", "") and not os.path.lexists(real(root, parent)):
-        missing.insert(0, parent)
-        parent = os.path.dirname(parent)
-    return missing
-
-
-def record_file(root: str, hostpath: str) -> dict:
-    realpath = real(root, hostpath)
-    if os.path.islink(realpath):
-        return {"state": "link", "target": os.readlink(realpath)}
-    if not os.path.lexists(realpath):
-        return {"state": "absent", "missing_dirs": _missing_dirs(root, hostpath)}
-    with open(realpath, "rb") as fh:
-        content = fh.read()
-    return {"state": "file", "content_b64": base64.b64encode(content).decode("ascii"),
-            "mode": f"{stat.S_IMODE(os.stat(realpath).st_mode):04o}"}
 
 
 def loaded_modules(root: str) -> set[str]:

@@ -18,11 +18,15 @@ options:
   path:
     description: Host path, or a glob when C(glob) is true.
     type: str
-    required: true
   value:
     description: The value to write.
     type: str
-    required: true
+  items:
+    description: Several C(path)/C(value) pairs written in one module run (instead of
+      C(path) and C(value)).
+    type: list
+    elements: dict
+    default: []
   root:
     description: Directory the host paths live under; empty for the live host.
     type: str
@@ -60,8 +64,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 paths:
-  description: One entry per file, with C(path), C(raw) (the file's text before), C(before)
-    and C(after) (the values) and C(changed); nodetune keeps C(raw) for rollback.
+  description: One entry per file, with C(path), C(pattern) (the path or glob it came from),
+    C(raw) (the file's text before), C(before) and C(after) (the values), C(changed) and
+    C(rejected) (why, when the kernel refused); nodetune keeps C(raw) for rollback.
   type: list
   returned: always
 rejected:
@@ -91,9 +96,9 @@ def _write(realpath: str, text: str) -> None:
         fh.write(text)
 
 
-def _one(module: AnsibleModule, hostpath: str) -> dict | None:
+def _one(module: AnsibleModule, hostpath: str, value: str) -> dict | None:
     params = module.params
-    root, value = params["root"], params["value"]
+    root = params["root"]
     raw = read_raw(root, hostpath)
     if raw is None:
         if params["missing"] == "skip":
@@ -132,28 +137,39 @@ def _one(module: AnsibleModule, hostpath: str) -> dict | None:
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "path": {"type": "str", "required": True},
-            "value": {"type": "str", "required": True},
+            "path": {"type": "str"},
+            "value": {"type": "str"},
+            "items": {"type": "list", "elements": "dict", "default": []},
             "root": {"type": "str", "default": ""},
             "glob": {"type": "bool", "default": False},
             "raw": {"type": "bool", "default": False},
             "missing": {"type": "str", "choices": ["reject", "skip"], "default": "reject"},
             "on_reject": {"type": "str", "choices": ["fail", "report"], "default": "fail"},
         },
+        required_together=[("path", "value")],
+        required_one_of=[("path", "items")],
         supports_check_mode=True,
     )
     params = module.params
     root = params["root"]
     if not is_live(root) and not os.path.isdir(root):
         module.fail_json(msg=f"root {root} is not a directory")
-    paths = expand(root, params["path"]) if params["glob"] else [params["path"]]
-    entries = [e for e in (_one(module, p) for p in paths) if e is not None]
-    problems = [e["rejected"] for e in entries if e.get("rejected")]
-    if not entries and params["missing"] == "reject":
-        problems.append(f"nothing matches {params['path']} on this host")
+    pairs = [(str(i["path"]), str(i["value"])) for i in params["items"]]
+    if params["path"] is not None:
+        pairs.insert(0, (params["path"], params["value"]))
+    entries, problems = [], []
+    for pattern, value in pairs:
+        paths = expand(root, pattern) if params["glob"] else [pattern]
+        found = [e for e in (_one(module, p, value) for p in paths) if e is not None]
+        if not found and params["missing"] == "reject":
+            problems.append(f"nothing matches {pattern} on this host")
+        for entry in found:
+            entry["pattern"] = pattern
+        entries += found
+    problems += [e["rejected"] for e in entries if e.get("rejected")]
     changed = any(e["changed"] for e in entries)
     diff = [{"before_header": e["path"], "after_header": e["path"],
-             "before": f"{e['before']}\n", "after": f"{e['after']}\n"}
+             "before": e["before"].rstrip("\n") + "\n", "after": e["after"].rstrip("\n") + "\n"}
             for e in entries if e["changed"]]
     result = {"changed": changed, "paths": entries, "rejected": bool(problems), "diff": diff}
     if problems:

@@ -7,9 +7,11 @@ a gathered node), where sysfs and procfs files are plain files.
 
 from __future__ import annotations
 
+import base64
 import glob
 import os
 import re
+import stat
 
 _BRACKETED = re.compile(r"\[([^\]]*)\]")
 
@@ -81,3 +83,28 @@ def emulated(raw: str, value: str) -> str:
     if options and value in options:
         return " ".join(f"[{o}]" if o == value else o for o in options) + "\n"
     return f"{value}\n"
+
+
+def _missing_dirs(root: str, hostpath: str) -> list[str]:
+    missing: list[str] = []
+    parent = os.path.dirname(hostpath)
+    while parent not in ("/", "") and not os.path.lexists(real(root, parent)):
+        missing.insert(0, parent)
+        parent = os.path.dirname(parent)
+    return missing
+
+
+def record_file(root: str, hostpath: str) -> dict:
+    """How a file is now, for rollback: state file (content_b64, mode), link (target) or
+    absent (with the directories that do not exist either, outermost first)."""
+    realpath = real(root, hostpath)
+    if os.path.islink(realpath):
+        return {"state": "link", "target": os.readlink(realpath)}
+    if not os.path.lexists(realpath):
+        return {"state": "absent", "missing_dirs": _missing_dirs(root, hostpath)}
+    if os.path.isdir(realpath):
+        return {"state": "directory"}
+    with open(realpath, "rb") as fh:
+        content = fh.read()
+    return {"state": "file", "content_b64": base64.b64encode(content).decode("ascii"),
+            "mode": f"{stat.S_IMODE(os.stat(realpath).st_mode):04o}"}

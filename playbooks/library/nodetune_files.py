@@ -1,24 +1,26 @@
 #!/usr/bin/python
-"""Ansible module: put files back the way nodetune_backup recorded them."""
+"""Ansible module: put files, links and absences in a given state (install and restore)."""
 
 from __future__ import annotations
 
 DOCUMENTATION = r"""
-module: nodetune_restore
-short_description: Restore files recorded by nodetune_backup
+module: nodetune_files
+short_description: Put files and links in a given state, and take them back
 description:
-  - Each record gives a host path and its previous C(state) - C(file) with C(content_b64) and
-    C(mode), C(link) with C(target), or C(absent) with the C(missing_dirs) nodetune created.
-  - Restores content byte for byte, removes files nodetune created and then the directories
-    it created when they are empty. Supports check mode and diff.
+  - Each record gives a host path and the C(state) it should have - C(file) with
+    C(content_b64) (or C(content)) and C(mode), C(link) with C(target), or C(absent) with the
+    C(missing_dirs) to remove when they are empty. Records are the form nodetune_backup
+    returns, so the same module installs files (unit files, their links) and restores them.
+  - Writes content byte for byte and creates missing directories. Returns, in C(previous),
+    how each path was before (nodetune keeps it for rollback). Supports check mode and diff.
 options:
   root:
     description: Directory the host paths live under; empty for the live host.
     type: str
     default: ""
   records:
-    description: List of records with C(path), C(state), C(content_b64), C(mode), C(target),
-      C(missing_dirs).
+    description: List of records with C(path), C(state), C(content_b64) or C(content),
+      C(mode), C(target), C(missing_dirs).
     type: list
     elements: dict
     required: true
@@ -26,15 +28,26 @@ options:
 
 EXAMPLES = r"""
 - name: Remove a file nodetune created
-  nodetune_restore:
+  nodetune_files:
     records:
       - {path: /etc/sysctl.d/99-nodetune.conf, state: absent, missing_dirs: []}
+- name: Install and enable a unit
+  nodetune_files:
+    records:
+      - {path: /etc/systemd/system/x.service, state: file, content: "[Unit]\n", mode: "0644"}
+      - path: /etc/systemd/system/multi-user.target.wants/x.service
+        state: link
+        target: /etc/systemd/system/x.service
 """
 
 RETURN = r"""
 restored:
   description: Host paths whose content, link or presence changed.
   type: list
+  returned: always
+previous:
+  description: Host path to how it was before, in the form nodetune_backup returns.
+  type: dict
   returned: always
 """
 
@@ -43,7 +56,7 @@ import os  # noqa: E402
 import tempfile  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.nodetune_host import real  # noqa: E402
+from ansible.module_utils.nodetune_host import real, record_file  # noqa: E402
 
 
 def _current(realpath: str) -> tuple[str, bytes | str | None]:
@@ -88,8 +101,10 @@ def _restore(module: AnsibleModule, root: str, record: dict) -> dict | None:
     realpath = real(root, hostpath)
     state, value = _current(realpath)
     want = record["state"]
-    if want == "file":
-        wanted: bytes | str | None = base64.b64decode(record.get("content_b64") or "")
+    if want == "file" and record.get("content") is not None:
+        wanted: bytes | str | None = str(record["content"]).encode("utf-8")
+    elif want == "file":
+        wanted = base64.b64decode(record.get("content_b64") or "")
     elif want == "link":
         wanted = record["target"]
     else:
@@ -145,6 +160,7 @@ def main() -> None:
     )
     root = module.params["root"]
     records = module.params["records"]
+    previous = {r["path"]: record_file(root, r["path"]) for r in records}
     diff, restored = [], []
     for record in records:
         entry = _restore(module, root, record)
@@ -154,7 +170,7 @@ def main() -> None:
     gone = {r["path"] for r in records if r["state"] == "absent" and r["path"] in restored}
     removed = _remove_dirs(module, root, records, gone)
     module.exit_json(changed=bool(restored or removed), restored=restored,
-                     removed_dirs=removed, diff=diff)
+                     removed_dirs=removed, diff=diff, previous=previous)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,275 @@
+"""nodetune apply / rollback without running Ansible: plans, merging, templates, state files,
+the custom modules' pure helpers, and the refusals that happen before anything runs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nodetune.errors import RenderError, SourceError
+from nodetune.model import Disruption, Finding, Severity, Status
+from nodetune.render import plan as planning
+from nodetune.render import project, roles
+from nodetune.resources import data_dir
+
+GOLDEN = Path(__file__).parent / "golden" / "ansible"
+PLAYBOOKS = data_dir("playbooks")
+
+
+def finding(id_: str, variables: dict | None, *, subject: str | None = None,
+            status: Status = Status.FAIL, disruption: Disruption = Disruption.NONE,
+            actual: str = "1", expected: str = "0") -> Finding:
+    return Finding(id=id_, area="kernel", severity=Severity.WARNING, status=status,
+                   subject=subject, actual=actual, expected=expected, disruption=disruption,
+                   fix="by hand", remediation=None if variables is None else
+                   {"role": "x", "vars": variables})
+
+
+def load_module_file(name: str):
+    """A playbooks/library or module_utils file as a Python module (for its pure helpers)."""
+    host_utils = _load("ansible.module_utils.nodetune_host",
+                       PLAYBOOKS / "module_utils" / "nodetune_host.py")
+    if name == "nodetune_host":
+        return host_utils
+    return _load(f"nodetune_test_{name}", PLAYBOOKS / "library" / f"{name}.py")
+
+
+def _load(modname: str, path: Path):
+    spec = importlib.util.spec_from_file_location(modname, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[modname] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+# -- plans ------------------------------------------------------------------------------
+
+def test_plan_merges_variables_across_settings_and_subjects():
+    plan = planning.build([
+        finding("numa.balancing", {"kernel_sysctl": {"kernel.numa_balancing": "0"}}),
+        finding("memory.swappiness", {"kernel_sysctl": {"vm.swappiness": "10"}}),
+        finding("storage.nvme_scheduler", {"storage_block": {"nvme0n1": {"scheduler": "none"}}},
+                subject="nvme0n1"),
+        finding("storage.read_ahead", {"storage_block": {"nvme0n1": {"read_ahead_kb": 4096}}},
+                subject="nvme0n1"),
+        finding("kernel.nvidia_peermem", {"modules_load": ["nvidia_peermem"]}),
+        finding("kernel.nvidia_fs", {"modules_load": ["nvidia_fs", "nvidia_peermem"]}),
+        finding("cpu.deep_cstates", None),
+        finding("memory.thp", {"memory_thp_enabled": "madvise"}, status=Status.PASS),
+    ])
+    assert plan.variables == {
+        "kernel_sysctl": {"kernel.numa_balancing": "0", "vm.swappiness": "10"},
+        "storage_block": {"nvme0n1": {"scheduler": "none", "read_ahead_kb": 4096}},
+        "modules_load": ["nvidia_peermem", "nvidia_fs"],
+    }
+    assert plan.roles == ["kernel", "modules", "storage"]
+    assert [c.key for c in plan.changes][2:4] == ["storage.nvme_scheduler[nvme0n1]",
+                                                  "storage.read_ahead[nvme0n1]"]
+    assert [f.id for f in plan.manual] == ["cpu.deep_cstates"]
+
+
+def test_plan_refuses_two_settings_that_want_different_values():
+    with pytest.raises(RenderError, match=r"memory.swappiness and tuned.swappiness want different "
+                                          r"values for kernel_sysctl.vm.swappiness"):
+        planning.build([finding("memory.swappiness", {"kernel_sysctl": {"vm.swappiness": "10"}}),
+                        finding("tuned.swappiness", {"kernel_sysctl": {"vm.swappiness": "1"}})])
+
+
+def test_plan_names_a_variable_no_role_declares():
+    with pytest.raises(RenderError, match="'sysctl_typo' belongs to no nodetune role"):
+        planning.build([finding("memory.swappiness", {"sysctl_typo": {"vm.swappiness": "10"}})])
+
+
+def test_sysctl_persisted_in_another_etc_file_is_edited_there():
+    facts = {"kernel": {"persisted": {"sysctl": {
+        "vm.swappiness": {"value": "60", "file": "/etc/sysctl.conf"},
+        "kernel.numa_balancing": {"value": "1", "file": "/usr/lib/sysctl.d/50-default.conf"}}}}}
+    plan = planning.build([finding("a", {"kernel_sysctl": {"vm.swappiness": "10"}}),
+                           finding("b", {"kernel_sysctl": {"kernel.numa_balancing": "0"}})], facts)
+    # /usr/lib is the vendor's: nodetune's own /etc/sysctl.d file overrides it instead
+    assert plan.variables["kernel_sysctl_files"] == {"vm.swappiness": "/etc/sysctl.conf"}
+
+
+def test_every_role_variable_is_declared_once():
+    owners: dict[str, str] = {}
+    for role, defaults in roles.role_defaults().items():
+        for name in defaults:
+            assert name.startswith(f"{role}_"), (role, name)
+            assert name not in owners
+            owners[name] = role
+    assert set(owners) >= roles.LIVE_ONLY_RUNTIME
+
+
+def test_every_shipped_remediation_uses_declared_role_variables():
+    from nodetune.profiles import Library
+
+    library = Library()
+    used = 0
+    for name in library.names():
+        for rule in library.load(name).rules:
+            for variable in (rule.remediation or {}).get("vars") or {}:
+                assert roles.owner(variable) is not None, (name, rule.id, variable)
+                used += 1
+    assert used >= 10
+
+
+# -- templates (golden files) -------------------------------------------------------------
+
+def _golden(name: str, text: str, update: bool) -> None:
+    path = GOLDEN / name
+    if update:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    assert text == path.read_text(encoding="utf-8"), f"{name} differs (--update-golden)"
+
+
+def test_rendered_project_matches_golden_files(tmp_path, update_golden):
+    plan = planning.build([
+        finding("numa.balancing", {"kernel_sysctl": {"kernel.numa_balancing": "0"}}),
+        finding("memory.thp", {"memory_thp_enabled": "madvise"}, actual="always",
+                expected="one of madvise, never"),
+        finding("kernel.iommu", {"kernel_cmdline": {"iommu": "pt"}}, actual="translated",
+                expected="one of off, passthrough", disruption=Disruption.REBOOT),
+    ])
+    out = project.write_apply(tmp_path, changes=plan.changes, variables=plan.variables,
+                              profile="golden", root="/srv/node",
+                              inventory=project.Inventory(python="/usr/bin/python3"),
+                              become=True)
+    _golden("apply.yml", out.playbook.read_text(), update_golden)
+    _golden("vars.yml", (tmp_path / project.VARS_FILE).read_text(), update_golden)
+    _golden("inventory.ini", out.inventory.read_text(), update_golden)
+    assert sorted(p.name for p in (tmp_path / "roles").iterdir()) == ["kernel", "memory"]
+    assert (tmp_path / "library" / "nodetune_sysfs.py").is_file()
+
+    back = project.write_rollback(
+        tmp_path / "rb", per_host={"localhost": {"rollback_files": [
+            {"path": "/etc/sysctl.d/99-nodetune.conf", "state": "absent",
+             "missing_dirs": ["/etc/sysctl.d"]}]}},
+        root="", inventory=project.Inventory(python="/usr/bin/python3"), become=False,
+        state_file="/var/lib/nodetune/state/20260101T000000Z.json",
+        created="2026-01-01T00:00:00Z")
+    _golden("rollback.yml", back.playbook.read_text(), update_golden)
+    _golden("host_vars.yml", (tmp_path / "rb" / "host_vars" / "localhost.yml").read_text(),
+            update_golden)
+
+
+# -- state files --------------------------------------------------------------------------
+
+def test_latest_state_file_skips_rolled_back_and_orders_same_second_files(tmp_path):
+    from nodetune import statefile
+
+    directory = statefile.state_dir(str(tmp_path))
+    assert directory == tmp_path / "var/lib/nodetune/state"
+    for name, status in (("20260101T000000Z.json", "applied"),
+                         ("20260101T000000Z-1.json", "applied"),
+                         ("20260102T000000Z.json", "rolled-back")):
+        statefile.State(path=directory / name, created="", profile="p", root=str(tmp_path),
+                        status=status).save()
+    assert statefile.latest(str(tmp_path)).name == "20260101T000000Z-1.json"
+    assert statefile.new_path(str(tmp_path)).parent == directory
+
+
+def test_corrupt_or_missing_state_file_is_a_one_line_error(tmp_path):
+    from nodetune import statefile
+
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(SourceError, match="is not readable JSON"):
+        statefile.load(bad)
+    bad.write_text(json.dumps({"schema": "nodetune.audit/1"}))
+    with pytest.raises(SourceError, match="not a nodetune state file"):
+        statefile.load(bad)
+    with pytest.raises(SourceError, match="no state file to roll back"):
+        statefile.latest(str(tmp_path))
+
+
+# -- module helpers -----------------------------------------------------------------------
+
+def test_choice_files_compare_and_move_the_bracket():
+    host = load_module_file("nodetune_host")
+    assert host.selected("always [madvise] never\n") == "madvise"
+    assert host.selected("4096\t87380\t6291456\n") == "4096 87380 6291456"
+    assert host.same("[none] mq-deadline kyber bfq\n", "none")
+    assert not host.same("none [mq-deadline] kyber bfq\n", "none")
+    assert host.same("0010\n", "10")
+    assert host.emulated("[always] madvise never\n", "never") == "always madvise [never]\n"
+    assert host.emulated("60\n", "10") == "10\n"
+
+
+def test_lines_replace_the_last_match_and_append_the_rest():
+    lines = load_module_file("nodetune_lines")
+    text = "# keep\nvm.swappiness = 60\nvm.swappiness=30\n"
+    new, added, replaced = lines.ensure(text, [
+        {"regexp": r"^\s*vm\.swappiness\s*=", "line": "vm.swappiness = 10"},
+        {"regexp": r"^\s*kernel\.numa_balancing\s*=", "line": "kernel.numa_balancing = 0"}])
+    assert new == "# keep\nvm.swappiness = 60\nvm.swappiness = 10\nkernel.numa_balancing = 0\n"
+    assert (added, replaced) == (["kernel.numa_balancing = 0"], ["vm.swappiness = 10"])
+    assert lines.ensure(new, [{"regexp": r"^vm\.swappiness", "line": "vm.swappiness = 10"}])[0] \
+        == new
+
+
+def test_grub_command_line_edit_keeps_other_arguments_and_quotes():
+    cmdline = load_module_file("nodetune_cmdline")
+    text = ('GRUB_DEFAULT=0\n# GRUB_CMDLINE_LINUX="old"\n'
+            "GRUB_CMDLINE_LINUX='quiet iommu=on numa_balancing=enable splash'\n")
+    new, joined = cmdline.edit_grub(text, "GRUB_CMDLINE_LINUX",
+                                    {"iommu": "pt", "init_on_alloc": "0", "nosmt": True},
+                                    ["splash"])
+    assert joined == "quiet iommu=pt numa_balancing=enable init_on_alloc=0 nosmt"
+    assert new.splitlines()[1] == '# GRUB_CMDLINE_LINUX="old"'
+    assert new.splitlines()[2] == f"GRUB_CMDLINE_LINUX='{joined}'"
+    appended, _ = cmdline.edit_grub("GRUB_TIMEOUT=5", "GRUB_CMDLINE_LINUX", {"iommu": "pt"}, [])
+    assert appended == 'GRUB_TIMEOUT=5\nGRUB_CMDLINE_LINUX="iommu=pt"\n'
+
+
+# -- refusals before Ansible runs ---------------------------------------------------------
+
+def nodetune(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "nodetune", *args], capture_output=True,
+                          text=True, input=stdin, timeout=120, check=False)
+
+
+def test_unknown_profile_is_a_one_line_error(host_tree):
+    result = nodetune("apply", "--root", str(host_tree("h200x2-vm-gather")),
+                      "--profile", "no-such-profile", "--dry-run")
+    assert result.returncode == 3
+    assert result.stderr.startswith("nodetune: error: unknown profile 'no-such-profile'")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_profile_for_other_hardware_is_refused_without_force(host_tree):
+    result = nodetune("apply", "--root", str(host_tree("h200x2-vm-gather")),
+                      "--profile", "dgx-h100", "--dry-run")
+    assert result.returncode == 4
+    assert "profile dgx-h100 does not match this node, which matches cloud-vm" in result.stderr
+    assert "--force" in result.stderr
+
+
+def test_limit_needs_an_inventory():
+    result = nodetune("apply", "--limit", "gpu*", "--dry-run")
+    assert result.returncode == 3
+    assert "--limit needs --inventory" in result.stderr
+
+
+def test_missing_ansible_is_named(monkeypatch):
+    from nodetune import apply
+    from nodetune.errors import ApplyError
+
+    monkeypatch.setattr(apply.shutil, "which", lambda name: None)
+    monkeypatch.setattr(apply.sys, "executable", "/nonexistent/bin/python")
+    with pytest.raises(ApplyError, match="Ansible is not installed") as info:
+        apply.ansible_playbook()
+    assert "pip install ansible-core ansible-runner" in info.value.one_line()
+
+
+def test_rollback_without_state_file_is_a_one_line_error(tmp_path):
+    (tmp_path / "proc").mkdir()
+    result = nodetune("rollback", "--root", str(tmp_path), "--yes")
+    assert result.returncode == 3
+    assert "no state file to roll back in" in result.stderr

@@ -1,0 +1,208 @@
+"""nodetune apply / rollback with the real ansible-playbook (through ansible-runner) against
+copies of host trees: audit, apply, re-audit, idempotence, rollback byte for byte, check mode,
+failures half-way, unreachable hosts, ansible-lint of static and rendered playbooks."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nodetune.render import roles
+from nodetune.resources import data_dir
+
+pytestmark = pytest.mark.slow
+
+STATE = "var/lib/nodetune/state"
+
+
+def nodetune(*args: str) -> subprocess.CompletedProcess[str]:
+    # stdin is not a terminal here: apply must refuse unless --yes is given
+    return subprocess.run([sys.executable, "-m", "nodetune", *args], capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL, timeout=300, check=False)
+
+
+def as_json(result: subprocess.CompletedProcess[str]) -> dict:
+    assert result.stdout, result.stderr
+    return json.loads(result.stdout)
+
+
+def tree(root: Path) -> dict[str, tuple[str, bytes | str, int]]:
+    """Every entry under root (nodetune's own state directory left out), by relative path."""
+    out: dict[str, tuple[str, bytes | str, int]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = os.path.relpath(dirpath, root)
+        if rel_dir == "var/lib/nodetune" or rel_dir.startswith("var/lib/nodetune/"):
+            continue
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            rel = os.path.normpath(os.path.join(rel_dir, name))
+            if rel in ("var", "var/lib", "var/lib/nodetune"):
+                continue
+            info = os.lstat(path)
+            if stat.S_ISLNK(info.st_mode):
+                out[rel] = ("link", os.readlink(path), 0)
+            elif stat.S_ISDIR(info.st_mode):
+                out[rel] = ("dir", "", stat.S_IMODE(info.st_mode))
+            else:
+                out[rel] = ("file", Path(path).read_bytes(), stat.S_IMODE(info.st_mode))
+    return out
+
+
+def failing(audit_doc: dict) -> dict[tuple[str, str | None], dict]:
+    return {(f["id"], f["subject"]): f for f in audit_doc["findings"] if f["status"] == "fail"}
+
+
+def audit(root: Path, nvml: Path | None = None) -> dict:
+    args = ["audit", "--root", str(root), "--json"]
+    if nvml is not None:
+        args += ["--nvml", str(nvml)]
+    return as_json(nodetune(*args))
+
+
+def test_apply_fixes_a_faulty_node_and_rollback_restores_it(synth, synth_tmp):
+    host = synth.build_dgx_h100(synth_tmp, synth.Options(
+        thp="always", numa_balancing=1, swappiness=60, governor="powersave",
+        nvme_scheduler="mq-deadline", missing_modules=("nvidia_peermem",), acs_enabled=True,
+        nic_max_read_request=512, iommu="translated"))
+    root = host.root
+    original = tree(root)
+    before = failing(audit(root, host.nvml))
+    fixable = {k: f for k, f in before.items() if f["remediation"]}
+    planted = {"numa.balancing", "memory.thp", "memory.swappiness", "cpu.governor",
+               "storage.nvme_scheduler", "kernel.nvidia_peermem", "pcie.acs",
+               "nic.max_read_request", "kernel.iommu"}
+    assert planted <= {i for i, _ in fixable}
+
+    # Without a terminal and without --yes: refused, nothing changed.
+    refused = nodetune("apply", "--root", str(root), "--allow-reboot")
+    assert refused.returncode == 4, refused.stderr
+    assert "--yes" in refused.stderr
+    # A reboot-only change without --allow-reboot: refused, nothing changed.
+    gated = nodetune("apply", "--root", str(root), "--yes")
+    assert gated.returncode == 4
+    assert "need --allow-reboot" in gated.stderr and "kernel.iommu" in gated.stderr
+
+    # Check mode (dry run) shows every change and changes nothing.
+    plan = as_json(nodetune("apply", "--root", str(root), "--dry-run", "--json"))
+    assert plan["schema"] == "nodetune.apply/1" and plan["mode"] == "dry-run"
+    assert plan["changed"] > 0
+    assert {(s["id"], s["subject"]) for s in plan["settings"]} == set(fixable)
+    iommu = next(s for s in plan["settings"] if s["id"] == "kernel.iommu")
+    assert (iommu["status"], iommu["disruption"]) == ("refused", "reboot")
+    thp = next(s for s in plan["settings"] if s["id"] == "memory.thp")
+    assert (thp["current"], thp["status"]) == ("always", "would-change")
+    paths = {d["path"] for c in plan["changes"] for d in c["diff"]}
+    assert "/sys/kernel/mm/transparent_hugepage/enabled" in paths
+    assert tree(root) == original
+    assert not (root / STATE).exists()
+
+    applied = nodetune("apply", "--root", str(root), "--yes", "--allow-reboot", "--json")
+    assert applied.returncode == 0, applied.stderr
+    report = as_json(applied)
+    status = {(s["id"], s["subject"]): s["status"] for s in report["settings"]}
+    assert set(status) == set(fixable)
+    # Settings whose runtime half needs the live kernel (modprobe, setpci) or a reboot wait
+    # for the next boot; every other fixable finding is gone.
+    boot_only = {k for k, f in fixable.items()
+                 if set(f["remediation"]["vars"]) <= roles.LIVE_ONLY_RUNTIME
+                 or f["disruption"] == "reboot"}
+    assert {k for k, s in status.items() if s == "pending-reboot"} == boot_only
+    assert {k for k, s in status.items() if s == "fixed"} == set(fixable) - boot_only
+    after = failing(audit(root, host.nvml))
+    assert not (set(after) & (set(fixable) - boot_only))
+    assert set(after) - set(before) == set()
+    grub = (root / "etc/default/grub").read_text()
+    assert "iommu=pt" in grub
+    assert (root / "etc/modules-load.d/nodetune.conf").read_text() == "nvidia_peermem\n"
+    assert (root / "sys/kernel/mm/transparent_hugepage/enabled").read_text() \
+        == "always [madvise] never\n"
+    state_file = Path(report["state_file"])
+    assert state_file.parent == root / STATE
+    state = json.loads(state_file.read_text())
+    assert state["schema"] == "nodetune.state/1" and state["status"] == "applied"
+    assert state["hosts"]["localhost"]["runtime"]["/proc/sys/kernel/numa_balancing"]["raw"] \
+        == "1\n"
+
+    # Idempotence: what is left waits for a reboot, and a second apply changes nothing.
+    again = as_json(nodetune("apply", "--root", str(root), "--yes", "--allow-reboot", "--json"))
+    assert again["changed"] == 0 and again["changes"] == []
+    assert again["state_file"] is None
+
+    rolled = nodetune("rollback", "--root", str(root), "--yes", "--json")
+    assert rolled.returncode == 0, rolled.stderr
+    assert as_json(rolled)["schema"] == "nodetune.rollback/1"
+    assert tree(root) == original
+    assert json.loads(state_file.read_text())["status"] == "rolled-back"
+    assert nodetune("rollback", "--root", str(root), "--yes").returncode == 3
+
+
+def test_task_failing_half_way_leaves_a_state_file_that_rolls_back(host_tree, tmp_path):
+    root = tmp_path / "node"
+    shutil.copytree(host_tree("h200x2-vm-gather"), root, symlinks=True)
+    (root / "sys/kernel/mm/transparent_hugepage/enabled").write_text("[always] madvise never\n")
+    # procfs takes no new files, not even from root: the real run fails there, check mode
+    # (which only reads) does not
+    (root / "etc").mkdir()
+    (root / "etc/tmpfiles.d").symlink_to("/proc/sys")
+    original = tree(root)
+    result = nodetune("apply", "--root", str(root), "--yes")
+    assert result.returncode == 3
+    line = result.stderr.strip()
+    assert len(line.splitlines()) == 1
+    assert "apply failed on localhost at task 'Persist them for every boot'" in line
+    assert "/etc/tmpfiles.d/nodetune.conf" in line
+    assert "nodetune rollback --state-file" in line
+    # the kernel role (vm.swappiness) ran before the failing task
+    assert (root / "proc/sys/vm/swappiness").read_text() == "10\n"
+    assert (root / "etc/sysctl.d/99-nodetune.conf").read_text() == "vm.swappiness = 10\n"
+    state_file = line.rsplit("nodetune rollback --state-file ", 1)[1].strip()
+    assert json.loads(Path(state_file).read_text())["status"] == "failed"
+    rolled = nodetune("rollback", "--state-file", state_file, "--yes")
+    assert rolled.returncode == 0, rolled.stderr
+    assert tree(root) == original
+
+
+def test_unreachable_host_is_a_one_line_error(host_tree, tmp_path):
+    inventory = tmp_path / "hosts.ini"
+    inventory.write_text("gpu-node-1 ansible_host=127.0.0.1 ansible_port=1 "
+                         "ansible_connection=ssh ansible_ssh_common_args='-o ConnectTimeout=2'\n")
+    result = nodetune("apply", "--root", str(host_tree("h200x2-vm-gather")), "--profile", "base",
+                      "--inventory", str(inventory), "--dry-run")
+    assert result.returncode == 3
+    assert result.stderr.startswith("nodetune: error: host gpu-node-1 is unreachable")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_rendered_and_static_playbooks_pass_ansible_lint(synth, synth_tmp, tmp_path):
+    host = synth.build_dgx_h100(synth_tmp, synth.Options(
+        thp="always", numa_balancing=1, nvme_scheduler="mq-deadline", acs_enabled=True,
+        nic_max_read_request=512, iommu="translated", persistenced=False,
+        missing_modules=("nvidia_peermem",), governor="powersave"))
+    out = tmp_path / "rendered"
+    result = nodetune("apply", "--root", str(host.root), "--render-only", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    report = as_json(result)
+    assert report["mode"] == "render-only" and report["render_dir"] == str(out)
+    assert {p.name for p in out.iterdir()} >= {"apply.yml", "vars", "inventory.ini", "roles",
+                                                "library", "module_utils"}
+    variables = (out / "vars" / "nodetune.yml").read_text()
+    assert f"nodetune_root: {host.root}" in variables and "gpu_acs_disable:" in variables
+    beside = Path(sys.executable).parent / "ansible-lint"
+    lint = str(beside) if beside.is_file() else shutil.which("ansible-lint")
+    assert lint, "ansible-lint is a test dependency"
+    env = {**os.environ, "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp"),
+           "ANSIBLE_HOME": str(tmp_path / "ansible-home"), "NO_COLOR": "1"}
+    for directory, playbook in ((out, "apply.yml"), (data_dir("playbooks"), "site.yml")):
+        checked = subprocess.run([lint, "--offline", "--profile", "production", playbook],
+                                 cwd=directory, capture_output=True, text=True, env=env,
+                                 timeout=300, check=False)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        assert "Profile 'production' was required, and it passed" in checked.stdout \
+            + checked.stderr
