@@ -127,7 +127,12 @@ def _run(argv: list[str]) -> dict:
     proc = subprocess.run(argv, env=_env(), capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         raise SystemExit(f"failed ({proc.returncode}): {' '.join(argv)}\n{proc.stderr}")
-    return {**json.loads(proc.stdout.strip().splitlines()[-1]), "stderr": proc.stderr.strip()}
+    text = proc.stdout.strip()
+    try:
+        doc = json.loads(text)  # `nodetune bind --json` prints an indented document
+    except ValueError:
+        doc = json.loads(text.splitlines()[-1])  # the child prints one line after its own output
+    return {**doc, "stderr": proc.stderr.strip()}
 
 
 def _cpu_nodes() -> dict[int, str]:

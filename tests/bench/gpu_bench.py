@@ -10,8 +10,8 @@ never stops the others (about 3-5 minutes in all):
    when click is not installed), and `nodetune bench memcpy allreduce cpu-mem --quick`, timed.
 2. Reference all-reduce: torch.distributed, one process per GPU, NCCL, 1 GiB float32, CUDA events
    around 20 back-to-back all-reduces (slowest rank), 3 repeats, NVLink SHARP off as nodetune.
-3. Reference H2D/D2H pinned copies, 256 MiB, CUDA events around 10 copies, 3 repeats, the
-   thread on the GPU's local CPUs: PyTorch (`copy_(non_blocking=True)` from pin_memory) and
+3. Reference H2D/D2H pinned copies, 256 MiB, CUDA events around 10 copies after 3 warm-up
+   copies, 9 repeats, the thread on the GPU's local CPUs: PyTorch (`copy_(non_blocking=True)` from pin_memory) and
    CuPy (`ndarray.set` from alloc_pinned_memory).
 
 Prints and writes OUTDIR/comparison.txt and OUTDIR/summary.json. Targets: all-reduce busbw at
@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[2]
 SIZE_ALLREDUCE = 1 << 30
 SIZE_COPY = 256 << 20
 TIMEOUT = 280
+REPEAT = 9  # samples per metric on both sides; medians are compared (shared VMs are noisy)
 
 
 def _env() -> dict[str, str]:
@@ -127,9 +128,9 @@ def ref_allreduce(out: str) -> None:
     mp.spawn(_allreduce_rank, args=(world, port, out), nprocs=world, join=True)
 
 
-def _events_gbps(record: Any, size: int, iters: int = 10, repeat: int = 3) -> list[float]:
+def _events_gbps(record: Any, size: int, iters: int = 10, repeat: int = REPEAT) -> list[float]:
     """record(n) runs n copies between two events and returns the milliseconds."""
-    record(1)
+    record(3)
     return [size * iters / (record(iters) / 1e3) / 1e9 for _ in range(repeat)]
 
 
@@ -296,7 +297,7 @@ def main(argv: list[str]) -> int:
     parts: dict[str, Any] = {}
     if _importable("click"):
         bench = [py, "-m", "nodetune", "bench", "memcpy", "allreduce", "--json", "--save",
-                 str(out / "nodetune-bench.json")]
+                 str(out / "nodetune-bench.json"), "--repeat", str(REPEAT)]
         if _importable("matplotlib"):
             bench += ["--plot", str(out / "nodetune-bench.png")]
     else:
