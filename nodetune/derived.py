@@ -123,10 +123,10 @@ def parse_cmdline(text: str | None) -> dict[str, Any] | None:
 def derive(facts: dict[str, Any]) -> dict[str, Any]:
     """The `derived` section for a facts document."""
     unknown: dict[str, str] = {}
-    pci = {d.get("address"): d for d in _list(facts, "pci", "devices")}
+    pci = {str(d["address"]): d for d in _list(facts, "pci", "devices") if d.get("address")}
     gpus = facts.get("gpus") or []
     rdma_addrs = _rdma_addresses(facts, pci)
-    models = [gpu_model(g.get("name"), (pci.get(g.get("pci_address")) or {}).get("device"))
+    models = [gpu_model(g.get("name"), _device(pci, g.get("pci_address")).get("device"))
               for g in gpus]
     known_models = sorted({m for m in models if m})
     out: dict[str, Any] = {
@@ -141,7 +141,7 @@ def derive(facts: dict[str, Any]) -> dict[str, Any]:
         "rdma_present": bool(rdma_addrs),
         "rdma_nic_count": len(rdma_addrs),
         "pci_numa_unknown": [g.get("pci_address") for g in gpus if g.get("numa_node") is None]
-        + [a for a in rdma_addrs if (pci.get(a) or {}).get("numa_node") is None],
+        + [a for a in rdma_addrs if _device(pci, a).get("numa_node") is None],
     }
     if gpus and out["gpu_model"] is None:
         unknown["gpu_model"] = "no NVML name and an unlisted PCI device id"
@@ -159,6 +159,11 @@ def derive(facts: dict[str, Any]) -> dict[str, Any]:
 
 def _list(facts: dict[str, Any], section: str, key: str) -> list[dict[str, Any]]:
     return [x for x in ((facts.get(section) or {}).get(key) or []) if isinstance(x, dict)]
+
+
+def _device(pci: dict[str, dict[str, Any]], address: Any) -> dict[str, Any]:
+    """The PCI device at `address` ({} when unknown)."""
+    return pci.get(str(address), {}) if address else {}
 
 
 def _reason(facts: dict[str, Any], section: str, key: str) -> str | None:
@@ -201,7 +206,7 @@ def _numa(facts: dict[str, Any], gpus: list[dict[str, Any]], rdma_addrs: list[st
             "id": nid, "subject": f"NUMA{nid}", "has_cpus": bool(node.get("cpus")),
             "gpu_count": len(on_node), "gpus": on_node,
             "rdma_nic_count": sum(1 for a in rdma_addrs
-                                  if (pci.get(a) or {}).get("numa_node") == nid),
+                                  if _device(pci, a).get("numa_node") == nid),
         })
     cpu_nodes = sum(1 for n in per_node if n["has_cpus"])
     summary = {"node_count": len(nodes) if nodes else None,
@@ -213,10 +218,10 @@ def _numa(facts: dict[str, Any], gpus: list[dict[str, Any]], rdma_addrs: list[st
 def _gpus(facts: dict[str, Any], gpus: list[dict[str, Any]], pci: dict[str, Any],
           rdma_addrs: list[str], unknown: dict[str, str]) -> list[dict[str, Any]]:
     nearest = _nearest_nics(facts, gpus, rdma_addrs, unknown)
-    out = []
+    out: list[dict[str, Any]] = []
     for pos, gpu in enumerate(gpus):
         addr = gpu.get("pci_address")
-        dev = pci.get(addr) or {}
+        dev = _device(pci, addr)
         reasons = gpu.get("clock_event_reasons")
         item: dict[str, Any] = {
             "index": gpu.get("index"), "subject": f"GPU{gpu.get('index')}", "pci_address": addr,
@@ -292,17 +297,17 @@ def _acs_ports(facts: dict[str, Any], pos: int, gpu_dev: dict[str, Any],
     """Switch ports between the GPU (and its NIC) and the root port with ACS redirection on."""
     index = {a: i for i, a in enumerate(pci)}
     ports: list[str] = []
-    for dev in (gpu_dev, pci.get(nic.get("pci_address")) if nic else None):
+    for dev in (gpu_dev, _device(pci, nic.get("pci_address")) if nic else None):
         if not dev:
             continue
-        why_no_path = _reason(facts, "pci", f"devices.{index.get(dev.get('address'))}.path")
+        why_no_path = _reason(facts, "pci", f"devices.{index.get(str(dev.get('address')))}.path")
         if why_no_path:
             unknown[f"gpus.{pos}.acs_redirect_ports"] = why_no_path
             return None
         for addr in dev.get("path") or []:
             if addr == dev.get("root_port"):
                 continue  # root ports: traffic reaches the host bridge anyway
-            bridge = pci.get(addr) or {}
+            bridge = _device(pci, addr)
             acs = bridge.get("acs")
             if acs is None:
                 why = _reason(facts, "pci", f"devices.{index.get(addr)}.acs") or ""
@@ -327,12 +332,12 @@ def _nics(facts: dict[str, Any], pci: dict[str, Any],
           unknown: dict[str, str]) -> list[dict[str, Any]]:
     """Physical network interfaces with whether their IRQs stay on NIC-local CPUs."""
     node_cpus = {n.get("id"): set(n.get("cpus") or []) for n in _list(facts, "numa", "nodes")}
-    out = []
+    out: list[dict[str, Any]] = []
     for iface in _list(facts, "nic", "interfaces"):
         if iface.get("virtual") or not iface.get("pci_address"):
             continue
         pos = len(out)
-        dev = pci.get(iface.get("pci_address")) or {}
+        dev = _device(pci, iface.get("pci_address"))
         numa = iface.get("numa_node", dev.get("numa_node"))
         local = set(dev.get("local_cpus") or []) or node_cpus.get(numa, set())
         irq_cpus = iface.get("irq_cpus")

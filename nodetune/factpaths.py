@@ -406,4 +406,5 @@ def _match(node: _Node, tokens: tuple[Token, ...], i: int) -> tuple[str, bool] |
             if found is not None:
                 candidates.append(found)
     leaves = [c for c in candidates if c[1]]
-    return (leaves or candidates or [None])[0]
+    best = leaves or candidates
+    return best[0] if best else None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
@@ -11,7 +13,10 @@ from nodetune.cli import node_options
 SEVERITIES = ("info", "warning", "critical")
 
 
-def profile_options(func):  # type: ignore[no-untyped-def]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def profile_options(func: F) -> F:
     """--profiles-dir and --overrides, shared by `audit` and `profiles show`."""
     func = click.option("--overrides", type=click.Path(dir_okay=False), default=None,
                         metavar="FILE", help="Site YAML overriding single settings "

@@ -25,7 +25,7 @@ def list_cmd(profiles_dirs: tuple[str, ...], as_json: bool) -> int:
     from nodetune.profiles import Library, load_all
 
     profiles = load_all(Library(profiles_dirs))
-    rows = [{"name": p.name, "summary": p.summary, "extends": list(p.extends),
+    rows: list[dict[str, Any]] = [{"name": p.name, "summary": p.summary, "extends": list(p.extends),
              "settings": len(p.rules), "path": p.path, "user": p.user} for p in profiles]
     if as_json:
         from nodetune.output import emit_json
