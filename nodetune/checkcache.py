@@ -11,12 +11,14 @@ result is never reused for another question or across a reboot.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
-import tempfile
 import time
-from typing import Any
+import zlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def _usable(path: str) -> bool:
@@ -38,12 +40,19 @@ def runtime_dir() -> str | None:
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg:
         candidates.append(os.path.join(xdg, "nodetune"))
-    candidates.append(os.path.join(tempfile.gettempdir(), f"nodetune-{os.getuid()}"))
-    return next((c for c in candidates if _usable(c)), None)
+    found = next((c for c in candidates if _usable(c)), None)
+    if found is None:
+        import tempfile
+
+        fallback = os.path.join(tempfile.gettempdir(), f"nodetune-{os.getuid()}")
+        found = fallback if _usable(fallback) else None
+    return found
 
 
 def result_key(parts: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    """A 64-bit digest of the question (zlib's checksums: hashlib costs more to import)."""
+    data = json.dumps(parts, sort_keys=True, default=str).encode()
+    return f"{zlib.crc32(data):08x}{zlib.adler32(data):08x}"
 
 
 def result_path(directory: str, key: str) -> str:

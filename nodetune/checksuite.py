@@ -18,7 +18,6 @@ and modification times), so `nodetune check` does not import PyYAML on a warm st
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -222,8 +221,9 @@ def _cache_file(directory: Path, tier: str, cache_dir: str) -> str | None:
     except OSError:
         return None
     from nodetune import __version__
+    from nodetune.checkcache import result_key
 
-    key = hashlib.sha256(json.dumps([__version__, tier, stamps]).encode()).hexdigest()[:16]
+    key = result_key({"v": __version__, "tier": tier, "files": stamps})
     return os.path.join(cache_dir, f"suite-{tier}-{key}.json")
 
 

@@ -6,8 +6,16 @@ only the one that runs keeps `nodetune check` and `nodetune facts` fast to start
 
 from __future__ import annotations
 
-import importlib
 import sys
+
+if sys.argv[1:2] == ["check"] and sys.argv[0].endswith(("nodetune", "nodetune/__main__.py")):
+    # `nodetune check` starts before every job: run it without importing click (it returns
+    # only for --help or a command line that click should answer).
+    from nodetune.checkcli import fast_main
+
+    fast_main(sys.argv[2:])
+
+import importlib
 from collections.abc import Callable
 from typing import Any
 

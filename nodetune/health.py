@@ -19,8 +19,6 @@ times out; `warn` checks only report.
 from __future__ import annotations
 
 import os
-import socket
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -33,7 +31,6 @@ from nodetune.checksuite import CheckDef, Suite
 SUMMARY_LIMIT = 200  # characters of the one-line summary (a Slurm drain reason)
 PREFIX = "nodetune:"
 _STATUS_RANK = {"timeout": 5, "fail": 4, "error": 3, "unknown": 2, "pass": 1, "skipped": 0}
-RUNNER_UNITS = ("write_probe",)  # units that are not collectors; "bench:<suite>" too
 
 
 # -- units with timeouts ------------------------------------------------------------------
@@ -287,6 +284,8 @@ def _collector_unit(ctx: Any, name: str, partial: dict[str, Any]) -> Callable[[]
 
 def write_probe(root: Any, mountpoints: list[str]) -> list[dict[str, Any]]:
     """Create, write, fsync and remove a small temporary file in each mount point (live host)."""
+    import tempfile
+
     out = []
     for path in mountpoints:
         item: dict[str, Any] = {"subject": path, "writable": True, "error": ""}
@@ -392,6 +391,8 @@ def _bench_section(results: dict[str, UnitResult], variables: dict[str, Any]) ->
 
 
 def _hostname(node: Any) -> str:
+    import socket
+
     name = node.root.read_str("/proc/sys/kernel/hostname", None)
     return str(name) if name else (socket.gethostname() if node.root.is_live else "?")
 
@@ -435,139 +436,3 @@ def _evaluate(check: CheckDef, doc: dict[str, Any], variables: dict[str, Any],
     if status in ("skipped", "unknown"):
         note = next((f.message for f in findings if f.status.value == status), "")
     return CheckOutcome(check, status, seconds, findings=findings, note=note)
-
-
-# -- one `nodetune check` -------------------------------------------------------------------
-
-DEFAULT_TOTAL_TIMEOUT = {"quick": 30.0, "standard": 120.0}
-
-
-@dataclass(frozen=True)
-class CheckRequest:
-    """Everything `nodetune check` was asked; what the result cache is keyed by."""
-
-    tier: str = "quick"
-    root: str | None = None
-    snapshot: str | None = None
-    nvml: str = "auto"
-    timeout: float | None = None
-    max_age: float | None = None
-    profile: str | None = None  # None: no profile; "auto": match one; else a profile name
-    expect_gpus: int | None = None
-    expect_model: str | None = None
-    mounts: tuple[str, ...] = ()
-    modules: tuple[str, ...] = ()
-    write_probe: bool = False
-    cache_file: str | None = None
-
-
-def _boot_id(root: str) -> str | None:
-    try:
-        with open(os.path.join(root, "proc/sys/kernel/random/boot_id"), encoding="ascii") as fh:
-            return fh.read().strip()
-    except OSError:
-        return None
-
-
-def _cache_key(req: CheckRequest) -> str:
-    from nodetune import __version__
-    from nodetune.checkcache import result_key
-
-    root = os.path.abspath(req.root or os.environ.get("NODETUNE_ROOT") or "/")
-    source: Any = ["snapshot", os.path.abspath(req.snapshot), _mtime(req.snapshot)] \
-        if req.snapshot else ["root", root, _boot_id(root)]
-    nvml = req.nvml if req.nvml in ("auto", "live", "off") else \
-        [os.path.abspath(req.nvml), _mtime(req.nvml)]
-    return result_key({"v": __version__, "source": source, "nvml": nvml, "tier": req.tier,
-                       "profile": req.profile, "gpus": req.expect_gpus,
-                       "model": req.expect_model, "mounts": sorted(req.mounts),
-                       "modules": sorted(req.modules),
-                       "probe": req.write_probe})
-
-
-def _mtime(path: str) -> float | None:
-    try:
-        return os.stat(path).st_mtime
-    except OSError:
-        return None
-
-
-def request_variables(req: CheckRequest, suite_vars: dict[str, Any],
-                      profile_vars: dict[str, Any]) -> dict[str, Any]:
-    """Suite defaults < profile variables < the command line."""
-    variables = {**suite_vars, **profile_vars}
-    if req.expect_gpus is not None:
-        variables["gpu_count"] = req.expect_gpus
-    if req.expect_model:
-        from nodetune.healthfacts import gpu_model
-
-        variables["gpu_model"] = gpu_model(req.expect_model) or req.expect_model
-    if req.mounts:
-        mounts = list(variables.get("required_mounts") or [])
-        variables["required_mounts"] = mounts + [m for m in req.mounts if m not in mounts]
-    if req.modules:
-        modules = list(variables.get("required_modules") or [])
-        variables["required_modules"] = modules + [m for m in req.modules if m not in modules]
-    return variables
-
-
-def _profile_variables(name: str | None) -> dict[str, Any]:
-    if not name:
-        return {}
-    from nodetune.profiles import Library
-
-    return dict(Library().load(name).variables)
-
-
-def check(req: CheckRequest, emit: Callable[[dict[str, Any]], None]) -> int:
-    """Run (or reuse) one check and hand its JSON document to `emit`; return the exit code.
-
-    When a unit was abandoned (a hung collector or probe), the process exits right after
-    `emit` without closing NVML or waiting for the stuck thread.
-    """
-    from nodetune.checkcache import load_result, result_path, runtime_dir, write_json_atomic
-    from nodetune.checksuite import load_suite
-    from nodetune.source import open_node
-
-    key = _cache_key(req)
-    cache_dir = runtime_dir()
-    path = req.cache_file or (result_path(cache_dir, key) if cache_dir else None)
-    if req.max_age and path:
-        cached = load_result(path, key, req.max_age)
-        if cached is not None:
-            emit(cached)
-            return int(cached.get("exit_code", exitcodes.ERROR))
-    suite = load_suite(req.tier, cache_dir=cache_dir)
-    profile_name = req.profile if req.profile != "auto" else None
-    variables = request_variables(req, suite.variables, _profile_variables(profile_name))
-    total = req.timeout or DEFAULT_TOTAL_TIMEOUT.get(req.tier, 30.0)
-    with open_node(root=req.root, snapshot=req.snapshot, nvml=req.nvml) as node:
-        requested = req.nvml != "off" and (req.nvml != "auto" or node.root.is_live
-                                           or node.nvml is not None)
-        resolve = _auto_profile(req, suite.variables) if req.profile == "auto" else None
-        report = run_checks(node, suite, variables, total_timeout=total,
-                            write_probe_enabled=req.write_probe, nvml_requested=requested,
-                            profile=profile_name, resolve_variables=resolve)
-        doc = report.to_json()
-        doc["cache_key"] = key
-        if path:
-            write_json_atomic(path, doc)
-        emit(doc)
-        if report.abandoned:
-            import sys
-
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(report.exit_code)
-    return report.exit_code
-
-
-def _auto_profile(req: CheckRequest, suite_vars: dict[str, Any]
-                  ) -> Callable[[dict[str, Any]], tuple[dict[str, Any], str | None]]:
-    def resolve(facts: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
-        from nodetune.profiles import Library
-
-        library = Library()
-        name = library.match(facts).profile
-        return request_variables(req, suite_vars, dict(library.load(name).variables)), name
-    return resolve

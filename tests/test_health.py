@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from nodetune.checkcli import parse as parse_fast
 from nodetune.checksuite import load_suite
 from nodetune.cli import main
 from nodetune.health import Unit, join_limited, run_units, write_probe
@@ -343,6 +344,34 @@ def test_write_probe_on_the_live_host(tmp_path: Path) -> None:
     assert result[0] == {"subject": str(tmp_path), "writable": True, "error": ""}
     assert result[1]["writable"] is False and result[1]["error"]
     assert list(tmp_path.iterdir()) == []  # the probe file is gone
+
+
+# -- the start-up fast path ---------------------------------------------------------------------
+
+def test_fast_path_parses_the_documented_options(tmp_path: Path) -> None:
+    assert parse_fast(["--tier=standard", "--json", "--mount", "/a", "--mount=/b", "-v",
+                       "--expect-gpus", "8", "--timeout", "2.5", "--root", str(tmp_path)]) == {
+        "tier": "standard", "as_json": True, "mounts": ["/a", "/b"], "modules": [],
+        "verbose": True, "expect_gpus": 8, "timeout": 2.5, "root": str(tmp_path)}
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--tier", "bogus"], ["--timeout", "0"],
+                                  ["--bogus"], ["--root"], ["--expect-gpus", "-1"],
+                                  ["--max-age", "nan"]])
+def test_fast_path_leaves_other_command_lines_to_click(argv: list[str]) -> None:
+    assert parse_fast(argv) is None
+
+
+def test_fast_path_does_not_import_click(h200: tuple[Path, Path], tmp_path: Path) -> None:
+    root, nvml = h200
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "nodetune", "check",
+                           "--root", str(root), "--nvml", str(nvml), "--json"],
+                          capture_output=True, text=True, timeout=120, check=False,
+                          env={**os.environ, "NODETUNE_CACHE_DIR": str(tmp_path / "c")})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["schema"] == "nodetune.check/1"
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()}
+    assert "nodetune.health" in imported and "click" not in imported
 
 
 # -- the suites ----------------------------------------------------------------------------------

@@ -3,42 +3,17 @@
 Stdout's first line is the one-line summary ("nodetune: GPU3 PCIe x8 (expected x16)"), usable as
 a Slurm drain reason; details follow on the next lines. `--json` prints the nodetune.check/1
 document instead. Exit 0 healthy, 1 unhealthy, 3 nodetune could not run.
+
+`nodetune check` usually starts through `nodetune.checkcli.fast_main` without click; this
+command serves --help and the command lines the fast path leaves to click.
 """
 
 from __future__ import annotations
 
-import sys
-from typing import Any
-
 import click
 
+from nodetune.checkcli import TIERS, emitter
 from nodetune.cli import node_options
-
-TIERS = ("quick", "standard")
-
-
-def render_text(doc: dict[str, Any], verbose: bool = False) -> str:
-    """The summary line, then one line per fault, warning, timeout and error."""
-    lines = [doc["summary"]]
-    for kind, items in (("FAIL", doc["faults"]), ("WARN", doc["warnings"])):
-        for item in items:
-            subject = f"{item['subject']}: " if item.get("subject") else ""
-            lines.append(f"  {kind} {item['fault_code']} {item['id']}: {subject}"
-                         f"{_detail(item)}")
-    lines += [f"  ERROR {e}" for e in doc.get("errors") or []]
-    if verbose:
-        for c in doc["checks"]:
-            note = f" ({c['note']})" if c.get("note") else ""
-            lines.append(f"  {c['status']:<8} {c['fault_code']} {c['id']}{note}")
-    if doc.get("cached"):
-        lines.append(f"  (cached result, {doc.get('cache_age_s')} s old)")
-    return "\n".join(lines) + "\n"
-
-
-def _detail(item: dict[str, Any]) -> str:
-    if item.get("timed_out"):
-        return str(item["message"])
-    return f"{item['message']} [actual {item.get('actual')}, expected {item.get('expected')}]"
 
 
 @click.command("check")
@@ -82,22 +57,11 @@ def cmd(root: str | None, snapshot: str | None, nvml: str, tier: str, as_json: b
     out), 3 nodetune could not run. The first stdout line is a one-line summary suitable as a
     Slurm drain reason.
     """
-    from nodetune.health import CheckRequest, check
+    from nodetune.healthcheck import CheckRequest, check
 
     request = CheckRequest(tier=tier, root=root, snapshot=snapshot, nvml=nvml, timeout=timeout,
                            max_age=max_age, profile=profile, expect_gpus=expect_gpus,
                            expect_model=expect_model, mounts=mounts, modules=modules,
                            write_probe=write_probe,
                            cache_file=cache_file)
-
-    def emit(doc: dict[str, Any]) -> None:
-        if as_json:
-            from nodetune.output import emit_json
-            from nodetune.schemas import CHECK_SCHEMA
-
-            emit_json(doc, CHECK_SCHEMA)
-        else:
-            sys.stdout.write(render_text(doc, verbose))
-        sys.stdout.flush()
-
-    return check(request, emit)
+    return check(request, emitter(as_json, verbose))
