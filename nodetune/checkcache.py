@@ -94,3 +94,36 @@ def write_json_atomic(path: str, doc: dict[str, Any]) -> bool:
             os.unlink(tmp)
         return False
     return True
+
+
+def parsed_cache_path(cache_dir: str | None, kind: str, directory: str,
+                      parts: dict[str, Any]) -> str | None:
+    """Where to keep something parsed from `directory`'s *.yaml files (a check suite, a
+    profile's variables), keyed by `parts` and by those files' names, sizes and mtimes."""
+    if not cache_dir:
+        return None
+    try:
+        names = sorted(n for n in os.listdir(directory) if n.endswith(".yaml"))
+        stamps = [[n, st.st_size, st.st_mtime_ns]
+                  for n, st in ((n, os.stat(os.path.join(directory, n))) for n in names)]
+    except OSError:
+        return None
+    from nodetune import __version__
+
+    key = result_key({"v": __version__, "dir": os.path.abspath(directory), "files": stamps,
+                      **parts})
+    return os.path.join(cache_dir, f"{kind}-{key}.json")
+
+
+def read_json(path: str | None) -> dict[str, Any] | None:
+    """A cached JSON mapping, or None when absent, unreadable or not ours."""
+    if not path:
+        return None
+    try:
+        if os.stat(path).st_uid != os.getuid():
+            return None
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

@@ -18,13 +18,13 @@ and modification times), so `nodetune check` does not import PyYAML on a warm st
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nodetune.errors import ProfileError
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 TIERS = ("quick", "standard")
 ACTIONS = ("drain", "warn")
@@ -68,12 +68,13 @@ def load_suite(tier: str, directory: Path | None = None, cache_dir: str | None =
     """The suite of `tier` with its includes; cached as JSON in `cache_dir` when given."""
     if tier not in TIERS:
         raise ProfileError(f"unknown check tier {tier!r}", fix=f"use one of {', '.join(TIERS)}")
+    from nodetune.checkcache import parsed_cache_path, read_json
+
     directory = directory or checks_dir()
-    cache_file = _cache_file(directory, tier, cache_dir) if cache_dir else None
-    if cache_file:
-        cached = _read_cache(cache_file)
-        if cached is not None:
-            return _from_json(cached)
+    cache_file = parsed_cache_path(cache_dir, f"suite-{tier}", str(directory), {"tier": tier})
+    cached = read_json(cache_file)
+    if cached is not None and "checks" in cached:
+        return _from_json(cached)
     raw = _load_raw(directory, tier, ())
     suite = _build(tier, raw)
     if cache_file:
@@ -209,32 +210,6 @@ def needed_collectors(rule: dict[str, Any]) -> tuple[str, ...]:
 
 
 # -- JSON cache -------------------------------------------------------------------------
-
-def _stamp(path: Path) -> list[Any]:
-    st = path.stat()
-    return [str(path), st.st_size, st.st_mtime_ns]
-
-
-def _cache_file(directory: Path, tier: str, cache_dir: str) -> str | None:
-    try:
-        stamps = [_stamp(p) for p in sorted(directory.glob("*.yaml"))]
-    except OSError:
-        return None
-    from nodetune import __version__
-    from nodetune.checkcache import result_key
-
-    key = result_key({"v": __version__, "tier": tier, "files": stamps})
-    return os.path.join(cache_dir, f"suite-{tier}-{key}.json")
-
-
-def _read_cache(path: str) -> dict[str, Any] | None:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and "checks" in data else None
-
 
 def _write_cache(path: str, suite: Suite) -> None:
     from nodetune.checkcache import write_json_atomic

@@ -263,6 +263,11 @@ class Report:
 
 # -- the run ------------------------------------------------------------------------------
 
+def _runner_unit(name: str) -> bool:
+    """Units the runner itself provides, not collectors: the write probe and benchmarks."""
+    return name == "write_probe" or name.startswith("bench:")
+
+
 def _budgets(checks: list[CheckDef]) -> dict[str, float]:
     budget: dict[str, float] = {}
     for check in checks:
@@ -338,7 +343,7 @@ def run_checks(node: Any, suite: Suite, variables: dict[str, Any], *,
         default = max((c.timeout for c in checks), default=5.0)
         for name in MATCH_COLLECTORS:
             budgets.setdefault(name, default)
-    registry = load_all()
+    registry = load_all(tuple(n for n in budgets if not _runner_unit(n)))
     ctx = node.context()
     partial: dict[str, Any] = {}
     units = [Unit(n, _collector_unit(ctx, n, partial), budgets[n])

@@ -83,12 +83,23 @@ def request_variables(req: CheckRequest, suite_vars: dict[str, Any],
     return variables
 
 
-def _profile_variables(name: str | None) -> dict[str, Any]:
+def _profile_variables(name: str | None, cache_dir: str | None) -> dict[str, Any]:
+    """The variables of profile `name`, cached as JSON: loading profiles means YAML."""
     if not name:
         return {}
+    from nodetune.checkcache import parsed_cache_path, read_json, write_json_atomic
+    from nodetune.resources import data_dir
+
+    path = parsed_cache_path(cache_dir, "profile", str(data_dir("profiles")), {"name": name})
+    cached = read_json(path)
+    if cached is not None and isinstance(cached.get("variables"), dict):
+        return dict(cached["variables"])
     from nodetune.profiles import Library
 
-    return dict(Library().load(name).variables)
+    variables = dict(Library().load(name).variables)
+    if path:
+        write_json_atomic(path, {"profile": name, "variables": variables})
+    return variables
 
 
 def check(req: CheckRequest, emit: Callable[[dict[str, Any]], None]) -> int:
@@ -113,7 +124,8 @@ def check(req: CheckRequest, emit: Callable[[dict[str, Any]], None]) -> int:
 
     suite = load_suite(req.tier, cache_dir=cache_dir)
     profile_name = req.profile if req.profile != "auto" else None
-    variables = request_variables(req, suite.variables, _profile_variables(profile_name))
+    profile_vars = _profile_variables(profile_name, cache_dir)
+    variables = request_variables(req, suite.variables, profile_vars)
     total = req.timeout or DEFAULT_TOTAL_TIMEOUT.get(req.tier, 30.0)
     with open_node(root=req.root, snapshot=req.snapshot, nvml=req.nvml) as node:
         requested = req.nvml != "off" and (req.nvml != "auto" or node.root.is_live
