@@ -61,14 +61,8 @@ def result_path(directory: str, key: str) -> str:
 
 def load_result(path: str, key: str, max_age: float) -> dict[str, Any] | None:
     """The cached result at `path` if it answers `key` and is at most `max_age` seconds old."""
-    try:
-        if os.stat(path).st_uid != os.getuid():
-            return None
-        with open(path, encoding="utf-8") as fh:
-            doc = json.load(fh)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(doc, dict) or doc.get("cache_key") != key:
+    doc = read_json(path)
+    if doc is None or doc.get("cache_key") != key:
         return None
     finished = doc.get("finished_at")
     if not isinstance(finished, (int, float)):
