@@ -191,10 +191,11 @@ def render(prepared: Plan, directory: Path, *, for_user: bool = False) -> projec
     inventory = projects.Inventory(path=request.inventory,
                                    python="auto_silent" if for_user else _python())
     become = for_user or not request.local or (request.host_root == "/" and os.geteuid() != 0)
+    # With an inventory, --root only names the node the plan came from; the hosts are live.
+    root = "" if request.host_root == "/" or not request.local else request.host_root
     return projects.write_apply(
         directory, changes=prepared.changes, variables=prepared.plan.variables,
-        profile=prepared.audit.profile, root="" if request.host_root == "/" else request.host_root,
-        inventory=inventory, become=become)
+        profile=prepared.audit.profile, root=root, inventory=inventory, become=become)
 
 
 def _python() -> str:
@@ -265,10 +266,11 @@ def record_state(prepared: Plan) -> statefile.State:
     """The state file for this apply, filled from the check-mode run's previous values."""
     request = prepared.request
     assert prepared.check is not None
-    path = request.state_file or statefile.new_path(request.host_root)
+    target_root = request.host_root if request.local else "/"
+    path = request.state_file or statefile.new_path(target_root)
     state = statefile.State(
         path=Path(path), created=statefile.utc_now(), profile=prepared.audit.profile,
-        root=request.host_root, limit=request.limit,
+        root=target_root, limit=request.limit,
         inventory=str(request.inventory) if request.inventory else None,
         changes=[{"id": c.id, "subject": c.subject, "current": c.current, "wanted": c.wanted,
                   "disruption": c.disruption.value, "variables": dict(c.variables)}
@@ -321,17 +323,18 @@ def execute(prepared: Plan, audit: AuditFn = audit_node) -> Report:
 
 def verify(prepared: Plan, result: ansible.RunResult, audit: AuditFn) -> list[SettingOutcome]:
     """Per change: fixed, pending reboot, or failed, from a fresh audit of this node."""
-    rejected = "; ".join(o.rejected for o in result.rejected)
     if not prepared.request.local:
-        status = "failed" if rejected else "applied"
-        return [SettingOutcome(c, status, message=rejected) for c in prepared.changes]
+        return [SettingOutcome(c, "failed" if _rejected(c, result) else "applied",
+                               message=_rejected(c, result)) for c in prepared.changes]
     after = audit(prepared.request)
     now = {(f.id, f.subject): f for f in after.findings}
-    out = []
-    for change in prepared.changes:
-        finding = now.get((change.id, change.subject))
-        out.append(_outcome(change, finding, rejected, prepared.request.host_root != "/"))
-    return out
+    return [_outcome(c, now.get((c.id, c.subject)), _rejected(c, result),
+                     prepared.request.host_root != "/") for c in prepared.changes]
+
+
+def _rejected(change: planning.Change, result: ansible.RunResult) -> str:
+    """What the kernel rejected in the roles this change ran ("" when nothing)."""
+    return "; ".join(o.rejected for o in result.rejected if o.role in change.roles)
 
 
 def _outcome(change: planning.Change, finding: Finding | None, rejected: str,

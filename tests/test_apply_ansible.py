@@ -206,3 +206,41 @@ def test_rendered_and_static_playbooks_pass_ansible_lint(synth, synth_tmp, tmp_p
         assert checked.returncode == 0, checked.stdout + checked.stderr
         assert "Profile 'production' was required, and it passed" in checked.stdout \
             + checked.stderr
+
+
+def test_kernel_rejected_hugepage_size_is_reported_loudly(synth, synth_tmp, tmp_path):
+    """A 1 GiB pool on a 64K-page kernel (which has 2M, 512M and 16G pools only) is rejected:
+    the setting fails with the kernel's reason and is not persisted; the 2M pool is applied."""
+    from nodetune import remediate
+    from nodetune.rules import Rule, evaluate
+    from nodetune.source import open_node
+
+    host = synth.build_gb200_tray(synth_tmp, synth.Options(page_size_kb=64))
+    rules = [Rule.from_dict(r) for r in (
+        {"id": "memory.hugepages_1g", "area": "numa-memory",
+         "fact": "memory.default_hugepage_size_kb", "equals": 1048576,
+         "remediation": {"role": "memory",
+                         "vars": {"memory_hugepages": [{"size_kb": 1048576, "pages": 4}]}}},
+        {"id": "memory.hugepages_2m", "area": "numa-memory",
+         "fact": "memory.hugepages[size_kb=2048].total", "min": 8,
+         "remediation": {"role": "memory",
+                         "vars": {"memory_hugepages": [{"size_kb": 2048, "pages": 8}]}}})]
+
+    def audit(request: remediate.Request) -> remediate.Audit:
+        with open_node(root=request.root, nvml="off") as node:
+            facts = node.facts().to_json()
+        return remediate.Audit(profile="test", findings=evaluate(rules, facts), facts=facts)
+
+    request = remediate.Request(root=str(host.root))
+    prepared = remediate.prepare(request, tmp_path / "work", audit=audit)
+    assert [c.id for c in prepared.changes] == ["memory.hugepages_1g", "memory.hugepages_2m"]
+    report = remediate.execute(prepared, audit=audit)
+    outcome = {s.change.id: s for s in report.settings}
+    assert outcome["memory.hugepages_2m"].status == "fixed"
+    rejected = outcome["memory.hugepages_1g"]
+    assert rejected.status == "failed"
+    assert "kernel rejected" in rejected.message
+    assert "hugepages-1048576kB/nr_hugepages does not exist" in rejected.message
+    assert [t.rejected for t in report.rejected] and report.failed
+    boot = (host.root / "etc/tmpfiles.d/nodetune.conf").read_text()
+    assert boot == "w /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages - - - - 8\n"
