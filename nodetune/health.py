@@ -27,6 +27,9 @@ from typing import Any
 
 from nodetune import exitcodes
 from nodetune.checksuite import CheckDef, Suite
+from nodetune.healthcheck import CheckRequest, request_variables
+
+__all__ = ["CheckRequest", "Report", "request_variables", "run_checks"]  # the agent uses these
 
 SUMMARY_LIMIT = 200  # characters of the one-line summary (a Slurm drain reason)
 PREFIX = "nodetune:"
