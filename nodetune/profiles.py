@@ -462,27 +462,3 @@ def describe_rules(rules: Iterable[Rule]) -> list[dict[str, Any]]:
         })
     return out
 
-
-def for_apply(facts: Mapping[str, Any], name: str | None, *, force: bool = False,
-              profiles_dir: str | Path | None = None) -> tuple[Profile, str | None]:
-    """The profile `nodetune apply` should enforce, and a note saying how it was chosen.
-
-    Without a name, the profile the node matches. A named profile must be related to the
-    matching one by inheritance (an ancestor such as gpu-common, or a descendant); anything
-    else is refused (exit 4) unless `force`.
-    """
-    from nodetune.errors import Refused
-
-    library = Library([profiles_dir] if profiles_dir else [])
-    match = library.match(facts)
-    if name is None:
-        return library.load(match.profile), f"profile {match.profile}: {match.reason}"
-    profile = library.load(name)
-    matched = library.load(match.profile)
-    if name in matched.chain or match.profile in profile.chain:
-        return profile, None
-    if not force:
-        raise Refused(f"profile {name} does not fit this node: it matches {match.profile} "
-                      f"({match.reason}); nothing was changed",
-                      fix=f"use --profile {match.profile}, or --force to apply {name} anyway")
-    return profile, f"--force: profile {name} applied to a node that matches {match.profile}"

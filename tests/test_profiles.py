@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from nodetune import factpaths
 from nodetune.cli import cli
-from nodetune.errors import ProfileError, Refused
-from nodetune.profiles import REMEDIATION_ROLES, Library, for_apply, merge, merge_section
+from nodetune.errors import ProfileError
+from nodetune.profiles import REMEDIATION_ROLES, Library, merge, merge_section
 from nodetune.resources import data_dir
 from nodetune.rules import OPERATORS
 from tests.audit_helpers import facts_getter
@@ -333,15 +333,13 @@ def test_bad_overrides(tmp_path: Path, text: str, expected: str) -> None:
 
 # -- selection ----------------------------------------------------------------------------
 
-def test_for_apply_accepts_related_profiles_and_refuses_others(facts_of) -> None:
-    facts = facts_of("synthetic-dgx-h100")
-    prof, note = for_apply(facts, None)
-    assert prof.name == "hgx-h100" and "8 H100 GPUs" in (note or "")
-    assert for_apply(facts, "gpu-common")[0].name == "gpu-common"
-    assert for_apply(facts, "dgx-h100")[0].name == "dgx-h100"
-    with pytest.raises(Refused, match="it matches hgx-h100"):
-        for_apply(facts, "gb200")
-    assert "--force" in (for_apply(facts, "gb200", force=True)[1] or "")
+def test_match_explains_itself(facts_of) -> None:
+    library = Library()
+    dgx = library.match(facts_of("synthetic-dgx-h100"))
+    assert (dgx.profile, dgx.automatic) == ("hgx-h100", True)
+    assert dgx.reason == "8 H100 GPUs (derived.gpu_model = H100; derived.gpu_count = 8)"
+    assert library.match(facts_of("synthetic-gb200-tray")).profile == "gb200"
+    assert library.match(facts_of("8em64t-2s2ca2c")).profile == "base"
 
 
 def test_profiles_list_and_show_json() -> None:
