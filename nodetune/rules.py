@@ -319,34 +319,25 @@ def _type_name(value: Any) -> str:
             float: "a number", type(None): "nothing"}.get(type(value), type(value).__name__)
 
 
+def _references(value: Any) -> list[str]:
+    """Every `${...}` reference anywhere inside value (keys included)."""
+    if isinstance(value, str):
+        return _VAR.findall(value)
+    if isinstance(value, Mapping):
+        return [r for k, v in value.items() for r in (*_references(k), *_references(v))]
+    if isinstance(value, (list, tuple)):
+        return [r for v in value for r in _references(v)]
+    return []
+
+
 def fact_references(value: Any) -> set[str]:
     """Fact paths named by `${fact:PATH}` anywhere inside value."""
-    found: set[str] = set()
-    if isinstance(value, str):
-        found |= {n[5:].strip() for n in _VAR.findall(value) if n.startswith("fact:")}
-    elif isinstance(value, Mapping):
-        for k, v in value.items():
-            found |= fact_references(k) | fact_references(v)
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            found |= fact_references(v)
-    return found
+    return {r[5:].strip() for r in _references(value) if r.startswith("fact:")}
 
 
 def variables_used(value: Any) -> set[str]:
     """Names of `${...}` variables referenced anywhere inside value (built-ins excluded)."""
-    names: set[str] = set()
-    if isinstance(value, str):
-        for name in _VAR.findall(value):
-            if name not in BUILTIN_VARS and not name.startswith("fact:"):
-                names.add(name)
-    elif isinstance(value, Mapping):
-        for k, v in value.items():
-            names |= variables_used(k) | variables_used(v)
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            names |= variables_used(v)
-    return names
+    return {r for r in _references(value) if r not in BUILTIN_VARS and not r.startswith("fact:")}
 
 
 # -- resolving fact paths ----------------------------------------------------------------
