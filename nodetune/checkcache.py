@@ -90,23 +90,38 @@ def write_json_atomic(path: str, doc: dict[str, Any]) -> bool:
     return True
 
 
-def parsed_cache_path(cache_dir: str | None, kind: str, directory: str,
-                      parts: dict[str, Any]) -> str | None:
-    """Where to keep something parsed from `directory`'s *.yaml files (a check suite, a
-    profile's variables), keyed by `parts` and by those files' names, sizes and mtimes."""
+def parsed_cache_path(cache_dir: str | None, kind: str, parts: dict[str, Any]) -> str | None:
+    """Where to keep something parsed from YAML (a check suite, a profile's variables), keyed
+    by `parts` and nodetune's version. The document stores `stamps(files)` of the files it was
+    parsed from; `read_parsed` trusts it only while they are unchanged. (Finding the shipped
+    data directory costs an importlib.resources import, which a warm start avoids this way.)"""
     if not cache_dir:
-        return None
-    try:
-        names = sorted(n for n in os.listdir(directory) if n.endswith(".yaml"))
-        stamps = [[n, st.st_size, st.st_mtime_ns]
-                  for n, st in ((n, os.stat(os.path.join(directory, n))) for n in names)]
-    except OSError:
         return None
     from nodetune import __version__
 
-    key = result_key({"v": __version__, "dir": os.path.abspath(directory), "files": stamps,
-                      **parts})
-    return os.path.join(cache_dir, f"{kind}-{key}.json")
+    return os.path.join(cache_dir, f"{kind}-{result_key({'v': __version__, **parts})}.json")
+
+
+def stamps(paths: list[str]) -> list[list[Any]]:
+    """[path, size, mtime_ns] of each file."""
+    out = []
+    for path in paths:
+        st = os.stat(path)
+        out.append([os.path.abspath(path), st.st_size, st.st_mtime_ns])
+    return out
+
+
+def read_parsed(path: str | None) -> dict[str, Any] | None:
+    """A document written with `stamps` of its sources, if none of them changed since."""
+    doc = read_json(path)
+    if doc is None or not isinstance(doc.get("stamps"), list):
+        return None
+    try:
+        if stamps([p for p, _, _ in doc["stamps"]]) != doc["stamps"]:
+            return None
+    except (OSError, ValueError, TypeError):
+        return None
+    return doc
 
 
 def read_json(path: str | None) -> dict[str, Any] | None:

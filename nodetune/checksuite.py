@@ -18,6 +18,7 @@ and modification times), so `nodetune check` does not import PyYAML on a warm st
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -68,14 +69,14 @@ def load_suite(tier: str, directory: Path | None = None, cache_dir: str | None =
     """The suite of `tier` with its includes; cached as JSON in `cache_dir` when given."""
     if tier not in TIERS:
         raise ProfileError(f"unknown check tier {tier!r}", fix=f"use one of {', '.join(TIERS)}")
-    from nodetune.checkcache import parsed_cache_path, read_json
+    from nodetune.checkcache import parsed_cache_path, read_parsed
 
-    directory = directory or checks_dir()
-    cache_file = parsed_cache_path(cache_dir, f"suite-{tier}", str(directory), {"tier": tier})
-    cached = read_json(cache_file)
+    where = os.path.abspath(directory) if directory else "shipped"
+    cache_file = parsed_cache_path(cache_dir, f"suite-{tier}", {"tier": tier, "dir": where})
+    cached = read_parsed(cache_file)
     if cached is not None and "checks" in cached:
         return _from_json(cached)
-    raw = _load_raw(directory, tier, ())
+    raw = _load_raw(directory or checks_dir(), tier, ())
     suite = _build(tier, raw)
     if cache_file:
         _write_cache(cache_file, suite)
@@ -212,9 +213,10 @@ def needed_collectors(rule: dict[str, Any]) -> tuple[str, ...]:
 # -- JSON cache -------------------------------------------------------------------------
 
 def _write_cache(path: str, suite: Suite) -> None:
-    from nodetune.checkcache import write_json_atomic
+    from nodetune.checkcache import stamps, write_json_atomic
 
     write_json_atomic(path, {
+        "stamps": stamps(list(suite.files)),
         "tier": suite.tier, "variables": suite.variables, "files": list(suite.files),
         "checks": [{"id": c.id, "rule": c.rule, "timeout": c.timeout, "needs": list(c.needs),
                     "bench": c.bench, "source": c.source} for c in suite.checks]})

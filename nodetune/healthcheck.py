@@ -87,18 +87,21 @@ def _profile_variables(name: str | None, cache_dir: str | None) -> dict[str, Any
     """The variables of profile `name`, cached as JSON: loading profiles means YAML."""
     if not name:
         return {}
-    from nodetune.checkcache import parsed_cache_path, read_json, write_json_atomic
-    from nodetune.resources import data_dir
+    from nodetune.checkcache import parsed_cache_path, read_parsed, stamps, write_json_atomic
 
-    path = parsed_cache_path(cache_dir, "profile", str(data_dir("profiles")), {"name": name})
-    cached = read_json(path)
+    path = parsed_cache_path(cache_dir, "profile", {"name": name})
+    cached = read_parsed(path)
     if cached is not None and isinstance(cached.get("variables"), dict):
         return dict(cached["variables"])
     from nodetune.profiles import Library
 
-    variables = dict(Library().load(name).variables)
+    library = Library()
+    profile = library.load(name)
+    variables = dict(profile.variables)
     if path:
-        write_json_atomic(path, {"profile": name, "variables": variables})
+        files = [str(library.path(n)) for n in profile.chain]
+        write_json_atomic(path, {"profile": name, "stamps": stamps(files),
+                                 "variables": variables})
     return variables
 
 
