@@ -337,7 +337,13 @@ def test_match_explains_itself(facts_of) -> None:
     library = Library()
     dgx = library.match(facts_of("synthetic-dgx-h100"))
     assert (dgx.profile, dgx.automatic) == ("hgx-h100", True)
-    assert dgx.reason == "8 H100 GPUs (derived.gpu_model = H100; derived.gpu_count = 8)"
+    assert dgx.reason == ("8 H100 GPUs on an NVSwitch baseboard (PCIe cards, H100 NVL included, "
+                          "are generic) (derived.gpu_model = H100; derived.gpu_count = 8; "
+                          "derived.nvswitch_count = 4)")
+    pcie_cards = facts_of("synthetic-dgx-h100")
+    pcie_cards = {**pcie_cards, "pci": {**pcie_cards["pci"], "devices": [
+        d for d in pcie_cards["pci"]["devices"] if d.get("device") != "0x22a3"]}}
+    assert library.match(pcie_cards).profile == "generic-x86-gpu"  # no NVSwitch: not HGX
     assert library.match(facts_of("synthetic-gb200-tray")).profile == "gb200"
     assert library.match(facts_of("8em64t-2s2ca2c")).profile == "base"
 
