@@ -15,7 +15,7 @@ def cmd() -> None:
     """List or show hardware profiles (shipped ones and those in --profiles-dir)."""
 
 
-@cmd.command("list")
+@cmd.command("list", short_help="List the profiles.")
 @click.option("--profiles-dir", "profiles_dirs", multiple=True, type=click.Path(file_okay=False),
               envvar="NODETUNE_PROFILES_DIR", metavar="DIR",
               help="Extra profile directory, searched first (repeatable).")
@@ -47,7 +47,7 @@ def list_cmd(profiles_dirs: tuple[str, ...], as_json: bool) -> int:
     return exitcodes.OK
 
 
-@cmd.command("show")
+@cmd.command("show", short_help="Show one profile, inheritance resolved.")
 @click.argument("name")
 @profile_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (schema nodetune.profile/1).")
