@@ -1,0 +1,79 @@
+"""checks/kubernetes/init-container.yaml: valid against the Kubernetes API schemas, documented
+verbatim in the README, and its init-container command blocks the pod only when the node is
+unhealthy (exit 1), letting the workload start when nodetune itself cannot run (exit 3)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+MANIFEST = REPO / "checks" / "kubernetes" / "init-container.yaml"
+NVML = REPO / "tests" / "fixtures" / "nvml" / "h200x2-vm.json"
+K8S_VERSIONS = ("1.30.0", "1.33.0")
+
+
+def job() -> dict[str, Any]:
+    (doc,) = [d for d in yaml.safe_load_all(MANIFEST.read_text()) if d]
+    return doc
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_manifest_validates_strictly(version: str) -> None:
+    kubernetes_validate.validate(job(), version, strict=True)
+
+
+def test_readme_shows_the_manifest() -> None:
+    readme = (REPO / "README.md").read_text()
+    body = MANIFEST.read_text().split("apiVersion:", 1)[1]
+    assert "apiVersion:" + body in readme
+
+
+def test_init_container_sees_the_node() -> None:
+    spec = job()["spec"]["template"]["spec"]
+    (init,) = spec["initContainers"]
+    mounts = {m["mountPath"]: m for m in init["volumeMounts"]}
+    assert all(mounts[p]["readOnly"] for p in ("/host/proc", "/host/sys", "/host/var/log"))
+    assert "nvidia.com/gpu" not in str(init.get("resources"))  # NVML sees every GPU instead
+    assert {"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"} in init["env"]
+    assert spec["restartPolicy"] == "Never"
+    rule = job()["spec"]["podFailurePolicy"]["rules"][0]
+    assert rule["onExitCodes"] == {"containerName": "nodetune-check", "operator": "In",
+                                   "values": [1]}
+
+
+@pytest.fixture
+def trees(host_tree: Callable[[str], Path], tmp_path: Path) -> dict[str, str]:
+    clean = tmp_path / "clean"
+    shutil.copytree(host_tree("h200x2-vm-gather"), clean, symlinks=True)
+    faulty = tmp_path / "faulty"
+    shutil.copytree(clean, faulty, symlinks=True)
+    (faulty / "sys/bus/pci/devices/0000:00:07.0/current_link_width").write_text("8\n")
+    return {"clean": f"--root {clean} --nvml {NVML}", "faulty": f"--root {faulty} --nvml off",
+            "broken": f"--root {tmp_path / 'missing'}"}
+
+
+@pytest.mark.parametrize(("tree", "exit_code"), [("clean", 0), ("faulty", 1), ("broken", 0)])
+def test_init_container_command(trees: dict[str, str], tmp_path: Path, tree: str,
+                                exit_code: int) -> None:
+    (init,) = job()["spec"]["template"]["spec"]["initContainers"]
+    assert init["command"] == ["sh", "-c"]
+    script = init["args"][0]
+    assert "--root /host --nvml live" in script and "--profile dgx-h100" in script
+    nodetune = str(Path(sys.executable).parent / "nodetune")
+    script = script.replace("--root /host --nvml live", trees[tree]) \
+        .replace("--profile dgx-h100", "").replace("nodetune check", f"{nodetune} check", 1)
+    env = {"NODETUNE_CACHE_DIR": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=60,
+                          env=env, check=False)
+    assert proc.returncode == exit_code, proc.stdout + proc.stderr
+    if tree == "faulty":
+        assert proc.stdout.splitlines()[0] == "nodetune: GPU1 PCIe x8 (expected x16)"
