@@ -168,8 +168,11 @@ Problem = tuple[tuple[str, ...], str]  # (key path inside the rule, what is wron
 
 
 def rule_problems(data: Any, *, need_id: bool = True, need_area: bool = True,
-                  extra_keys: Iterable[str] = ()) -> list[Problem]:
-    """Everything wrong with a rule mapping, each with the key path it concerns."""
+                  extra_keys: Iterable[str] = (), partial: bool = False) -> list[Problem]:
+    """Everything wrong with a rule mapping, each with the key path it concerns.
+
+    `partial`: the mapping changes an inherited rule, so it may lack `fact` and operators.
+    """
     if not isinstance(data, Mapping):
         return [((), f"a rule must be a mapping, not {_type_name(data)}")]
     problems: list[Problem] = []
@@ -183,12 +186,12 @@ def rule_problems(data: Any, *, need_id: bool = True, need_area: bool = True,
             problems.append(((key,), f"missing {key!r}"))
     if "area" in data and data["area"] not in AREAS:
         problems.append((("area",), f"unknown area {data['area']!r} (one of {', '.join(AREAS)})"))
-    if "fact" not in data:
-        problems.append((("fact",), "missing 'fact'"))
-    else:
+    if "fact" in data:
         problems += _fact_problems(("fact",), data["fact"])
+    elif not partial:
+        problems.append((("fact",), "missing 'fact'"))
     ops = [k for k in OPERATORS if k in data]
-    if not ops and not data.get("disable"):
+    if not ops and not partial:
         problems.append(((), f"no expectation: give one of {', '.join(OPERATORS)}"))
     ftype = factpaths.fact_type(data["fact"]) if isinstance(data.get("fact"), str) else None
     for op in ops:
