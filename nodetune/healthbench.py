@@ -92,12 +92,13 @@ def allreduce_item(result: Any, variables: dict[str, Any]) -> dict[str, Any]:
 
 
 def bench_section(results: dict[str, Any], variables: dict[str, Any]) -> dict[str, Any]:
-    """`health.bench`: what each benchmark that ran measured (absent suites are left out)."""
-    out: dict[str, Any] = {}
+    """`health.bench`: what each benchmark measured. A suite that did not run gives no memcpy
+    items and null all-reduce figures (unknown, never a failure)."""
     memcpy = results.get("memcpy")
-    if memcpy is not None and memcpy.status != "skipped":
-        out["memcpy"] = memcpy_items(memcpy, variables)
     allreduce = results.get("allreduce")
-    if allreduce is not None and allreduce.status != "skipped":
-        out["allreduce"] = allreduce_item(allreduce, variables)
-    return out
+    ran = [r is not None and r.status != "skipped" for r in (memcpy, allreduce)]
+    return {
+        "memcpy": memcpy_items(memcpy, variables) if ran[0] else [],
+        "allreduce": allreduce_item(allreduce, variables) if ran[1] else dict.fromkeys(
+            ("busbw_gbps", "floor_gbps", "gpus", "result_ok", "note")),
+    }
