@@ -38,9 +38,16 @@ def to_json(report: Report, prepared: Plan | None = None) -> dict[str, Any]:
 
 def _task_json(task: TaskOutcome) -> dict[str, Any]:
     return {"host": task.host, "role": task.role, "task": task.task, "item": task.item,
-            "diff": [{"path": d.get("after_header") or d.get("before_header") or "",
-                      "before": d.get("before", ""), "after": d.get("after", "")}
-                     for d in task.diffs]}
+            "diff": [{"path": _diff_path(d), "before": d.get("before", ""),
+                      "after": d.get("after", "")} for d in task.diffs]}
+
+
+def _diff_path(diff: dict[str, Any]) -> str:
+    """The file an Ansible diff is about (the file module puts it inside before/after)."""
+    for side in (diff.get("after"), diff.get("before")):
+        if isinstance(side, dict) and side.get("path"):
+            return str(side["path"])
+    return str(diff.get("before_header") or diff.get("after_header") or "")
 
 
 def show(report: Report, prepared: Plan | None = None, *, as_json: bool) -> None:
@@ -104,10 +111,9 @@ def _print_tasks(out: Any, report: Report, limit: int = 4) -> None:
 
 def diff_lines(diff: dict[str, Any]) -> list[str]:
     """One short line per changed value or file line of an Ansible diff."""
-    path = diff.get("before_header") or diff.get("after_header") or ""
+    path = _diff_path(diff)
     before, after = diff.get("before", ""), diff.get("after", "")
     if isinstance(before, dict) and isinstance(after, dict):  # file module: state changes
-        path = str(after.get("path") or before.get("path") or path)
         keys = [k for k in after if k != "path" and before.get(k) != after.get(k)]
         return [f"{path}: {k} {before.get(k)} -> {after.get(k)}" for k in keys]
     before, after = str(before), str(after)
@@ -123,9 +129,12 @@ def _print_footer(out: Any, report: Report) -> None:
         out.print("dry run: nothing was changed. Apply with `nodetune apply` (add --yes to skip "
                   "the question).")
     elif report.mode == "render-only":
-        out.print(f"wrote the playbook, its variables and inventory to {report.render_dir} "
-                  f"(run: ansible-playbook -i {report.render_dir}/inventory.ini "
-                  f"{report.render_dir}/apply.yml --check --diff)")
+        if report.render_inventory is None:
+            out.print("nothing to render: no setting that nodetune can fix is failing")
+        else:
+            out.print(f"wrote the playbook, its variables and inventory to {report.render_dir} "
+                      f"(run: ansible-playbook -i {report.render_inventory} "
+                      f"{report.render_dir}/apply.yml --check --diff)")
     elif report.mode == "apply" and report.state_file is None:
         out.print("nothing changed: the host already holds every value this apply would set")
     elif report.mode == "apply":

@@ -103,6 +103,7 @@ class Report:
     rejected: list[ansible.TaskOutcome] = field(default_factory=list)
     state_file: Path | None = None
     render_dir: Path | None = None
+    render_inventory: Path | None = None
     hosts: list[str] = field(default_factory=list)
 
     @property
@@ -190,7 +191,7 @@ def render(prepared: Plan, directory: Path, *, for_user: bool = False) -> projec
     request = prepared.request
     inventory = projects.Inventory(path=request.inventory,
                                    python="auto_silent" if for_user else _python())
-    become = for_user or not request.local or (request.host_root == "/" and os.geteuid() != 0)
+    become = for_user or not request.local  # local changes need root: the command checks
     # With an inventory, --root only names the node the plan came from; the hosts are live.
     root = "" if request.host_root == "/" or not request.local else request.host_root
     return projects.write_apply(
@@ -387,7 +388,10 @@ def prepare_rollback(state_path: Path | None, root: str | None, workdir: Path) -
         raise SourceError(f"the inventory {inventory} the apply used is gone",
                           fix="restore it at that path, then run nodetune rollback again")
     root_var = "" if state.root in ("", "/") else state.root
-    become = inventory is not None or (root_var == "" and os.geteuid() != 0)
+    if inventory is None and root_var == "" and os.geteuid() != 0:
+        raise ApplyError("restoring this host needs root; nothing was changed",
+                         fix="run nodetune rollback with sudo")
+    become = inventory is not None
     project = projects.write_rollback(
         workdir, per_host={h: s.rollback_vars() for h, s in state.hosts.items()},
         root=root_var, inventory=projects.Inventory(path=inventory, python=_python()),

@@ -66,19 +66,27 @@ def audit(root: Path, nvml: Path | None = None) -> dict:
     return as_json(nodetune(*args))
 
 
-def test_apply_fixes_a_faulty_node_and_rollback_restores_it(synth, synth_tmp):
-    host = synth.build_dgx_h100(synth_tmp, synth.Options(
-        thp="always", numa_balancing=1, swappiness=60, governor="powersave",
-        nvme_scheduler="mq-deadline", missing_modules=("nvidia_peermem",), acs_enabled=True,
-        nic_max_read_request=512, iommu="translated"))
+FAULTS = {"thp": "always", "numa_balancing": 1, "swappiness": 60, "governor": "powersave",
+          "nvme_scheduler": "mq-deadline", "missing_modules": ("nvidia_peermem",),
+          "acs_enabled": True, "nic_max_read_request": 512, "iommu": "translated"}
+PLANTED = {"numa.balancing", "memory.thp", "memory.swappiness", "cpu.governor",
+           "storage.nvme_scheduler", "kernel.nvidia_peermem", "pcie.acs", "nic.max_read_request",
+           "kernel.iommu"}
+
+
+def faulty_node(synth, synth_tmp):
+    """A synthetic DGX H100 with faults planted; its fixable findings."""
+    host = synth.build_dgx_h100(synth_tmp, synth.Options(**FAULTS))
+    before = failing(audit(host.root, host.nvml))
+    fixable = {k: f for k, f in before.items() if f["remediation"]}
+    assert {i for i, _ in fixable} >= PLANTED
+    return host, before, fixable
+
+
+def test_dry_run_and_refusals_change_nothing(synth, synth_tmp):
+    host, _, fixable = faulty_node(synth, synth_tmp)
     root = host.root
     original = tree(root)
-    before = failing(audit(root, host.nvml))
-    fixable = {k: f for k, f in before.items() if f["remediation"]}
-    planted = {"numa.balancing", "memory.thp", "memory.swappiness", "cpu.governor",
-               "storage.nvme_scheduler", "kernel.nvidia_peermem", "pcie.acs",
-               "nic.max_read_request", "kernel.iommu"}
-    assert planted <= {i for i, _ in fixable}
 
     # Without a terminal and without --yes: refused, nothing changed.
     refused = nodetune("apply", "--root", str(root), "--allow-reboot")
@@ -99,9 +107,16 @@ def test_apply_fixes_a_faulty_node_and_rollback_restores_it(synth, synth_tmp):
     thp = next(s for s in plan["settings"] if s["id"] == "memory.thp")
     assert (thp["current"], thp["status"]) == ("always", "would-change")
     paths = {d["path"] for c in plan["changes"] for d in c["diff"]}
-    assert "/sys/kernel/mm/transparent_hugepage/enabled" in paths
+    assert {"/sys/kernel/mm/transparent_hugepage/enabled", "/etc/default/grub",
+            "/etc/modules-load.d/nodetune.conf"} <= paths
     assert tree(root) == original
     assert not (root / STATE).exists()
+
+
+def test_apply_fixes_a_faulty_node_and_rollback_restores_it(synth, synth_tmp):
+    host, before, fixable = faulty_node(synth, synth_tmp)
+    root = host.root
+    original = tree(root)
 
     applied = nodetune("apply", "--root", str(root), "--yes", "--allow-reboot", "--json")
     assert applied.returncode == 0, applied.stderr
@@ -121,6 +136,10 @@ def test_apply_fixes_a_faulty_node_and_rollback_restores_it(synth, synth_tmp):
     grub = (root / "etc/default/grub").read_text()
     assert "iommu=pt" in grub
     assert (root / "etc/modules-load.d/nodetune.conf").read_text() == "nvidia_peermem\n"
+    acs_unit = (root / "etc/systemd/system/nodetune-acs.service").read_text()
+    assert "ExecStart=/usr/bin/env setpci -s 0000:19:00.0 ECAP_ACS+0x6.w=0000:ffff" in acs_unit
+    assert (root / "etc/systemd/system/multi-user.target.wants/nodetune-acs.service").is_symlink()
+    assert report["rejected"] == []
     assert (root / "sys/kernel/mm/transparent_hugepage/enabled").read_text() \
         == "always [madvise] never\n"
     state_file = Path(report["state_file"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,11 @@ def cmd(profile: str | None, profiles_dir: Path | None, dry_run: bool, yes: bool
         state_file=state_file, profiles_dir=profiles_dir)
     if render_only is not None:
         return _render_only(request, render_only, as_json)
+    if request.local and request.host_root == "/" and os.geteuid() != 0 and not dry_run:
+        from nodetune.errors import ApplyError
+
+        raise ApplyError("changing this host needs root; nothing was changed",
+                         fix="run it with sudo, or look first with --dry-run")
     with remediate.workspace() as workdir:
         prepared = remediate.prepare(request, workdir, run_check=False)
         if not dry_run and prepared.changes:
@@ -105,9 +111,10 @@ def _render_only(request: Any, directory: Path, as_json: bool) -> int:
     with remediate.workspace() as scratch:
         prepared = remediate.prepare(request, scratch, run_check=False)
     report = remediate.Report(mode="render-only", profile=prepared.audit.profile,
-                              manual=list(prepared.plan.manual), render_dir=directory)
+                              manual=list(prepared.plan.manual))
     report.settings = [remediate.SettingOutcome(c, "rendered") for c in prepared.changes]
     if prepared.changes:
-        remediate.render(prepared, directory, for_user=True)
+        report.render_inventory = remediate.render(prepared, directory, for_user=True).inventory
+        report.render_dir = directory
     view.show(report, prepared, as_json=as_json)
     return exitcodes.OK
