@@ -74,6 +74,13 @@ def _lose_gpu1_in_nvml(root: Path, nvml: Path) -> None:
     edit_nvml(nvml, lose)
 
 
+def _gpu0_lost_mid_query(root: Path, nvml: Path) -> None:
+    def lost(doc: dict[str, Any]) -> None:
+        doc["devices"][0]["ecc"] = None
+        doc["devices"][0]["errors"]["ecc"] = "NVMLError_GpuIsLost"
+    edit_nvml(nvml, lost)
+
+
 def _gpu1_link_x8(root: Path, nvml: Path) -> None:
     (root / "sys/bus/pci/devices" / H200_GPU1 / "current_link_width").write_text("8\n")
     edit_nvml(nvml, lambda d: d["devices"][1]["pcie"].update(current_width=8))
@@ -122,6 +129,8 @@ H200_FAULTS = [
     ("gpu fell off the bus", _lose_gpu1_in_nvml, (), {"NT1001", "NT1005"},
      "nodetune: GPU count 1 (expected 2); GPU at 0000:00:07.0 on the PCI bus but not seen by "
      "NVML (fallen off the bus?)"),
+    ("GPU_IS_LOST", _gpu0_lost_mid_query, (), {"NT1006"},
+     "nodetune: GPU0 NVML errors: NVMLError_GpuIsLost"),
     ("x8 link", _gpu1_link_x8, (), {"NT2001"}, "nodetune: GPU1 PCIe x8 (expected x16)"),
     ("uncorrectable ECC", _gpu0_ecc, (), {"NT1010"},
      "nodetune: GPU0 3 uncorrectable ECC errors since the last reset"),
