@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from nodetune.audit import AuditResult, run_audit
 from nodetune.cli import cli, main
 from nodetune.model import Status
 from tests.audit_helpers import collect, facts_getter, tree_and_nvml
-from tests.conftest import real_tree_names
+from tests.conftest import _ram_dir, real_tree_names
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +130,11 @@ DGX_FAULTS = {"nic_on_wrong_socket": (3,), "gpu_link_width": {5: 8}, "acs_enable
 
 @pytest.fixture(scope="module")
 def faulty_dgx(synth, tmp_path_factory) -> Any:
-    return synth.build_dgx_h100(tmp_path_factory.mktemp("faulty-dgx"), synth.Options(**DGX_FAULTS))
+    ram = _ram_dir("nodetune-faulty-dgx-")  # thousands of files: RAM when /dev/shm is writable
+    yield synth.build_dgx_h100(ram or tmp_path_factory.mktemp("faulty-dgx"),
+                               synth.Options(**DGX_FAULTS))
+    if ram is not None:
+        shutil.rmtree(ram, ignore_errors=True)
 
 
 @pytest.mark.slow
