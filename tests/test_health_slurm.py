@@ -50,9 +50,9 @@ class Cluster:
                               text=True, timeout=timeout, check=False)
 
     def raw_state(self) -> tuple[str, str]:
-        out = self.run(_which("sinfo") or "sinfo", "--noheader", "--Node", f"--nodes={self.node}",
-                       "--format=%T %E").stdout.strip().splitlines()[0]
-        state, _, reason = out.partition(" ")
+        lines = self.run(_which("sinfo") or "sinfo", "--noheader", "--Node",
+                         f"--nodes={self.node}", "--format=%T %E").stdout.strip().splitlines()
+        state, _, reason = (lines[0] if lines else "? no answer from slurmctld").partition(" ")
         return state, reason
 
     def state(self) -> tuple[str, str]:
@@ -162,7 +162,14 @@ PartitionName=debug Nodes={node} Default=YES State=UP
         }
         c = Cluster(conf=tmp / "slurm.conf", node=node, env={**env, **script_env},
                     prolog_env=prolog_env)
-        c.wait_for(lambda: c.state()[0].startswith("idle"), "slurmd to register", timeout=30)
+        try:
+            c.wait_for(lambda: c.state()[0].startswith("idle"), "slurmd to register", timeout=30)
+        except AssertionError as exc:
+            logs = "".join(f"\n--- {n}:\n" + "".join((tmp / n).read_text(errors="replace")
+                                                     .splitlines(keepends=True)[-15:])
+                           for n in ("slurmctld.out", "slurmd.out", "munged.out")
+                           if (tmp / n).exists())
+            raise AssertionError(f"the test cluster did not come up: {exc}{logs}") from exc
         yield c
     finally:
         for proc in reversed(procs):
