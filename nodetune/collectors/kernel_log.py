@@ -10,7 +10,8 @@ Where the log comes from, first match wins:
    the last `SYSLOG_TAIL_BYTES`, keeping only lines after the last kernel boot banner.
 
 systemd's binary journal is not parsed (collectors never exec `journalctl`); on a live host the
-ring buffer holds the same kernel messages.
+ring buffer holds the same kernel messages. Snapshots do not capture the kernel log (a ring
+buffer cannot be copied as a file and syslog files can be huge): a replayed node has no Xids.
 """
 
 from __future__ import annotations
@@ -162,8 +163,6 @@ def _tail(root: HostRoot, hostpath: str) -> str | None:
             data = fh.read()
     except OSError:
         return None
-    if root.recording:
-        root.read_files.add(hostpath)
     return data.decode("utf-8", "replace")
 
 
