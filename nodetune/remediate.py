@@ -41,7 +41,9 @@ class Request:
     allow_disruptive: bool = False
     force: bool = False
     state_file: Path | None = None
-    profiles_dir: Path | None = None
+    profiles_dirs: tuple[str, ...] = ()
+    overrides: str | None = None
+    nvml: str = "auto"
 
     @property
     def host_root(self) -> str:
@@ -120,24 +122,24 @@ def audit_node(request: Request) -> Audit:
     from nodetune.profiles import Library
     from nodetune.source import open_node
 
-    with open_node(root=request.root, nvml="auto") as node:
+    with open_node(root=request.root, nvml=request.nvml) as node:
         facts = node.facts().to_json()
-    dirs = [str(request.profiles_dir)] if request.profiles_dir else []
-    result = run_audit(facts, profile=request.profile, profiles_dirs=dirs)
+    dirs = list(request.profiles_dirs)
+    result = run_audit(facts, profile=request.profile, profiles_dirs=dirs,
+                       overrides=request.overrides)
     note = result.match.reason
     if request.profile and not request.force:
-        check_match(Library(dirs).match(facts), result.profile.name, result.profile.chain)
+        library = Library(dirs)
+        check_match(library, library.match(facts), result.profile.name, result.profile.chain)
     return Audit(profile=result.profile.name, findings=result.findings, facts=facts, note=note)
 
 
-def check_match(match: Any, chosen: str, chain: Sequence[str]) -> None:
+def check_match(library: Any, match: Any, chosen: str, chain: Sequence[str]) -> None:
     """Refuse a --profile made for other hardware than this node's.
 
     The chosen profile fits when it is the profile the node matches or one it extends
     (a DGX H100 may take gpu-common; a CPU-only host may not take dgx-h100)."""
-    from nodetune.profiles import Library
-
-    matched_chain = Library().load(match.profile).chain if match.profile != chosen else chain
+    matched_chain = library.load(match.profile).chain if match.profile != chosen else chain
     if chosen in matched_chain:
         return
     raise Refused(f"profile {chosen} does not match this node, which matches "

@@ -89,16 +89,17 @@ def test_dry_run_and_refusals_change_nothing(synth, synth_tmp):
     original = tree(root)
 
     # Without a terminal and without --yes: refused, nothing changed.
-    refused = nodetune("apply", "--root", str(root), "--allow-reboot")
+    refused = nodetune("apply", "--root", str(root), "--nvml", str(host.nvml), "--allow-reboot")
     assert refused.returncode == 4, refused.stderr
     assert "--yes" in refused.stderr
     # A reboot-only change without --allow-reboot: refused, nothing changed.
-    gated = nodetune("apply", "--root", str(root), "--yes")
+    gated = nodetune("apply", "--root", str(root), "--nvml", str(host.nvml), "--yes")
     assert gated.returncode == 4
     assert "need --allow-reboot" in gated.stderr and "kernel.iommu" in gated.stderr
 
     # Check mode (dry run) shows every change and changes nothing.
-    plan = as_json(nodetune("apply", "--root", str(root), "--dry-run", "--json"))
+    plan = as_json(nodetune("apply", "--root", str(root), "--nvml", str(host.nvml), "--dry-run",
+                                "--json"))
     assert plan["schema"] == "nodetune.apply/1" and plan["mode"] == "dry-run"
     assert plan["changed"] > 0
     assert {(s["id"], s["subject"]) for s in plan["settings"]} == set(fixable)
@@ -118,7 +119,8 @@ def test_apply_fixes_a_faulty_node_and_rollback_restores_it(synth, synth_tmp):
     root = host.root
     original = tree(root)
 
-    applied = nodetune("apply", "--root", str(root), "--yes", "--allow-reboot", "--json")
+    applied = nodetune("apply", "--root", str(root), "--nvml", str(host.nvml), "--yes",
+                       "--allow-reboot", "--json")
     assert applied.returncode == 0, applied.stderr
     report = as_json(applied)
     status = {(s["id"], s["subject"]): s["status"] for s in report["settings"]}
@@ -150,7 +152,8 @@ def test_apply_fixes_a_faulty_node_and_rollback_restores_it(synth, synth_tmp):
         == "1\n"
 
     # Idempotence: what is left waits for a reboot, and a second apply changes nothing.
-    again = as_json(nodetune("apply", "--root", str(root), "--yes", "--allow-reboot", "--json"))
+    again = as_json(nodetune("apply", "--root", str(root), "--nvml", str(host.nvml), "--yes",
+                             "--allow-reboot", "--json"))
     assert again["changed"] == 0 and again["changes"] == []
     assert again["state_file"] is None
 

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from nodetune import exitcodes
+from nodetune.commands.audit import profile_options
 
 HELP = """Fix the settings `nodetune audit` finds wrong, through Ansible.
 
@@ -28,8 +29,9 @@ state reset not allowed, profile does not match the hardware).
 @click.command("apply", help=HELP)
 @click.option("--profile", metavar="NAME", help="Profile to apply (default: the one matching "
               "this node, as `nodetune audit` picks it).")
-@click.option("--profiles-dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
-              help="Extra directory of profiles.")
+@profile_options
+@click.option("--nvml", default="auto", show_default=True, metavar="auto|live|off|FILE",
+              help="NVML source for the audit (as for `nodetune audit`).")
 @click.option("--dry-run", is_flag=True, help="Show what would change (Ansible check mode "
               "with diff); change nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
@@ -37,7 +39,7 @@ state reset not allowed, profile does not match the hardware).
               "(kernel command line, module options).")
 @click.option("--allow-disruptive", is_flag=True, help="Allow changes that reset kubelet state.")
 @click.option("--only", multiple=True, metavar="ID", help="Fix only these settings "
-              "(repeatable; ID or ID[subject]).")
+              "(repeatable; an id, a glob such as 'storage.*', or ID[subject]).")
 @click.option("--inventory", "-i", type=click.Path(exists=True, path_type=Path),
               metavar="FILE", help="Ansible inventory: apply to its hosts instead of this one.")
 @click.option("--limit", "-l", metavar="PATTERN", help="Ansible host pattern within the "
@@ -55,7 +57,8 @@ state reset not allowed, profile does not match the hardware).
               "/var/lib/nodetune/state/<time>.json, inside --root).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report "
               "(schema nodetune.apply/1).")
-def cmd(profile: str | None, profiles_dir: Path | None, dry_run: bool, yes: bool,
+def cmd(profile: str | None, profiles_dirs: tuple[str, ...], overrides: str | None, nvml: str,
+        dry_run: bool, yes: bool,
         allow_reboot: bool, allow_disruptive: bool, only: tuple[str, ...],
         inventory: Path | None, limit: str | None, root: str | None,
         render_only: Path | None, force: bool, state_file: Path | None, as_json: bool) -> int:
@@ -68,7 +71,7 @@ def cmd(profile: str | None, profiles_dir: Path | None, dry_run: bool, yes: bool
     request = remediate.Request(
         profile=profile, root=root, only=only, inventory=inventory, limit=limit,
         allow_reboot=allow_reboot, allow_disruptive=allow_disruptive, force=force,
-        state_file=state_file, profiles_dir=profiles_dir)
+        state_file=state_file, profiles_dirs=profiles_dirs, overrides=overrides, nvml=nvml)
     if render_only is not None:
         return _render_only(request, render_only, as_json)
     if request.local and request.host_root == "/" and os.geteuid() != 0 and not dry_run:
