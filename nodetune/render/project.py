@@ -39,6 +39,7 @@ class Inventory:
 
     path: Path | None = None
     python: str = sys.executable  # interpreter for the local connection
+    copy: bool = False  # copy the user's inventory into the project (--render-only)
 
     def local_host(self) -> dict[str, Any]:
         return {"name": "localhost",
@@ -54,13 +55,19 @@ class Project:
 
 
 def write_inventory(directory: Path, inventory: Inventory) -> Path:
-    """Copy the user's inventory into `directory`, or write the localhost one."""
+    """The user's inventory (copied into `directory` with its group_vars/ and host_vars/
+    when `inventory.copy`), or the localhost one written there."""
+    if inventory.path is not None and not inventory.copy:
+        return inventory.path
     if inventory.path is not None:
         target = directory / inventory.path.name
         if inventory.path.is_dir():
             shutil.copytree(inventory.path, target, dirs_exist_ok=True)
-        else:
-            shutil.copyfile(inventory.path, target)
+            return target
+        shutil.copyfile(inventory.path, target)
+        for sub in ("group_vars", "host_vars"):
+            if (inventory.path.parent / sub).is_dir():
+                shutil.copytree(inventory.path.parent / sub, directory / sub, dirs_exist_ok=True)
         return target
     target = directory / INVENTORY_FILE
     target.write_text(render("ansible/hosts.ini.j2", hosts=[inventory.local_host()],
