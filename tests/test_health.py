@@ -409,3 +409,16 @@ def test_suite_cache_is_used_and_invalidated(tmp_path: Path) -> None:
     text = (tmp_path / "checks" / "quick.yaml").read_text()
     (tmp_path / "checks" / "quick.yaml").write_text(text.replace("timeout_s: 5", "timeout_s: 7"))
     assert load_suite("quick", tmp_path / "checks", str(cache)).checks[0].timeout == 7
+
+
+@pytest.mark.slow
+def test_gb200_tray_needs_imex(synth: Any, synth_tmp: Path,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    """GB200 GPUs report an NVLink fabric cluster UUID: IMEX is required without any setting."""
+    host = synth.build_gb200_tray(synth_tmp, synth.Options(imex=False))
+    code, doc = run_check(capsys, "--root", str(host.root), "--nvml", str(host.nvml),
+                          "--profile", "gb200")
+    assert code == 1 and codes(doc) == {"NT3004"}
+    assert doc["summary"] == "nodetune: nvidia-imex not-running (multi-node NVLink needs it)"
+    status = {c["id"]: c["status"] for c in doc["checks"]}
+    assert status["fabric.imex_channels"] == "pass" and status["fabric.state"] == "pass"
