@@ -1,8 +1,9 @@
 """`nodetune apply` and `nodetune rollback` as operations: plan, record, apply, verify, restore.
 
-    plan = prepare(request)          audit, choose the changes, render, check-mode run
-    report = execute(plan, request)  state file, real run, re-audit -> per-setting outcome
-    report = rollback(request)       restore what a state file recorded
+    plan = prepare(request, workdir)      audit, choose the changes, render, check-mode run
+    report = execute(plan)                state file, real run, re-audit -> per-setting outcome
+    back = prepare_rollback(state, root, workdir); execute_rollback(back)
+                                          restore what a state file recorded
 
 Printing and confirmation live in the commands; these functions only compute and run.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -96,7 +98,7 @@ class SettingOutcome:
 
 @dataclass
 class Report:
-    mode: str  # dry-run, apply, render-only, rollback
+    mode: str  # dry-run, apply, render-only, rollback, rollback-plan
     profile: str
     settings: list[SettingOutcome] = field(default_factory=list)
     manual: list[Finding] = field(default_factory=list)
@@ -192,19 +194,13 @@ def check_plan(prepared: Plan) -> None:
 def render(prepared: Plan, directory: Path, *, for_user: bool = False) -> projects.Project:
     request = prepared.request
     inventory = projects.Inventory(path=request.inventory, copy=for_user,
-                                   python="auto_silent" if for_user else _python())
+                                   python="auto_silent" if for_user else sys.executable)
     become = for_user or not request.local  # local changes need root: the command checks
     # With an inventory, --root only names the node the plan came from; the hosts are live.
     root = "" if request.host_root == "/" or not request.local else request.host_root
     return projects.write_apply(
         directory, changes=prepared.changes, variables=prepared.plan.variables,
         profile=prepared.audit.profile, root=root, inventory=inventory, become=become)
-
-
-def _python() -> str:
-    import sys
-
-    return sys.executable
 
 
 def run_checked(project: projects.Project, request: Request, *, check: bool) -> ansible.RunResult:
@@ -396,7 +392,7 @@ def prepare_rollback(state_path: Path | None, root: str | None, workdir: Path) -
     become = inventory is not None
     project = projects.write_rollback(
         workdir, per_host={h: s.rollback_vars() for h, s in state.hosts.items()},
-        root=root_var, inventory=projects.Inventory(path=inventory, python=_python()),
+        root=root_var, inventory=projects.Inventory(path=inventory, python=sys.executable),
         become=become, state_file=str(path), created=state.created)
     check = ansible.run(project.directory, project.playbook, project.inventory, check=True,
                         limit=state.limit)

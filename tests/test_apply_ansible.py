@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from nodetune.render import roles
+from nodetune.render import project, roles
 from nodetune.resources import data_dir
 
 pytestmark = pytest.mark.slow
@@ -221,7 +221,13 @@ def test_rendered_and_static_playbooks_pass_ansible_lint(synth, synth_tmp, tmp_p
     assert lint, "ansible-lint is a test dependency"
     env = {**os.environ, "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp"),
            "ANSIBLE_HOME": str(tmp_path / "ansible-home"), "NO_COLOR": "1"}
-    for directory, playbook in ((out, "apply.yml"), (data_dir("playbooks"), "site.yml")):
+    back = project.write_rollback(
+        tmp_path / "rollback", per_host={"localhost": {"rollback_files": [
+            {"path": "/etc/sysctl.d/99-nodetune.conf", "state": "absent", "missing_dirs": []}]}},
+        root="", inventory=project.Inventory(), become=True, state_file="state.json",
+        created="2026-01-01T00:00:00Z")
+    for directory, playbook in ((out, "apply.yml"), (back.directory, "rollback.yml"),
+                                (data_dir("playbooks"), "site.yml")):
         checked = subprocess.run([lint, "--offline", "--profile", "production", playbook],
                                  cwd=directory, capture_output=True, text=True, env=env,
                                  timeout=300, check=False)
