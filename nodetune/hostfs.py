@@ -44,7 +44,9 @@ class HostRoot:
         """The real path of a host path under this root."""
         if self.is_live:
             return hostpath
-        return self.root + hostpath if hostpath.startswith("/") else os.path.join(self.root, hostpath)
+        if hostpath.startswith("/"):
+            return self.root + hostpath
+        return os.path.join(self.root, hostpath)
 
     def to_host(self, realpath: str) -> str:
         """The host path of a real path under this root."""
@@ -62,7 +64,8 @@ class HostRoot:
             raise SourceError(f"--root {self.root} is not a directory",
                               fix="point --root at a directory laid out like /")
         if not (os.path.isdir(self.path("/proc")) or os.path.isdir(self.path("/sys"))):
-            raise SourceError(f"--root {self.root} is not a host tree: it has neither proc/ nor sys/",
+            raise SourceError(f"--root {self.root} is not a host tree: it has neither proc/ "
+                              "nor sys/",
                               fix="point --root at a directory laid out like / "
                                   "(a container's /host mount or an unpacked snapshot)")
 
@@ -132,6 +135,26 @@ class HostRoot:
             if isinstance(fallback, _Missing):
                 raise CollectorError(f"{hostpath} holds {text!r}, not an integer") from exc
             return fallback
+
+    def file_mode(self, hostpath: str) -> int:
+        """st_mode of what the path leads to (0 when missing), to tell devices from files."""
+        try:
+            return os.stat(self.path(hostpath)).st_mode
+        except OSError:
+            return 0
+
+    def read_tail(self, hostpath: str, size: int) -> bytes | None:
+        """The last `size` bytes of a (possibly huge) log file, from a line start; None if
+        unreadable."""
+        try:
+            with open(self.path(hostpath), "rb") as fh:
+                total = os.fstat(fh.fileno()).st_size
+                if total > size:
+                    fh.seek(total - size)
+                    fh.readline()  # drop the partial first line
+                return fh.read()
+        except OSError:
+            return None
 
     def listdir(self, hostpath: str) -> list[str]:
         """Sorted entries of a directory; [] when it is missing."""

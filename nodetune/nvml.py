@@ -107,6 +107,16 @@ class RecordedNvml:
                               fix=RECORDING_FIX) from None
         return cls(doc, origin=path)
 
+    @classmethod
+    def from_text(cls, data: bytes, origin: str) -> RecordedNvml:
+        """A recording held in memory (a snapshot's nvml.json)."""
+        try:
+            doc = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise SourceError(f"NVML recording {origin} is not JSON ({exc})",
+                              fix=RECORDING_FIX) from None
+        return cls(doc, origin=origin)
+
     def dump(self) -> dict[str, Any]:
         return copy.deepcopy(self.doc)
 

@@ -6,6 +6,8 @@ read, listed, probed and resolved, then writes exactly that:
     meta.json   schema nodetune.snapshot/1: nodetune and tool versions, creation time, host
                 name, how NVML was used, what was left out
     nvml.json   the NVML dump the gpu collector saw (nodetune.nvml/1), when NVML was used
+    tree.json   the same tree as root/, as one document: replays read it into memory
+                (nodetune.memroot) instead of unpacking thousands of small files
     root/       the files read (with the bytes the collectors saw), listed directories with
                 their entries (files as empty placeholders), and every symlink on the way
 
@@ -19,6 +21,7 @@ its NVIDIA Xid lines, no environment, no command lines, no NVML serial numbers.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import io
 import json
 import os
@@ -32,14 +35,17 @@ import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 from nodetune.errors import NodetuneError, SourceError
 from nodetune.hostfs import HostRoot
+from nodetune.memroot import MemoryRoot, tree_document
 from nodetune.schemas import SNAPSHOT_SCHEMA
 
 META: Final = "meta.json"
 NVML_FILE: Final = "nvml.json"
+TREE_FILE: Final = "tree.json"
 ROOT_DIR: Final = "root"
 MAX_UNPACKED_BYTES: Final = 512 << 20
 SNAPSHOT_FIX: Final = "give a .tar.gz written by `nodetune snapshot -o FILE.tar.gz`"
@@ -378,8 +384,13 @@ def take(output: str, root: str | None = None, snapshot: str | None = None,
     if not os.path.isdir(directory):
         raise NodetuneError(f"cannot write {output}: {directory} is not a directory",
                             fix="create the directory or choose another -o path")
-    with open_node(root=root, snapshot=snapshot, nvml=nvml) as node:
-        src = CapturingRoot(node.root.root)
+    with open_node(root=root, snapshot=snapshot, nvml=nvml) as node, \
+            tempfile.TemporaryDirectory(prefix="nodetune-resnapshot-", dir=_memory_tmp()) as tmp:
+        if isinstance(node.root, MemoryRoot):  # a snapshot of a snapshot: capture from disk
+            node.root.materialize(tmp)
+            src = CapturingRoot(tmp)
+        else:
+            src = CapturingRoot(node.root.root)
         backend = CachingNvml(node.nvml) if node.nvml is not None else None
         node.root, node.nvml = src, backend
         facts = node.facts()
@@ -457,6 +468,8 @@ def write_archive(output: str, plan: Plan, meta: dict[str, Any],
             _add_bytes(tar, META, json.dumps(meta, indent=1).encode() + b"\n", now)
             if nvml_doc is not None:
                 _add_bytes(tar, NVML_FILE, json.dumps(nvml_doc, indent=1).encode() + b"\n", now)
+            tree = tree_document(plan.entries)
+            _add_bytes(tar, TREE_FILE, json.dumps(tree, separators=(",", ":")).encode(), now)
             _add_dir(tar, ROOT_DIR, now)
             for hostpath in sorted(plan.entries):
                 _add_entry(tar, hostpath, plan.entries[hostpath], now)
@@ -525,27 +538,83 @@ def _inside_root(hostpath: str, target: str) -> bool:
 
 @contextlib.contextmanager
 def open_snapshot(path: str) -> Iterator[Any]:
-    """Unpack a snapshot safely into a temporary directory and yield a source.Node over it."""
-    from nodetune.nvml import RecordedNvml
-    from nodetune.source import Node
-
+    """Yield a source.Node replaying the snapshot: from its tree.json held in memory, or, for
+    snapshots without one, from root/ unpacked safely into a temporary directory."""
     if not os.path.isfile(path):
         raise SourceError(f"snapshot {path} does not exist", fix=SNAPSHOT_FIX)
-    tmp = os.path.realpath(tempfile.mkdtemp(prefix="nodetune-snapshot-"))
+    head = _read_head(path)
+    if TREE_FILE in head:
+        meta = _parse_meta(path, head.get(META))
+        try:
+            tree = json.loads(head[TREE_FILE])
+            root: HostRoot = MemoryRoot.from_tree(f"snapshot:{path}", tree)
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise _bad(path, f"{TREE_FILE} is malformed ({exc})") from None
+        yield _replay_node(path, meta, root, head.get(NVML_FILE))
+        return
+    tmp = os.path.realpath(tempfile.mkdtemp(prefix="nodetune-snapshot-", dir=_memory_tmp()))
     try:
         _unpack(path, tmp)
         meta = _read_meta(path, tmp)
-        nvml = None
-        if os.path.isfile(os.path.join(tmp, NVML_FILE)):
-            recorded = RecordedNvml.from_file(os.path.join(tmp, NVML_FILE))
-            nvml = RecordedNvml(recorded.doc, origin=(meta.get("nvml") or {}).get("source")
-                                or f"{path}:{NVML_FILE}")
-        note = None if nvml is not None else (meta.get("nvml") or {}).get("note") or \
-            "the snapshot holds no NVML recording"
-        root = HostRoot(os.path.join(tmp, ROOT_DIR))
-        yield Node(root=root, nvml=nvml, nvml_note=note, origin=f"snapshot:{path}", meta=meta)
+        nvml_path = os.path.join(tmp, NVML_FILE)
+        nvml_text = Path(nvml_path).read_bytes() if os.path.isfile(nvml_path) else None
+        yield _replay_node(path, meta, HostRoot(os.path.join(tmp, ROOT_DIR)), nvml_text)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _replay_node(path: str, meta: dict[str, Any], root: HostRoot, nvml_text: bytes | None) -> Any:
+    from nodetune.nvml import RecordedNvml
+    from nodetune.source import Node
+
+    nvml = None
+    if nvml_text is not None:
+        recorded = RecordedNvml.from_text(nvml_text, f"{path}:{NVML_FILE}")
+        nvml = RecordedNvml(recorded.doc, origin=(meta.get("nvml") or {}).get("source")
+                            or f"{path}:{NVML_FILE}")
+    note = None if nvml is not None else (meta.get("nvml") or {}).get("note") or \
+        "the snapshot holds no NVML recording"
+    return Node(root=root, nvml=nvml, nvml_note=note, origin=f"snapshot:{path}", meta=meta)
+
+
+def _read_head(path: str) -> dict[str, bytes]:
+    """The members before root/ (meta.json, nvml.json, tree.json), reading no further."""
+    head: dict[str, bytes] = {}
+    try:
+        with _open_tar(path) as tar:
+            for member in tar:
+                if member.name in (META, NVML_FILE, TREE_FILE) and member.isreg():
+                    if member.size > MAX_UNPACKED_BYTES:
+                        raise _bad(path, f"{member.name} is {member.size} bytes")
+                    data = tar.extractfile(member)
+                    head[member.name] = data.read() if data is not None else b""
+                elif member.name == ROOT_DIR or member.name.startswith(ROOT_DIR + "/"):
+                    break
+    except (tarfile.TarError, EOFError, zlib.error) as exc:
+        raise _bad(path, f"not a complete tar.gz archive ({exc})") from None
+    except OSError as exc:
+        raise _bad(path, f"cannot read it ({exc.strerror or exc})") from None
+    return head
+
+
+def _open_tar(path: str) -> tarfile.TarFile:
+    """The archive, decompressed once into memory: tarfile seeking inside a gzip stream
+    re-decompresses it, which made replays of large snapshots take seconds."""
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    data = raw  # not gzip: tarfile says what it is
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise _bad(path, f"not a complete tar.gz archive ({exc})") from None
+    return tarfile.open(fileobj=io.BytesIO(data), mode="r:*")
+
+
+def _memory_tmp() -> str | None:
+    """/dev/shm when usable: a replay writes thousands of small files that are read once."""
+    shm = "/dev/shm"
+    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK) else None
 
 
 def _bad(path: str, why: str) -> SourceError:
@@ -555,7 +624,7 @@ def _bad(path: str, why: str) -> SourceError:
 def _unpack(path: str, dest: str) -> None:
     """Extract after checking every member; links are made last so no write follows one."""
     try:
-        with tarfile.open(path, "r:*") as tar:
+        with _open_tar(path) as tar:
             members = tar.getmembers()
             _check_members(path, members)
             links = []
@@ -618,13 +687,24 @@ def _check_members(path: str, members: list[tarfile.TarInfo]) -> None:
 
 def _read_meta(path: str, dest: str) -> dict[str, Any]:
     try:
-        with open(os.path.join(dest, META), encoding="utf-8") as fh:
-            meta = json.load(fh)
-    except (OSError, ValueError) as exc:
+        with open(os.path.join(dest, META), "rb") as fh:
+            data: bytes | None = fh.read()
+    except OSError:
+        data = None
+    meta = _parse_meta(path, data)
+    if not os.path.isdir(os.path.join(dest, ROOT_DIR)):
+        raise _bad(path, f"it has no {ROOT_DIR}/ directory")
+    return meta
+
+
+def _parse_meta(path: str, data: bytes | None) -> dict[str, Any]:
+    if data is None:
+        raise _bad(path, f"it has no {META}")
+    try:
+        meta = json.loads(data)
+    except ValueError as exc:
         raise _bad(path, f"{META} is not JSON ({exc})") from None
     schema = meta.get("schema") if isinstance(meta, dict) else None
     if schema != SNAPSHOT_SCHEMA:
         raise _bad(path, f"{META} has schema {schema!r}, expected {SNAPSHOT_SCHEMA!r}")
-    if not os.path.isdir(os.path.join(dest, ROOT_DIR)):
-        raise _bad(path, f"it has no {ROOT_DIR}/ directory")
     return meta

@@ -137,13 +137,31 @@ def test_cli_writes_a_snapshot(host_tree, tmp_path, capsys):
     assert "nvml.json" not in members(out)
 
 
-def test_replay_cleans_up(h200_snapshot):
+def test_replay_is_held_in_memory(h200_snapshot):
     _, out, _, _ = h200_snapshot
     with open_node(snapshot=str(out)) as node:
+        assert node.root.listdir("/sys/bus/pci/devices")
+        assert not os.path.exists(node.root.path("/sys"))  # nothing was unpacked to disk
+
+
+def _without_tree_json(src: Path, dest: Path) -> None:
+    """The same snapshot as an older nodetune wrote it: root/ only, no tree.json."""
+    with tarfile.open(src) as old, tarfile.open(dest, "w:gz") as new:
+        for member in old.getmembers():
+            if member.name != snap.TREE_FILE:
+                new.addfile(member, old.extractfile(member) if member.isreg() else None)
+
+
+def test_snapshot_without_tree_json_unpacks_and_cleans_up(h200_snapshot, tmp_path):
+    _, out, _, _ = h200_snapshot
+    legacy = tmp_path / "legacy.tar.gz"
+    _without_tree_json(out, legacy)
+    with open_node(snapshot=str(legacy)) as node:
         unpacked = Path(node.root.root)
         assert (unpacked / "sys/bus/pci/devices").is_dir()
     assert not unpacked.exists()
     assert not unpacked.parent.exists()
+    assert comparable(replay(legacy)) == comparable(replay(out))
 
 
 # -- what may enter a snapshot ----------------------------------------------------------------

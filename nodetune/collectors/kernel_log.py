@@ -153,17 +153,8 @@ def read_kmsg_device(path: str, budget_s: float = KMSG_BUDGET_S) -> list[tuple[f
 
 
 def _tail(root: HostRoot, hostpath: str) -> str | None:
-    real = root.path(hostpath)
-    try:
-        with open(real, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            if size > SYSLOG_TAIL_BYTES:
-                fh.seek(size - SYSLOG_TAIL_BYTES)
-                fh.readline()  # drop the partial first line
-            data = fh.read()
-    except OSError:
-        return None
-    return data.decode("utf-8", "replace")
+    data = root.read_tail(hostpath, SYSLOG_TAIL_BYTES)
+    return None if data is None else data.decode("utf-8", "replace")
 
 
 def _uptime(root: HostRoot) -> float | None:
@@ -183,10 +174,7 @@ class KernelLogCollector:
         uptime = _uptime(root)
         unknown: dict[str, str] = {}
         kmsg = root.path("/dev/kmsg")
-        try:
-            mode = os.stat(kmsg).st_mode
-        except OSError:
-            mode = 0
+        mode = root.file_mode("/dev/kmsg")
         if stat.S_ISCHR(mode):
             try:
                 records = read_kmsg_device(kmsg)
