@@ -135,13 +135,17 @@ class Fleet:
                 setting.skipped += 1
 
     def _add_metrics(self, index: int, node: NodeReport) -> None:
+        metrics = self.metrics
+        profile = node.profile
         for m in node.metrics:
-            slot = (node.profile, m["key"])
-            values = self.metrics.get(slot)
+            try:
+                key, value = m["key"], float(m["value"])
+            except (TypeError, KeyError, ValueError):  # a malformed or unmeasured metric
+                continue
+            values = metrics.get((profile, key))
             if values is None:
-                values = self.metrics[slot] = MetricValues(
-                    key=m["key"], name=str(m.get("name") or m["key"]),
-                    unit=str(m.get("unit") or ""),
+                values = metrics[(profile, key)] = MetricValues(
+                    key=str(key), name=str(m.get("name") or key), unit=str(m.get("unit") or ""),
                     higher_is_better=m.get("higher_is_better") is not False)
-            values.values.append(float(m["value"]))
+            values.values.append(value)
             values.nodes.append(index)

@@ -124,8 +124,9 @@ def settings(audit: dict[str, Any]) -> dict[str, list[Any]]:
     findings = audit.get("findings") or []
     if isinstance(counts, dict):
         for rule, c in counts.items():
-            rank = max((_RANK[s] for s in _RANK if c.get(s)), default=0)
-            out[rule] = [c.get("area"), c.get("severity"), rank, int(c.get("fail") or 0), None]
+            fail = c.get("fail")
+            rank = FAIL if fail else 2 if c.get("unknown") else 1 if c.get("pass") else 0
+            out[rule] = [c.get("area"), c.get("severity"), rank, int(fail or 0), None]
     else:
         for f in findings:
             rule = f.get("id")
@@ -158,8 +159,7 @@ def _collected_at(kind: str, doc: dict[str, Any]) -> str | None:
 
 
 def _metrics(bench: Any) -> list[dict[str, Any]]:
+    """The bench document's metrics (each checked when it is added to the fleet)."""
     if not isinstance(bench, dict):
         return []
-    return [m for s in bench.get("suites") or [] if isinstance(s, dict)
-            for m in s.get("metrics") or []
-            if isinstance(m, dict) and isinstance(m.get("value"), (int, float)) and m.get("key")]
+    return [m for s in bench.get("suites") or () for m in s.get("metrics") or ()]

@@ -88,7 +88,8 @@ def render_report(doc: dict[str, Any], out: Any, top: int = 20) -> None:
 def _summary(doc: dict[str, Any], out: Any) -> None:
     s = doc["summary"]
     profiles = ", ".join(f"{p} {n}" for p, n in s["profiles"].items())
-    out.print(f"[bold]Fleet: {s['nodes']} nodes[/] ({profiles}) from {doc['directory']}")
+    nodes = f"{s['nodes']} node{'' if s['nodes'] == 1 else 's'}"
+    out.print(f"[bold]Fleet: {nodes}[/] ({profiles}) from {doc['directory']}")
     failing = s["nodes_failing"]
     out.print(f"nodes failing: [bold red]{failing['critical']} critical[/], "
               f"[yellow]{failing['warning']} warning[/], {failing['info']} info; "
