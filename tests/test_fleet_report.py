@@ -259,6 +259,7 @@ def test_synthetic_fleet_every_planted_problem_found_and_nothing_else(seeds,
 
 # -- the command ---------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_cli_json_html_terminal_and_exit_codes(seeds, tmp_path: Path, capsys) -> None:
     d = tmp_path / "fleet"
     d.mkdir()

@@ -44,7 +44,8 @@ def read_fleet(directory: Path, workers: int | None = None) -> Fleet:
         raise NodetuneError(f"{directory} is not a directory",
                             fix="give the directory `nodetune fleet collect --out` wrote")
     files = list(load.report_files(directory))
-    workers = min(workers or len(os.sched_getaffinity(0)), len(files) // FILES_PER_WORKER)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    workers = min(workers or cpus or 1, len(files) // FILES_PER_WORKER)
     if workers <= 1:
         fleet = _read_part(files)
     else:
@@ -57,8 +58,13 @@ def read_fleet(directory: Path, workers: int | None = None) -> Fleet:
             for part in pool.map(_read_part, chunks):
                 fleet.merge(part)
     if not fleet.nodes:
-        why = f"{len(fleet.unreadable)} files are not node reports" if fleet.unreadable \
-            else "it holds no *.json files"
+        failed = load.failed_hosts(directory)
+        if failed:
+            why = f"{len(failed)} hosts failed to collect (see {directory / load.FAILED_FILE})"
+        elif fleet.unreadable:
+            why = f"{len(fleet.unreadable)} files are not node reports"
+        else:
+            why = "it holds no *.json files"
         raise NodetuneError(f"no node reports in {directory}: {why}",
                             fix="run `nodetune fleet collect --out DIR` or copy agent /report "
                                 "documents there as <host>.json")
