@@ -1,4 +1,4 @@
-"""Replays of what nodetune recorded on a real 2x H100 machine, checked against that machine.
+"""Replays of what nodetune recorded on real 2x H100 and 2x H200 machines, checked against them.
 
 The snapshot, live facts, audit, check, topology and benchmark outputs under tests/fixtures were
 taken together on the machine (see tests/fixtures/README.md); replaying the snapshot anywhere must
@@ -103,3 +103,32 @@ def test_recorded_benchmarks_import_with_their_figures(name):
     h2d = metrics["H2D pinned GPU0 <- node0 (local)"]
     assert h2d["expected"]["value"] == pytest.approx(63.02)  # Gen5 x16
     assert 0.75 < h2d["ratio"] < 0.95
+
+
+H200_SNAPSHOT = FIX / "snapshots" / "h200x2-fc-vm.tar.gz"
+
+
+def test_h200_snapshot_replays_with_nvlink_and_audits_as_cloud_vm():
+    _, facts = nodetune("facts", "--json", "--from", str(H200_SNAPSHOT))
+    assert [g["name"] for g in facts["gpus"]] == ["NVIDIA H200"] * 2
+    assert [g["nvlink"]["active"] for g in facts["gpus"]] == [18, 18]
+    _, topo = nodetune("topo", "--json", "--from", str(H200_SNAPSHOT))
+    assert topo["matrix"]["GPU0"]["GPU1"] == topo["matrix"]["GPU1"]["GPU0"] == "NV18"
+    rc, audit = nodetune("audit", "--json", "--from", str(H200_SNAPSHOT))
+    assert audit["profile"]["name"] == "cloud-vm" and rc in (0, 1)
+
+
+def test_recorded_accuracy_run_meets_the_targets():
+    """The same-run comparison on the H200 machine: all-reduce and H2D within 3%, >= 85% link."""
+    summary = json.loads((FIX / "bench" / "h200x2-fc-vm-accuracy-summary.json").read_text())
+    _, doc = nodetune("bench", "import", str(FIX / "bench" / "h200x2-fc-vm-bench.json"), "--json")
+    metrics = {m["name"]: m for s in doc["suites"] for m in s["metrics"]}
+    assert summary["all_pass"]
+    for check in summary["checks"]:
+        name = check["check"]
+        metric = "allreduce busbw 1GiB" if name.startswith("all-reduce") else \
+            f"H2D pinned GPU{name.split('GPU')[1][0]} <- node0 (local)"
+        assert metrics[metric]["value"] == pytest.approx(check["nodetune"], abs=0.01)
+        assert abs(check["nodetune"] / check["reference"] - 1) <= 0.03, name
+        if metric.startswith("H2D"):
+            assert metrics[metric]["ratio"] >= 0.85
