@@ -22,6 +22,43 @@ class CycleOptions:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class LibraryCache:
+    """Profiles parsed and validated once across cycles, again when a profile file (or the
+    overrides file) changes."""
+
+    def __init__(self) -> None:
+        self.key: tuple[Any, ...] | None = None
+        self.library: Any = None
+
+    def get(self, dirs: tuple[str, ...], overrides: str | None = None) -> Any:
+        from pathlib import Path
+
+        from nodetune.profiles import Library
+
+        class CachedLibrary(Library):
+            def __init__(self, user_dirs: tuple[str, ...]) -> None:
+                super().__init__(user_dirs)
+                self.loaded: dict[tuple[str, Any], Any] = {}
+
+            def load(self, name: str, overrides: Any = None) -> Any:
+                key = (name, overrides)
+                if key not in self.loaded:
+                    self.loaded[key] = super().load(name, overrides)
+                return self.loaded[key]
+
+        library = self.library if self.library is not None else CachedLibrary(dirs)
+        files = [p for d in library.dirs for p in sorted(d.glob("*.yaml"))]
+        if overrides:
+            files.append(Path(overrides))
+        key = tuple((str(p), p.stat().st_mtime_ns if p.exists() else None) for p in files)
+        if key != self.key or self.library is None:
+            self.library, self.key = CachedLibrary(dirs), key
+        return self.library
+
+
+_LIBRARIES = LibraryCache()
+
+
 def run_cycle(opts: CycleOptions) -> dict[str, Any]:
     """Audit and check the node once; the report the agent serves on /report."""
     from nodetune import __version__
@@ -38,7 +75,7 @@ def run_cycle(opts: CycleOptions) -> dict[str, Any]:
         audit = run_audit(
             facts,
             profile=opts.profile,
-            profiles_dirs=opts.profiles_dirs,
+            library=_LIBRARIES.get(opts.profiles_dirs, opts.overrides),
             overrides=opts.overrides,
             source=node.origin,
         )
