@@ -275,3 +275,13 @@ def _safe_query(base: str, query: str):
         return prom_query(base, query)
     except (OSError, AssertionError, ValueError):
         return None
+
+
+@pytest.mark.slow
+def test_soak_2000_cycles_memory_stays_flat(vm_root):
+    from tests.bench.agent_soak import soak
+
+    figures = soak(str(vm_root), str(NVML), cycles=2000)
+    assert figures["cycles"] == 2000 and figures["errors"] == 0
+    assert figures["scrapes"] == 20
+    assert figures["rss_growth_mib"] < 10, figures
