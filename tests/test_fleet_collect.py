@@ -63,7 +63,7 @@ def fleet_hosts(host_tree, synth, tmp_path_factory):
 def inventory(fleet_hosts, tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("inventory")
     slow = d / "slow-nodetune"
-    slow.write_text("#!/bin/sh\nsleep 60\n")
+    slow.write_text("#!/bin/sh\nsleep 20\n")
     slow.chmod(0o755)
     lines = ["[gpu]"]
     lines += [f"{name} ansible_host=localhost {LOCAL} {NODETUNE} nodetune_root={root} "
