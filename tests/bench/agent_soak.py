@@ -41,7 +41,8 @@ def soak(root: str, nvml: str, cycles: int, scrape_every: int = 100) -> dict[str
     state = AgentState()
     server = AgentServer(state, "127.0.0.1:0")
     server.start()
-    url = "http://%s:%d/metrics" % server.address
+    host, port = server.address
+    url = f"http://{host}:{port}/metrics"
     opts = CycleOptions(root=root, nvml=nvml)
     marks: dict[str, float] = {}
     scrapes = 0
