@@ -262,11 +262,11 @@ def test_prolog_fails_the_job_and_drains_an_unhealthy_node(cluster: Cluster) -> 
         "NODETUNE", "NODETUNE_DEFAULTS", "NODETUNE_CACHE_DIR", "NODETUNE_SLURM_NODE",
         "SLURM_CONF")) + f"export NODETUNE_CHECK_ARGS='{c.env['CLEAN_ARGS']}'\n")
     c.wait_for(lambda: c.raw_state()[0] == "idle", "the node to answer pings")
-    job = c.run(sbatch, "--parsable", "--wrap", "true").stdout.strip()
+    job = c.run(sbatch, "--parsable", "--output=/dev/null", "--wrap", "true").stdout.strip()
     c.wait_for(lambda: _job_state(c, job) == "COMPLETED", f"healthy job {job} to complete")
     c.prolog_env.write_text(c.prolog_env.read_text().replace(c.env["CLEAN_ARGS"],
                                                              c.env["FAULTY_ARGS"]))
-    job = c.run(sbatch, "--parsable", "--wrap", "true").stdout.strip()
+    job = c.run(sbatch, "--parsable", "--output=/dev/null", "--wrap", "true").stdout.strip()
     try:
         c.wait_for(lambda: c.state()[0].startswith("drain"), "the Prolog to drain the node")
         assert c.state()[1] == "nodetune: GPU1 PCIe x8 (expected x16)"
