@@ -212,6 +212,7 @@ def test_agent_reports_unreadable_files_and_failed_hosts(seeds, host_tree,
 
     agent = run_cycle(CycleOptions(root=str(host_tree("h200x2-vm-gather")),
                                    nvml=str(NVML / "h200x2-vm.json")))
+    agent["facts"]["gpu"]["driver_version"] = "999.99"  # the agent's node runs another driver
     write(tmp_path / "vm-agent.json", agent)
     for host in ("vm-1", "vm-2"):
         write(tmp_path / f"{host}.json", {**seeds["vm-h200"], "host": host})
@@ -231,7 +232,10 @@ def test_agent_reports_unreadable_files_and_failed_hosts(seeds, host_tree,
     assert "not a node report" in unreadable["facts-only.json"]
     assert [(h["host"], h["stale_report"]) for h in doc["not_collected"]] == \
         [("vm-2", True), ("gone", False)]
-    # an agent report has no facts: it is in compliance and ranking, not in drift
+    # an agent report's facts take part in drift like a collected report's
+    driver = next(d for g in doc["drift"] if g["profile"] == "cloud-vm" for d in g["facts"]
+                  if d["fact"] == "gpu_driver")
+    assert [m["nodes"] for m in driver["minority"]] == [["vm-agent"]]
     settings = {s["id"]: s for s in doc["settings"]}
     assert settings["memory.swappiness"]["nodes_failed"] == 3
     assert doc["summary"]["exit_code"] == 1

@@ -65,6 +65,7 @@ def run_cycle(opts: CycleOptions) -> dict[str, Any]:
     from nodetune.audit import run_audit
     from nodetune.checkcache import runtime_dir
     from nodetune.checksuite import load_suite
+    from nodetune.fleet.lean import facts as lean_facts
     from nodetune.health import CheckRequest, request_variables, run_checks
     from nodetune.schemas import AGENT_REPORT_SCHEMA
     from nodetune.source import open_node
@@ -110,6 +111,8 @@ def run_cycle(opts: CycleOptions) -> dict[str, Any]:
             "check_summary": check_doc["summary"],
         },
         "collectors": facts.get("collectors") or {},
+        # the facts `nodetune fleet report` compares across nodes (drift), not the whole document
+        "facts": lean_facts(facts),
         "audit": audit_doc,
         "check": check_doc,
         "bench": None,
