@@ -78,7 +78,8 @@ def cmd(target: str, output_dir: str | None, as_json: bool, node_name: str | Non
     if workload_image:
         options = replace(options, workload_image=workload_image)
     results = [render(t, plan, options) for t in targets]
-    notes = [] if name else ["host name unknown: Slurm lines use NodeName=node (pass --node-name)"]
+    notes = [] if name or "slurm" not in targets else \
+        ["host name unknown: Slurm lines use NodeName=node (pass --node-name)"]
     if output_dir:
         _write(output_dir, results)
     if as_json:
