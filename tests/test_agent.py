@@ -285,3 +285,28 @@ def test_soak_2000_cycles_memory_stays_flat(vm_root):
     assert figures["cycles"] == 2000 and figures["errors"] == 0
     assert figures["scrapes"] == 20
     assert figures["rss_growth_mib"] < 10, figures
+
+
+def test_once_json_prints_the_report_and_exit_code(vm_root):
+    proc = subprocess.run([sys.executable, "-m", "nodetune", "agent", "--root", str(vm_root),
+                           "--nvml", str(NVML), "--json"], capture_output=True, text=True,
+                          timeout=60)
+    report = json.loads(proc.stdout)
+    assert report["schema"] == "nodetune.agent-report/1"
+    assert report["facts"]["gpu"]["driver_version"]  # what fleet drift compares
+    summary = report["summary"]
+    assert proc.returncode == (0 if summary["compliant"] and summary["healthy"] else 1)
+
+
+def test_bench_results_become_metrics():
+    from prometheus_client import generate_latest
+
+    from nodetune.agent.server import make_registry
+
+    state = AgentState()
+    state.publish({"summary": {"compliant": True, "healthy": True}, "collectors": {},
+                   "bench": {"metrics": [{"suite": "cpu-mem", "metric": "cpu-mem.triad.cpu0.mem0",
+                                          "unit": "GB/s", "value": 22.5}]}}, 0.1)
+    text = generate_latest(make_registry(state)).decode()
+    assert ('nodetune_bench_value{metric="cpu-mem.triad.cpu0.mem0",suite="cpu-mem",unit="GB/s"} '
+            "22.5") in text

@@ -96,6 +96,12 @@ SHUTDOWN_GRACE_S = 4.0
     help="Also taint the node nodetune.io/unhealthy:NoSchedule while a check fails.",
 )
 @click.option(
+    "--once",
+    is_flag=True,
+    help="Run one cycle, print its report (with --json: the /report document) and exit.",
+)
+@click.option("--json", "as_json", is_flag=True, help="With --once: print the report as JSON.")
+@click.option(
     "--max-cycles",
     type=click.IntRange(min=1),
     default=None,
@@ -123,12 +129,15 @@ def cmd(
     kube_mode: str,
     node_name: str | None,
     taint_unhealthy: bool,
+    once: bool,
+    as_json: bool,
     max_cycles: int | None,
     log_level: str,
 ) -> int:
     """Run the node agent: every --interval it audits the node and runs the quick health check,
     serves the results on /metrics (Prometheus), /report (JSON), /healthz and /readyz, and, in
-    Kubernetes, labels its Node nodetune.io/{profile,compliant,healthy}.
+    Kubernetes, labels its Node nodetune.io/{profile,compliant,healthy}. `--once` runs one
+    cycle and prints its report instead (exit 0 healthy and compliant, 1 otherwise).
 
     A failing collector, an NVML error or an unreachable API server never stops the loop or the
     HTTP server. SIGTERM stops it within 5 seconds.
@@ -161,6 +170,8 @@ def cmd(
     )
     state = AgentState()
     bench = _BenchSchedule(bench_interval, opts) if bench_interval > 0 else None
+    if once or as_json:
+        return _run_once(opts, bench, publish, as_json)
 
     def cycle() -> dict:
         report = run_cycle(opts)
@@ -208,6 +219,27 @@ def cmd(
     if state.report is None and state.last_error:
         raise NodetuneError(f"no cycle succeeded: {state.last_error}")
     return 0
+
+
+def _run_once(opts: object, bench: object, publish: object, as_json: bool) -> int:
+    from nodetune.agent.cycle import run_cycle, verdict
+
+    report = run_cycle(opts)  # type: ignore[arg-type]
+    if bench is not None:
+        report["bench"] = bench.maybe_run()  # type: ignore[attr-defined]
+    if publish is not None:
+        publish(verdict(report))  # type: ignore[operator]
+    summary = report["summary"]
+    if as_json:
+        from nodetune.output import emit_json
+        from nodetune.schemas import AGENT_REPORT_SCHEMA
+
+        emit_json(report, AGENT_REPORT_SCHEMA)
+    else:
+        click.echo(f"nodetune agent: profile {summary['profile']}, "
+                   f"{'compliant' if summary['compliant'] else 'not compliant'} "
+                   f"({summary['compliance_score']:.1%}); {summary['check_summary']}")
+    return 0 if summary["compliant"] and summary["healthy"] else 1
 
 
 def _publisher(mode: str, node_name: str | None, taint: bool, log: logging.Logger):  # type: ignore[no-untyped-def]
