@@ -83,7 +83,7 @@ class Finding:
     expected: str = ""  # human form of the expectation: "never", ">= 16", "one of [none]"
     actual: str = ""  # human form of the actual value, "unknown (why)" when unknown
     message: str = ""  # one line: what is wrong
-    why: str = ""  # why it matters, with the source key from PROFILE-FACTS
+    why: str = ""  # why it matters, with its source key (profiles/SOURCES.md)
     fix: str = ""  # how to fix by hand
     persisted: str | None = None  # value persisted in sysctl.d/modprobe.d/cmdline, when known
     needs_reboot: bool = False  # in effect != persisted and only a reboot closes the gap

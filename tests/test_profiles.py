@@ -18,7 +18,7 @@ from nodetune.resources import data_dir
 from nodetune.rules import OPERATORS
 from tests.audit_helpers import facts_getter
 
-# Source keys of /work/shared/PROFILE-FACTS.md ("Sources"): every `why` cites at least one.
+# Source keys of profiles/SOURCES.md: every `why` cites at least one.
 SOURCE_KEYS = {
     "N1", "N2", "G1", "G2", "G3", "G4", "C1", "C2", "C3", "C5", "M1", "M2", "M3", "I1", "I2",
     "V1", "V2", "D1", "D2", "D3", "S1", "S2", "S3", "S4", "S5", "P1", "P3", "F1", "H1", "H4",

@@ -16,7 +16,7 @@ from nodetune.topology import build_topology, class_rank, format_cpus
 TOPO_COLLECTORS = ("cpu", "numa", "memory", "pci", "gpu", "nic", "rdma", "storage")
 NVML = Path(__file__).parent / "fixtures" / "nvml"
 
-# /work/shared/fixtures/README.md "Reference for synthetic trees" (sgl-project/sglang issue
+# tests/fixtures/README.md "Reference for synthetic trees" (sgl-project/sglang issue
 # 30401): GPU0-3 on NUMA 0 (CPUs 0-47,96-143), GPU4-7 on NUMA 1 (CPUs 48-95,144-191), every
 # GPU pair NV18, GPUi-NICi PIX, other NICs of the socket NODE, across sockets SYS.
 DGX_H100_REFERENCE = """

@@ -28,7 +28,7 @@ HOST_COPY_MIN_RATIO = 0.80
 NVLINK_P2P_MIN_RATIO = 0.75
 NVLINK_ALLREDUCE_MIN_RATIO = 0.60
 
-# GPU name pattern -> (figure, unit, basis); sources in /work/shared/PROFILE-FACTS.md keys A1-A3
+# GPU name pattern -> (figure, unit, basis); sources: profiles/SOURCES.md keys A1-A3
 PROFILE_FIGURES: dict[str, list[tuple[str, float, str]]] = {
     "d2d": [
         (r"H200", 4000.0,
