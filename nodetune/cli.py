@@ -80,8 +80,10 @@ def cli() -> None:
 
 def node_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """--root, --from and --nvml, shared by every read-only command."""
-    func = click.option("--nvml", "nvml", default="auto", show_default=True, metavar="auto|live|off|FILE",
-                        help="NVML source: live on the live host, off, or a recorded NVML JSON file.")(func)
+    func = click.option("--nvml", "nvml", default="auto", show_default=True,
+                        metavar="auto|live|off|FILE",
+                        help="NVML source: live on the live host, off, or a recorded NVML JSON "
+                             "file.")(func)
     func = click.option("--from", "snapshot", type=click.Path(dir_okay=False), default=None,
                         metavar="FILE.tar.gz", help="Replay a node from a snapshot.")(func)
     func = click.option("--root", "root", type=click.Path(file_okay=False), default=None,

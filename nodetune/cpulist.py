@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 
 def parse(text: str | None) -> list[int]:
-    """Parse a kernel list ("0-3,8"); "" gives []. Also accepts the hex mask form ("ff,00000000")."""
+    """Parse a kernel list ("0-3,8"); "" gives []. Also takes the hex mask form ("ff,00000000")."""
     if text is None:
         return []
     text = text.replace("\x00", "").strip()  # some gathered trees keep the file's NUL padding
@@ -36,7 +36,7 @@ def parse_mask(text: str) -> list[int]:
     return [i for i in range(value.bit_length()) if value >> i & 1]
 
 
-def format(ids: Iterable[int]) -> str:  # noqa: A001 - mirrors the kernel's cpulist format
+def format(ids: Iterable[int]) -> str:  # the kernel's cpulist format
     """Sorted ids to the kernel's compact form: [0,1,2,3,8] -> "0-3,8"."""
     out: list[str] = []
     run: list[int] = []

@@ -23,6 +23,7 @@ class _Missing:
 
 
 MISSING = _Missing()
+MAX_LINK_HOPS = 40  # as the kernel's limit on nested symlinks (MAXSYMLINKS)
 
 
 class HostRoot:
@@ -192,6 +193,20 @@ class HostRoot:
             self.resolved_links.add(hostpath)
         if self.is_live:
             return os.path.realpath(hostpath)
+        return self._walk(hostpath)
+
+    def _link_target(self, hostpath: str) -> str | None:
+        """The target when `hostpath` itself is a link (or a gathered "<name>.link" file)."""
+        real = self.path(hostpath)
+        if os.path.islink(real):
+            return os.readlink(real)
+        if not os.path.lexists(real) and os.path.isfile(real + ".link"):
+            with open(real + ".link", encoding="utf-8") as fh:
+                return fh.read().strip()
+        return None
+
+    def _walk(self, hostpath: str) -> str:
+        """Resolve component by component, following links through `_link_target`."""
         parts = [p for p in hostpath.split("/") if p]
         resolved: list[str] = []
         hops = 0
@@ -204,16 +219,10 @@ class HostRoot:
                     resolved.pop()
                 continue
             candidate = "/" + "/".join([*resolved, part])
-            real = self.path(candidate)
-            target = None
-            if os.path.islink(real):
-                target = os.readlink(real)
-            elif not os.path.lexists(real) and os.path.isfile(real + ".link"):
-                with open(real + ".link", encoding="utf-8") as fh:
-                    target = fh.read().strip()
+            target = self._link_target(candidate)
             if target is not None:
                 hops += 1
-                if hops > 40:
+                if hops > MAX_LINK_HOPS:
                     return candidate
                 if self.recording:
                     self.resolved_links.add(candidate)

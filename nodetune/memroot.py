@@ -18,7 +18,6 @@ from typing import Any
 
 from nodetune.hostfs import HostRoot
 
-MAX_LINK_HOPS = 40
 
 
 class MemoryRoot(HostRoot):
@@ -104,31 +103,9 @@ class MemoryRoot(HostRoot):
         self._resolved[hostpath] = result
         return result
 
-    def _walk(self, hostpath: str) -> str:
-        parts = [p for p in hostpath.split("/") if p]
-        resolved: list[str] = []
-        hops = 0
-        while parts:
-            part = parts.pop(0)
-            if part == ".":
-                continue
-            if part == "..":
-                if resolved:
-                    resolved.pop()
-                continue
-            candidate = "/" + "/".join([*resolved, part])
-            entry = self.entries.get(candidate)
-            if entry is not None and entry[0] == "link":
-                hops += 1
-                if hops > MAX_LINK_HOPS:
-                    return candidate
-                target = entry[1]
-                parts = [p for p in target.split("/") if p] + parts
-                if target.startswith("/"):
-                    resolved = []
-                continue
-            resolved.append(part)
-        return "/" + "/".join(resolved)
+    def _link_target(self, hostpath: str) -> str | None:
+        entry = self.entries.get(hostpath)
+        return entry[1] if entry is not None and entry[0] == "link" else None
 
     def _entry(self, hostpath: str) -> tuple[str, Any] | None:
         return self.entries.get(self.realpath(hostpath))

@@ -54,7 +54,8 @@ def _nvml_backend(choice: str, root: HostRoot) -> tuple[Any, str | None]:
     if choice not in ("auto", "live"):
         return nvml_mod.RecordedNvml.from_file(choice), None
     if choice == "auto" and not root.is_live:
-        return None, f"NVML not used for --root {root.root} (pass --nvml live to query this machine's GPUs)"
+        return None, (f"NVML not used for --root {root.root} "
+                      "(pass --nvml live to query this machine's GPUs)")
     return nvml_mod.live_backend()
 
 

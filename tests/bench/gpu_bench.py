@@ -11,7 +11,8 @@ never stops the others (about 3-5 minutes in all):
 2. Reference all-reduce: torch.distributed, one process per GPU, NCCL, 1 GiB float32, CUDA events
    around 20 back-to-back all-reduces (slowest rank), 3 repeats, NVLink SHARP off as nodetune.
 3. Reference H2D/D2H pinned copies, 256 MiB, CUDA events around 10 copies after 3 warm-up
-   copies, 9 repeats, the thread on the GPU's local CPUs: PyTorch (`copy_(non_blocking=True)` from pin_memory) and
+   copies, 9 repeats, the thread on the GPU's local CPUs: PyTorch (`copy_(non_blocking=True)`
+   from pin_memory) and
    CuPy (`ndarray.set` from alloc_pinned_memory).
 
 Prints and writes OUTDIR/comparison.txt and OUTDIR/summary.json. Targets: all-reduce busbw at
