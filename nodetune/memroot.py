@@ -19,7 +19,6 @@ from typing import Any
 from nodetune.hostfs import HostRoot
 
 
-
 class MemoryRoot(HostRoot):
     def __init__(self, label: str, entries: dict[str, tuple[str, Any]]) -> None:
         super().__init__("/")
