@@ -32,17 +32,22 @@ def render(result: AuditResult, out: Console) -> None:
     for area in sorted(by_area, key=lambda a: sort_key(by_area[a][0])):
         rows = by_area[area]
         three_state = any(f.persisted is not None for f in rows)
+        # below ~110 columns the persisted value goes under "now", so ids keep their width
+        persisted_column = three_state and out.width >= 110
         table = Table(title=AREA_TITLES.get(area, area), title_justify="left", expand=True,
                       show_lines=True, title_style="bold")
         table.add_column("severity", no_wrap=True)
-        table.add_column("setting", ratio=3, min_width=16, overflow="fold")
+        # ids never break; the subjects below them wrap at ", "
+        id_width = max(len(f.id) for f in rows)
+        table.add_column("setting", min_width=id_width, max_width=max(id_width, 28),
+                         overflow="fold")
         table.add_column("want", ratio=2, overflow="fold")
-        if three_state:
+        if persisted_column:
             table.add_column("persisted", ratio=2, overflow="fold")
         table.add_column("now", ratio=2, overflow="fold")
         table.add_column("impact / fix", ratio=5)
         for group in _groups(rows):
-            table.add_row(*_row(group, three_state))
+            table.add_row(*_row(group, three_state, persisted_column))
         out.print(table)
     out.print(summary_line(result))
 
@@ -56,7 +61,7 @@ def _groups(rows: list[Finding]) -> list[list[Finding]]:
     return list(groups.values())
 
 
-def _row(group: list[Finding], three_state: bool) -> list[Any]:
+def _row(group: list[Finding], three_state: bool, persisted_column: bool) -> list[Any]:
     from rich.text import Text
 
     f = group[0]
@@ -89,7 +94,11 @@ def _row(group: list[Finding], three_state: bool) -> list[Any]:
         persisted = Text(f.persisted or "")
         if f.needs_reboot:
             persisted.append("\nneeds reboot", style="bold yellow")
-        cells.append(persisted)
+        if persisted_column:
+            cells.append(persisted)
+        elif f.persisted is not None or f.needs_reboot:
+            now.append("\npersisted:\n", style="dim")
+            now.append(persisted)
     cells += [now, details]
     return cells
 
