@@ -141,6 +141,20 @@ def test_daemonset_runs_the_agent_with_its_flags_on_gpu_nodes(outputs):
     assert any(t["key"] == "nodetune.io/unhealthy" for t in spec["tolerations"])
 
 
+def test_daemonset_args_parse_with_the_agents_own_options(outputs):
+    """The DaemonSet and the agent share their flags: the real command line parser takes them."""
+    from nodetune.cli import cli
+
+    ds = next(o for o in documents(outputs["dgx-h100"]["nodetune-agent.yaml"])
+              if o["kind"] == "DaemonSet")
+    args = ds["spec"]["template"]["spec"]["containers"][0]["args"]
+    command = cli.get_command(None, args[0])  # type: ignore[arg-type]
+    ctx = command.make_context(args[0], [*args[1:], "--taint-unhealthy"])
+    assert ctx.params["root"] == "/host" and ctx.params["nvml"] == "live"
+    assert ctx.params["listen"] == "0.0.0.0:9402" and ctx.params["interval"] == 300
+    assert ctx.params["taint_unhealthy"]
+
+
 def test_daemonset_passes_taint_unhealthy(request, tmp_path):
     files = generate(request, "h200x2-vm", tmp_path, "--target", "daemonset", "--taint-unhealthy",
                      "--interval", "60", "--image", "registry.example/nodetune:1")
