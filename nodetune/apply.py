@@ -110,7 +110,8 @@ def runner_env(private: str, binary: str) -> dict[str, str]:
     directories, no retry files or colours, and `binary`'s directory first on PATH."""
     return {
         "ANSIBLE_LOCAL_TEMP": os.path.join(private, "tmp"),
-        "ANSIBLE_REMOTE_TEMP": "/tmp/.nodetune-ansible",
+        # one per run: a fixed shared path in /tmp breaks for the next user (and invites races)
+        "ANSIBLE_REMOTE_TEMP": os.path.join(private, "remote-tmp"),
         "ANSIBLE_RETRY_FILES_ENABLED": "0",
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_DEPRECATION_WARNINGS": "0",

@@ -258,15 +258,12 @@ def run(request: Request, on_host_done: Callable[[str, bool], None] | None = Non
     events.bench = request.bench
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="nodetune-fleet-") as private:
+        from nodetune.apply import runner_env
+
         envvars = {
-            "ANSIBLE_LOCAL_TEMP": os.path.join(private, "tmp"),
-            "ANSIBLE_REMOTE_TEMP": "/tmp/.nodetune-ansible",
-            "ANSIBLE_RETRY_FILES_ENABLED": "0",
-            "ANSIBLE_NOCOLOR": "1",
-            "ANSIBLE_DEPRECATION_WARNINGS": "0",
+            **runner_env(private, binary),
             "ANSIBLE_TIMEOUT": str(min(request.timeout, 30)),  # connecting, not the commands
             "MAX_EVENT_RES": str(MAX_EVENT_RES),
-            "PATH": f"{Path(binary).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         }
         if "ANSIBLE_CONFIG" not in os.environ and Path("ansible.cfg").is_file():
             envvars["ANSIBLE_CONFIG"] = str(Path("ansible.cfg").resolve())
