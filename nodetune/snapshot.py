@@ -602,7 +602,9 @@ def _open_tar(path: str) -> tarfile.TarFile:
     re-decompresses it, which made replays of large snapshots take seconds."""
     with open(path, "rb") as fh:
         raw = fh.read()
-    data = raw  # not gzip: tarfile says what it is
+    data = raw  # an uncompressed tar is accepted too
+    if raw[:2] != b"\x1f\x8b" and raw[257:262] != b"ustar":
+        raise _bad(path, "not a complete tar.gz archive (no gzip or tar header)")
     if raw[:2] == b"\x1f\x8b":
         try:
             data = gzip.decompress(raw)
