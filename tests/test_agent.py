@@ -145,48 +145,21 @@ def test_next_delay_jitter_and_backoff():
     assert next_delay(0, 0.5, 3, rng) == 0.0
 
 
+def agent_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nodetune", "agent", *args],
+                          capture_output=True, text=True, timeout=60, env=env)
+
+
 def test_bad_listen_address_is_one_line_exit_3(vm_root):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nodetune",
-            "agent",
-            "--root",
-            str(vm_root),
-            "--listen",
-            "nonsense",
-            "--kubernetes",
-            "off",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    proc = agent_cli("--root", str(vm_root), "--listen", "nonsense", "--kubernetes", "off")
     assert proc.returncode == 3
     assert proc.stderr.strip().count("\n") == 0 and "--listen" in proc.stderr
 
 
 def test_kubernetes_on_without_node_name_is_refused(vm_root):
     env = {k: v for k, v in os.environ.items() if k != "NODE_NAME"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nodetune",
-            "agent",
-            "--root",
-            str(vm_root),
-            "--kubernetes",
-            "on",
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=env,
-    )
+    proc = agent_cli("--root", str(vm_root), "--kubernetes", "on", "--listen", "127.0.0.1:0",
+                     env=env)
     assert proc.returncode == 3 and "NODE_NAME" in proc.stderr
 
 
@@ -288,9 +261,7 @@ def test_soak_2000_cycles_memory_stays_flat(vm_root):
 
 
 def test_once_json_prints_the_report_and_exit_code(vm_root):
-    proc = subprocess.run([sys.executable, "-m", "nodetune", "agent", "--root", str(vm_root),
-                           "--nvml", str(NVML), "--json"], capture_output=True, text=True,
-                          timeout=60)
+    proc = agent_cli("--root", str(vm_root), "--nvml", str(NVML), "--json")
     report = json.loads(proc.stdout)
     assert report["schema"] == "nodetune.agent-report/1"
     assert report["facts"]["gpu"]["driver_version"]  # what fleet drift compares
