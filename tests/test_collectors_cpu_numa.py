@@ -9,12 +9,11 @@ from pathlib import Path
 import pytest
 
 from nodetune import cpulist
-from nodetune.collectors import Context
 from nodetune.collectors.cpu import CpuCollector, identify, parse_boot_cpulist, parse_cpuinfo
 from nodetune.collectors.memory import MemoryCollector, page_size_from_pmd
 from nodetune.collectors.numa import NumaCollector, parse_meminfo
 from nodetune.errors import CollectorError
-from nodetune.hostfs import HostRoot
+from tests.host_trees import context, write_tree
 
 HOSTS = Path(__file__).parent / "fixtures" / "hosts"
 
@@ -24,23 +23,13 @@ def _expected() -> list[dict[str, str]]:
         return list(csv.DictReader(fh, delimiter="\t"))
 
 
-def _ctx(path: Path | str) -> Context:
-    return Context(root=HostRoot(str(path)))
-
-
-def _write(root: Path, files: dict[str, str]) -> Path:
-    for rel, text in files.items():
-        path = root / rel.lstrip("/")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return root
 
 
 @pytest.mark.parametrize("row", _expected(), ids=lambda r: r["tree"])
 def test_real_tree_cpus_and_numa_nodes_match_expected(host_tree, row: dict[str, str]) -> None:
     tree = host_tree(row["tree"])
-    cpu = CpuCollector().collect(_ctx(tree))
-    numa = NumaCollector().collect(_ctx(tree))
+    cpu = CpuCollector().collect(context(tree))
+    numa = NumaCollector().collect(context(tree))
     assert cpu.online == cpulist.parse(row["online_cpus"])
     assert len(cpu.cpus) == len(cpulist.parse(row["online_cpus"]))
     assert len(numa.nodes) == int(row["numa_nodes"])
@@ -54,7 +43,7 @@ def test_real_tree_cpus_and_numa_nodes_match_expected(host_tree, row: dict[str, 
 
 def test_offline_cpus_without_online_file(host_tree) -> None:
     """16em64t has no cpu/online: cpu2/5/13/14 say online=0 in their own directories."""
-    cpu = CpuCollector().collect(_ctx(host_tree("16em64t-4s2c2t-offlines")))
+    cpu = CpuCollector().collect(context(host_tree("16em64t-4s2c2t-offlines")))
     assert cpu.offline == [2, 5, 13, 14]
     assert cpu.sockets == 4
     assert cpu.threads_per_core == 2
@@ -63,7 +52,7 @@ def test_offline_cpus_without_online_file(host_tree) -> None:
 
 
 def test_cpufreq_and_cstates_of_32em64t(host_tree) -> None:
-    cpu = CpuCollector().collect(_ctx(host_tree("32em64t-2n8c+dax+nvme+mic+dimms")))
+    cpu = CpuCollector().collect(context(host_tree("32em64t-2n8c+dax+nvme+mic+dimms")))
     assert (cpu.sockets, cpu.cores, cpu.threads_per_core) == (2, 16, 1)
     assert cpu.model_name == "Intel(R) Xeon(R) CPU E5-2680 0 @ 2.70GHz"
     assert cpu.frequency_driver == "acpi-cpufreq"
@@ -78,7 +67,7 @@ def test_cpufreq_and_cstates_of_32em64t(host_tree) -> None:
 
 
 def test_numa_distances_memory_and_hugepages_of_32em64t(host_tree) -> None:
-    numa = NumaCollector().collect(_ctx(host_tree("32em64t-2n8c+dax+nvme+mic+dimms")))
+    numa = NumaCollector().collect(context(host_tree("32em64t-2n8c+dax+nvme+mic+dimms")))
     assert [n.distances for n in numa.nodes] == [[10, 21], [21, 10]]
     tree = host_tree("32em64t-2n8c+dax+nvme+mic+dimms")
     text = (tree / "sys/devices/system/node/node1/meminfo").read_text()
@@ -90,8 +79,8 @@ def test_numa_distances_memory_and_hugepages_of_32em64t(host_tree) -> None:
 
 def test_power7_sparse_nodes_and_unknown_sockets(host_tree) -> None:
     tree = host_tree("256ppc-8n8s4t")
-    cpu = CpuCollector().collect(_ctx(tree))
-    numa = NumaCollector().collect(_ctx(tree))
+    cpu = CpuCollector().collect(context(tree))
+    numa = NumaCollector().collect(context(tree))
     assert [n.id for n in numa.nodes] == [0, 1, 4, 5, 8, 9, 12, 13]
     assert numa.nodes[0].distances == [10, 20, 40, 40, 40, 40, 40, 40]
     assert cpu.architecture == "ppc64" and cpu.model_name == "POWER7 (architected)"
@@ -100,18 +89,18 @@ def test_power7_sparse_nodes_and_unknown_sockets(host_tree) -> None:
 
 
 def test_arm_identities(host_tree) -> None:
-    gb10 = CpuCollector().collect(_ctx(host_tree("nvidia-dgx-gb10")))
+    gb10 = CpuCollector().collect(context(host_tree("nvidia-dgx-gb10")))
     assert (gb10.architecture, gb10.vendor) == ("aarch64", "ARM")
     assert gb10.model_name == "Cortex-A725 / Cortex-X925"
     assert gb10.frequency_driver == "cppc_cpufreq"
     assert gb10.governor == "performance" and gb10.boost is False
     assert (gb10.min_freq_khz, gb10.max_freq_khz) == (338000, 3900000)
-    kunpeng = CpuCollector().collect(_ctx(host_tree("128arm-2pa2n8cluster4co")))
+    kunpeng = CpuCollector().collect(context(host_tree("128arm-2pa2n8cluster4co")))
     assert (kunpeng.vendor, kunpeng.model_name, kunpeng.sockets) == ("HiSilicon", "Kunpeng-920", 2)
 
 
 def test_hugepage_pools_with_16g_pages(host_tree) -> None:
-    mem = MemoryCollector().collect(_ctx(host_tree("2i386-2t-hugepagesizecount")))
+    mem = MemoryCollector().collect(context(host_tree("2i386-2t-hugepagesizecount")))
     assert [(p.size_kb, p.total, p.free) for p in mem.hugepages] == [
         (2048, 1, 0), (16777216, 1, 0)]
     assert mem.default_hugepage_size_kb == 2048
@@ -126,7 +115,7 @@ def _lscpu(tree: Path) -> dict[str, str]:
 
 def test_h200_vm_matches_lscpu_and_numactl(host_tree) -> None:
     tree = host_tree("h200x2-vm-gather")
-    cpu = CpuCollector().collect(_ctx(tree))
+    cpu = CpuCollector().collect(context(tree))
     lscpu = _lscpu(tree)
     assert len(cpu.online) == int(lscpu["CPU(s)"])
     assert cpu.online == cpulist.parse(lscpu["On-line CPU(s) list"])
@@ -137,7 +126,7 @@ def test_h200_vm_matches_lscpu_and_numactl(host_tree) -> None:
     assert cpu.architecture == lscpu["Architecture"]
     assert cpu.hypervisor is True
     assert cpu.frequency_driver is None and "no cpufreq driver" in cpu.unknown["frequency_driver"]
-    numa = NumaCollector().collect(_ctx(tree))
+    numa = NumaCollector().collect(context(tree))
     numactl = (tree / "cmd/numactl_H.txt").read_text()
     size_mb = int(re.search(r"node 0 size: (\d+) MB", numactl).group(1))
     node_cpus = [int(c) for c in re.search(r"node 0 cpus: ([\d ]+)", numactl).group(1).split()]
@@ -150,7 +139,7 @@ def test_h200_vm_matches_lscpu_and_numactl(host_tree) -> None:
 
 def test_h200_vm_memory(host_tree) -> None:
     tree = host_tree("h200x2-vm-gather")
-    mem = MemoryCollector().collect(_ctx(tree))
+    mem = MemoryCollector().collect(context(tree))
     meminfo = parse_meminfo((tree / "proc/meminfo").read_text())
     assert mem.total_bytes == meminfo["MemTotal"] == 263998500 * 1024
     assert mem.thp.enabled == "madvise" and mem.thp.defrag == "madvise"
@@ -164,12 +153,12 @@ def test_h200_vm_memory(host_tree) -> None:
 def test_h100_vm_matches_its_command_outputs(host_tree) -> None:
     tree = host_tree("h100x2-fc-vm-gather")
     text = (tree / "cmd/commands.txt").read_text()
-    cpu = CpuCollector().collect(_ctx(tree))
+    cpu = CpuCollector().collect(context(tree))
     assert len(cpu.online) == int(re.search(r"^CPU\(s\):\s+(\d+)", text, re.M).group(1))
-    numa = NumaCollector().collect(_ctx(tree))
+    numa = NumaCollector().collect(context(tree))
     size_mb = int(re.search(r"node 0 size: (\d+) MB", text).group(1))
     assert numa.nodes[0].memory_total_bytes // 2**20 == size_mb
-    mem = MemoryCollector().collect(_ctx(tree))
+    mem = MemoryCollector().collect(context(tree))
     total_gib = int(re.search(r"^Mem:\s+(\d+)", text, re.M).group(1))
     assert mem.total_bytes // 2**30 == total_gib
 
@@ -191,16 +180,16 @@ def test_pure_parsers() -> None:
 
 
 def test_minimal_tree_without_online_or_node_files(tmp_path: Path) -> None:
-    root = _write(tmp_path, {f"sys/devices/system/cpu/cpu{i}/topology/core_id": str(i // 2)
+    root = write_tree(tmp_path, {f"sys/devices/system/cpu/cpu{i}/topology/core_id": str(i // 2)
                              for i in range(4)})
-    _write(root, {f"sys/devices/system/cpu/cpu{i}/topology/thread_siblings_list":
+    write_tree(root, {f"sys/devices/system/cpu/cpu{i}/topology/thread_siblings_list":
                   f"{i - i % 2}-{i - i % 2 + 1}" for i in range(4)})
-    _write(root, {"proc/meminfo": "MemTotal: 2048 kB\nMemFree: 1024 kB\n"})
-    cpu = CpuCollector().collect(_ctx(root))
+    write_tree(root, {"proc/meminfo": "MemTotal: 2048 kB\nMemFree: 1024 kB\n"})
+    cpu = CpuCollector().collect(context(root))
     assert cpu.online == [0, 1, 2, 3]
     assert (cpu.cores, cpu.threads_per_core, cpu.smt_active) == (2, 2, True)
     assert cpu.governor is None and cpu.unknown["governor"].startswith("no cpufreq driver")
-    numa = NumaCollector().collect(_ctx(root))
+    numa = NumaCollector().collect(context(root))
     assert [(n.id, n.cpus, n.memory_total_bytes) for n in numa.nodes] == [
         (0, [0, 1, 2, 3], 2 * 2**20)]
 
@@ -216,7 +205,7 @@ def test_mixed_governors_across_policies(tmp_path: Path) -> None:
                   f"{p}/scaling_min_freq": "800000",
                   f"{p}/energy_performance_preference": "performance"}
     files[f"{base}/intel_pstate/no_turbo"] = "1"
-    cpu = CpuCollector().collect(_ctx(_write(tmp_path, files)))
+    cpu = CpuCollector().collect(context(write_tree(tmp_path, files)))
     assert cpu.governor == "mixed"
     assert cpu.governors == {"performance": "0-1", "powersave": "2-3"}
     assert cpu.energy_performance_preference == "performance"
@@ -227,6 +216,6 @@ def test_mixed_governors_across_policies(tmp_path: Path) -> None:
 def test_empty_tree_is_a_collector_error(tmp_path: Path) -> None:
     (tmp_path / "proc").mkdir()
     with pytest.raises(CollectorError, match="online CPUs"):
-        CpuCollector().collect(_ctx(tmp_path))
+        CpuCollector().collect(context(tmp_path))
     with pytest.raises(CollectorError, match="meminfo"):
-        MemoryCollector().collect(_ctx(tmp_path))
+        MemoryCollector().collect(context(tmp_path))

@@ -10,27 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from nodetune.collectors import Context
 from nodetune.collectors.nic import NicCollector, parse_speed
 from nodetune.collectors.rdma import RdmaCollector, parse_rate, parse_state, roce_active_mtu
 from nodetune.collectors.services import ServicesCollector
 from nodetune.collectors.storage import StorageCollector, parse_scheduler
 from nodetune.errors import NoData
 from nodetune.hostfs import HostRoot
+from tests.host_trees import context, write_tree
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-def _ctx(path: Path) -> Context:
-    return Context(root=HostRoot(str(path)))
-
-
-def _write(root: Path, files: dict[str, str]) -> Path:
-    for rel, text in files.items():
-        path = root / rel.lstrip("/")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return root
 
 
 def test_pure_parsers() -> None:
@@ -48,7 +38,7 @@ def test_pure_parsers() -> None:
 
 
 def test_nics_of_32em64t(host_tree) -> None:
-    nic = NicCollector().collect(_ctx(host_tree("32em64t-2n8c+dax+nvme+mic+dimms")))
+    nic = NicCollector().collect(context(host_tree("32em64t-2n8c+dax+nvme+mic+dimms")))
     by_name = {i.name: i for i in nic.interfaces}
     assert "lo" not in by_name
     assert {n for n, i in by_name.items() if i.virtual} == {"br0", "eth0.1015", "mic0"}
@@ -64,12 +54,12 @@ def test_nics_of_32em64t(host_tree) -> None:
 
 
 def test_nics_of_the_gpu_vms(host_tree) -> None:
-    nics = NicCollector().collect(_ctx(host_tree("h200x2-vm-gather"))).interfaces
+    nics = NicCollector().collect(context(host_tree("h200x2-vm-gather"))).interfaces
     h200 = {i.name: i for i in nics}
     assert set(h200) == {"eth0", "ifb0", "ifb1"}
     assert (h200["eth0"].virtual, h200["eth0"].mtu, h200["eth0"].speed_mbps) == (False, 1400, None)
     assert h200["ifb0"].virtual and h200["ifb1"].virtual
-    nics = NicCollector().collect(_ctx(host_tree("h100x2-fc-vm-gather"))).interfaces
+    nics = NicCollector().collect(context(host_tree("h100x2-fc-vm-gather"))).interfaces
     h100 = {i.name: i for i in nics}
     eth0 = h100["eth0"]
     assert (eth0.driver, eth0.pci_address, eth0.numa_node) == ("virtio_net", "0000:00:03.0", None)
@@ -93,7 +83,7 @@ def h100_ib_tree(tmp_path: Path) -> Path:
 
 
 def test_rdma_of_an_h100_node(h100_ib_tree: Path) -> None:
-    rdma = RdmaCollector().collect(_ctx(h100_ib_tree))
+    rdma = RdmaCollector().collect(context(h100_ib_tree))
     by_name = {d.name: d for d in rdma.devices}
     assert sorted(by_name) == ["mlx5_0", "mlx5_1", "mlx5_4", "mlx5_5", "mlx5_6", "mlx5_7",
                                "mlx5_8", "mlx5_9", "mlx5_bond_0"]
@@ -112,34 +102,34 @@ def test_rdma_of_an_h100_node(h100_ib_tree: Path) -> None:
 
 
 def test_rdma_with_device_links(host_tree) -> None:
-    mlx4 = RdmaCollector().collect(_ctx(host_tree("32em64t-2n8c+dax+nvme+mic+dimms")))
+    mlx4 = RdmaCollector().collect(context(host_tree("32em64t-2n8c+dax+nvme+mic+dimms")))
     dev = next(d for d in mlx4.devices if d.name == "mlx4_0")
     assert (dev.pci_address, dev.numa_node, dev.netdevs, dev.fw_ver) == (
         "0000:82:00.0", 1, ["ib0"], "2.11.500")
     assert dev.ports[0].rate == "56 Gb/sec (4X FDR)"
-    qib = RdmaCollector().collect(_ctx(host_tree("40intel64-2g2n4c+pcilocality"))).devices[0]
+    qib = RdmaCollector().collect(context(host_tree("40intel64-2g2n4c+pcilocality"))).devices[0]
     assert (qib.name, qib.pci_address, qib.numa_node, qib.ports[0].rate_gbps) == (
         "qib0", "0000:43:00.0", 2, 40.0)
 
 
 def test_no_rdma_is_no_data(host_tree) -> None:
     with pytest.raises(NoData):
-        RdmaCollector().collect(_ctx(host_tree("h200x2-vm-gather")))
+        RdmaCollector().collect(context(host_tree("h200x2-vm-gather")))
 
 
 def test_roce_port_mtu_follows_its_netdev(tmp_path: Path) -> None:
     base = "sys/class/infiniband/mlx5_0"
-    root = _write(tmp_path, {f"{base}/ports/1/link_layer": "Ethernet\n",
+    root = write_tree(tmp_path, {f"{base}/ports/1/link_layer": "Ethernet\n",
                              f"{base}/ports/1/state": "4: ACTIVE\n",
                              f"{base}/ports/1/gid_attrs/ndevs/0": "ens1f0np0\n",
                              "sys/class/net/ens1f0np0/mtu": "9000\n"})
-    dev = RdmaCollector().collect(_ctx(root)).devices[0]
+    dev = RdmaCollector().collect(context(root)).devices[0]
     assert dev.netdevs == ["ens1f0np0"] and dev.ports[0].active_mtu == 4096
 
 
 def test_storage_of_h200_vm_matches_lsblk(host_tree) -> None:
     tree = host_tree("h200x2-vm-gather")
-    storage = StorageCollector().collect(_ctx(tree))
+    storage = StorageCollector().collect(context(tree))
     lsblk = json.loads((tree / "cmd/lsblk.txt").read_text().split("# rc=0", 1)[1]
                        .split("# stderr", 1)[0])["blockdevices"]
     by_name = {b.name: b for b in storage.block}
@@ -158,7 +148,7 @@ def test_storage_of_h200_vm_matches_lsblk(host_tree) -> None:
 
 
 def test_storage_of_h100_vm(host_tree) -> None:
-    storage = StorageCollector().collect(_ctx(host_tree("h100x2-fc-vm-gather")))
+    storage = StorageCollector().collect(context(host_tree("h100x2-fc-vm-gather")))
     by_name = {b.name: b for b in storage.block}
     assert set(by_name) == {"vda", "vdb", "zram0"}  # as its lsblk; unused loop devices left out
     assert (by_name["vda"].pci_address, by_name["vdb"].pci_address) == ("0000:00:01.0",
@@ -168,7 +158,7 @@ def test_storage_of_h100_vm(host_tree) -> None:
 
 
 def test_storage_nvme_and_disks_of_hwloc_trees(host_tree) -> None:
-    storage = StorageCollector().collect(_ctx(host_tree("32em64t-2n8c+dax+nvme+mic+dimms")))
+    storage = StorageCollector().collect(context(host_tree("32em64t-2n8c+dax+nvme+mic+dimms")))
     by_name = {b.name: b for b in storage.block}
     nvme = by_name["nvme0n1"]  # listed only in /sys/class/block in this tree
     assert (nvme.kind, nvme.pci_address, nvme.scheduler, nvme.rotational) == (
@@ -179,13 +169,13 @@ def test_storage_nvme_and_disks_of_hwloc_trees(host_tree) -> None:
     assert "nvme0n1p1" not in by_name and "ram0" not in by_name
     assert {m.mountpoint: m.fstype for m in storage.mounts}["/var"] == "ext3"
     sda40 = {b.name: b for b in StorageCollector().collect(
-        _ctx(host_tree("40intel64-2g2n4c+pcilocality"))).block}["sda"]
+        context(host_tree("40intel64-2g2n4c+pcilocality"))).block}["sda"]
     assert (sda40.model, sda40.pci_address, sda40.max_sectors_kb) == ("PERC H700", "0000:01:00.0",
                                                                       128)
 
 
 def _services_tree(root: Path) -> Path:
-    _write(root, {"proc/1/comm": "systemd\n", "proc/812/comm": "nvidia-persiste\n",
+    write_tree(root, {"proc/1/comm": "systemd\n", "proc/812/comm": "nvidia-persiste\n",
                   "proc/901/comm": "irqbalance\n", "proc/self/comm": "python\n",
                   "usr/lib/systemd/system/nvidia-persistenced.service": "[Unit]\n",
                   "usr/lib/systemd/system/nvidia-fabricmanager.service": "[Unit]\n",
@@ -201,7 +191,7 @@ def _services_tree(root: Path) -> Path:
 
 
 def test_services_running_enabled_and_masked(tmp_path: Path) -> None:
-    units = ServicesCollector().collect(_ctx(_services_tree(tmp_path))).units
+    units = ServicesCollector().collect(context(_services_tree(tmp_path))).units
     persistenced = units["nvidia-persistenced"]
     assert (persistenced.state, persistenced.enabled, persistenced.installed) == (
         "running", True, True)
@@ -215,7 +205,7 @@ def test_services_running_enabled_and_masked(tmp_path: Path) -> None:
 
 
 def test_services_unknown_in_a_tree_without_processes(host_tree) -> None:
-    facts = ServicesCollector().collect(_ctx(host_tree("h200x2-vm-gather")))
+    facts = ServicesCollector().collect(context(host_tree("h200x2-vm-gather")))
     assert {u.state for u in facts.units.values()} == {"unknown"}
     assert {u.enabled for u in facts.units.values()} == {None}
     assert "no process directories" in facts.unknown["units.irqbalance.state"]
@@ -224,8 +214,8 @@ def test_services_unknown_in_a_tree_without_processes(host_tree) -> None:
 def test_missing_subsystems(tmp_path: Path) -> None:
     (tmp_path / "sys").mkdir()
     with pytest.raises(NoData):
-        NicCollector().collect(_ctx(tmp_path))
-    storage = StorageCollector().collect(_ctx(tmp_path))
+        NicCollector().collect(context(tmp_path))
+    storage = StorageCollector().collect(context(tmp_path))
     assert storage.block == [] and storage.mounts is None
     assert set(storage.unknown) == {"block", "mounts"}
 
@@ -233,7 +223,7 @@ def test_missing_subsystems(tmp_path: Path) -> None:
 def test_files_only_root_may_read_say_so(tmp_path: Path, monkeypatch) -> None:
     from nodetune.collectors import sysfs
 
-    secret = _write(tmp_path, {"sys/kernel/secret": "1\n"}) / "sys/kernel/secret"
+    secret = write_tree(tmp_path, {"sys/kernel/secret": "1\n"}) / "sys/kernel/secret"
     live = HostRoot("/")
     monkeypatch.setattr(live, "path", lambda hostpath: str(tmp_path) + hostpath)
     monkeypatch.setattr(sysfs.os, "geteuid", lambda: 1000)

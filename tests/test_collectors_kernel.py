@@ -22,14 +22,11 @@ from nodetune.collectors.persisted import (
     parse_sysctl_conf,
 )
 from nodetune.hostfs import HostRoot
+from tests.host_trees import write_tree
 
 
 def _write(root: Path, files: dict[str, str]) -> Path:
-    for rel, text in files.items():
-        path = root / rel.lstrip("/")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text))
-    return root
+    return write_tree(root, files, dedent=True)
 
 
 def _kernel(root: Path):
