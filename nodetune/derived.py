@@ -76,10 +76,6 @@ GPU_MODELS_BY_DEVICE = {
 NVIDIA = "0x10de"
 BRIDGE_OTHER = "0x0680"  # class of NVSwitch chips as PCI functions (HGX/DGX baseboards)
 
-# PCIe raw transfer rate (GT/s) and line-code efficiency per generation.
-_GTS = {1: 2.5, 2: 5.0, 3: 8.0, 4: 16.0, 5: 32.0, 6: 64.0}
-_EFFICIENCY = {1: 0.8, 2: 0.8, 3: 128 / 130, 4: 128 / 130, 5: 128 / 130, 6: 242 / 256}
-
 # ACS control flags that send peer-to-peer traffic up to the root complex.
 _ACS_REDIRECT_FLAGS = {"srcvalid", "sourcevalidation", "reqredir", "requestredirect",
                        "cmpltredir", "completionredirect"}
@@ -89,9 +85,10 @@ _MODEL_RE = re.compile(r"\b(G?[A-Z]{1,2}\d{2,3}[A-Z]?)\b")
 
 def pcie_gbps(gen: int | None, width: int | None) -> float | None:
     """Usable bandwidth of a PCIe link per direction in GB/s (Gen5 x16 -> 63.0)."""
-    if not gen or not width or gen not in _GTS:
-        return None
-    return round(_GTS[gen] * width * _EFFICIENCY[gen] / 8, 1)
+    from nodetune.pcie import link_gbps
+
+    rate = link_gbps(gen, width)
+    return None if rate is None else round(rate, 1)
 
 
 def gpu_model(name: str | None, device_id: str | None) -> str | None:

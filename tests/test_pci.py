@@ -15,7 +15,6 @@ from nodetune.collectors.pci import (
     collect_pci,
     device_kind,
     find_ext_capability,
-    gen_of,
     parse_acs,
     parse_chain,
     parse_link_speed,
@@ -24,6 +23,7 @@ from nodetune.collectors.pci import (
 )
 from nodetune.errors import NoData
 from nodetune.hostfs import HostRoot
+from nodetune.pcie import gen_of
 
 LSPCI = Path(__file__).parent / "fixtures" / "nvidia" / "h100x8-lspci-vvv.txt"
 ACS_FLAGS = ("SrcValid", "TransBlk", "ReqRedir", "CmpltRedir", "UpstreamFwd", "EgressCtrl",

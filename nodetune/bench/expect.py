@@ -20,9 +20,7 @@ import re
 from typing import Any
 
 from nodetune.bench.results import Expected
-
-GT_PER_S = {1: 2.5, 2: 5.0, 3: 8.0, 4: 16.0, 5: 32.0, 6: 64.0}
-ENCODING = {1: (8, 10), 2: (8, 10), 3: (128, 130), 4: (128, 130), 5: (128, 130), 6: (242, 256)}
+from nodetune.pcie import ENCODING, GT_PER_S, gen_of, link_gbps
 
 HOST_COPY_MIN_RATIO = 0.80
 NVLINK_P2P_MIN_RATIO = 0.75
@@ -41,21 +39,12 @@ PROFILE_FIGURES: dict[str, list[tuple[str, float, str]]] = {
 }
 
 
-def _gen_from_speed(speed_gts: float | None) -> int | None:
-    if speed_gts is None:
-        return None
-    for gen, rate in GT_PER_S.items():
-        if abs(rate - float(speed_gts)) < 0.1:
-            return gen
-    return None
-
-
 def pcie_rate(gen: int | None, width: int | None) -> Expected | None:
     """Theoretical bandwidth per direction of a PCIe link, or None when gen/width are unknown."""
-    if not gen or not width or gen not in GT_PER_S:
+    value = link_gbps(gen, width)
+    if gen is None or value is None:
         return None
     num, den = ENCODING[gen]
-    value = GT_PER_S[gen] * width * num / den / 8
     basis = (f"PCIe Gen{gen} x{width}: {GT_PER_S[gen]:g} GT/s x {width} lanes x {num}/{den} / 8"
              f" = {value:.1f} GB/s per direction")
     return Expected(value=round(value, 2), basis=basis)
@@ -100,11 +89,11 @@ def link_capability(facts: dict[str, Any],
     note = ""
     if dev is not None:
         link = dev.get("link") or {}
-        gen = link.get("max_gen") or _gen_from_speed(link.get("max_speed_gts"))
+        gen = link.get("max_gen") or gen_of(link.get("max_speed_gts"))
         width = link.get("max_width")
         parent = _pci_device(facts, dev.get("parent"))
         plink = (parent or {}).get("link") or {}
-        pgen = plink.get("max_gen") or _gen_from_speed(plink.get("max_speed_gts"))
+        pgen = plink.get("max_gen") or gen_of(plink.get("max_speed_gts"))
         if pgen and gen and pgen < gen:
             gen, note = pgen, f" (upstream port {dev.get('parent')} caps the link)"
         if plink.get("max_width") and width and plink["max_width"] < width:

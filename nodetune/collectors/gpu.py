@@ -17,10 +17,11 @@ from typing import Any
 from nodetune import cpulist
 from nodetune.collectors import Context, register
 from nodetune.collectors.cpuset import node_cpus, online_cpus
-from nodetune.collectors.pci import gen_of, parse_link_speed, parse_width
+from nodetune.collectors.pci import parse_link_speed, parse_width
 from nodetune.hostfs import HostRoot
 from nodetune.model import FactSet, to_jsonable
 from nodetune.nvml import clock_event_reason_names, cuda_version_text, normalize_bus_id
+from nodetune.pcie import gen_of
 
 PCI_DIR = "/sys/bus/pci/devices"
 NVIDIA_VENDOR = "0x10de"

@@ -19,15 +19,13 @@ from nodetune import cpulist
 from nodetune.collectors import register
 from nodetune.errors import NoData
 from nodetune.model import FactSet
+from nodetune.pcie import gen_of
 
 if TYPE_CHECKING:
     from nodetune.collectors import Context
     from nodetune.hostfs import HostRoot
 
 DEVICES_DIR = "/sys/bus/pci/devices"
-
-# PCIe transfer rate (GT/s) -> generation.
-GEN_BY_SPEED: dict[float, int] = {2.5: 1, 5.0: 2, 8.0: 3, 16.0: 4, 32.0: 5, 64.0: 6, 128.0: 7}
 
 # ACS Control register bits (PCIe Base Spec 6.0, 7.7.8.3), named as `lspci -vvv` prints them.
 ACS_CTL_BITS: tuple[tuple[str, int], ...] = (
@@ -101,13 +99,6 @@ def parse_link_speed(text: str | None) -> float | None:
         return None
     match = _SPEED.search(text)
     return float(match.group(1)) if match else None
-
-
-def gen_of(speed_gts: float | None) -> int | None:
-    """PCIe generation of a transfer rate: 2.5 -> 1 ... 32 -> 5, 64 -> 6."""
-    if speed_gts is None:
-        return None
-    return GEN_BY_SPEED.get(speed_gts)
 
 
 def parse_width(text: str | None) -> int | None:

@@ -1,0 +1,26 @@
+"""PCIe link arithmetic shared by the collectors, the rule engine and the benchmarks."""
+
+from __future__ import annotations
+
+# Raw transfer rate (GT/s) and line code per generation (8b/10b, 128b/130b, Gen6 FLIT 242/256).
+GT_PER_S = {1: 2.5, 2: 5.0, 3: 8.0, 4: 16.0, 5: 32.0, 6: 64.0}
+ENCODING = {1: (8, 10), 2: (8, 10), 3: (128, 130), 4: (128, 130), 5: (128, 130), 6: (242, 256)}
+_GEN_BY_SPEED = {**{rate: gen for gen, rate in GT_PER_S.items()}, 128.0: 7}
+
+
+def gen_of(speed_gts: float | None) -> int | None:
+    """PCIe generation of a transfer rate: 2.5 -> 1 ... 32 -> 5, 64 -> 6, 128 -> 7."""
+    if speed_gts is None:
+        return None
+    for rate, gen in _GEN_BY_SPEED.items():
+        if abs(rate - float(speed_gts)) < 0.1:
+            return gen
+    return None
+
+
+def link_gbps(gen: int | None, width: int | None) -> float | None:
+    """Usable bandwidth per direction in GB/s, unrounded (Gen5 x16 -> 63.015...)."""
+    if not gen or not width or gen not in GT_PER_S:
+        return None
+    num, den = ENCODING[gen]
+    return GT_PER_S[gen] * width * num / den / 8
