@@ -60,19 +60,9 @@ def clock_event_reason_names(mask: int) -> list[str]:
 
 def normalize_bus_id(bus_id: str | bytes | None) -> str | None:
     """NVML's "00000000:18:00.0" to sysfs's "0000:18:00.0"; None for NVML's "FFFFFFFF:FF:FF.0"."""
-    if isinstance(bus_id, bytes):
-        bus_id = bus_id.decode("ascii", "replace")
-    if not bus_id:
-        return None
-    try:
-        domain, bus, rest = bus_id.strip().lower().split(":")
-        device, function = rest.split(".")
-        numbers = int(domain, 16), int(bus, 16), int(device, 16), int(function, 16)
-    except ValueError:
-        return None
-    if numbers[0] == 0xFFFFFFFF or numbers[1] > 0xFF or numbers[2] > 0x1F or numbers[3] > 7:
-        return None
-    return "{:04x}:{:02x}:{:02x}.{:x}".format(*numbers)
+    from nodetune.pcie import normalize_address
+
+    return normalize_address(bus_id)
 
 
 def cuda_version_text(version: int | None) -> str | None:

@@ -24,3 +24,31 @@ def link_gbps(gen: int | None, width: int | None) -> float | None:
         return None
     num, den = ENCODING[gen]
     return GT_PER_S[gen] * width * num / den / 8
+
+
+def normalize_address(text: str | bytes | None) -> str | None:
+    """Any spelling of a PCI address as sysfs writes it, "0000:18:00.0"; None when it is none.
+
+    Takes NVML's 8-digit domains ("00000000:18:00.0"), the short form without a domain
+    ("18:00.0") and Xid messages' form without a function ("0000:3b:00"). NVML's "no device"
+    bus id ("FFFFFFFF:FF:FF.0") and out-of-range numbers are not addresses.
+    """
+    if isinstance(text, bytes):
+        text = text.decode("ascii", "replace")
+    if not text:
+        return None
+    parts = text.strip().lower().split(":")
+    if len(parts) == 2:
+        parts.insert(0, "0")
+    if len(parts) != 3:
+        return None
+    domain, bus, rest = parts
+    device, _, function = rest.partition(".")
+    try:
+        numbers = (int(domain, 16), int(bus, 16), int(device, 16), int(function or "0", 16))
+    except ValueError:
+        return None
+    # domains past 0xffff exist (Intel VMD: "10000:e0:00.0"); all ones is NVML's "no device"
+    if numbers[0] >= 0xFFFFFFFF or numbers[1] > 0xFF or numbers[2] > 0x1F or numbers[3] > 7:
+        return None
+    return "{:04x}:{:02x}:{:02x}.{:x}".format(*numbers)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from nodetune import cpulist
+from nodetune.pcie import normalize_address
 
 # Classes ordered nearest first; NV# ranks with "NV".
 CLASS_ORDER: tuple[str, ...] = ("X", "NV", "PIX", "PXB", "PHB", "NODE", "SYS")
@@ -141,11 +142,7 @@ def _norm_address(address: str | None) -> str | None:
     """"00000000:1B:00.0" (NVML) or "0000:1b:00.0" -> "0000:1b:00.0"."""
     if not address:
         return None
-    parts = address.strip().lower().split(":")
-    if len(parts) != 3:
-        return address.strip().lower()
-    domain = f"{int(parts[0], 16):04x}" if re.fullmatch(r"[0-9a-f]+", parts[0]) else parts[0]
-    return f"{domain}:{parts[1]}:{parts[2]}"
+    return normalize_address(address) or address.strip().lower()
 
 
 def _natural(text: str) -> list[Any]:

@@ -273,3 +273,20 @@ def test_dgx_faults_show_in_pci_facts(synth, synth_tmp: Path) -> None:
     dsp = by_address["0000:19:00.0"]
     assert dsp.acs is not None and dsp.acs.source_validation
     assert dsp.acs.ctl["ReqRedir"] and dsp.acs.ctl["CmpltRedir"] and dsp.acs.ctl["UpstreamFwd"]
+
+
+@pytest.mark.parametrize(("text", "address"), [
+    ("0000:18:00.0", "0000:18:00.0"),
+    ("00000000:1B:00.0", "0000:1b:00.0"),  # NVML
+    ("18:00.0", "0000:18:00.0"),  # lspci short form
+    ("0000:3b:00", "0000:3b:00.0"),  # Xid messages omit the function
+    ("10000:e0:00.0", "10000:e0:00.0"),  # Intel VMD domain
+    (b"00000000:07:00.0", "0000:07:00.0"),
+    ("FFFFFFFF:FF:FF.0", None),  # NVML's "no device"
+    ("0000:18:20.0", None),  # device number out of range
+    ("eth0", None), ("", None), (None, None),
+])
+def test_normalize_address_spellings(text, address):
+    from nodetune.pcie import normalize_address
+
+    assert normalize_address(text) == address

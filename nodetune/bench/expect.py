@@ -20,7 +20,7 @@ import re
 from typing import Any
 
 from nodetune.bench.results import Expected
-from nodetune.pcie import ENCODING, GT_PER_S, gen_of, link_gbps
+from nodetune.pcie import ENCODING, GT_PER_S, gen_of, link_gbps, normalize_address
 
 HOST_COPY_MIN_RATIO = 0.80
 NVLINK_P2P_MIN_RATIO = 0.75
@@ -71,12 +71,7 @@ def gpu_by_address(facts: dict[str, Any], address: str | None) -> dict[str, Any]
 
 def normalize_bus_id(bus_id: str) -> str:
     """"00000000:18:00.0", "0000:18:00.0" or "18:00.0" -> "0000:18:00.0"."""
-    parts = bus_id.strip().lower().split(":")
-    if len(parts) == 3:
-        return f"{parts[0][-4:].rjust(4, '0')}:{parts[1]}:{parts[2]}"
-    if len(parts) == 2:
-        return f"0000:{parts[0]}:{parts[1]}"
-    return bus_id.strip().lower()
+    return normalize_address(bus_id) or bus_id.strip().lower()
 
 
 def link_capability(facts: dict[str, Any],

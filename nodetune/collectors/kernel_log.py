@@ -72,13 +72,9 @@ class KernelLogFacts(FactSet):
 
 def normalize_pci(address: str) -> str:
     """Xid addresses omit the function ("0000:3b:00") and may use 8-digit domains."""
-    address = address.lower()
-    domain, _, rest = address.partition(":")
-    if not rest:
-        return address
-    if "." not in rest:
-        rest += ".0"
-    return f"{int(domain, 16):04x}:{rest}"
+    from nodetune.pcie import normalize_address
+
+    return normalize_address(address) or address.lower()
 
 
 def parse_kmsg_record(record: str) -> tuple[float | None, str]:
