@@ -11,7 +11,7 @@ import sys
 if sys.argv[1:2] == ["check"] and sys.argv[0].endswith(("nodetune", "nodetune/__main__.py")):
     # `nodetune check` starts before every job: run it without importing click (it returns
     # only for --help or a command line that click should answer).
-    from nodetune.checkcli import fast_main
+    from nodetune.check.fastpath import fast_main
 
     fast_main(sys.argv[2:])
 

@@ -22,7 +22,7 @@ def tree_and_nvml(name: str, host_tree: Callable[[str], Path],
 
 
 def collect(root: str, nvml: str) -> dict[str, Any]:
-    from nodetune.source import open_node
+    from nodetune.node.source import open_node
 
     with open_node(root=root, nvml=nvml) as node:
         return node.facts().to_json()

@@ -1,4 +1,4 @@
-"""Stand-ins for the `pynvml` module, for testing nodetune.nvml.PynvmlBackend without a GPU.
+"""Stand-ins for the `pynvml` module, for testing nodetune.node.nvml.PynvmlBackend without a GPU.
 
 Each fake is a module object with the real library's constants, ctypes structures and
 NVMLError classes (nvidia-ml-py imports without libnvidia-ml.so), and `nvml*` functions that

@@ -6,7 +6,7 @@ import textwrap
 from pathlib import Path
 
 from nodetune.collectors import Context
-from nodetune.hostfs import HostRoot
+from nodetune.node.hostroot import HostRoot
 
 
 def write_tree(root: Path, files: dict[str, str], dedent: bool = False) -> Path:

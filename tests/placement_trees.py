@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from nodetune import placement, placement_source
-from nodetune.source import open_node
+from nodetune.node.source import open_node
+from nodetune.placement import plan as placement
+from nodetune.placement import source as placement_source
 from tests.fixtures import synth
 
 # NVML as recorded on the real 2x H200 VM (tests/fixtures/hosts/h200x2-vm-gather.tar.gz).

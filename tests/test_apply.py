@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from nodetune.apply.render import plan as planning
+from nodetune.apply.render import project, roles
 from nodetune.errors import RenderError, SourceError
-from nodetune.model import Disruption, Finding, Severity, Status
-from nodetune.render import plan as planning
-from nodetune.render import project, roles
-from nodetune.resources import data_dir
+from nodetune.facts.model import Disruption, Finding, Severity, Status
+from nodetune.node.resources import data_dir
 
 GOLDEN = Path(__file__).parent / "golden" / "ansible"
 PLAYBOOKS = data_dir("playbooks")
@@ -107,7 +107,7 @@ def test_every_role_variable_is_declared_once():
 
 
 def test_every_shipped_remediation_uses_declared_role_variables():
-    from nodetune.profiles import Library
+    from nodetune.profiles.catalog import Library
 
     library = Library()
     used = 0
@@ -162,7 +162,7 @@ def test_rendered_project_matches_golden_files(tmp_path, update_golden):
 # -- state files --------------------------------------------------------------------------
 
 def test_latest_state_file_skips_rolled_back_and_orders_same_second_files(tmp_path):
-    from nodetune import statefile
+    from nodetune.apply import statefile
 
     directory = statefile.state_dir(str(tmp_path))
     assert directory == tmp_path / "var/lib/nodetune/state"
@@ -176,7 +176,7 @@ def test_latest_state_file_skips_rolled_back_and_orders_same_second_files(tmp_pa
 
 
 def test_corrupt_or_missing_state_file_is_a_one_line_error(tmp_path):
-    from nodetune import statefile
+    from nodetune.apply import statefile
 
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
@@ -258,7 +258,7 @@ def test_limit_needs_an_inventory():
 
 
 def test_missing_ansible_is_named(monkeypatch):
-    from nodetune import apply
+    from nodetune.apply import ansible as apply
     from nodetune.errors import ApplyError
 
     monkeypatch.setattr(apply.shutil, "which", lambda name: None)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from nodetune.render import project, roles
-from nodetune.resources import data_dir
+from nodetune.apply.render import project, roles
+from nodetune.node.resources import data_dir
 
 pytestmark = pytest.mark.slow
 
@@ -239,9 +239,9 @@ def test_rendered_and_static_playbooks_pass_ansible_lint(synth, synth_tmp, tmp_p
 def test_kernel_rejected_hugepage_size_is_reported_loudly(synth, synth_tmp, tmp_path):
     """A 1 GiB pool on a 64K-page kernel (which has 2M, 512M and 16G pools only) is rejected:
     the setting fails with the kernel's reason and is not persisted; the 2M pool is applied."""
-    from nodetune import remediate
-    from nodetune.rules import Rule, evaluate
-    from nodetune.source import open_node
+    from nodetune.apply import remediate
+    from nodetune.node.source import open_node
+    from nodetune.rules.engine import Rule, evaluate
 
     host = synth.build_gb200_tray(synth_tmp, synth.Options(page_size_kb=64))
     rules = [Rule.from_dict(r) for r in (

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from nodetune.audit import AuditResult, run_audit
+from nodetune.audit.operation import AuditResult, run_audit
 from nodetune.cli import cli, main
-from nodetune.model import Status
+from nodetune.facts.model import Status
 from tests.audit_helpers import collect, facts_getter, tree_and_nvml
 from tests.conftest import _ram_dir, real_tree_names
 

@@ -30,7 +30,7 @@ H200_RATES = {"h2d_pinned": 55.5, "d2h_pinned": 55.0, "h2d_pageable": 20.6,
 @pytest.fixture(scope="module")
 def h200_facts(host_tree: Any) -> dict[str, Any]:
     """Facts of the real 2x H200 VM: its sysfs/procfs tree and its recorded NVML."""
-    from nodetune.source import open_node
+    from nodetune.node.source import open_node
 
     root = host_tree("h200x2-vm-gather")
     with open_node(root=str(root), nvml=str(FIXTURES / "nvml" / "h200x2-vm.json")) as node:

@@ -10,8 +10,9 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from nodetune import binding, cpulist
 from nodetune.cli import cli, main
+from nodetune.facts import cpulist
+from nodetune.placement import binding
 from tests import placement_trees as trees
 
 CHILD = ("import re; s = open('/proc/self/status').read(); "

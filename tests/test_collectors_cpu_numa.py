@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from nodetune import cpulist
 from nodetune.collectors.cpu import CpuCollector, identify, parse_boot_cpulist, parse_cpuinfo
 from nodetune.collectors.memory import MemoryCollector, page_size_from_pmd
 from nodetune.collectors.numa import NumaCollector, parse_meminfo
 from nodetune.errors import CollectorError
+from nodetune.facts import cpulist
 from tests.host_trees import context, write_tree
 
 HOSTS = Path(__file__).parent / "fixtures" / "hosts"

@@ -15,7 +15,7 @@ from nodetune.collectors.rdma import RdmaCollector, parse_rate, parse_state, roc
 from nodetune.collectors.services import ServicesCollector
 from nodetune.collectors.storage import StorageCollector, parse_scheduler
 from nodetune.errors import NoData
-from nodetune.hostfs import HostRoot
+from nodetune.node.hostroot import HostRoot
 from tests.host_trees import context, write_tree
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -21,7 +21,7 @@ from nodetune.collectors.persisted import (
     parse_shell_assignments,
     parse_sysctl_conf,
 )
-from nodetune.hostfs import HostRoot
+from nodetune.node.hostroot import HostRoot
 from tests.host_trees import write_tree
 
 

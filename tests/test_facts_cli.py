@@ -9,10 +9,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from nodetune import cpulist
 from nodetune.cli import main
 from nodetune.collectors import Context, gather
-from nodetune.hostfs import HostRoot
+from nodetune.facts import cpulist
+from nodetune.node.hostroot import HostRoot
 
 REAL_TREES = sorted(p.name.split(".tar")[0] for p in
                     (Path(__file__).parent / "fixtures/hosts").glob("*.tar*")

@@ -18,16 +18,16 @@ from pathlib import Path
 
 import pytest
 
-from nodetune.audit import run_audit
+from nodetune.audit.operation import run_audit
 from nodetune.cli import main
 from nodetune.fleet import drift, lean, load, outliers, report
+from nodetune.node.source import open_node
 from nodetune.schemas import (
     AUDIT_SCHEMA,
     FLEET_COLLECT_SCHEMA,
     FLEET_REPORT_SCHEMA,
     FLEET_SCHEMA,
 )
-from nodetune.source import open_node
 
 BENCH = Path(__file__).parent / "bench"
 NVML = Path(__file__).parent / "fixtures" / "nvml"

@@ -10,8 +10,8 @@ import pytest
 
 from nodetune.collectors import Context
 from nodetune.collectors.gpu import GpuCollector
-from nodetune.hostfs import HostRoot
-from nodetune.nvml import RecordedNvml
+from nodetune.node.hostroot import HostRoot
+from nodetune.node.nvml import RecordedNvml
 
 FIXTURES = Path(__file__).parent / "fixtures"
 NVML = FIXTURES / "nvml"

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from nodetune.checkcli import parse as parse_fast
-from nodetune.checksuite import load_suite
+from nodetune.check.evaluate import Unit, join_limited, run_units, write_probe
+from nodetune.check.fastpath import parse as parse_fast
+from nodetune.check.suite import load_suite
 from nodetune.cli import main
-from nodetune.health import Unit, join_limited, run_units, write_probe
-from nodetune.hostfs import HostRoot
+from nodetune.node.hostroot import HostRoot
 
 FIXTURES = Path(__file__).parent / "fixtures"
 H200_NVML = FIXTURES / "nvml" / "h200x2-vm.json"
@@ -380,7 +380,7 @@ def test_fast_path_does_not_import_click(h200: tuple[Path, Path], tmp_path: Path
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout)["schema"] == "nodetune.check/1"
     imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()}
-    assert "nodetune.health" in imported and "click" not in imported
+    assert "nodetune.check.evaluate" in imported and "click" not in imported
 
 
 # -- the suites ----------------------------------------------------------------------------------

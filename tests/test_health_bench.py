@@ -12,9 +12,9 @@ import pytest
 from nodetune.bench import allreduce, memcpy
 from nodetune.bench.base import RunContext, RunOptions
 from nodetune.bench.results import MIB
-from nodetune.checksuite import load_suite
-from nodetune.healthbench import bench_section, bench_unit
-from nodetune.rules import Rule, evaluate
+from nodetune.check.bench import bench_section, bench_unit
+from nodetune.check.suite import load_suite
+from nodetune.rules.engine import Rule, evaluate
 from tests.fake_cuda import FakeCuda, FakeNccl
 
 NVML = Path(__file__).parent / "fixtures" / "nvml" / "h200x2-vm.json"
@@ -26,7 +26,7 @@ RATES = {"h2d_pinned": 55.5, "d2h_pinned": 55.0, "h2d_pageable": 20.6, "d2h_page
 
 @pytest.fixture(scope="module")
 def facts(host_tree: Callable[[str], Path]) -> dict[str, Any]:
-    from nodetune.source import open_node
+    from nodetune.node.source import open_node
 
     with open_node(root=str(host_tree("h200x2-vm-gather")), nvml=str(NVML)) as node:
         doc: dict[str, Any] = node.facts().to_json()

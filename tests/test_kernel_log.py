@@ -19,7 +19,7 @@ from nodetune.collectors.kernel_log import (
     parse_syslog,
 )
 from nodetune.errors import NoData
-from nodetune.hostfs import HostRoot
+from nodetune.node.hostroot import HostRoot
 
 # Two boots in one Debian kern.log: the Xid 79 of the first boot no longer counts.
 KERN_LOG = textwrap.dedent("""\

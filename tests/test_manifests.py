@@ -11,8 +11,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from nodetune import cpulist
 from nodetune.cli import cli, main
+from nodetune.facts import cpulist
 from nodetune.manifests import Options, render
 from tests import placement_trees as trees
 

@@ -10,7 +10,7 @@ import pytest
 from nodetune.collectors import Context
 from nodetune.collectors.nvidia_driver import NvidiaDriverCollector, parse_flavour
 from nodetune.errors import NoData
-from nodetune.hostfs import HostRoot
+from nodetune.node.hostroot import HostRoot
 
 PROPRIETARY = ("NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.183.01  "
                "Sun May 12 19:39:15 UTC 2024\n")

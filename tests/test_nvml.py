@@ -1,4 +1,4 @@
-"""nodetune.nvml: the live pynvml backend (against fake pynvml modules answering with values
+"""nodetune.node.nvml: the live pynvml backend (against fake pynvml modules answering with values
 captured on real GPUs), the real library's no-driver path, and NVML recordings."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from nodetune import nvml
 from nodetune.errors import SourceError
+from nodetune.node import nvml
 from tests import fake_pynvml
 
 FIXTURES = Path(__file__).parent / "fixtures"

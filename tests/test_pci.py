@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from nodetune import cpulist
 from nodetune.collectors import Context
 from nodetune.collectors.pci import (
     PciCollector,
@@ -22,8 +21,9 @@ from nodetune.collectors.pci import (
     parse_port_type,
 )
 from nodetune.errors import NoData
-from nodetune.hostfs import HostRoot
-from nodetune.pcie import gen_of
+from nodetune.facts import cpulist
+from nodetune.facts.pcie import gen_of
+from nodetune.node.hostroot import HostRoot
 
 LSPCI = Path(__file__).parent / "fixtures" / "nvidia" / "h100x8-lspci-vvv.txt"
 ACS_FLAGS = ("SrcValid", "TransBlk", "ReqRedir", "CmpltRedir", "UpstreamFwd", "EgressCtrl",
@@ -287,6 +287,6 @@ def test_dgx_faults_show_in_pci_facts(synth, synth_tmp: Path) -> None:
     ("eth0", None), ("", None), (None, None),
 ])
 def test_normalize_address_spellings(text, address):
-    from nodetune.pcie import normalize_address
+    from nodetune.facts.pcie import normalize_address
 
     assert normalize_address(text) == address

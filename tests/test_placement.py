@@ -6,7 +6,8 @@ import subprocess
 
 import pytest
 
-from nodetune import cpulist, placement
+from nodetune.facts import cpulist
+from nodetune.placement import plan as placement
 from tests import placement_trees as trees
 
 
@@ -179,8 +180,8 @@ def test_h200_vm_per_node_memory_disagreeing_with_memtotal_is_flagged(h200):
                                   "40intel64-2g2n4c+pcilocality"])
 def test_logical_core_numbering_matches_hwloc(host_tree, name):
     """Slurm's gres.conf Cores= are hwloc logical core indices: compare with hwloc-calc."""
-    from nodetune import placement_source
-    from nodetune.hostfs import HostRoot
+    from nodetune.node.hostroot import HostRoot
+    from nodetune.placement import source as placement_source
 
     root = host_tree(name)
     if subprocess.run(["which", "hwloc-calc"], capture_output=True).returncode:

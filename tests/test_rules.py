@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from nodetune import factpaths
-from nodetune.derived import derive, gpu_model, parse_cmdline, pcie_gbps
 from nodetune.errors import ProfileError
-from nodetune.model import Severity, Status
-from nodetune.rules import Rule, check, evaluate, resolve, rule_problems
+from nodetune.facts import paths as factpaths
+from nodetune.facts.derived import derive, gpu_model, parse_cmdline, pcie_gbps
+from nodetune.facts.model import Severity, Status
+from nodetune.rules.engine import Rule, check, evaluate, resolve, rule_problems
 
 
 def rule(fact: str, **kw: object) -> Rule:

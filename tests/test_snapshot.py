@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from nodetune import snapshot as snap
 from nodetune.cli import main
 from nodetune.errors import SourceError
-from nodetune.source import open_node
+from nodetune.node import snapshot as snap
+from nodetune.node.source import open_node
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -349,7 +349,7 @@ def test_failed_nvml_dump_replays_with_its_note(host_tree, tmp_path, monkeypatch
         def close(self):
             pass
 
-    monkeypatch.setattr("nodetune.source._nvml_backend", lambda choice, root: (Broken(), None))
+    monkeypatch.setattr("nodetune.node.source._nvml_backend", lambda choice, root: (Broken(), None))
     out = tmp_path / "s.tar.gz"
     result = snap.take(str(out), root=str(host_tree("h200x2-vm-gather")))
     assert "nvml.json" not in members(out)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from nodetune.source import open_node
+from nodetune.node.source import open_node
 
 
 def facts_of(host: Any, nvml: Path | str | None = None) -> dict[str, Any]:

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from nodetune.source import open_node
-from nodetune.topology import build_topology, class_rank, format_cpus
+from nodetune.facts.topology import build_topology, class_rank, format_cpus
+from nodetune.node.source import open_node
 
 TOPO_COLLECTORS = ("cpu", "numa", "memory", "pci", "gpu", "nic", "rdma", "storage")
 NVML = Path(__file__).parent / "fixtures" / "nvml"

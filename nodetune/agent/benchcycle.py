@@ -13,8 +13,8 @@ def run_quick_bench(opts: Any) -> dict[str, Any]:
     """Run each quick suite that can run here; a suite that cannot is listed with its reason."""
     from nodetune.bench import runner
     from nodetune.bench.base import RunContext, RunOptions
-    from nodetune.healthbench import QUICK_OPTIONS
-    from nodetune.source import open_node
+    from nodetune.check.bench import QUICK_OPTIONS
+    from nodetune.node.source import open_node
 
     with open_node(root=opts.root, snapshot=opts.snapshot, nvml=opts.nvml) as node:
         facts = node.facts().to_json()

@@ -33,7 +33,7 @@ class LibraryCache:
     def get(self, dirs: tuple[str, ...], overrides: str | None = None) -> Any:
         from pathlib import Path
 
-        from nodetune.profiles import Library
+        from nodetune.profiles.catalog import Library
 
         class CachedLibrary(Library):
             def __init__(self, user_dirs: tuple[str, ...]) -> None:
@@ -62,13 +62,13 @@ _LIBRARIES = LibraryCache()
 def run_cycle(opts: CycleOptions) -> dict[str, Any]:
     """Audit and check the node once; the report the agent serves on /report."""
     from nodetune import __version__
-    from nodetune.audit import run_audit
-    from nodetune.checkcache import runtime_dir
-    from nodetune.checksuite import load_suite
+    from nodetune.audit.operation import run_audit
+    from nodetune.check.cache import runtime_dir
+    from nodetune.check.evaluate import CheckRequest, request_variables, run_checks
+    from nodetune.check.suite import load_suite
     from nodetune.fleet.lean import facts as lean_facts
-    from nodetune.health import CheckRequest, request_variables, run_checks
+    from nodetune.node.source import open_node
     from nodetune.schemas import AGENT_REPORT_SCHEMA
-    from nodetune.source import open_node
 
     started = time.time()
     with open_node(root=opts.root, snapshot=opts.snapshot, nvml=opts.nvml) as node:

@@ -14,11 +14,11 @@ import sys
 import time
 from typing import Any
 
-from nodetune import cpulist
 from nodetune.bench import numabind
 from nodetune.bench.base import RunContext, Runner, run_tool
 from nodetune.bench.results import GIB, MIB, Binding, Matrix, Metric, SuiteResult
 from nodetune.errors import BenchError
+from nodetune.facts import cpulist
 
 QUICK_MAX_PROCS = 16
 

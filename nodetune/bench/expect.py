@@ -2,7 +2,7 @@
 
 - PCIe: lanes x transfer rate x line-code efficiency / 8 per direction (8b/10b for Gen1-2,
   128b/130b for Gen3-5, 242B/256B FLITs for Gen6). Gen5 x16 = 63.0 GB/s.
-- NVLink: the NV# between two GPUs in the topology matrix (`nodetune.topology`, as
+- NVLink: the NV# between two GPUs in the topology matrix (`nodetune.facts.topology`, as
   `nvidia-smi topo -m` shows it) x the per-link rate per direction: 25 GB/s for NVLink 2-4
   (V100, A100, H100/H200: NV18 = 450 GB/s = 900 GB/s bidirectional), 50 GB/s for NVLink 5
   (B200/GB200: 1.8 TB/s bidirectional).
@@ -20,7 +20,7 @@ import re
 from typing import Any
 
 from nodetune.bench.results import Expected
-from nodetune.pcie import ENCODING, GT_PER_S, gen_of, link_gbps, normalize_address
+from nodetune.facts.pcie import ENCODING, GT_PER_S, gen_of, link_gbps, normalize_address
 
 HOST_COPY_MIN_RATIO = 0.80
 NVLINK_P2P_MIN_RATIO = 0.75
@@ -135,7 +135,7 @@ def nvlink_lane_rate(gpu_name: str | None) -> float:
 
 
 def _topology(facts: dict[str, Any]) -> Any:
-    from nodetune.topology import build_topology
+    from nodetune.facts.topology import build_topology
 
     key = id(facts)
     cached = _TOPOLOGY_CACHE.get(key)

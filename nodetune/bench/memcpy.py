@@ -19,11 +19,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from nodetune import cpulist
 from nodetune.bench import cudart, expect, numabind, nvbw
 from nodetune.bench.base import RunContext, Runner, run_tool
 from nodetune.bench.results import MIB, Binding, Matrix, Metric, SuiteResult, size_label
 from nodetune.errors import BenchError
+from nodetune.facts import cpulist
 
 DEFAULT_SIZE = 256 * MIB
 QUICK_SIZE = 64 * MIB

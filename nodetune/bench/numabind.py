@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from nodetune import cpulist
 from nodetune.bench.results import Binding
+from nodetune.facts import cpulist
 
 MPOL_DEFAULT = 0
 MPOL_BIND = 2

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from nodetune.bench import stats
-from nodetune.model import to_jsonable
+from nodetune.facts.model import to_jsonable
 
 GIB = 1 << 30
 MIB = 1 << 20

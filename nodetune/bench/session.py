@@ -11,7 +11,7 @@ from nodetune.bench import identity, runner
 from nodetune.bench.base import RunContext
 from nodetune.bench.results import SuiteResult
 from nodetune.errors import BenchError
-from nodetune.model import to_jsonable
+from nodetune.facts.model import to_jsonable
 from nodetune.schemas import BENCH_SCHEMA
 
 

@@ -84,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpus", required=True, help="CPU list, one process per CPU")
     parser.add_argument("--membind", type=int, default=None, help="bind memory to this node")
     args = parser.parse_args(argv)
-    from nodetune import cpulist
     from nodetune.bench import numabind
+    from nodetune.facts import cpulist
 
     cpus = cpulist.parse(args.cpus)
     bound = None

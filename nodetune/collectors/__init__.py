@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from nodetune.errors import NoData, NodetuneError
-from nodetune.hostfs import HostRoot
-from nodetune.model import FactSet, to_jsonable
+from nodetune.facts.model import FactSet, to_jsonable
+from nodetune.node.hostroot import HostRoot
 
 # Collector modules, in the order their sections appear in `nodetune facts`.
 _MODULES = (
@@ -38,7 +38,7 @@ class Context:
     """What a collector may use: the host tree, NVML (or a recording of it), earlier results."""
 
     root: HostRoot
-    nvml: Any = None  # an nodetune.nvml.NvmlBackend, or None when NVML is not to be used
+    nvml: Any = None  # an nodetune.node.nvml.NvmlBackend, or None when NVML is not to be used
     nvml_note: str | None = None  # why NVML is not used, when it is not
     results: dict[str, FactSet] = field(default_factory=dict)
 

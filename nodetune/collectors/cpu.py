@@ -6,13 +6,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from nodetune import cpulist
 from nodetune.collectors import Context, register
 from nodetune.collectors.cpuset import CPU_DIR, cpu_to_node, node_cpus, online_cpus, present_cpus
 from nodetune.collectors.sysfs import FactNotes
 from nodetune.errors import CollectorError
-from nodetune.hostfs import HostRoot
-from nodetune.model import FactSet
+from nodetune.facts import cpulist
+from nodetune.facts.model import FactSet
+from nodetune.node.hostroot import HostRoot
 
 # lscpu's names for Arm implementers and parts (util-linux sys-utils/lscpu-arm.c).
 ARM_IMPLEMENTERS = {

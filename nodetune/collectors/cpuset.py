@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from nodetune import cpulist
-from nodetune.hostfs import HostRoot
+from nodetune.facts import cpulist
+from nodetune.node.hostroot import HostRoot
 
 CPU_DIR = "/sys/devices/system/cpu"
 NODE_DIR = "/sys/devices/system/node"

@@ -14,14 +14,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from nodetune import cpulist
 from nodetune.collectors import Context, register
 from nodetune.collectors.cpuset import node_cpus, online_cpus
 from nodetune.collectors.pci import parse_link_speed, parse_width
-from nodetune.hostfs import HostRoot
-from nodetune.model import FactSet, to_jsonable
-from nodetune.nvml import clock_event_reason_names, cuda_version_text, normalize_bus_id
-from nodetune.pcie import gen_of
+from nodetune.facts import cpulist
+from nodetune.facts.model import FactSet, to_jsonable
+from nodetune.facts.pcie import gen_of
+from nodetune.node.hostroot import HostRoot
+from nodetune.node.nvml import clock_event_reason_names, cuda_version_text, normalize_bus_id
 
 PCI_DIR = "/sys/bus/pci/devices"
 NVIDIA_VENDOR = "0x10de"

@@ -14,8 +14,8 @@ from nodetune.collectors.persisted import (
     persisted_sysctl,
 )
 from nodetune.collectors.sysfs import FactNotes
-from nodetune.hostfs import HostRoot
-from nodetune.model import FactSet
+from nodetune.facts.model import FactSet
+from nodetune.node.hostroot import HostRoot
 
 # Sysctls that matter for GPU/RDMA/storage throughput; persisted keys are read as well.
 RELEVANT_SYSCTLS = (

@@ -11,8 +11,8 @@ from nodetune.collectors import Context, register
 from nodetune.collectors.numa import parse_meminfo
 from nodetune.collectors.sysfs import FactNotes, bracketed
 from nodetune.errors import CollectorError
-from nodetune.hostfs import HostRoot
-from nodetune.model import FactSet
+from nodetune.facts.model import FactSet
+from nodetune.node.hostroot import HostRoot
 
 HUGEPAGES_DIR = "/sys/kernel/mm/hugepages"
 THP_DIR = "/sys/kernel/mm/transparent_hugepage"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from nodetune import cpulist
 from nodetune.collectors import Context, register
 from nodetune.collectors.sysfs import (
     FactNotes,
@@ -14,8 +13,9 @@ from nodetune.collectors.sysfs import (
     why_unreadable,
 )
 from nodetune.errors import NoData
-from nodetune.hostfs import HostRoot
-from nodetune.model import FactSet
+from nodetune.facts import cpulist
+from nodetune.facts.model import FactSet
+from nodetune.node.hostroot import HostRoot
 
 NET_DIR = "/sys/class/net"
 # ARPHRD_* values of /sys/class/net/<if>/type (include/uapi/linux/if_arp.h)

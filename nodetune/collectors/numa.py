@@ -9,8 +9,8 @@ from nodetune.collectors import Context, register
 from nodetune.collectors.cpuset import NODE_DIR, node_cpus, online_cpus
 from nodetune.collectors.sysfs import FactNotes
 from nodetune.errors import CollectorError
-from nodetune.hostfs import HostRoot
-from nodetune.model import FactSet
+from nodetune.facts.model import FactSet
+from nodetune.node.hostroot import HostRoot
 
 _HUGEPAGE_DIR = re.compile(r"hugepages-(\d+)kB$")
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from nodetune.collectors import Context, register
 from nodetune.errors import NoData
-from nodetune.model import FactSet
+from nodetune.facts.model import FactSet
 
 VERSION_FILE = "/proc/driver/nvidia/version"
 IMEX_DIR = "/dev/nvidia-caps-imex-channels"

@@ -15,15 +15,15 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from nodetune import cpulist
 from nodetune.collectors import register
 from nodetune.errors import NoData
-from nodetune.model import FactSet
-from nodetune.pcie import gen_of
+from nodetune.facts import cpulist
+from nodetune.facts.model import FactSet
+from nodetune.facts.pcie import gen_of
 
 if TYPE_CHECKING:
     from nodetune.collectors import Context
-    from nodetune.hostfs import HostRoot
+    from nodetune.node.hostroot import HostRoot
 
 DEVICES_DIR = "/sys/bus/pci/devices"
 
@@ -449,7 +449,7 @@ def collect_pci(root: HostRoot) -> PciFacts:
 
 
 def device_json(dev: PciDevice) -> dict[str, Any]:
-    from nodetune.model import to_jsonable
+    from nodetune.facts.model import to_jsonable
 
     doc = to_jsonable(dev)
     doc = {"address": doc.pop("address"), "class": doc.pop("pci_class"), **doc}

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from nodetune.collectors import Context, register
 from nodetune.collectors.sysfs import FactNotes, device_pci_address, pci_numa_node
 from nodetune.errors import NoData
-from nodetune.hostfs import HostRoot
-from nodetune.model import FactSet
+from nodetune.facts.model import FactSet
+from nodetune.node.hostroot import HostRoot
 
 IB_DIR = "/sys/class/infiniband"
 IB_MTUS = (4096, 2048, 1024, 512, 256)

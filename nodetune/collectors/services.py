@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 from nodetune.collectors import Context, register
 from nodetune.collectors.kernel import read_mounts
-from nodetune.hostfs import HostRoot
-from nodetune.model import FactSet
+from nodetune.facts.model import FactSet
+from nodetune.node.hostroot import HostRoot
 
 # unit name -> process name (/proc/<pid>/comm keeps only the first 15 characters)
 SERVICES = {

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from nodetune.collectors import Context, register
 from nodetune.collectors.kernel import read_mounts
 from nodetune.collectors.sysfs import FactNotes, bracketed, device_pci_address, pci_numa_node
-from nodetune.hostfs import HostRoot
-from nodetune.model import FactSet
+from nodetune.facts.model import FactSet
+from nodetune.node.hostroot import HostRoot
 
 SECTOR_BYTES = 512  # /sys/block/*/size counts 512-byte sectors whatever the device's block size
 

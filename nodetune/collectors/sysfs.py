@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from typing import TypeVar
 
-from nodetune.hostfs import HostRoot
+from nodetune.node.hostroot import HostRoot
 
 T = TypeVar("T")
 

@@ -147,7 +147,7 @@ def cmd(
     from nodetune.agent.server import AgentServer
     from nodetune.agent.state import AgentState
     from nodetune.errors import NodetuneError
-    from nodetune.hostfs import HostRoot
+    from nodetune.node.hostroot import HostRoot
 
     logging.basicConfig(
         level=log_level.upper(),
@@ -231,8 +231,8 @@ def _run_once(opts: object, bench: object, publish: object, as_json: bool) -> in
         publish(verdict(report))  # type: ignore[operator]
     summary = report["summary"]
     if as_json:
-        from nodetune.output import emit_json
         from nodetune.schemas import AGENT_REPORT_SCHEMA
+        from nodetune.views.output import emit_json
 
         emit_json(report, AGENT_REPORT_SCHEMA)
     else:

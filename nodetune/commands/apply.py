@@ -62,9 +62,9 @@ def cmd(profile: str | None, profiles_dirs: tuple[str, ...], overrides: str | No
         allow_reboot: bool, allow_disruptive: bool, only: tuple[str, ...],
         inventory: Path | None, limit: str | None, root: str | None,
         render_only: Path | None, force: bool, state_file: Path | None, as_json: bool) -> int:
-    from nodetune import apply_report as view
-    from nodetune import remediate
+    from nodetune.apply import remediate
     from nodetune.errors import Refused
+    from nodetune.views import apply_text as view
 
     if limit and inventory is None:
         raise click.UsageError("--limit needs --inventory")
@@ -108,8 +108,8 @@ def cmd(profile: str | None, profiles_dirs: tuple[str, ...], overrides: str | No
 
 
 def _render_only(request: Any, directory: Path, as_json: bool) -> int:
-    from nodetune import apply_report as view
-    from nodetune import remediate
+    from nodetune.apply import remediate
+    from nodetune.views import apply_text as view
 
     with remediate.workspace() as scratch:
         prepared = remediate.prepare(request, scratch, run_check=False)

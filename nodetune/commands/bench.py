@@ -49,7 +49,7 @@ def _sizes_option(ctx: click.Context, param: click.Parameter, value: str | None)
 def _gpus_option(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
     if not value:
         return None
-    from nodetune import cpulist
+    from nodetune.facts import cpulist
 
     try:
         gpus = cpulist.parse(value)
@@ -71,7 +71,7 @@ class BenchGroup(click.Group):
 
 def _facts() -> dict[str, Any]:
     """This node's facts document (expectations and fingerprint come from it)."""
-    from nodetune.source import open_node
+    from nodetune.node.source import open_node
 
     try:
         with open_node() as node:
@@ -151,7 +151,7 @@ def run_cmd(suites: tuple[str, ...], as_json: bool, save_path: str | None,
     from nodetune.bench.session import run_suites
 
     if not as_json and sys.stderr.isatty():
-        from nodetune.bench.render import RichProgress
+        from nodetune.views.bench_text import RichProgress
 
         with RichProgress() as progress:
             ctx.progress = progress
@@ -190,8 +190,8 @@ def _finish(results: list[Any], facts: dict[str, Any], options: Any, as_json: bo
             save_path: str | None, compare_path: str | None, baseline: dict[str, Any] | None,
             plot_path: str | None, kind: str) -> int:
     from nodetune.bench import compare, identity, session
-    from nodetune.output import emit_json
     from nodetune.schemas import BENCH_SCHEMA
+    from nodetune.views.output import emit_json
 
     comparison = None
     before = None
@@ -209,7 +209,7 @@ def _finish(results: list[Any], facts: dict[str, Any], options: Any, as_json: bo
             raise BenchError(f"cannot write {save_path}: {exc.strerror}",
                              fix="give a writable path to --save") from exc
     if plot_path:
-        from nodetune.bench.plot import plot
+        from nodetune.views.bench_png import plot
 
         try:
             plot(plot_path, results, before)
@@ -222,7 +222,7 @@ def _finish(results: list[Any], facts: dict[str, Any], options: Any, as_json: bo
     if as_json:
         emit_json(doc, BENCH_SCHEMA)
     else:
-        from nodetune.bench.render import print_comparison, print_suites
+        from nodetune.views.bench_text import print_comparison, print_suites
 
         print_suites(results, doc["node"])
         if comparison is not None:

@@ -4,7 +4,7 @@ Stdout's first line is the one-line summary ("nodetune: GPU3 PCIe x8 (expected x
 a Slurm drain reason; details follow on the next lines. `--json` prints the nodetune.check/1
 document instead. Exit 0 healthy, 1 unhealthy, 3 nodetune could not run.
 
-`nodetune check` usually starts through `nodetune.checkcli.fast_main` without click; this
+`nodetune check` usually starts through `nodetune.check.fastpath.fast_main` without click; this
 command serves --help and the command lines the fast path leaves to click.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import click
 
-from nodetune.checkcli import TIERS, emitter
+from nodetune.check.fastpath import TIERS, emitter
 from nodetune.cli import node_options
 
 
@@ -57,7 +57,7 @@ def cmd(root: str | None, snapshot: str | None, nvml: str, tier: str, as_json: b
     out), 3 nodetune could not run. The first stdout line is a one-line summary suitable as a
     Slurm drain reason.
     """
-    from nodetune.healthcheck import CheckRequest, check
+    from nodetune.check.operation import CheckRequest, check
 
     request = CheckRequest(tier=tier, root=root, snapshot=snapshot, nvml=nvml, timeout=timeout,
                            max_age=max_age, profile=profile, expect_gpus=expect_gpus,

@@ -24,15 +24,15 @@ def cmd(as_json: bool) -> int:
     """List the fact collectors `nodetune facts --only` can run, in the order they run."""
     rows = describe()
     if as_json:
-        from nodetune.output import emit_json
         from nodetune.schemas import COLLECTORS_SCHEMA
+        from nodetune.views.output import emit_json
 
         emit_json({"collectors": rows}, COLLECTORS_SCHEMA)
         return exitcodes.OK
     from rich import box
     from rich.table import Table
 
-    from nodetune.output import console
+    from nodetune.views.output import console
 
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("collector", style="cyan", no_wrap=True)

@@ -57,21 +57,21 @@ def cmd(root: str | None, snapshot: str | None, nvml: str, as_json: bool, timing
     other facts are still shown: exit code 0. Exit code 3 when the node cannot be read at all
     (bad --root, bad snapshot, unknown --only name).
     """
-    from nodetune.source import open_node
+    from nodetune.node.source import open_node
 
     names = _names(only)
     with open_node(root=root, snapshot=snapshot, nvml=nvml) as node:
         doc = node.facts(names).to_json()
     if as_json:
-        from nodetune.output import emit_json
         from nodetune.schemas import FACTS_SCHEMA
+        from nodetune.views.output import emit_json
 
         emit_json(doc, FACTS_SCHEMA)
         if timings:
             _print_timings(doc["collectors"])
     else:
-        from nodetune.facts_view import render
-        from nodetune.output import console
+        from nodetune.views.facts_text import render
+        from nodetune.views.output import console
 
         render(doc, console(), timings=timings)
     return exitcodes.OK

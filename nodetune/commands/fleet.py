@@ -57,7 +57,7 @@ def collect_cmd(inventory: Path, limit: str | None, forks: int, out: Path, bench
                               bench=bench, timeout=timeout, full=full)
     hosts = collect.list_hosts(inventory, limit)
     if not as_json and sys.stderr.isatty():
-        from nodetune.fleet.view import CollectProgress
+        from nodetune.views.fleet_text import CollectProgress
 
         with CollectProgress(len(hosts)) as progress:
             result = collect.run(request, progress.host_done, hosts=hosts)
@@ -65,13 +65,13 @@ def collect_cmd(inventory: Path, limit: str | None, forks: int, out: Path, bench
         result = collect.run(request, hosts=hosts)
     doc = result.to_json()
     if as_json:
-        from nodetune.output import emit_json
         from nodetune.schemas import FLEET_COLLECT_SCHEMA
+        from nodetune.views.output import emit_json
 
         emit_json(doc, FLEET_COLLECT_SCHEMA)
     else:
-        from nodetune.fleet.view import render_collection
-        from nodetune.output import console
+        from nodetune.views.fleet_text import render_collection
+        from nodetune.views.output import console
 
         render_collection(doc, console())
     return result.exit_code
@@ -107,17 +107,17 @@ def report_cmd(directory: Path, as_json: bool, html_path: Path | None, k: float,
 
     doc, fleet = report.build(directory, report.Options(k=k, mad_floor=mad_floor))
     if html_path is not None:
-        from nodetune.fleet.html import write_html
+        from nodetune.views.fleet_html import write_html
 
         write_html(html_path, doc, fleet, top=top)
     if as_json:
-        from nodetune.output import emit_json
         from nodetune.schemas import FLEET_SCHEMA
+        from nodetune.views.output import emit_json
 
         emit_json(doc, FLEET_SCHEMA)
     else:
-        from nodetune.fleet.view import render_report
-        from nodetune.output import console
+        from nodetune.views.fleet_text import render_report
+        from nodetune.views.output import console
 
         out: Any = console()
         render_report(doc, out, top=top)

@@ -48,10 +48,11 @@ def cmd(target: str, output_dir: str | None, as_json: bool, node_name: str | Non
     """
     from dataclasses import replace
 
-    from nodetune import placement, placement_source
     from nodetune.errors import NoData
     from nodetune.manifests import Options, render
-    from nodetune.source import open_node
+    from nodetune.node.source import open_node
+    from nodetune.placement import plan as placement
+    from nodetune.placement import source as placement_source
 
     with open_node(root=root, snapshot=snapshot, nvml=nvml) as node:
         facts = node.facts().to_json()
@@ -83,8 +84,8 @@ def cmd(target: str, output_dir: str | None, as_json: bool, node_name: str | Non
     if output_dir:
         _write(output_dir, results)
     if as_json:
-        from nodetune.output import emit_json
         from nodetune.schemas import MANIFESTS_SCHEMA
+        from nodetune.views.output import emit_json
 
         emit_json({"node_name": options.node_name, "placement": plan.to_json(), "notes": notes,
                    "targets": {r.target: {"files": r.files, "notes": r.notes} for r in results}},

@@ -30,8 +30,9 @@ rolled back).
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report "
               "(schema nodetune.rollback/1).")
 def cmd(state_file: Path | None, root: str | None, yes: bool, as_json: bool) -> int:
-    from nodetune import apply_report, remediate
+    from nodetune.apply import remediate
     from nodetune.errors import Refused
+    from nodetune.views import apply_text as apply_report
 
     with remediate.workspace() as workdir:
         prepared = remediate.prepare_rollback(state_file, root, workdir)

@@ -21,14 +21,14 @@ def cmd(root: str | None, snapshot: str | None, nvml: str, output: str, as_json:
     nothing else: no environment, no process command lines, no secrets from /etc. Replay it on
     any machine, with or without a GPU: `nodetune facts --from FILE.tar.gz`.
     """
-    from nodetune import snapshot as snap
+    from nodetune.node import snapshot as snap
 
     result = snap.take(output, root=root, snapshot=snapshot, nvml=nvml)
     failed = {name: st.error for name, st in result.facts.status.items()
               if not st.ok and not st.no_data}
     if as_json:
-        from nodetune.output import emit_json
         from nodetune.schemas import SNAPSHOT_SCHEMA
+        from nodetune.views.output import emit_json
 
         emit_json({"path": result.path, "bytes": result.bytes, "files": result.files,
                    "links": result.links, "dirs": result.dirs,

@@ -18,7 +18,7 @@ CLASS_COLORS = {"X": None, "PIX": "green", "PXB": "cyan", "PHB": "yellow", "NODE
 
 def render_matrix(topo: object, color: bool = False) -> str:
     """The matrix as `nvidia-smi topo -m` lays it out, plus affinity columns and legends."""
-    from nodetune.topology import LEGEND, format_cpus
+    from nodetune.facts.topology import LEGEND, format_cpus
 
     devices = topo.devices  # type: ignore[attr-defined]
     matrix = topo.matrix  # type: ignore[attr-defined]
@@ -70,8 +70,8 @@ def cmd(root: str | None, snapshot: str | None, nvml: str, as_json: bool, png: s
     switches), PHB (one host bridge), NODE (one NUMA node), SYS (across NUMA nodes).
     --png/--svg also draw sockets, NUMA nodes, PCIe switches and devices into FILE.
     """
-    from nodetune.source import open_node
-    from nodetune.topology import build_topology
+    from nodetune.facts.topology import build_topology
+    from nodetune.node.source import open_node
 
     for path in (png, svg):
         if path:
@@ -81,13 +81,13 @@ def cmd(root: str | None, snapshot: str | None, nvml: str, as_json: bool, png: s
     topo = build_topology(facts)
     for path, fmt in ((png, "png"), (svg, "svg")):
         if path:
-            from nodetune.topo_diagram import draw
+            from nodetune.views.topo_image import draw
 
             draw(topo, path, fmt, title=_title(facts, topo))
             click.echo(f"nodetune: wrote {path}", err=True)
     if as_json:
-        from nodetune.output import emit_json
         from nodetune.schemas import TOPO_SCHEMA
+        from nodetune.views.output import emit_json
 
         emit_json({"root": facts.get("root"), **topo.to_json()}, TOPO_SCHEMA)
     elif not topo.devices:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from nodetune import exitcodes
-from nodetune.apply import ansible_playbook
+from nodetune.apply.ansible import ansible_playbook
 from nodetune.errors import ApplyError, NodetuneError
 from nodetune.fleet import lean
 from nodetune.schemas import (
@@ -244,7 +244,7 @@ class _Events:
 def run(request: Request, on_host_done: Callable[[str, bool], None] | None = None,
         hosts: list[str] | None = None) -> Collection:
     """Collect every host of the inventory (that --limit selects) into request.out."""
-    from nodetune.resources import data_dir
+    from nodetune.node.resources import data_dir
 
     binary = _ansible_tool("ansible-playbook")
     try:
@@ -258,7 +258,7 @@ def run(request: Request, on_host_done: Callable[[str, bool], None] | None = Non
     events.bench = request.bench
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="nodetune-fleet-") as private:
-        from nodetune.apply import runner_env
+        from nodetune.apply.ansible import runner_env
 
         envvars = {
             **runner_env(private, binary),

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from nodetune import __version__
 
 if TYPE_CHECKING:
-    from nodetune.placement import Placement
+    from nodetune.placement.plan import Placement
 
 # target name -> module under nodetune.manifests
 TARGETS: dict[str, str] = {

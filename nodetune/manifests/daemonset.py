@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from nodetune import __version__, templating
+from nodetune import __version__
 from nodetune.manifests import Options, Rendered
+from nodetune.views import templating
 
 if TYPE_CHECKING:
-    from nodetune.placement import Placement
+    from nodetune.placement.plan import Placement
 
 PORT = 9402
 NAME = "nodetune-agent"

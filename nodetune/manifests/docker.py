@@ -5,11 +5,13 @@ from __future__ import annotations
 import shlex
 from typing import TYPE_CHECKING, Any
 
-from nodetune import __version__, cpulist, templating
+from nodetune import __version__
+from nodetune.facts import cpulist
 from nodetune.manifests import GIB, Options, Rendered
+from nodetune.views import templating
 
 if TYPE_CHECKING:
-    from nodetune.placement import GpuGroup, Placement
+    from nodetune.placement.plan import GpuGroup, Placement
 
 STACK_BYTES = 64 << 20  # NVIDIA's container guides pair memlock=-1 with a 64 MiB stack
 SHM_MAX_GIB = 64

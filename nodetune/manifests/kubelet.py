@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from nodetune import __version__, cpulist, templating
+from nodetune import __version__
+from nodetune.facts import cpulist
 from nodetune.manifests import GIB, MIB, Options, Rendered, mebibytes
+from nodetune.views import templating
 
 if TYPE_CHECKING:
-    from nodetune.placement import Placement
+    from nodetune.placement.plan import Placement
 
 # The kubelet's Topology Manager refuses to start on hosts with more NUMA nodes than this
 # unless topologyManagerPolicyOptions max-allowable-numa-nodes says otherwise (KEP-4622).

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from nodetune import __version__, templating
+from nodetune import __version__
 from nodetune.manifests import GIB, Options, Rendered, hugepage_resource
 from nodetune.manifests.kubelet import reserved_memory_bytes
+from nodetune.views import templating
 
 if TYPE_CHECKING:
-    from nodetune.placement import Placement
+    from nodetune.placement.plan import Placement
 
 MEMORY_SHARE = 0.8  # of a node's unreserved memory, per GPU, left for pods
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from nodetune import __version__, cpulist, templating
+from nodetune import __version__
+from nodetune.facts import cpulist
 from nodetune.manifests import MIB, Options, Rendered
+from nodetune.views import templating
 
 if TYPE_CHECKING:
-    from nodetune.placement import GpuPlacement, Placement
+    from nodetune.placement.plan import GpuPlacement, Placement
 
 
 def gpu_type(name: str | None) -> str:

@@ -56,10 +56,10 @@ def _row(label: str, times: list[float]) -> str:
 
 
 def _stages(snapshot: Path, repeat: int) -> dict[str, list[float]]:
-    from nodetune.audit import run_audit
-    from nodetune.profiles import Library
-    from nodetune.rules import derive, evaluate
-    from nodetune.source import open_node
+    from nodetune.audit.operation import run_audit
+    from nodetune.node.source import open_node
+    from nodetune.profiles.catalog import Library
+    from nodetune.rules.engine import derive, evaluate
 
     out: dict[str, list[float]] = {k: [] for k in ("collect facts", "derive", "match profile",
                                                    "load + validate profile",

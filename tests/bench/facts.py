@@ -92,7 +92,7 @@ def build_pci_tree(root: Path, count: int, nodes: int = 2, cpus_per_node: int = 
 
 
 def _gather_times(root: str, repeat: int, only: tuple[str, ...] | None = None) -> None:
-    from nodetune.source import open_node
+    from nodetune.node.source import open_node
 
     runs: list[dict[str, float]] = []
     for _ in range(repeat + 1):
@@ -167,7 +167,7 @@ def main() -> None:
             built = time.perf_counter() - start
             print(f"  {made} devices (tree built in {built:.1f} s):")
             _gather_times(tmp, max(3, args.repeat // 4), only=("pci",))
-            from nodetune.source import open_node
+            from nodetune.node.source import open_node
 
             with open_node(root=tmp) as node:
                 start = time.perf_counter()

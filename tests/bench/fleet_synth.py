@@ -86,10 +86,10 @@ def _unpack(name: str, dest: Path) -> Path:
 
 def seed_report(root: Path, nvml: Path) -> dict[str, Any]:
     """facts + audit of a tree, as `fleet collect` stores them, plus a quick bench result."""
-    from nodetune.audit import run_audit
+    from nodetune.audit.operation import run_audit
     from nodetune.fleet import lean
+    from nodetune.node.source import open_node
     from nodetune.schemas import AUDIT_SCHEMA, FLEET_REPORT_SCHEMA
-    from nodetune.source import open_node
 
     with open_node(root=str(root), nvml=str(nvml)) as node:
         facts = node.facts().to_json()

@@ -325,7 +325,7 @@ def run_api(out: Path) -> int:
     from nodetune.bench import session
     from nodetune.bench.base import RunContext, RunOptions
     from nodetune.errors import NodetuneError
-    from nodetune.source import open_node
+    from nodetune.node.source import open_node
 
     with open_node() as node:
         facts = node.facts().to_json()

@@ -22,8 +22,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from nodetune import nvml, snapshot  # noqa: E402
-from nodetune.source import open_node  # noqa: E402
+from nodetune.node import nvml, snapshot  # noqa: E402
+from nodetune.node.source import open_node  # noqa: E402
 
 STABLE = ("pci_bus_id", "name", "uuid", "memory_total_bytes", "persistence_mode", "ecc",
           "retired_pages", "remapped_rows", "mig", "power_limit_w", "numa_node",

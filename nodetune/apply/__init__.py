@@ -1,0 +1,1 @@
+"""`nodetune apply` and `rollback`: plan, render Ansible, run it, record state, restore."""

@@ -1,0 +1,47 @@
+"""The variables nodetune's Ansible roles accept, read from each role's defaults/main.yml.
+
+A setting's remediation names role variables (`{kernel_sysctl: {vm.swappiness: 10}}`); the role
+that owns a variable is the one whose defaults declare it, so a rendered playbook includes
+exactly the roles its variables need.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+from nodetune.node.resources import data_dir
+
+# The order roles run in: kernel settings and boot configuration first, services last.
+ROLE_ORDER = ("kernel", "memory", "cpu", "modules", "storage", "nic", "gpu", "services")
+
+
+# Variables whose runtime half runs a command on the live host (modprobe, systemctl, setpci).
+# Under a copied --root only their boot-time half is written: they take effect at the next boot.
+LIVE_ONLY_RUNTIME = frozenset({"modules_load", "services_enabled", "services_disabled",
+                               "gpu_acs_disable", "nic_max_read_request"})
+
+
+def roles_dir() -> Path:
+    return data_dir("playbooks") / "roles"
+
+
+@functools.cache
+def role_defaults() -> dict[str, dict[str, Any]]:
+    """role -> {variable: default value} for every role in ROLE_ORDER."""
+    import yaml
+
+    out: dict[str, dict[str, Any]] = {}
+    for role in ROLE_ORDER:
+        path = roles_dir() / role / "defaults" / "main.yml"
+        out[role] = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return out
+
+
+def owner(variable: str) -> str | None:
+    """The role that declares `variable`, or None."""
+    for role, defaults in role_defaults().items():
+        if variable in defaults:
+            return role
+    return None

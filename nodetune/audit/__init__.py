@@ -1,0 +1,1 @@
+"""`nodetune audit`: facts + profile -> findings, summary and exit code."""

@@ -1,0 +1,2 @@
+"""The host a command reads: its root (live, a directory or a snapshot in memory), NVML and
+snapshots."""

@@ -1,0 +1,84 @@
+"""Where a read-only command gets its node from: the live host, --root DIR, or --from snapshot.
+
+    with open_node(root=..., snapshot=..., nvml=...) as node:
+        facts = node.facts()
+
+`nvml` is "auto" (live NVML on the live host only), "live", "off", or a path to a recorded
+NVML JSON file (`nodetune.nvml/1`). A snapshot always replays its own recorded NVML data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from nodetune.errors import SourceError
+from nodetune.node.hostroot import HostRoot
+
+ROOT_ENV = "NODETUNE_ROOT"
+
+
+@dataclass
+class Node:
+    root: HostRoot
+    nvml: Any = None
+    nvml_note: str | None = None
+    origin: str = "live"  # "live", "root:DIR", "snapshot:FILE"
+    meta: dict[str, Any] = field(default_factory=dict)
+    _facts: Any = None
+
+    def context(self) -> Any:
+        from nodetune.collectors import Context
+
+        return Context(root=self.root, nvml=self.nvml, nvml_note=self.nvml_note)
+
+    def facts(self, only: tuple[str, ...] | None = None) -> Any:
+        """All facts (cached for the life of this Node when `only` is None)."""
+        from nodetune.collectors import gather
+
+        if only is not None:
+            return gather(self.context(), only)
+        if self._facts is None:
+            self._facts = gather(self.context())
+        return self._facts
+
+
+def _nvml_backend(choice: str, root: HostRoot) -> tuple[Any, str | None]:
+    from nodetune.node import nvml as nvml_mod
+
+    if choice == "off":
+        return None, "NVML disabled (--nvml off)"
+    if choice not in ("auto", "live"):
+        return nvml_mod.RecordedNvml.from_file(choice), None
+    if choice == "auto" and not root.is_live:
+        return None, (f"NVML not used for --root {root.root} "
+                      "(pass --nvml live to query this machine's GPUs)")
+    return nvml_mod.live_backend()
+
+
+@contextlib.contextmanager
+def open_node(root: str | None = None, snapshot: str | None = None,
+              nvml: str = "auto", recording: bool = False) -> Iterator[Node]:
+    if root and snapshot:
+        raise SourceError("--root and --from cannot be used together",
+                          fix="give one: a host tree (--root) or a snapshot (--from)")
+    if snapshot:
+        from nodetune.node import snapshot as snap
+
+        with snap.open_snapshot(snapshot) as replay:
+            yield replay
+        return
+    root = root or os.environ.get(ROOT_ENV) or "/"
+    host = HostRoot(root, recording=recording)
+    host.check_tree()
+    backend, note = _nvml_backend(nvml, host)
+    origin = "live" if host.is_live else f"root:{host.root}"
+    try:
+        yield Node(root=host, nvml=backend, nvml_note=note, origin=origin)
+    finally:
+        close = getattr(backend, "close", None)
+        if close is not None:
+            close()

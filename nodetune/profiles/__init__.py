@@ -1,0 +1,1 @@
+"""Hardware profiles: load, extend, validate and match them to a node."""

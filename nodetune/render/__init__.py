@@ -1,5 +1,0 @@
-"""Render what nodetune hands to other tools: thin Ansible playbooks from failing settings.
-
-Templates live in `nodetune/templates/` and go through the one Jinja environment of
-`nodetune.templating`; this package computes the data they lay out.
-"""

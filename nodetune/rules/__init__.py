@@ -1,0 +1,2 @@
+"""The rule engine: operators, fact-path resolution and evaluation of settings and checks into
+findings."""

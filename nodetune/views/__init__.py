@@ -1,0 +1,1 @@
+"""Every renderer: JSON, terminal tables, JUnit, PNG/SVG and HTML, one module per view."""

@@ -1,0 +1,148 @@
+"""Show an apply / rollback report: a JSON document (nodetune.apply/1, nodetune.rollback/1) or
+rich tables. Rejected kernel values are printed loudly: they are the failures people miss."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nodetune.apply.ansible import TaskOutcome
+    from nodetune.apply.remediate import Plan, Report
+
+_STYLE = {"fixed": "green", "would-change": "yellow", "rendered": "cyan", "applied": "green",
+          "pending-reboot": "magenta", "refused": "red", "failed": "bold red", "unknown": "red"}
+
+
+def to_json(report: Report, prepared: Plan | None = None) -> dict[str, Any]:
+    doc: dict[str, Any] = {"mode": report.mode, "profile": report.profile}
+    if prepared is not None:
+        doc["root"] = prepared.request.host_root
+        doc["profile_note"] = prepared.audit.note
+    doc["hosts"] = report.hosts
+    doc["settings"] = [{
+        "id": s.change.id, "subject": s.change.subject, "area": s.change.area,
+        "severity": s.change.severity, "current": s.change.current, "wanted": s.change.wanted,
+        "disruption": s.change.disruption.value, "roles": s.change.roles, "status": s.status,
+        "after": s.after or None, "message": s.message or None,
+    } for s in report.settings]
+    doc["manual"] = [{"id": f.id, "subject": f.subject, "current": f.actual,
+                      "wanted": f.expected, "fix": f.fix} for f in report.manual]
+    doc["changed"] = report.changed
+    doc["changes"] = [_task_json(t) for t in report.tasks]
+    doc["rejected"] = [{"host": t.host, "task": t.task, "item": t.item, "message": t.rejected}
+                       for t in report.rejected]
+    doc["state_file"] = str(report.state_file) if report.state_file else None
+    doc["render_dir"] = str(report.render_dir) if report.render_dir else None
+    return doc
+
+
+def _task_json(task: TaskOutcome) -> dict[str, Any]:
+    return {"host": task.host, "role": task.role, "task": task.task, "item": task.item,
+            "diff": [{"path": _diff_path(d), "before": d.get("before", ""),
+                      "after": d.get("after", "")} for d in task.diffs]}
+
+
+def _diff_path(diff: dict[str, Any]) -> str:
+    """The file an Ansible diff is about (the file module puts it inside before/after)."""
+    for side in (diff.get("after"), diff.get("before")):
+        if isinstance(side, dict) and side.get("path"):
+            return str(side["path"])
+    return str(diff.get("before_header") or diff.get("after_header") or "")
+
+
+def show(report: Report, prepared: Plan | None = None, *, as_json: bool) -> None:
+    if as_json:
+        from nodetune.schemas import APPLY_SCHEMA, ROLLBACK_SCHEMA
+        from nodetune.views.output import emit_json
+
+        emit_json(to_json(report, prepared),
+                  ROLLBACK_SCHEMA if report.mode == "rollback" else APPLY_SCHEMA)
+        return
+    from nodetune.views.output import console
+
+    out = console()
+    if prepared is not None and prepared.audit.note:
+        out.print(f"profile [bold]{report.profile}[/]: {prepared.audit.note}")
+    if report.settings:
+        out.print(_settings_table(report))
+    elif report.mode not in ("rollback", "rollback-plan"):
+        out.print(f"nothing to apply: every setting of profile {report.profile} that nodetune "
+                  "can fix is already right")
+    for finding in report.manual:
+        out.print(f"[dim]manual fix[/] {finding.id}"
+                  f"{f' [{finding.subject}]' if finding.subject else ''}: {finding.fix}")
+    _print_tasks(out, report)
+    for task in report.rejected:
+        out.print(f"[bold red]KERNEL REJECTED[/] on {task.host}: {task.rejected}")
+    _print_footer(out, report)
+
+
+def _settings_table(report: Report) -> Any:
+    from rich.table import Table
+
+    table = Table(title=f"nodetune {report.mode}: profile {report.profile}", title_justify="left")
+    for column in ("setting", "subject", "current -> wanted", "disruption", "status"):
+        table.add_column(column)
+    for s in report.settings:
+        after = f" (now {s.after})" if s.after and s.status != "fixed" else ""
+        status = f"[{_STYLE.get(s.status, '')}]{s.status}[/]"
+        if s.message:
+            status += f"\n[dim]{s.message}[/]"
+        table.add_row(s.change.id, s.change.subject or "-",
+                      f"{s.change.current} -> {s.change.wanted}{after}",
+                      s.change.disruption.value, status)
+    return table
+
+
+def _print_tasks(out: Any, report: Report, limit: int = 4) -> None:
+    if not report.tasks:
+        return
+    verb = "would change" if report.mode in ("dry-run", "rollback-plan") else "changed"
+    out.print(f"Ansible {verb} {report.changed} item(s):")
+    for task in report.tasks:
+        label = f" ({task.item})" if task.item else ""
+        out.print(f"  {task.host}: {task.task}{label}", markup=False)
+        lines = [line for diff in task.diffs for line in diff_lines(diff)]
+        for line in lines[:limit]:
+            out.print(f"    {line}", markup=False, overflow="ellipsis", no_wrap=True)
+        if len(lines) > limit:
+            out.print(f"    ... and {len(lines) - limit} more (--json shows all)")
+
+
+def diff_lines(diff: dict[str, Any]) -> list[str]:
+    """One short line per changed value or file line of an Ansible diff."""
+    path = _diff_path(diff)
+    before, after = diff.get("before", ""), diff.get("after", "")
+    if isinstance(before, dict) and isinstance(after, dict):  # file module: state changes
+        keys = [k for k in after if k != "path" and before.get(k) != after.get(k)]
+        return [f"{path}: {k} {before.get(k)} -> {after.get(k)}" for k in keys]
+    before, after = str(before), str(after)
+    if before.count("\n") <= 1 and after.count("\n") <= 1:
+        return [f"{path}: {before.strip() or '(none)'} -> {after.strip() or '(none)'}"]
+    old, new = before.splitlines(), after.splitlines()
+    return ([f"{path}: +{line}" for line in new if line not in old]
+            + [f"{path}: -{line}" for line in old if line not in new])
+
+
+def _print_footer(out: Any, report: Report) -> None:
+    if report.mode == "dry-run":
+        out.print("dry run: nothing was changed. Apply with `nodetune apply` (add --yes to skip "
+                  "the question).")
+    elif report.mode == "render-only":
+        if report.render_inventory is None:
+            out.print("nothing to render: no setting that nodetune can fix is failing")
+        else:
+            out.print(f"wrote the playbook, its variables and inventory to {report.render_dir} "
+                      f"(run: ansible-playbook -i {report.render_inventory} "
+                      f"{report.render_dir}/apply.yml --check --diff)")
+    elif report.mode == "apply" and report.state_file is None:
+        out.print("nothing changed: the host already holds every value this apply would set")
+    elif report.mode == "apply":
+        counts = {k: sum(1 for s in report.settings if s.status == k)
+                  for k in ("fixed", "pending-reboot", "failed")}
+        out.print(f"{report.changed} change(s) made: {counts['fixed']} fixed, "
+                  f"{counts['pending-reboot']} pending reboot, {counts['failed']} failed. "
+                  f"Previous values: {report.state_file} (undo: nodetune rollback "
+                  f"--state-file {report.state_file})")
+    elif report.mode == "rollback":
+        out.print(f"rolled back {report.changed} change(s) recorded in {report.state_file}")

@@ -1,0 +1,186 @@
+"""Human output of benchmark results: rich tables on stdout, progress bars on stderr."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nodetune.bench.results import Matrix, Metric, SuiteResult, size_label
+from nodetune.views.output import console
+
+GROUP_LIMIT = 8
+
+
+def _num(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    if unit == "IOPS" or abs(value) >= 1000:
+        text = f"{value:,.0f}"
+    elif abs(value) >= 100:
+        text = f"{value:.1f}"
+    else:
+        text = f"{value:.2f}"
+    return f"{text} {unit}".strip()
+
+
+def _metric_row(m: Metric) -> list[str]:
+    ratio = m.ratio
+    status = m.status or ""
+    style = {"ok": "green", "low": "bold red"}.get(status, "")
+    spread = f"±{m.to_json()['spread']['relative'] * 100:.1f}%" if len(m.samples) > 1 else ""
+    return [m.name, _num(m.value, m.unit), spread,
+            _num(m.expected.value, m.unit) if m.expected else "-",
+            f"{ratio * 100:.0f}%" if ratio is not None else "-",
+            f"[{style}]{status}[/]" if style else status]
+
+
+def suite_tables(suite: SuiteResult) -> list[Any]:
+    from rich.table import Table
+
+    out: list[Any] = []
+    if suite.rows:
+        table = Table(box=None, pad_edge=False)
+        for col in ("size", "time (us)", "algbw (GB/s)", "busbw (GB/s)", "#wrong"):
+            table.add_column(col, justify="right", no_wrap=True)
+        for r in suite.rows:
+            table.add_row(size_label(r.size_bytes), _num(r.time_us), _num(r.algbw_gbps),
+                          _num(r.busbw_gbps), "N/A" if r.wrong is None else str(r.wrong))
+        out.append(table)
+    if suite.jobs:
+        table = Table(box=None, pad_edge=False)
+        for col in ("job", "read", "read IOPS", "write", "write IOPS", "read p99"):
+            table.add_column(col, justify="right" if col != "job" else "left", no_wrap=True)
+        for j in suite.jobs:
+            table.add_row(j.name, _num(j.read_bw_bytes / 1e9, "GB/s"), _num(j.read_iops, "IOPS"),
+                          _num(j.write_bw_bytes / 1e9, "GB/s"), _num(j.write_iops, "IOPS"),
+                          _num(j.read_clat_p99_us, "us"))
+        out.append(table)
+    for matrix in suite.matrices or []:
+        out.append(matrix_table(matrix))
+    shown = suite.metrics
+    if suite.rows or suite.matrices:  # the tables above show the values; keep the judged ones
+        shown = [m for m in suite.metrics if m.expected is not None]
+    if shown:
+        table = Table(box=None, pad_edge=False)
+        for col, justify in (("metric", "left"), ("median", "right"), ("spread", "right"),
+                             ("expected", "right"), ("ratio", "right"), ("", "left")):
+            table.add_column(col, justify=justify, no_wrap=col != "metric")  # type: ignore[arg-type]
+        for row in _rows_with_summaries(shown):
+            table.add_row(*row)
+        out.append(table)
+    return out
+
+
+def _rows_with_summaries(metrics: list[Metric]) -> list[list[str]]:
+    """One row per metric; a kind with more than GROUP_LIMIT metrics (e.g. 56 GPU pairs) is
+    summarised in one row (median, lowest) plus a row for each metric that is "low"."""
+    groups: dict[str, list[Metric]] = {}
+    for m in metrics:
+        groups.setdefault(".".join(m.key.split(".")[:2]), []).append(m)
+    rows: list[list[str]] = []
+    for kind, group in groups.items():
+        if len(group) <= GROUP_LIMIT:
+            rows += [_metric_row(m) for m in group]
+            continue
+        values = sorted(group, key=lambda m: m.ratio if m.ratio is not None else m.value)
+        lowest = values[0]
+        low = [m for m in group if m.status == "low"]
+        median = sorted(m.value for m in group)[len(group) // 2]
+        verdict = f"[bold red]{len(low)} low[/]" if low else (
+            "[green]all ok[/]" if all(m.status == "ok" for m in group) else "")
+        rows.append([f"{kind}: {len(group)} results, lowest {lowest.subject}",
+                     f"{_num(median, lowest.unit)} (median)",
+                     "", _num(lowest.expected.value, lowest.unit) if lowest.expected else "-",
+                     f"{lowest.ratio * 100:.0f}%" if lowest.ratio is not None else "-", verdict])
+        rows += [_metric_row(m) for m in low]
+    return rows
+
+
+def matrix_table(matrix: Matrix) -> Any:
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=None, pad_edge=False)
+    table.add_column(f"{matrix.row_kind}\\{matrix.col_kind}")
+    for col in matrix.col_ids:
+        table.add_column(col, justify="right")
+    for row_id, cells in zip(matrix.row_ids, matrix.cells, strict=True):
+        table.add_row(row_id, *[_num(c) if c is not None else "N/A" for c in cells])
+    return Group(Text(f"{matrix.title} ({matrix.unit})", style="italic"), table)
+
+
+def print_suites(suites: list[SuiteResult], node: dict[str, Any]) -> None:
+    out = console()
+    out.print(f"[bold]nodetune bench[/] on {node.get('hostname')} "
+              f"(fingerprint {node.get('fingerprint')})")
+    for suite in suites:
+        runner = f" ({suite.runner})" if suite.runner else ""
+        took = f", {suite.seconds:.1f} s" if suite.seconds is not None else ""
+        source = f" from {suite.source}" if suite.source else ""
+        style = {"ok": "green", "skipped": "yellow", "failed": "bold red"}[suite.status]
+        out.print(f"\n[bold]{suite.suite}[/]{runner}{source}: [{style}]{suite.status}[/]{took}")
+        if suite.note:
+            out.print(f"  {suite.note}")
+        if suite.tool_versions:
+            out.print("  " + ", ".join(f"{k} {v}" for k, v in suite.tool_versions.items()),
+                      style="dim")
+        for table in suite_tables(suite):
+            out.print(table)
+
+
+def print_comparison(comparison: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    out = console()
+    same = comparison.get("same_node")
+    where = ""
+    if same is not None:
+        where = " (same node)" if same else \
+            " [bold yellow](a different node or setup: fingerprints differ)[/]"
+    out.print(f"\n[bold]compared with[/] {comparison['baseline']}"
+              f" of {comparison.get('baseline_created')}{where}")
+    table = Table(box=None, pad_edge=False)
+    for col, justify in (("metric", "left"), ("before", "right"), ("after", "right"),
+                         ("change", "right"), ("noise", "right"), ("verdict", "left")):
+        table.add_column(col, justify=justify, no_wrap=col != "metric")  # type: ignore[arg-type]
+    for c in comparison["metrics"]:
+        style = {"improved": "green", "regressed": "bold red"}.get(c["verdict"], "dim")
+        verdict = "within noise" if c["verdict"] == "no significant change" else c["verdict"]
+        change = "-" if c["change_percent"] is None else f"{c['change_percent']:+.1f}%"
+        table.add_row(c["name"], _num(c["before"], c["unit"]), _num(c["after"], c["unit"]),
+                      change, f"±{c['noise_percent']:.1f}%", f"[{style}]{verdict}[/]")
+    out.print(table)
+    s = comparison["summary"]
+    out.print(f"{s['improved']} improved, {s['regressed']} regressed, "
+              f"{s['unchanged']} within noise")
+    if comparison["only_in_baseline"]:
+        out.print(f"{len(comparison['only_in_baseline'])} metrics only in the baseline",
+                  style="dim")
+
+
+class RichProgress:
+    """A progress bar on stderr; one task at a time."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(),
+                            TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                            console=console(stderr=True), transient=True)
+        self.task: Any = None
+
+    def __enter__(self) -> RichProgress:
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+    def start(self, description: str, total: int) -> None:
+        if self.task is not None:
+            self.bar.remove_task(self.task)
+        self.task = self.bar.add_task(description, total=max(1, total))
+
+    def advance(self, steps: int = 1) -> None:
+        if self.task is not None:
+            self.bar.advance(self.task, steps)
