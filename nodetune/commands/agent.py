@@ -182,12 +182,16 @@ def cmd(
         interval,
         "on" if publish else "off",
     )
+    def publish_report(report: dict[str, Any]) -> None:
+        if publish is not None:
+            publish(verdict(report))
+
     agent = Agent(
         cycle,
         state,
         interval=interval,
         jitter=jitter,
-        publish=(lambda report: publish(verdict(report))) if publish else None,
+        publish=publish_report if publish else None,
         max_cycles=max_cycles,
     )
 
