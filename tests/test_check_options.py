@@ -156,7 +156,8 @@ def test_fast_path_and_click_agree(tmp_path: Path) -> None:
 
 # -- --profiles-dir and NODETUNE_PROFILES_DIR ----------------------------------------------------
 
-def _run_check_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def _run_check_cli(*args: str,
+                   env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """`nodetune check` as Slurm starts it (the fast path)."""
     return subprocess.run([sys.executable, "-m", "nodetune", "check", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=120, check=False,
