@@ -297,3 +297,19 @@ def test_run_with_facts_gathers_only_what_they_lack(vm_root: Path,
     assert set(collector_runs) == set(alone["collectors"])
     assert [(c["id"], c["status"]) for c in with_facts["checks"]] == \
         [(c["id"], c["status"]) for c in alone["checks"]]
+
+
+def test_a_cached_answer_imports_neither_click_nor_dataclasses(vm_root: Path,
+                                                                tmp_path: Path) -> None:
+    """The back-to-back job start: parse with the table, read the stored answer, print it."""
+    args = ("--root", str(vm_root), "--nvml", str(NVML), "--max-age", "60", "--cache-file",
+            str(tmp_path / "result.json"))
+    first = _run_check_cli(*args)
+    assert first.returncode == 0, first.stderr
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "nodetune", "check", *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0 and proc.stdout == first.stdout
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()}
+    assert "nodetune.check.options" in imported
+    assert not imported & {"click", "dataclasses", "nodetune.check.operation"}
