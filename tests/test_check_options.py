@@ -314,3 +314,27 @@ def test_a_cached_answer_imports_neither_click_nor_dataclasses(vm_root: Path,
     imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()}
     assert "nodetune.check.options" in imported
     assert not imported & {"click", "dataclasses", "nodetune.check.operation"}
+
+
+def test_slurm_script_hands_a_profiles_dir_from_its_defaults_file_to_check(
+        tmp_path: Path) -> None:
+    """/etc/default/nodetune is sourced, not exported: NODETUNE_PROFILES_DIR must still reach
+    `nodetune check`."""
+    seen = tmp_path / "seen"
+    fake = tmp_path / "nodetune"
+    fake.write_text(f'#!/bin/sh\necho "$NODETUNE_PROFILES_DIR $*" > {seen}\n'
+                    'echo "nodetune: healthy (quick: 1 passed)"\n')
+    fake.chmod(0o755)
+    defaults = tmp_path / "defaults"
+    defaults.write_text(f"NODETUNE={fake}\nNODETUNE_PROFILES_DIR=/etc/nodetune/profiles\n"
+                        'NODETUNE_CHECK_ARGS="--profile site-vm"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NODETUNE")}
+    proc = subprocess.run([str(REPO / "checks/slurm/nodetune-prolog")], capture_output=True,
+                          text=True, timeout=60, check=False,
+                          env={**env, "NODETUNE_DEFAULTS": str(defaults),
+                               "NODETUNE_SLURM_NODE": "node1", "NODETUNE_SCONTROL_TIMEOUT": "2",
+                               "PATH": f"{tmp_path}:/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr
+    assert seen.read_text().split() == ["/etc/nodetune/profiles", "check", "--tier", "quick",
+                                        "--max-age", "60", "--timeout", "30", "--profile",
+                                        "site-vm"]
