@@ -338,3 +338,12 @@ def test_slurm_script_hands_a_profiles_dir_from_its_defaults_file_to_check(
     assert seen.read_text().split() == ["/etc/nodetune/profiles", "check", "--tier", "quick",
                                         "--max-age", "60", "--timeout", "30", "--profile",
                                         "site-vm"]
+
+
+@pytest.mark.parametrize(("page", "command"), [("check.md", check_cmd), ("agent.md", agent_cmd)])
+def test_command_page_documents_every_option(page: str, command: click.Command) -> None:
+    text = (REPO / "docs" / "commands" / page).read_text(encoding="utf-8")
+    cells = re.findall(r"^\| (`-[^|]*)\|", text, flags=re.MULTILINE)  # first cells of rows
+    documented = {f for cell in cells for f in re.findall(r"`(-[-\w]+)", cell)}
+    hidden = {f for p in command.params if getattr(p, "hidden", False) for f in p.opts}
+    assert flags_of(command) - {"--help"} - hidden <= documented, page
