@@ -265,7 +265,8 @@ def collector_runs(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     runs: dict[str, int] = {}
     registry = collectors.load_all()
     for name, cls in registry.items():
-        original = cls.collect
+        collector: Any = cls  # a registered collector class
+        original = collector.collect
 
         def counted(self: Any, ctx: Any, _original: Any = original, _name: str = name) -> Any:
             runs[_name] = runs.get(_name, 0) + 1
