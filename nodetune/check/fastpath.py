@@ -21,6 +21,7 @@ from nodetune.errors import NodetuneError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+
 def fast_main(argv: list[str]) -> None:
     """Run `nodetune check ARGV` and exit; return only when click should take over."""
     values = parse(argv)
@@ -48,7 +49,8 @@ def fast_main(argv: list[str]) -> None:
 
 def _run(fields: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> int:
     # Imported only when no stored answer could be reused: the dataclasses module alone costs
-    # about a third of a cached answer's start-up.
+    # about a third of a cached answer's start-up. (`run` looks for a stored answer again;
+    # after a miss that is one more stat or a small JSON read.)
     from nodetune.check.operation import CheckRequest, run
 
     return run(CheckRequest(**fields), emit=emit).exit_code
