@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 import yaml
 
@@ -275,3 +276,20 @@ def test_readme_tour_prints_what_it_shows(tmp_path: Path) -> None:
             failures.append(f"$ {command}\n--- README shows:\n" + "\n".join(expected)
                             + "\n--- it prints:\n" + "\n".join(output))
     assert not failures, "\n\n".join(failures)
+
+
+@pytest.mark.parametrize("page", [p for p in manpage.walk() if p.path],
+                         ids=lambda p: p.invocation)
+def test_every_option_is_on_its_command_page(page: manpage.Page) -> None:
+    doc = DOCS / "commands" / f"{page.path[0]}.md"
+    if not doc.exists():
+        assert f"commands/{page.path[0]}.md" in PENDING_PAGES
+        return
+    text = doc.read_text(encoding="utf-8")
+    missing = []
+    for param in page.command.get_params(page.ctx):
+        names = [o for o in getattr(param, "opts", ()) if o.startswith("--")]
+        if isinstance(param, click.Option) and names and names != ["--help"] and not any(
+                re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", text) for n in names):
+            missing.append(names[0])
+    assert not missing, f"docs/commands/{doc.name} does not mention {missing}"
