@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from nodetune.check.evaluate import Unit, join_limited, run_units, write_probe
-from nodetune.check.fastpath import parse as parse_fast
+from nodetune.check.options import OPTIONS
+from nodetune.check.options import parse as parse_fast
 from nodetune.check.suite import load_suite
 from nodetune.cli import main
 from nodetune.node.hostroot import HostRoot
@@ -358,9 +359,11 @@ def test_write_probe_on_the_live_host(tmp_path: Path) -> None:
 # -- the start-up fast path ---------------------------------------------------------------------
 
 def test_fast_path_parses_the_documented_options(tmp_path: Path) -> None:
+    defaults = {o.dest: o.default for o in OPTIONS}
     assert parse_fast(["--tier=standard", "--json", "--mount", "/a", "--mount=/b", "-v",
-                       "--expect-gpus", "8", "--timeout", "2.5", "--root", str(tmp_path)]) == {
-        "tier": "standard", "as_json": True, "mounts": ["/a", "/b"], "modules": [],
+                       "--expect-gpus", "8", "--timeout", "2.5", "--root", str(tmp_path)],
+                      environ={}) == {
+        **defaults, "tier": "standard", "as_json": True, "mounts": ("/a", "/b"), "modules": (),
         "verbose": True, "expect_gpus": 8, "timeout": 2.5, "root": str(tmp_path)}
 
 

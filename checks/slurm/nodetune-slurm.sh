@@ -28,6 +28,8 @@
 #   NODETUNE_SCONTROL_TIMEOUT seconds each scontrol/sinfo call may take (default 10)
 #   NODETUNE_ON_ERROR         ignore (default) or drain when nodetune cannot give a result
 #   NODETUNE_SLURM_NODE       node name (default: $SLURMD_NODENAME, else hostname -s)
+#   NODETUNE_PROFILES_DIR     site profile directories (":"-separated), searched before the
+#                             shipped profiles, as `--profiles-dir` (exported to nodetune check)
 set -u
 
 MODE=${1:-}
@@ -48,6 +50,7 @@ CHECK_TIMEOUT=${NODETUNE_TIMEOUT:-30}
 SCONTROL_TIMEOUT=${NODETUNE_SCONTROL_TIMEOUT:-10}
 ON_ERROR=${NODETUNE_ON_ERROR:-ignore}
 NODETUNE=${NODETUNE:-$(command -v nodetune || echo /usr/local/bin/nodetune)}
+[ -n "${NODETUNE_PROFILES_DIR:-}" ] && export NODETUNE_PROFILES_DIR
 
 log() {
   logger -t nodetune-slurm -- "$NODE: $*" 2>/dev/null

@@ -6,19 +6,32 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from nodetune.bench import runner
+from nodetune.bench.base import RunContext, RunOptions
+from nodetune.check.bench import QUICK_OPTIONS
+
 QUICK_SUITES = ("memcpy", "allreduce", "cpu-mem")
 
 
-def run_quick_bench(opts: Any) -> dict[str, Any]:
-    """Run each quick suite that can run here; a suite that cannot is listed with its reason."""
-    from nodetune.bench import runner
-    from nodetune.bench.base import RunContext, RunOptions
-    from nodetune.check.bench import QUICK_OPTIONS
-    from nodetune.node.source import open_node
+class BenchSchedule:
+    """Runs the quick benchmarks at most every `interval` seconds; keeps the last result."""
 
-    with open_node(root=opts.root, snapshot=opts.snapshot, nvml=opts.nvml) as node:
-        facts = node.facts().to_json()
-        live = node.root.is_live
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.last_run = 0.0
+        self.last: dict[str, Any] | None = None
+
+    def maybe_run(self, facts: dict[str, Any], live: bool) -> dict[str, Any] | None:
+        """The last result, after running the suites on `facts` (the cycle's) when due."""
+        now = time.monotonic()
+        if self.last is None or now - self.last_run >= self.interval:
+            self.last_run = now
+            self.last = run_quick_bench(facts, live)
+        return self.last
+
+
+def run_quick_bench(facts: dict[str, Any], live: bool) -> dict[str, Any]:
+    """Run each quick suite that can run here; a suite that cannot is listed with its reason."""
     started = time.time()
     suites: dict[str, dict[str, Any]] = {}
     metrics: list[dict[str, Any]] = []

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from nodetune import __version__
+from nodetune.agent.benchcycle import BenchSchedule
 from nodetune.agent.kube import Verdict
+from nodetune.audit.operation import run_audit
+from nodetune.check.operation import CheckRequest
+from nodetune.check.operation import run as run_check
+from nodetune.fleet.lean import facts as lean_facts
+from nodetune.node.resources import data_dir
+from nodetune.node.source import open_node
+from nodetune.profiles.catalog import Library, Profile
+from nodetune.schemas import AGENT_REPORT_SCHEMA
 
 
 @dataclass(frozen=True)
@@ -22,80 +33,73 @@ class CycleOptions:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class CachedLibrary(Library):
+    """A Library that keeps every profile it loaded."""
+
+    def __init__(self, user_dirs: tuple[str, ...]) -> None:
+        super().__init__(user_dirs)
+        self.loaded: dict[tuple[str, Any], Profile] = {}
+
+    def load(self, name: str, overrides: str | Path | None = None) -> Profile:
+        key = (name, overrides)
+        if key not in self.loaded:
+            self.loaded[key] = super().load(name, overrides)
+        return self.loaded[key]
+
+
 class LibraryCache:
     """Profiles parsed and validated once across cycles, again when a profile file (or the
     overrides file) changes."""
 
     def __init__(self) -> None:
         self.key: tuple[Any, ...] | None = None
-        self.library: Any = None
+        self.library: CachedLibrary | None = None
 
-    def get(self, dirs: tuple[str, ...], overrides: str | None = None) -> Any:
-        from pathlib import Path
-
-        from nodetune.profiles.catalog import Library
-
-        class CachedLibrary(Library):
-            def __init__(self, user_dirs: tuple[str, ...]) -> None:
-                super().__init__(user_dirs)
-                self.loaded: dict[tuple[str, Any], Any] = {}
-
-            def load(self, name: str, overrides: Any = None) -> Any:
-                key = (name, overrides)
-                if key not in self.loaded:
-                    self.loaded[key] = super().load(name, overrides)
-                return self.loaded[key]
-
-        library = self.library if self.library is not None else CachedLibrary(dirs)
-        files = [p for d in library.dirs for p in sorted(d.glob("*.yaml"))]
+    def get(self, dirs: tuple[str, ...], overrides: str | None = None) -> CachedLibrary:
+        folders = [*(Path(d) for d in dirs), data_dir("profiles")]
+        files = [p for d in folders for p in sorted(d.glob("*.yaml"))]
         if overrides:
             files.append(Path(overrides))
-        key = tuple((str(p), p.stat().st_mtime_ns if p.exists() else None) for p in files)
-        if key != self.key or self.library is None:
+        key = (dirs, *((str(p), p.stat().st_mtime_ns if p.exists() else None) for p in files))
+        if self.library is None or key != self.key:
             self.library, self.key = CachedLibrary(dirs), key
         return self.library
 
 
-_LIBRARIES = LibraryCache()
+LIBRARIES = LibraryCache()
 
 
-def run_cycle(opts: CycleOptions) -> dict[str, Any]:
-    """Audit and check the node once; the report the agent serves on /report."""
-    from nodetune import __version__
-    from nodetune.audit.operation import run_audit
-    from nodetune.check.cache import runtime_dir
-    from nodetune.check.evaluate import CheckRequest, request_variables, run_checks
-    from nodetune.check.suite import load_suite
-    from nodetune.fleet.lean import facts as lean_facts
-    from nodetune.node.source import open_node
-    from nodetune.schemas import AGENT_REPORT_SCHEMA
+def run_cycle(opts: CycleOptions, bench: BenchSchedule | None = None) -> dict[str, Any]:
+    """Audit and check the node once; the report the agent serves on /report.
 
+    The facts are gathered once: the audit reads them, the check (`nodetune.check.operation.run`)
+    is handed them, and so are the quick benchmarks when `bench` says they are due."""
     started = time.time()
+    library = LIBRARIES.get(opts.profiles_dirs, opts.overrides)
     with open_node(root=opts.root, snapshot=opts.snapshot, nvml=opts.nvml) as node:
-        facts = node.facts().to_json()
+        node_facts = node.facts()
+        facts = node_facts.to_json()
         audit = run_audit(
             facts,
             profile=opts.profile,
-            library=_LIBRARIES.get(opts.profiles_dirs, opts.overrides),
+            library=library,
             overrides=opts.overrides,
             source=node.origin,
         )
-        suite = load_suite(opts.tier, cache_dir=runtime_dir())
-        variables = request_variables(
-            CheckRequest(tier=opts.tier), suite.variables, dict(audit.profile.variables)
-        )
-        nvml_requested = opts.nvml != "off" and (
-            opts.nvml != "auto" or node.root.is_live or node.nvml is not None
-        )
-        check = run_checks(
-            node,
-            suite,
-            variables,
-            total_timeout=opts.check_timeout,
-            nvml_requested=nvml_requested,
+        request = CheckRequest(
+            root=opts.root,
+            snapshot=opts.snapshot,
+            nvml=opts.nvml,
+            tier=opts.tier,
+            timeout=opts.check_timeout,
             profile=audit.profile.name,
+            profiles_dirs=opts.profiles_dirs,
+            overrides=opts.overrides,
         )
-        check_doc = check.to_json()
+        # hints={}: the agent has none of check's expectation options; profiles set them
+        check = run_check(request, node_facts, node=node, library=library, cache=False, hints={})
+        check_doc = check.doc
+        bench_doc = bench.maybe_run(facts, node.root.is_live) if bench is not None else None
     audit_doc = audit.to_json()
     return {
         "schema": AGENT_REPORT_SCHEMA,
@@ -115,7 +119,7 @@ def run_cycle(opts: CycleOptions) -> dict[str, Any]:
         "facts": lean_facts(facts),
         "audit": audit_doc,
         "check": check_doc,
-        "bench": None,
+        "bench": bench_doc,
     }
 
 

@@ -1,1 +1,13 @@
-"""`nodetune check`: health-check suites, their evaluation, cache and start-up fast path."""
+"""`nodetune check`: is this node fit to run a job now?
+
+options    every option, once: the click command and the start-up fast path are built from it
+request    CheckRequest, the options' fields
+operation  run(request, facts=None): the one entry for the CLI, the Slurm scripts and the agent
+fastpath   `nodetune check` without click: parse, reuse a stored answer, run, print
+suite      checks/<tier>.yaml, loaded, validated and cached as JSON
+evaluate   gather what the checks read (with timeouts), evaluate them, the Report
+bench      the standard tier's quick benchmarks and the health.bench facts
+cache      where results and parsed suites are kept, and their keys
+
+Nothing is imported here: `nodetune check --max-age` loads only options, cache and fastpath.
+"""

@@ -17,7 +17,10 @@ import time
 import zlib
 from typing import TYPE_CHECKING
 
+from nodetune import __version__
+
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
 
 
@@ -59,6 +62,58 @@ def result_path(directory: str, key: str) -> str:
     return os.path.join(directory, f"check-{key}.json")
 
 
+def request_key(fields: Mapping[str, Any]) -> str:
+    """The key of a check request's result (`fields`: CheckRequest's fields by name): every
+    field that changes the answer, and the boot, so that a result never outlives a reboot."""
+    root = os.path.abspath(fields["root"] or os.environ.get("NODETUNE_ROOT") or "/")
+    snapshot = fields["snapshot"]
+    source: Any = ["snapshot", os.path.abspath(snapshot), _mtime(snapshot)] \
+        if snapshot else ["root", root, _boot_id(root)]
+    nvml = fields["nvml"]
+    nvml_key = nvml if nvml in ("auto", "live", "off") else [os.path.abspath(nvml), _mtime(nvml)]
+    overrides = fields["overrides"]
+    return result_key({"v": __version__, "source": source, "nvml": nvml_key,
+                       "tier": fields["tier"], "profile": fields["profile"],
+                       "profiles_dirs": [os.path.abspath(d) for d in fields["profiles_dirs"]],
+                       "overrides": [os.path.abspath(overrides), _mtime(overrides)]
+                       if overrides else None,
+                       "gpus": fields["expect_gpus"], "model": fields["expect_model"],
+                       "mounts": sorted(fields["mounts"]), "modules": sorted(fields["modules"]),
+                       "probe": fields["write_probe"]})
+
+
+def result_file(fields: Mapping[str, Any], key: str) -> str | None:
+    """Where the result of this request is kept: --cache-file, else the runtime directory."""
+    if fields["cache_file"]:
+        return str(fields["cache_file"])
+    directory = runtime_dir()
+    return result_path(directory, key) if directory else None
+
+
+def reuse(fields: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The stored answer to this request when --max-age allows reusing it, else None."""
+    if not fields["max_age"]:
+        return None
+    key = request_key(fields)
+    path = result_file(fields, key)
+    return load_result(path, key, fields["max_age"]) if path else None
+
+
+def _boot_id(root: str) -> str | None:
+    try:
+        with open(os.path.join(root, "proc/sys/kernel/random/boot_id"), encoding="ascii") as fh:
+            return fh.read().strip()
+    except OSError:
+        return None
+
+
+def _mtime(path: str) -> float | None:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return None
+
+
 def load_result(path: str, key: str, max_age: float) -> dict[str, Any] | None:
     """The cached result at `path` if it answers `key` and is at most `max_age` seconds old."""
     doc = read_json(path)
@@ -97,8 +152,6 @@ def parsed_cache_path(cache_dir: str | None, kind: str, parts: dict[str, Any]) -
     data directory costs an importlib.resources import, which a warm start avoids this way.)"""
     if not cache_dir:
         return None
-    from nodetune import __version__
-
     return os.path.join(cache_dir, f"{kind}-{result_key({'v': __version__, **parts})}.json")
 
 

@@ -20,15 +20,12 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from nodetune import exitcodes
-from nodetune.check.operation import CheckRequest, request_variables
 from nodetune.check.suite import CheckDef, Suite
-
-__all__ = ["CheckRequest", "Report", "request_variables", "run_checks"]  # the agent uses these
 
 SUMMARY_LIMIT = 200  # characters of the one-line summary (a Slurm drain reason)
 PREFIX = "nodetune:"
@@ -316,9 +313,6 @@ def _variables_missing(check: CheckDef, variables: dict[str, Any]) -> list[str]:
     return sorted(n for n in variables_used(check.rule) if variables.get(n) is None)
 
 
-_VARIABLE_HINTS = {"gpu_count": "--expect-gpus N", "gpu_model": "--expect-model NAME"}
-
-
 # Collectors a profile match reads (recommend.yaml conditions on cpu, pci, gpu and derived).
 MATCH_COLLECTORS = ("cpu", "numa", "kernel", "pci", "gpu", "nic", "rdma")
 
@@ -327,11 +321,14 @@ def run_checks(node: Any, suite: Suite, variables: dict[str, Any], *,
                total_timeout: float, write_probe_enabled: bool = False,
                nvml_requested: bool | None = None, profile: str | None = None,
                resolve_variables: Callable[[dict[str, Any]], tuple[dict[str, Any], str | None]]
-               | None = None) -> Report:
+               | None = None, facts: Any = None,
+               hints: Mapping[str, str] | None = None) -> Report:
     """Gather what the suite's checks need, evaluate every check, return the Report.
 
     `resolve_variables(facts) -> (variables, profile name)` picks the variables from the
     gathered facts (`--profile auto`); it replaces `variables` before anything is evaluated.
+    `facts` (NodeFacts) are facts already gathered: the collectors they hold are not run again.
+    `hints` name the option that sets a variable, for checks skipped without it.
     """
     from nodetune.collectors import CollectorStatus, NodeFacts, load_all
     from nodetune.facts.health import health_view
@@ -346,10 +343,11 @@ def run_checks(node: Any, suite: Suite, variables: dict[str, Any], *,
         for name in MATCH_COLLECTORS:
             budgets.setdefault(name, default)
     registry = load_all(tuple(n for n in budgets if not _runner_unit(n)))
+    given: dict[str, Any] = {} if facts is None else dict(facts.status)
     ctx = node.context()
-    partial: dict[str, Any] = {}
+    partial: dict[str, Any] = {} if facts is None else dict(facts.sections)
     units = [Unit(n, _collector_unit(ctx, n, partial), budgets[n])
-             for n in registry if n in budgets]
+             for n in registry if n in budgets and n not in given]
     mounts = list(dict.fromkeys([*(variables.get("required_mounts") or []),
                                  *(variables.get("writable_paths") or [])]))
     probing = write_probe_enabled and node.root.is_live and "write_probe" in budgets
@@ -363,8 +361,8 @@ def run_checks(node: Any, suite: Suite, variables: dict[str, Any], *,
                           budgets[name]))
     results, abandoned = run_units(units, deadline)
 
-    doc: dict[str, Any] = {}
-    collectors: dict[str, Any] = {}
+    doc: dict[str, Any] = {} if facts is None else dict(facts.sections)
+    collectors: dict[str, Any] = {n: to_jsonable(s) for n, s in given.items() if n in budgets}
     for name, res in results.items():
         if name in registry:
             if isinstance(res.value, NodeFacts):
@@ -384,7 +382,7 @@ def run_checks(node: Any, suite: Suite, variables: dict[str, Any], *,
     health["bench"] = _bench_section(results, variables)
     doc["health"] = health
 
-    outcomes = [_evaluate(check, doc, variables, results) for check in checks]
+    outcomes = [_evaluate(check, doc, variables, results, hints or {}) for check in checks]
     return Report(tier=suite.tier, origin=node.origin, node=_hostname(node), profile=profile,
                   variables=variables, outcomes=outcomes, collectors=collectors,
                   started_at=started_at, seconds=time.monotonic() - start, abandoned=abandoned)
@@ -405,7 +403,7 @@ def _hostname(node: Any) -> str:
 
 
 def _evaluate(check: CheckDef, doc: dict[str, Any], variables: dict[str, Any],
-              results: dict[str, UnitResult]) -> CheckOutcome:
+              results: dict[str, UnitResult], hints: Mapping[str, str]) -> CheckOutcome:
     for name in check.needs:
         res = results.get(name)
         if res is None:
@@ -424,9 +422,9 @@ def _evaluate(check: CheckDef, doc: dict[str, Any], variables: dict[str, Any],
                 return CheckOutcome(check, "skipped", res.seconds, note=str(res.value.note))
     missing = _variables_missing(check, variables)
     if missing:
-        hints = [_VARIABLE_HINTS.get(n, f"a profile that sets {n}") for n in missing]
+        wanted = [hints.get(n, f"a profile that sets {n}") for n in missing]
         return CheckOutcome(check, "skipped",
-                            note=f"no expected value: give {' or '.join(hints)}")
+                            note=f"no expected value: give {' or '.join(wanted)}")
     start = time.perf_counter()
     try:
         from nodetune.rules.engine import Rule, evaluate

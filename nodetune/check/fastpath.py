@@ -2,98 +2,40 @@
 
 `nodetune check` runs before every job, so its start-up counts: `nodetune.cli` hands a
 `nodetune check ...` command line to `fast_main` before importing click. `fast_main` parses
-the documented options itself and runs the check; for anything it does not recognise (--help,
-a misspelt option, a value click would reject) it returns and the click command takes over, so
-usage errors and help read exactly as for every other command.
+it with the options table (`nodetune.check.options`, which the click command is built from)
+and runs the check; for anything the table's parser leaves to click (--help, a misspelt
+option, a value click would reject) it returns and the click command takes over, so usage
+errors and help read exactly as for every other command.
 """
 
 from __future__ import annotations
 
-import os
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from nodetune import exitcodes
+from nodetune.check.cache import reuse
+from nodetune.check.options import parse, request_fields
+from nodetune.errors import NodetuneError
 
 if TYPE_CHECKING:
-    from typing import Any
-
-TIERS = ("quick", "standard")
-# option -> (field of CheckRequest, value kind)
-OPTIONS = {
-    "--tier": ("tier", "tier"), "--timeout": ("timeout", "timeout"),
-    "--max-age": ("max_age", "age"), "--profile": ("profile", "text"),
-    "--expect-gpus": ("expect_gpus", "count"), "--expect-model": ("expect_model", "text"),
-    "--mount": ("mounts", "many"), "--require-module": ("modules", "many"),
-    "--cache-file": ("cache_file", "file"), "--root": ("root", "dir"),
-    "--from": ("snapshot", "file"), "--nvml": ("nvml", "text"),
-}
-FLAGS = {"--json": "as_json", "--write-probe": "write_probe", "-v": "verbose",
-         "--verbose": "verbose"}
-
-
-def _value(kind: str, text: str) -> Any:
-    """The option's value, or ValueError where click would refuse it."""
-    if kind == "tier":
-        if text not in TIERS:
-            raise ValueError(text)
-        return text
-    if kind in ("timeout", "age"):
-        number = float(text)
-        if number != number or number < (0.1 if kind == "timeout" else 0):  # NaN or too small
-            raise ValueError(text)
-        return number
-    if kind == "count":
-        count = int(text)
-        if count < 0:
-            raise ValueError(text)
-        return count
-    if (kind == "dir" and os.path.isfile(text)) or (kind == "file" and os.path.isdir(text)):
-        raise ValueError(text)
-    return text
-
-
-def parse(argv: list[str]) -> dict[str, Any] | None:
-    """The options of `nodetune check ARGV`, or None when click should handle them."""
-    opts: dict[str, Any] = {"mounts": [], "modules": []}
-    args = list(argv)
-    while args:
-        arg = args.pop(0)
-        if arg in FLAGS:
-            opts[FLAGS[arg]] = True
-            continue
-        name, eq, text = arg.partition("=")
-        if name not in OPTIONS:
-            return None
-        if not eq:
-            if not args:
-                return None
-            text = args.pop(0)
-        field, kind = OPTIONS[name]
-        try:
-            value = _value(kind, text)
-        except ValueError:
-            return None
-        if kind == "many":
-            opts[field].append(value)
-        else:
-            opts[field] = value
-    if "root" not in opts and os.environ.get("NODETUNE_ROOT"):
-        opts["root"] = os.environ["NODETUNE_ROOT"]
-    return opts
+    from collections.abc import Callable
 
 
 def fast_main(argv: list[str]) -> None:
     """Run `nodetune check ARGV` and exit; return only when click should take over."""
-    opts = parse(argv)
-    if opts is None:
+    values = parse(argv)
+    if values is None:
         return
-    from nodetune.check.operation import CheckRequest, check
-    from nodetune.errors import NodetuneError
-
-    as_json = bool(opts.pop("as_json", False))
-    verbose = bool(opts.pop("verbose", False))
-    opts["mounts"], opts["modules"] = tuple(opts["mounts"]), tuple(opts["modules"])
+    emit = emitter(bool(values["as_json"]), bool(values["verbose"]))
+    fields = request_fields(values)
     try:
-        code = check(CheckRequest(**opts), emitter(as_json, verbose))
+        cached = reuse(fields)  # before anything else is imported: back-to-back job starts
+        if cached is not None:
+            emit(cached)
+            code = int(cached.get("exit_code", exitcodes.ERROR))
+        else:
+            code = _run(fields, emit)
     except NodetuneError as exc:
         sys.stderr.write(f"nodetune: error: {exc.one_line()}\n")
         code = exc.exit_code
@@ -103,6 +45,15 @@ def fast_main(argv: list[str]) -> None:
     except BrokenPipeError:
         code = 0
     sys.exit(code)
+
+
+def _run(fields: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> int:
+    # Imported only when no stored answer could be reused: the dataclasses module alone costs
+    # about a third of a cached answer's start-up. (`run` looks for a stored answer again;
+    # after a miss that is one more stat or a small JSON read.)
+    from nodetune.check.operation import CheckRequest, run
+
+    return run(CheckRequest(**fields), emit=emit).exit_code
 
 
 def emitter(as_json: bool, verbose: bool) -> Any:

@@ -1,67 +1,123 @@
-"""The `nodetune check` operation: reuse a recent result, or load the suite and the profile,
-open the node and run the checks (`nodetune.check.evaluate`).
+"""The `nodetune check` operation: one `run` for the command line (and so the Slurm scripts,
+which run it) and the agent.
 
-    code = check(CheckRequest(tier="quick", expect_gpus=8), emit)
+    result = run(CheckRequest(tier="quick", expect_gpus=8), emit=print_doc)   # the CLI
+    result = run(request, node_facts, node=node, library=library, cache=False)  # the agent
 
-Only what a cached answer needs is imported at module level, so that back-to-back job starts
-with `--max-age` pay little more than the interpreter's start.
+`run` reuses a recent stored answer when the request allows it (`max_age`), else loads the suite
+and the profile's variables, opens the node (or uses the caller's), gathers what the checks read
+that `facts` does not already hold, and evaluates the checks (`nodetune.check.evaluate`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections import namedtuple
-from typing import TYPE_CHECKING
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from nodetune import exitcodes
+from nodetune.check.cache import (
+    parsed_cache_path,
+    read_parsed,
+    request_key,
+    result_file,
+    reuse,
+    runtime_dir,
+    stamps,
+    write_json_atomic,
+)
+from nodetune.check.evaluate import Report, run_checks
+from nodetune.check.options import VARIABLE_FLAGS
+from nodetune.check.request import CheckRequest
+from nodetune.check.suite import load_suite
+from nodetune.errors import ProfileError
+from nodetune.facts.health import gpu_model
+from nodetune.node.source import Node, open_node
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-    from typing import Any
+    from nodetune.collectors import NodeFacts
+    from nodetune.profiles.catalog import Library
 
 DEFAULT_TOTAL_TIMEOUT = {"quick": 30.0, "standard": 120.0}
 
-
-# Everything `nodetune check` was asked; what the result cache is keyed by. `profile` None:
-# no profile; "auto": the matching one; else a profile name. (A named tuple, not a dataclass:
-# the cached path does not import dataclasses.)
-CheckRequest = namedtuple(
-    "CheckRequest",
-    ["tier", "root", "snapshot", "nvml", "timeout", "max_age", "profile", "expect_gpus",
-     "expect_model", "mounts", "modules", "write_probe", "cache_file"],
-    defaults=["quick", None, None, "auto", None, None, None, None, None, (), (), False, None])
+__all__ = ["CheckRequest", "CheckResult", "request_variables", "run"]
 
 
-def _boot_id(root: str) -> str | None:
-    try:
-        with open(os.path.join(root, "proc/sys/kernel/random/boot_id"), encoding="ascii") as fh:
-            return fh.read().strip()
-    except OSError:
-        return None
+@dataclass(frozen=True)
+class CheckResult:
+    doc: dict[str, Any]  # the nodetune.check/1 document
+    exit_code: int
+    report: Report | None = None  # None when a stored answer was reused
+    abandoned: bool = False  # a unit was left running in a thread
 
 
-def _cache_key(req: CheckRequest) -> str:
-    from nodetune import __version__
-    from nodetune.check.cache import result_key
+def run(request: CheckRequest, facts: NodeFacts | None = None, *, node: Node | None = None,
+        library: Library | None = None, cache: bool = True,
+        emit: Callable[[dict[str, Any]], None] | None = None,
+        hints: Mapping[str, str] = VARIABLE_FLAGS) -> CheckResult:
+    """Answer one check request.
 
-    # Every field that changes the answer, and the boot: a result never outlives a reboot.
-    root = os.path.abspath(req.root or os.environ.get("NODETUNE_ROOT") or "/")
-    source: Any = ["snapshot", os.path.abspath(req.snapshot), _mtime(req.snapshot)] \
-        if req.snapshot else ["root", root, _boot_id(root)]
-    nvml = req.nvml if req.nvml in ("auto", "live", "off") else \
-        [os.path.abspath(req.nvml), _mtime(req.nvml)]
-    return result_key({"v": __version__, "source": source, "nvml": nvml, "tier": req.tier,
-                       "profile": req.profile, "gpus": req.expect_gpus,
-                       "model": req.expect_model, "mounts": sorted(req.mounts),
-                       "modules": sorted(req.modules),
-                       "probe": req.write_probe})
+    facts: facts already gathered on this node (the agent's cycle); the collectors they hold
+    are not run again. node: the open node they come from (default: opened from the request's
+    root, snapshot and nvml). library: where profiles come from (default: the request's
+    profiles_dirs, then the shipped profiles). cache: reuse a stored answer (`max_age`) and
+    store this one. emit: receives the document as soon as it is ready; when a unit was
+    abandoned (a hung collector or probe) the process then exits without closing NVML or
+    waiting for the stuck thread. hints: the option that sets a variable, named when a check
+    is skipped for want of it (the agent has none of check's expectation options).
+    """
+    if cache:
+        doc = reuse(request.fields())
+        if doc is not None:
+            if emit is not None:
+                emit(doc)
+            return CheckResult(doc, int(doc.get("exit_code", exitcodes.ERROR)))
+    check_profile_dirs(request.profiles_dirs)
+    cache_dir = runtime_dir()
+    suite = load_suite(request.tier, cache_dir=cache_dir)
+    variables = request_variables(request, suite.variables,
+                                  _profile_variables(request, cache_dir, library))
+    profile = request.profile if request.profile != "auto" else None
+    resolve = _auto_profile(request, suite.variables, library) \
+        if request.profile == "auto" else None
+    total = request.timeout or DEFAULT_TOTAL_TIMEOUT.get(request.tier, 30.0)
+    with contextlib.ExitStack() as stack:
+        if node is None:
+            node = stack.enter_context(open_node(root=request.root, snapshot=request.snapshot,
+                                                 nvml=request.nvml))
+        requested = request.nvml != "off" and (request.nvml != "auto" or node.root.is_live
+                                               or node.nvml is not None)
+        report = run_checks(node, suite, variables, total_timeout=total,
+                            write_probe_enabled=request.write_probe, nvml_requested=requested,
+                            profile=profile, resolve_variables=resolve, facts=facts,
+                            hints=hints)
+        doc = report.to_json()
+        if cache:
+            key = request_key(request.fields())
+            doc["cache_key"] = key
+            path = result_file(request.fields(), key)
+            if path:
+                write_json_atomic(path, doc)
+        result = CheckResult(doc, report.exit_code, report, report.abandoned)
+        if emit is not None:
+            emit(doc)
+            if report.abandoned:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(report.exit_code)
+    return result
 
 
-def _mtime(path: str) -> float | None:
-    try:
-        return os.stat(path).st_mtime
-    except OSError:
-        return None
+def check_profile_dirs(dirs: tuple[str, ...]) -> None:
+    """Refuse a --profiles-dir that is not a directory, as `nodetune audit` does, without the
+    cost of loading the profile catalog."""
+    for d in dirs:
+        if not os.path.isdir(d):
+            raise ProfileError(f"--profiles-dir {d} is not a directory",
+                               fix="point --profiles-dir at a directory of <name>.yaml files")
 
 
 def request_variables(req: CheckRequest, suite_vars: dict[str, Any],
@@ -71,8 +127,6 @@ def request_variables(req: CheckRequest, suite_vars: dict[str, Any],
     if req.expect_gpus is not None:
         variables["gpu_count"] = req.expect_gpus
     if req.expect_model:
-        from nodetune.facts.health import gpu_model
-
         variables["gpu_model"] = gpu_model(req.expect_model) or req.expect_model
     if req.mounts:
         mounts = list(variables.get("required_mounts") or [])
@@ -83,80 +137,50 @@ def request_variables(req: CheckRequest, suite_vars: dict[str, Any],
     return variables
 
 
-def _profile_variables(name: str | None, cache_dir: str | None) -> dict[str, Any]:
-    """The variables of profile `name`, cached as JSON: loading profiles means YAML."""
-    if not name:
-        return {}
-    from nodetune.check.cache import parsed_cache_path, read_parsed, stamps, write_json_atomic
+def _library(request: CheckRequest, library: Library | None) -> Library:
+    if library is not None:
+        return library
+    # Loading profiles costs PyYAML and the rule engine; a warm check reads a profile's
+    # variables from their JSON cache instead, so the catalog is imported only here.
+    from nodetune.profiles.catalog import Library
 
-    path = parsed_cache_path(cache_dir, "profile", {"name": name})
+    return Library(request.profiles_dirs)
+
+
+def _profile_variables(request: CheckRequest, cache_dir: str | None,
+                       library: Library | None) -> dict[str, Any]:
+    """The variables of the named profile (overrides applied); cached as JSON unless the caller
+    brought its own library."""
+    name = request.profile
+    if not name or name == "auto":
+        return {}
+    if library is not None:
+        return dict(library.load(name, request.overrides).variables)
+    overrides = os.path.abspath(request.overrides) if request.overrides else None
+    path = parsed_cache_path(cache_dir, "profile", {
+        "name": name, "dirs": [os.path.abspath(d) for d in request.profiles_dirs],
+        "overrides": overrides})
     cached = read_parsed(path)
     if cached is not None and isinstance(cached.get("variables"), dict):
         return dict(cached["variables"])
-    from nodetune.profiles.catalog import Library
-
-    library = Library()
-    profile = library.load(name)
+    library = _library(request, None)
+    profile = library.load(name, request.overrides)
     variables = dict(profile.variables)
     if path:
+        # the user directories too: a profile added there may shadow one of the chain
         files = [str(library.path(n)) for n in profile.chain]
+        files += [os.path.abspath(d) for d in request.profiles_dirs]
+        files += [overrides] if overrides else []
         write_json_atomic(path, {"profile": name, "stamps": stamps(files),
                                  "variables": variables})
     return variables
 
 
-def check(req: CheckRequest, emit: Callable[[dict[str, Any]], None]) -> int:
-    """Run (or reuse) one check and hand its JSON document to `emit`; return the exit code.
-
-    When a unit was abandoned (a hung collector or probe), the process exits right after
-    `emit` without closing NVML or waiting for the stuck thread.
-    """
-    from nodetune.check.cache import load_result, result_path, runtime_dir, write_json_atomic
-
-    key = _cache_key(req)
-    cache_dir = runtime_dir()
-    path = req.cache_file or (result_path(cache_dir, key) if cache_dir else None)
-    if req.max_age and path:
-        cached = load_result(path, key, req.max_age)
-        if cached is not None:
-            emit(cached)
-            return int(cached.get("exit_code", exitcodes.ERROR))
-    from nodetune.check.evaluate import run_checks
-    from nodetune.check.suite import load_suite
-    from nodetune.node.source import open_node
-
-    suite = load_suite(req.tier, cache_dir=cache_dir)
-    profile_name = req.profile if req.profile != "auto" else None
-    profile_vars = _profile_variables(profile_name, cache_dir)
-    variables = request_variables(req, suite.variables, profile_vars)
-    total = req.timeout or DEFAULT_TOTAL_TIMEOUT.get(req.tier, 30.0)
-    with open_node(root=req.root, snapshot=req.snapshot, nvml=req.nvml) as node:
-        requested = req.nvml != "off" and (req.nvml != "auto" or node.root.is_live
-                                           or node.nvml is not None)
-        resolve = _auto_profile(req, suite.variables) if req.profile == "auto" else None
-        report = run_checks(node, suite, variables, total_timeout=total,
-                            write_probe_enabled=req.write_probe, nvml_requested=requested,
-                            profile=profile_name, resolve_variables=resolve)
-        doc = report.to_json()
-        doc["cache_key"] = key
-        if path:
-            write_json_atomic(path, doc)
-        emit(doc)
-        if report.abandoned:
-            import sys
-
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(report.exit_code)
-    return report.exit_code
-
-
-def _auto_profile(req: CheckRequest, suite_vars: dict[str, Any]
+def _auto_profile(request: CheckRequest, suite_vars: dict[str, Any], library: Library | None
                   ) -> Callable[[dict[str, Any]], tuple[dict[str, Any], str | None]]:
     def resolve(facts: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
-        from nodetune.profiles.catalog import Library
-
-        library = Library()
-        name = library.match(facts).profile
-        return request_variables(req, suite_vars, dict(library.load(name).variables)), name
+        found = _library(request, library)
+        name = found.match(facts).profile
+        profile_vars = dict(found.load(name, request.overrides).variables)
+        return request_variables(request, suite_vars, profile_vars), name
     return resolve

@@ -6,10 +6,24 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import click
 
+from nodetune.agent.benchcycle import BenchSchedule
+from nodetune.agent.cycle import LIBRARIES, CycleOptions, run_cycle, verdict
+from nodetune.agent.kube import NodePublisher
+from nodetune.agent.loop import Agent
+from nodetune.agent.server import AgentServer
+from nodetune.agent.state import AgentState
+from nodetune.check.operation import check_profile_dirs
 from nodetune.cli import node_options
+from nodetune.commands.audit import profile_options
+from nodetune.errors import NodetuneError
+from nodetune.node.hostroot import HostRoot
+from nodetune.schemas import AGENT_REPORT_SCHEMA
+from nodetune.views.output import emit_json
 
 SHUTDOWN_GRACE_S = 4.0
 
@@ -44,21 +58,7 @@ SHUTDOWN_GRACE_S = 4.0
     metavar="NAME",
     help="Audit against this profile (default: the one the node matches).",
 )
-@click.option(
-    "--profiles-dir",
-    "profiles_dirs",
-    multiple=True,
-    type=click.Path(file_okay=False),
-    metavar="DIR",
-    help="Extra profile directory (repeatable).",
-)
-@click.option(
-    "--overrides",
-    type=click.Path(dir_okay=False),
-    default=None,
-    metavar="FILE",
-    help="Site YAML overriding single profile settings.",
-)
+@profile_options
 @click.option(
     "--check-timeout",
     type=click.FloatRange(min=1),
@@ -142,13 +142,6 @@ def cmd(
     A failing collector, an NVML error or an unreachable API server never stops the loop or the
     HTTP server. SIGTERM stops it within 5 seconds.
     """
-    from nodetune.agent.cycle import CycleOptions, run_cycle, verdict
-    from nodetune.agent.loop import Agent
-    from nodetune.agent.server import AgentServer
-    from nodetune.agent.state import AgentState
-    from nodetune.errors import NodetuneError
-    from nodetune.node.hostroot import HostRoot
-
     logging.basicConfig(
         level=log_level.upper(),
         stream=sys.stderr,
@@ -157,6 +150,9 @@ def cmd(
     log = logging.getLogger("nodetune.agent")
     if root and not snapshot:
         HostRoot(root).check_tree()
+    check_profile_dirs(profiles_dirs)  # a bad profile or overrides file fails before any cycle
+    if profile:
+        LIBRARIES.get(profiles_dirs, overrides).load(profile, overrides)
     publish = _publisher(kube_mode, node_name, taint_unhealthy, log)
 
     opts = CycleOptions(
@@ -169,15 +165,12 @@ def cmd(
         check_timeout=check_timeout,
     )
     state = AgentState()
-    bench = _BenchSchedule(bench_interval, opts) if bench_interval > 0 else None
+    bench = BenchSchedule(bench_interval) if bench_interval > 0 else None
     if once or as_json:
         return _run_once(opts, bench, publish, as_json)
 
-    def cycle() -> dict:
-        report = run_cycle(opts)
-        if bench is not None:
-            report["bench"] = bench.maybe_run()
-        return report
+    def cycle() -> dict[str, Any]:
+        return run_cycle(opts, bench)
 
     server = AgentServer(state, listen)
     server.start()
@@ -189,12 +182,16 @@ def cmd(
         interval,
         "on" if publish else "off",
     )
+    def publish_report(report: dict[str, Any]) -> None:
+        if publish is not None:
+            publish(verdict(report))
+
     agent = Agent(
         cycle,
         state,
         interval=interval,
         jitter=jitter,
-        publish=(lambda report: publish(verdict(report))) if publish else None,
+        publish=publish_report if publish else None,
         max_cycles=max_cycles,
     )
 
@@ -221,19 +218,13 @@ def cmd(
     return 0
 
 
-def _run_once(opts: object, bench: object, publish: object, as_json: bool) -> int:
-    from nodetune.agent.cycle import run_cycle, verdict
-
-    report = run_cycle(opts)  # type: ignore[arg-type]
-    if bench is not None:
-        report["bench"] = bench.maybe_run()  # type: ignore[attr-defined]
+def _run_once(opts: CycleOptions, bench: BenchSchedule | None,
+              publish: Callable[[Any], object] | None, as_json: bool) -> int:
+    report = run_cycle(opts, bench)
     if publish is not None:
-        publish(verdict(report))  # type: ignore[operator]
+        publish(verdict(report))
     summary = report["summary"]
     if as_json:
-        from nodetune.schemas import AGENT_REPORT_SCHEMA
-        from nodetune.views.output import emit_json
-
         emit_json(report, AGENT_REPORT_SCHEMA)
     else:
         click.echo(f"nodetune agent: profile {summary['profile']}, "
@@ -242,9 +233,8 @@ def _run_once(opts: object, bench: object, publish: object, as_json: bool) -> in
     return 0 if summary["compliant"] and summary["healthy"] else 1
 
 
-def _publisher(mode: str, node_name: str | None, taint: bool, log: logging.Logger):  # type: ignore[no-untyped-def]
-    from nodetune.errors import NodetuneError
-
+def _publisher(mode: str, node_name: str | None, taint: bool,
+               log: logging.Logger) -> Callable[[Any], object] | None:
     in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
     if mode == "off" or (mode == "auto" and not in_cluster):
         if taint:
@@ -256,8 +246,6 @@ def _publisher(mode: str, node_name: str | None, taint: bool, log: logging.Logge
             fix="set NODE_NAME from the downward API (spec.nodeName) or pass "
             "--node-name, or --kubernetes off",
         )
-    from nodetune.agent.kube import NodePublisher
-
     try:
         publisher = NodePublisher.in_cluster(node_name, taint)
     except Exception as exc:
@@ -267,28 +255,3 @@ def _publisher(mode: str, node_name: str | None, taint: bool, log: logging.Logge
             "pass --kubernetes off",
         ) from exc
     return publisher.publish
-
-
-class _BenchSchedule:
-    """Runs the quick benchmarks at most every `interval` seconds; keeps the last result."""
-
-    def __init__(self, interval: float, opts: object) -> None:
-        self.interval = interval
-        self.opts = opts
-        self.last_run = 0.0
-        self.last: dict | None = None
-
-    def maybe_run(self) -> dict | None:
-        import time
-
-        now = time.monotonic()
-        if self.last is None or now - self.last_run >= self.interval:
-            self.last_run = now
-            self.last = _quick_bench(self.opts)
-        return self.last
-
-
-def _quick_bench(opts: object) -> dict:
-    from nodetune.agent.benchcycle import run_quick_bench
-
-    return run_quick_bench(opts)

@@ -5,63 +5,70 @@ a Slurm drain reason; details follow on the next lines. `--json` prints the node
 document instead. Exit 0 healthy, 1 unhealthy, 3 nodetune could not run.
 
 `nodetune check` usually starts through `nodetune.check.fastpath.fast_main` without click; this
-command serves --help and the command lines the fast path leaves to click.
+command serves --help and the command lines the fast path leaves to click. Both take their
+options from one table, `nodetune.check.options.OPTIONS`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import click
 
-from nodetune.check.fastpath import TIERS, emitter
+from nodetune.check.fastpath import emitter
+from nodetune.check.operation import CheckRequest, run
+from nodetune.check.options import OPTIONS, TIERS, Option, request_fields
 from nodetune.cli import node_options
+from nodetune.commands.audit import profile_options
+
+
+def _click_type(opt: Option) -> Any:
+    if opt.kind == "tier":
+        return click.Choice(TIERS)
+    if opt.kind == "float":
+        return click.FloatRange(min=opt.minimum)
+    if opt.kind == "int":
+        return click.IntRange(min=None if opt.minimum is None else int(opt.minimum))
+    if opt.kind == "file":
+        return click.Path(dir_okay=False)
+    if opt.kind == "dir":
+        return click.Path(file_okay=False)
+    return None
+
+
+def table_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The options of the table, in its order: those of the `node` and `profile` groups
+    through the decorators every command shares, the rest declared from the table."""
+    shared: dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]] = {
+        "node": node_options, "profile": profile_options}
+    applied: set[str] = set()
+    for opt in reversed(OPTIONS):
+        if opt.group in shared:
+            if opt.group not in applied:
+                func = shared[opt.group](func)
+                applied.add(opt.group)
+            continue
+        if opt.kind == "flag":
+            func = click.option(*opt.flags, opt.dest, is_flag=True, help=opt.help)(func)
+            continue
+        func = click.option(*opt.flags, opt.dest, type=_click_type(opt), multiple=opt.multiple,
+                            default=None if opt.multiple else opt.default,
+                            show_default=opt.default is not None and not opt.multiple,
+                            metavar=opt.metavar, envvar=opt.envvar, help=opt.help)(func)
+    return func
 
 
 @click.command("check")
-@node_options
-@click.option("--tier", type=click.Choice(TIERS), default="quick", show_default=True,
-              help="quick: files and NVML only (every job start); standard: adds quick memcpy "
-                   "and all-reduce runs.")
-@click.option("--json", "as_json", is_flag=True,
-              help="Print the nodetune.check/1 document instead of text.")
-@click.option("--timeout", type=click.FloatRange(min=0.1), default=None, metavar="S",
-              help="Seconds the whole check may take (default 30 quick, 120 standard); each "
-                   "check also has its own timeout.")
-@click.option("--max-age", type=click.FloatRange(min=0), default=None, metavar="S",
-              help="Reuse a cached result at most S seconds old (same node, tier, profile, "
-                   "expectations, boot).")
-@click.option("--profile", default=None, metavar="NAME|auto",
-              help="Take expectations (GPU count, model, port rate ...) from this profile; "
-                   "'auto' picks the matching one.")
-@click.option("--expect-gpus", type=click.IntRange(min=0), default=None, metavar="N",
-              help="Expected number of GPUs (overrides the profile).")
-@click.option("--expect-model", default=None, metavar="NAME",
-              help="Expected GPU model, e.g. H100 (overrides the profile).")
-@click.option("--mount", "mounts", multiple=True, metavar="PATH",
-              help="A mount point that must be mounted read-write, e.g. /scratch (repeatable).")
-@click.option("--require-module", "modules", multiple=True, metavar="NAME",
-              help="A kernel module that must be loaded, e.g. nvidia_peermem (repeatable).")
-@click.option("--write-probe", is_flag=True,
-              help="Also write and remove a small file in each required mount and in /, /tmp "
-                   "and /dev/shm (live host only).")
-@click.option("--cache-file", type=click.Path(dir_okay=False), default=None, metavar="PATH",
-              help="Keep the cached result in PATH (default: /run/nodetune, $XDG_RUNTIME_DIR "
-                   "or the temp directory).")
-@click.option("-v", "--verbose", is_flag=True, help="List every check with its status.")
-def cmd(root: str | None, snapshot: str | None, nvml: str, tier: str, as_json: bool,
-        timeout: float | None, max_age: float | None, profile: str | None,
-        expect_gpus: int | None, expect_model: str | None, mounts: tuple[str, ...],
-        modules: tuple[str, ...], write_probe: bool, cache_file: str | None, verbose: bool) -> int:
+@table_options
+def cmd(**values: Any) -> int:
     """Pre-job health check: is this node fit to run a job now?
 
     Exit 0 healthy (warnings may be printed), 1 unhealthy (a drain check failed or timed
     out), 3 nodetune could not run. The first stdout line is a one-line summary suitable as a
     Slurm drain reason.
     """
-    from nodetune.check.operation import CheckRequest, check
-
-    request = CheckRequest(tier=tier, root=root, snapshot=snapshot, nvml=nvml, timeout=timeout,
-                           max_age=max_age, profile=profile, expect_gpus=expect_gpus,
-                           expect_model=expect_model, mounts=mounts, modules=modules,
-                           write_probe=write_probe,
-                           cache_file=cache_file)
-    return check(request, emitter(as_json, verbose))
+    fields: dict[str, Any] = {k: tuple(v) if isinstance(v, (list, tuple)) else v
+                              for k, v in request_fields(values).items()}
+    request = CheckRequest(**fields)
+    return run(request, emit=emitter(bool(values["as_json"]), bool(values["verbose"]))).exit_code

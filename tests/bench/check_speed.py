@@ -1,21 +1,27 @@
 """Wall time of `nodetune check --tier quick`, interpreter start included (median of 20 runs).
 
-    .venv/bin/python tests/bench/check_speed.py [--runs 20] [--nodetune PATH]
+    .venv/bin/python tests/bench/check_speed.py [--runs 20] [--against PATH]
 
-Measures, each as a fresh process exactly as Slurm or kubelet would start it:
+Measures, each as a fresh process exactly as Slurm or kubelet would start it
+(`python -m nodetune check ...`):
 - `python -c pass` (the floor any Python tool pays),
 - `nodetune check --tier quick` on the live host,
 - the same on the real 2x H200 VM tree (tests/fixtures) with its recorded NVML,
 - the same with `--max-age 60` (a cached result, as back-to-back job starts get).
 Prints median / min / 90th percentile wall time and the median CPU time (user+sys) per case;
 CPU time is the steadier figure on a busy machine. The target: < 0.3 s on a 2-core machine.
-nodetune's modules are byte-compiled first, as an installed package is (with
+
+`--against PATH` also runs a reference checkout (e.g. `git worktree add /tmp/ref main`),
+alternating with this tree run by run so that both see the same machine load, and prints the
+ratio of the medians (this tree / reference; below 1 is faster). Each tree gets its own cache
+directory. nodetune's modules are byte-compiled first, as an installed package is (with
 PYTHONDONTWRITEBYTECODE set, Python would otherwise compile every module on every start).
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import resource
 import statistics
@@ -24,6 +30,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,58 +38,95 @@ TREE = REPO / "tests/fixtures/hosts/h200x2-vm-gather.tar.gz"
 NVML = REPO / "tests/fixtures/nvml/h200x2-vm.json"
 
 
-def measure(argv: list[str], runs: int) -> tuple[list[float], list[float], set[int]]:
-    walls, cpus, codes = [], [], set()
-    for _ in range(runs):
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        start = time.perf_counter()
-        proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
-        walls.append(time.perf_counter() - start)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
-        codes.add(proc.returncode)
-        if proc.returncode == 3:
-            sys.exit(f"{' '.join(argv)} failed: {proc.stderr.decode().strip()}")
-    return walls, cpus, codes
+@dataclass
+class Checkout:
+    label: str
+    path: Path
+    env: dict[str, str]
+    walls: list[float] = field(default_factory=list)
+    cpus: list[float] = field(default_factory=list)
+    codes: set[int] = field(default_factory=set)
 
 
-def report(label: str, walls: list[float], cpus: list[float], codes: set[int]) -> None:
+def measure_once(argv: list[str], env: dict[str, str], into: Checkout) -> None:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+                          check=False)
+    into.walls.append(time.perf_counter() - start)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    into.cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    into.codes.add(proc.returncode)
+    if proc.returncode == 3:
+        sys.exit(f"{into.label}: {' '.join(argv)} failed: {proc.stderr.decode().strip()}")
+
+
+def line(label: str, walls: list[float], cpus: list[float], codes: set[int]) -> str:
     walls = sorted(walls)
     p90 = walls[int(0.9 * (len(walls) - 1))]
-    print(f"{label:<44} median {statistics.median(walls) * 1000:6.0f} ms  "
-          f"min {walls[0] * 1000:5.0f} ms  p90 {p90 * 1000:5.0f} ms  "
-          f"cpu {statistics.median(cpus) * 1000:5.0f} ms  exit {sorted(codes)}")
+    return (f"{label:<54} median {statistics.median(walls) * 1000:6.0f} ms  "
+            f"min {walls[0] * 1000:5.0f} ms  p90 {p90 * 1000:5.0f} ms  "
+            f"cpu {statistics.median(cpus) * 1000:5.0f} ms  exit {sorted(codes)}")
+
+
+def run_case(label: str, args: list[str], checkouts: list[Checkout], runs: int) -> None:
+    """Warm up, then run each checkout in turn, `runs` times; print each and the ratio.
+    `{cache}` in `args` becomes the checkout's own cache directory."""
+    argvs = [[sys.executable, *(a.replace("{cache}", c.env["NODETUNE_CACHE_DIR"]) for a in args)]
+             for c in checkouts]
+    for rounds in (2, runs):  # 2: warm the page cache and nodetune's suite cache
+        for c in checkouts:
+            c.walls, c.cpus, c.codes = [], [], set()
+        for _ in range(rounds):
+            for c, argv in zip(checkouts, argvs, strict=True):
+                measure_once(argv, c.env, c)
+    for c in checkouts:
+        name = f"{label} [{c.label}]" if len(checkouts) > 1 else label
+        print(line(name, c.walls, c.cpus, c.codes))
+    if len(checkouts) == 2:
+        cur, ref = checkouts
+        wall = statistics.median(cur.walls) / statistics.median(ref.walls)
+        cpu = statistics.median(cur.cpus) / statistics.median(ref.cpus)
+        print(f"{'':<54} ratio {cur.label}/{ref.label}: wall {wall:.3f}  cpu {cpu:.3f}")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--nodetune", default=str(Path(sys.executable).parent / "nodetune"))
+    parser.add_argument("--against", type=Path, default=None, metavar="PATH",
+                        help="a reference checkout of nodetune to run alternately")
     args = parser.parse_args()
-    import compileall
-
-    import nodetune
-
-    compileall.compile_dir(os.path.dirname(nodetune.__file__), quiet=1)
+    trees = [("current", REPO)]
+    if args.against is not None:
+        if not (args.against / "nodetune" / "__main__.py").is_file():
+            sys.exit(f"--against {args.against}: not a nodetune checkout")
+        trees.append(("reference", args.against.resolve()))
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, "
-          f"Python {sys.version.split()[0]}, {args.runs} runs each")
+          f"Python {sys.version.split()[0]}, {args.runs} runs each"
+          + "".join(f"; {label} {path}" for label, path in trees))
     with tempfile.TemporaryDirectory() as tmp:
+        checkouts = []
+        for label, path in trees:
+            compileall.compile_dir(str(path / "nodetune"), quiet=1)
+            cache = os.path.join(tmp, f"cache-{label}")
+            os.mkdir(cache, 0o700)
+            checkouts.append(Checkout(label, path, {**os.environ, "PYTHONPATH": str(path),
+                                                    "NODETUNE_CACHE_DIR": cache}))
+        hosts = os.path.join(tmp, "hosts")
         with tarfile.open(TREE) as tar:
-            tar.extractall(tmp, filter="fully_trusted")
-        tree = next(p for p in Path(tmp).iterdir() if p.is_dir())
-        cache = os.path.join(tmp, "cache.json")
+            tar.extractall(hosts, filter="fully_trusted")
+        tree = next(p for p in Path(hosts).iterdir() if p.is_dir())
+        check = ["-m", "nodetune", "check", "--tier", "quick"]
+        on_tree = [*check, "--root", str(tree), "--nvml", str(NVML)]
         cases = [
-            ("python -c pass", [sys.executable, "-c", "pass"]),
-            ("check --tier quick (live host)", [args.nodetune, "check", "--tier", "quick"]),
-            ("check --tier quick (h200x2 tree + NVML)",
-             [args.nodetune, "check", "--tier", "quick", "--root", str(tree), "--nvml", str(NVML)]),
+            ("python -c pass", ["-c", "pass"]),
+            ("check --tier quick (live host)", check),
+            ("check --tier quick (h200x2 tree + NVML)", on_tree),
             ("check --tier quick --max-age 60 (cached)",
-             [args.nodetune, "check", "--tier", "quick", "--root", str(tree), "--nvml", str(NVML),
-              "--max-age", "60", "--cache-file", cache]),
+             [*on_tree, "--max-age", "60", "--cache-file", "{cache}/result.json"]),
         ]
         for label, argv in cases:
-            measure(argv, 2)  # warm the page cache and nodetune's suite cache
-            report(label, *measure(argv, args.runs))
+            run_case(label, argv, checkouts, args.runs)
 
 
 if __name__ == "__main__":
