@@ -12,54 +12,84 @@ from __future__ import annotations
 
 import re
 import shlex
-from typing import Any
+from typing import Annotated, Any, TypedDict
 
-# The derived section's paths, registered next to the facts contract (nodetune.facts.paths).
-DERIVED_PATHS = """
-derived.virtualized bool
-derived.gpu_found bool
-derived.gpu_count int
-derived.gpu_model str
-derived.gpu_models list
-derived.nvswitch_count int
-derived.rdma_present bool
-derived.rdma_nic_count int
-derived.pci_numa_unknown list
-derived.numa.node_count int
-derived.numa.cpu_node_count int
-derived.numa.cpuless_node_count int
-derived.numa_nodes[*].id int
-derived.numa_nodes[*].has_cpus bool
-derived.numa_nodes[*].gpu_count int
-derived.numa_nodes[*].gpus list
-derived.numa_nodes[*].rdma_nic_count int
-derived.gpus[*].index int
-derived.gpus[*].subject str
-derived.gpus[*].pci_address str
-derived.gpus[*].numa_node int
-derived.gpus[*].idle bool
-derived.gpus[*].pcie.current_gen int
-derived.gpus[*].pcie.max_gen int
-derived.gpus[*].pcie.current_width int
-derived.gpus[*].pcie.max_width int
-derived.gpus[*].pcie.current_gbps num
-derived.gpus[*].pcie.max_gbps num
-derived.gpus[*].nic.name str
-derived.gpus[*].nic.pci_address str
-derived.gpus[*].nic.numa_node int
-derived.gpus[*].nic.path_class str
-derived.gpus[*].nic.share_switch bool
-derived.gpus[*].nic.same_numa bool
-derived.gpus[*].acs_redirect_ports list
-derived.nics[*].name str
-derived.nics[*].pci_address str
-derived.nics[*].numa_node int
-derived.nics[*].rdma_device str
-derived.nics[*].irq_cpus list
-derived.nics[*].irqs_local bool
-derived.persisted_cmdline_args.<arg> any
-derived.unknown dict
-"""
+from nodetune.facts.model import Keyed
+
+
+class DerivedNuma(TypedDict):
+    node_count: int | None
+    cpu_node_count: int | None
+    cpuless_node_count: int | None
+
+
+class DerivedNumaNode(TypedDict):
+    id: int | None
+    subject: str
+    has_cpus: bool
+    gpu_count: int
+    gpus: list[int | None]
+    rdma_nic_count: int
+
+
+class DerivedPcie(TypedDict):
+    current_gen: int | None
+    max_gen: int | None
+    current_width: int | None
+    max_width: int | None
+    current_gbps: float | None
+    max_gbps: float | None
+
+
+class NearestNic(TypedDict):
+    name: str
+    pci_address: str | None
+    numa_node: int | None
+    path_class: str
+    share_switch: bool
+    same_numa: bool | None
+
+
+class DerivedGpu(TypedDict):
+    index: int | None
+    subject: str
+    pci_address: str | None
+    numa_node: int | None
+    idle: bool | None
+    pcie: DerivedPcie
+    nic: NearestNic | None
+    acs_redirect_ports: list[str] | None
+
+
+class DerivedNic(TypedDict):
+    name: str | None
+    subject: str | None
+    pci_address: str | None
+    numa_node: int | None
+    rdma_device: str | None
+    irq_cpus: list[int] | None
+    irqs_local: bool | None
+
+
+class Derived(TypedDict):
+    """The `derived` section (`derive()`); its paths are part of the facts contract."""
+
+    virtualized: bool | None
+    gpu_found: bool
+    gpu_count: int
+    gpu_model: str | None
+    gpu_models: list[str]
+    nvswitch_count: int
+    rdma_present: bool
+    rdma_nic_count: int
+    pci_numa_unknown: list[str | None]
+    numa: DerivedNuma
+    numa_nodes: list[DerivedNumaNode]
+    gpus: list[DerivedGpu]
+    nics: list[DerivedNic]
+    persisted_cmdline_args: Annotated[dict[str, str | bool], Keyed("arg")] | None
+    unknown: dict[str, str]
+
 
 # PCI device ids of NVIDIA data-centre GPUs (pci.ids), for nodes where NVML gives no name.
 GPU_MODELS_BY_DEVICE = {
@@ -118,7 +148,7 @@ def parse_cmdline(text: str | None) -> dict[str, Any] | None:
 
 
 def derive(facts: dict[str, Any]) -> dict[str, Any]:
-    """The `derived` section for a facts document."""
+    """The `derived` section (shaped as `Derived`) for a facts document."""
     unknown: dict[str, str] = {}
     pci = {str(d["address"]): d for d in _list(facts, "pci", "devices") if d.get("address")}
     gpus = facts.get("gpus") or []

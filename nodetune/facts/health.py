@@ -11,7 +11,7 @@ Nothing here reads the host; values that cannot be known are None.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TypedDict
 
 NVIDIA = "0x10de"
 GPU_CLASSES = ("0x0300", "0x0302")  # VGA and 3D controllers
@@ -43,129 +43,180 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "bench": (),  # bench: checks name their benchmark unit themselves
 }
 
-# The section's paths, and those of the kernel_log and nvidia_driver facts sections, for the
-# fact-path registry (nodetune.facts.paths). `write_probe` and `bench` are filled in by the runner.
-HEALTH_PATHS = """
-health.gpu.pci_count int
-health.gpu.nvml_count int
-health.gpu.count int
-health.gpu.model str
-health.gpu.driver_loaded bool
-health.gpu.nvml_ok bool
-health.gpu.nvml_note str
-health.gpu.nvml_requested bool
-health.gpus[*].subject str
-health.gpus[*].index int
-health.gpus[*].pci_address str
-health.gpus[*].model str
-health.gpus[*].idle bool
-health.gpus[*].current_width int
-health.gpus[*].max_width int
-health.gpus[*].current_gen int
-health.gpus[*].max_gen int
-health.gpus[*].width_ok bool
-health.gpus[*].gen_ok bool
-health.gpus[*].volatile_uncorrected int
-health.gpus[*].page_retirement bool
-health.gpus[*].retired_pending bool
-health.gpus[*].retired_total int
-health.gpus[*].nvlink_total int
-health.gpus[*].nvlink_inactive int
-health.gpus[*].hw_slowdown bool
-health.gpus[*].hw_slowdown_reasons str
-health.gpus[*].fabric_state str
-health.gpus[*].fabric_status str
-health.gpus[*].fabric_ok bool
-health.gpus[*].fabric_applies bool
-health.gpus[*].nvml_errors str
-health.pci_gpus[*].subject str
-health.pci_gpus[*].pci_address str
-health.pci_gpus[*].seen_by_nvml bool
-health.links[*].subject str
-health.links[*].kind str
-health.links[*].role str
-health.links[*].pci_address str
-health.links[*].current_width int
-health.links[*].max_width int
-health.links[*].current_speed_gts num
-health.links[*].max_speed_gts num
-health.links[*].width_ok bool
-health.links[*].speed_ok bool
-health.rdma_ports[*].subject str
-health.rdma_ports[*].device str
-health.rdma_ports[*].port int
-health.rdma_ports[*].state str
-health.rdma_ports[*].phys_state str
-health.rdma_ports[*].rate_gbps num
-health.rdma_ports[*].link_layer str
-health.rdma_ports[*].active bool
-health.gpudirect.needed bool
-health.gpudirect.available bool
-health.gpudirect.via str
-health.required_modules[*].subject str
-health.required_modules[*].loaded bool
-health.filesystems[*].subject str
-health.filesystems[*].mounted bool
-health.filesystems[*].read_only bool
-health.filesystems[*].mountpoint str
-health.filesystems[*].fstype str
-health.filesystems[*].device str
-health.memory.total_bytes int
-health.memory.available_bytes int
-health.memory.available_gib num
-health.memory.available_fraction num
-health.hugepages[*].subject str
-health.hugepages[*].size_kb int
-health.hugepages[*].free int
-health.hugepages[*].required int
-health.xids[*].subject str
-health.xids[*].code int
-health.xids[*].count int
-health.xids[*].class str
-health.xids[*].last_age_s num
-health.xids[*].message str
-health.sxids[*].subject str
-health.sxids[*].code int
-health.sxids[*].fatal bool
-health.sxids[*].message str
-health.nvswitch_count int
-health.imex_required bool
-health.imex_channels int
-health.write_probe[*].subject str
-health.write_probe[*].writable bool
-health.write_probe[*].error str
-health.bench.memcpy[*].subject str
-health.bench.memcpy[*].h2d_gbps num
-health.bench.memcpy[*].d2h_gbps num
-health.bench.memcpy[*].floor_gbps num
-health.bench.allreduce.busbw_gbps num
-health.bench.allreduce.floor_gbps num
-health.bench.allreduce.gpus int
-health.bench.allreduce.result_ok bool
-health.bench.allreduce.note str
-kernel_log.source str
-kernel_log.uptime_s num
-kernel_log.xids[*].code int
-kernel_log.xids[*].pci_address str
-kernel_log.xids[*].message str
-kernel_log.xids[*].seconds_since_boot num
-kernel_log.xids[*].age_s num
-kernel_log.sxids[*].code int
-kernel_log.sxids[*].pci_address str
-kernel_log.sxids[*].fatal bool
-kernel_log.sxids[*].message str
-kernel_log.sxids[*].seconds_since_boot num
-kernel_log.sxids[*].age_s num
-kernel_log.unknown dict
-nvidia_driver.open_kernel_modules bool
-nvidia_driver.imex_channels int
-nvidia_driver.unknown dict
-"""
+class HealthGpuSummary(TypedDict):
+    pci_count: int | None
+    nvml_count: int | None
+    count: int | None
+    model: str | None
+    driver_loaded: bool | None
+    nvml_ok: bool | None
+    nvml_note: str | None
+    nvml_requested: bool | None
+
+
+class HealthGpu(TypedDict):
+    subject: str
+    index: int | None
+    pci_address: str | None
+    model: str | None
+    idle: bool | None
+    current_width: int | None
+    max_width: int | None
+    current_gen: int | None
+    max_gen: int | None
+    width_ok: bool | None
+    gen_ok: bool | None
+    volatile_uncorrected: int | None
+    page_retirement: bool | None
+    retired_pending: bool | None
+    retired_total: int | None
+    nvlink_total: int | None
+    nvlink_inactive: int | None
+    hw_slowdown: bool | None
+    hw_slowdown_reasons: str
+    fabric_state: str | None
+    fabric_status: str | None
+    fabric_ok: bool | None
+    fabric_applies: bool | None
+    nvml_errors: str | None
+
+
+class PciGpu(TypedDict):
+    subject: str
+    pci_address: str | None
+    seen_by_nvml: bool | None
+
+
+class HealthLink(TypedDict):
+    subject: str
+    kind: str
+    role: str
+    pci_address: str
+    current_width: int | None
+    max_width: int | None
+    current_speed_gts: float | None
+    max_speed_gts: float | None
+    width_ok: bool | None
+    speed_ok: bool | None
+
+
+class RdmaPortHealth(TypedDict):
+    subject: str
+    device: str
+    port: int | None
+    state: str | None
+    phys_state: str | None
+    rate_gbps: float | None
+    link_layer: str | None
+    active: bool | None
+
+
+class GpuDirect(TypedDict):
+    needed: bool
+    available: bool | None
+    via: str | None
+
+
+class RequiredModule(TypedDict):
+    subject: str
+    loaded: bool | None
+
+
+class Filesystem(TypedDict):
+    subject: str
+    mounted: bool | None
+    read_only: bool | None
+    mountpoint: str | None
+    fstype: str | None
+    device: str | None
+
+
+class HealthMemory(TypedDict):
+    total_bytes: int | None
+    available_bytes: int | None
+    available_gib: float | None
+    available_fraction: float | None
+
+
+class HugepagesHealth(TypedDict):
+    subject: str
+    size_kb: int
+    free: int | None
+    required: int
+
+
+XidGroup = TypedDict("XidGroup", {"subject": str, "code": int, "count": int, "class": str,
+                                  "last_age_s": float | None, "message": str})
+
+
+class SxidHealth(TypedDict):
+    subject: str
+    code: int
+    fatal: bool
+    message: str
+
+
+class WriteProbe(TypedDict):
+    """One mount point of `check --write-probe` (filled in by the check runner)."""
+
+    subject: str
+    writable: bool
+    error: str
+
+
+class MemcpyHealth(TypedDict):
+    subject: str
+    h2d_gbps: float | None
+    d2h_gbps: float | None
+    floor_gbps: float | None
+
+
+class AllreduceHealth(TypedDict):
+    busbw_gbps: float | None
+    floor_gbps: float | None
+    gpus: int | None
+    result_ok: bool | None
+    note: str | None
+
+
+class BenchHealth(TypedDict):
+    """What the check suite's benchmarks measured (filled in by the check runner)."""
+
+    memcpy: list[MemcpyHealth]
+    allreduce: AllreduceHealth
+
+
+class Health(TypedDict):
+    """The `health` section (`health_view()`); its paths are part of the facts contract."""
+
+    gpu: HealthGpuSummary
+    gpus: list[HealthGpu]
+    pci_gpus: list[PciGpu]
+    links: list[HealthLink]
+    rdma_ports: list[RdmaPortHealth]
+    gpudirect: GpuDirect
+    required_modules: list[RequiredModule]
+    filesystems: list[Filesystem]
+    memory: HealthMemory
+    hugepages: list[HugepagesHealth]
+    xids: list[XidGroup]
+    sxids: list[SxidHealth]
+    nvswitch_count: int | None
+    imex_required: bool | None
+    imex_channels: int | None
+
+
+class CheckRunnerHealth(TypedDict):
+    """The parts of `health` that the check runner adds after `health_view()`."""
+
+    write_probe: list[WriteProbe] | None
+    bench: BenchHealth
 
 
 def health_view(facts: dict[str, Any], variables: dict[str, Any] | None = None,
                 nvml_requested: bool | None = None) -> dict[str, Any]:
-    """The `health` section for a facts document; `variables` tune thresholds and lists.
+    """The `health` section (shaped as `Health`) for a facts document; `variables` tune
+    thresholds and lists.
 
     `nvml_requested`: whether NVML was asked for (live host, or a recording), so that its
     absence is a fault rather than a choice.
