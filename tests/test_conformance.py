@@ -101,8 +101,9 @@ def walk(value: Any, node: _Node, where: str, out: Walk) -> None:
     """Check `value` (found at JSON path `where`) against the contract below `node`."""
     if node.type is not None:
         out.hits.add(str(node.path))
-        if value is not None and not isinstance(value, _TYPES[node.type]) or (
-                node.type in ("int", "num") and isinstance(value, bool)):
+        wrong = not isinstance(value, _TYPES[node.type]) or (
+            node.type in ("int", "num") and isinstance(value, bool))
+        if value is not None and wrong:
             out.problems.append(f"{where}: {type(value).__name__} {value!r:.60}, "
                                 f"contract says {node.type}")
         return

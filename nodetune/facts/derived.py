@@ -12,84 +12,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from typing import Annotated, Any, TypedDict
-
-from nodetune.facts.model import Keyed
-
-
-class DerivedNuma(TypedDict):
-    node_count: int | None
-    cpu_node_count: int | None
-    cpuless_node_count: int | None
-
-
-class DerivedNumaNode(TypedDict):
-    id: int | None
-    subject: str
-    has_cpus: bool
-    gpu_count: int
-    gpus: list[int | None]
-    rdma_nic_count: int
-
-
-class DerivedPcie(TypedDict):
-    current_gen: int | None
-    max_gen: int | None
-    current_width: int | None
-    max_width: int | None
-    current_gbps: float | None
-    max_gbps: float | None
-
-
-class NearestNic(TypedDict):
-    name: str
-    pci_address: str | None
-    numa_node: int | None
-    path_class: str
-    share_switch: bool
-    same_numa: bool | None
-
-
-class DerivedGpu(TypedDict):
-    index: int | None
-    subject: str
-    pci_address: str | None
-    numa_node: int | None
-    idle: bool | None
-    pcie: DerivedPcie
-    nic: NearestNic | None
-    acs_redirect_ports: list[str] | None
-
-
-class DerivedNic(TypedDict):
-    name: str | None
-    subject: str | None
-    pci_address: str | None
-    numa_node: int | None
-    rdma_device: str | None
-    irq_cpus: list[int] | None
-    irqs_local: bool | None
-
-
-class Derived(TypedDict):
-    """The `derived` section (`derive()`); its paths are part of the facts contract."""
-
-    virtualized: bool | None
-    gpu_found: bool
-    gpu_count: int
-    gpu_model: str | None
-    gpu_models: list[str]
-    nvswitch_count: int
-    rdma_present: bool
-    rdma_nic_count: int
-    pci_numa_unknown: list[str | None]
-    numa: DerivedNuma
-    numa_nodes: list[DerivedNumaNode]
-    gpus: list[DerivedGpu]
-    nics: list[DerivedNic]
-    persisted_cmdline_args: Annotated[dict[str, str | bool], Keyed("arg")] | None
-    unknown: dict[str, str]
-
+from typing import Any
 
 # PCI device ids of NVIDIA data-centre GPUs (pci.ids), for nodes where NVML gives no name.
 GPU_MODELS_BY_DEVICE = {
@@ -148,7 +71,7 @@ def parse_cmdline(text: str | None) -> dict[str, Any] | None:
 
 
 def derive(facts: dict[str, Any]) -> dict[str, Any]:
-    """The `derived` section (shaped as `Derived`) for a facts document."""
+    """The `derived` section for a facts document (its shape: nodetune.facts.sections.Derived)."""
     unknown: dict[str, str] = {}
     pci = {str(d["address"]): d for d in _list(facts, "pci", "devices") if d.get("address")}
     gpus = facts.get("gpus") or []

@@ -12,8 +12,9 @@ A fact path is a dotted path into the facts document (`nodetune facts --json`) p
   written plainly and resolve by longest match: `kernel.sysctl.vm.swappiness`.
 
 The paths the contract promises come from nodetune/facts/contract.py, generated from the typed
-facts (nodetune.facts.shapes). `is_known(path)` says whether a path is promised by the contract; profile and check loaders use
-it so that a typo in a rule is an error at load time, not an eternal "unknown" at run time.
+facts (nodetune.facts.shapes). `is_known(path)` says whether a path is promised by the
+contract; profile and check loaders use it so that a typo in a rule is an error at load time,
+not an eternal "unknown" at run time.
 """
 
 from __future__ import annotations

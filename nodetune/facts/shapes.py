@@ -1,10 +1,10 @@
 """The facts document's layout, and the facts contract generated from its types.
 
 Every section of `nodetune facts --json`, the `derived` section and the `health` view is a typed
-declaration: a collector's dataclasses (nodetune/collectors/*.py), `Derived`
-(nodetune/facts/derived.py) and `Health` (nodetune/facts/health.py). `SECTIONS` below says which
-type each top-level key has and what fills it; `contract()` walks those types into
-{fact path: (type, filled by)}. Adding a field to one of the types adds its fact.
+declaration: a collector's dataclasses (nodetune/collectors/*.py), `Derived` and `Health`
+(nodetune/facts/sections.py). `sections()` below says which type each top-level key has and
+what fills it; `contract()` walks those types into {fact path: (type, filled by)}. Adding a
+field to one of the types adds its fact.
 
 The result is written to nodetune/facts/contract.py so that start-up never imports the
 collectors to know the contract: regenerate it with `python -m nodetune.facts.shapes`
@@ -29,9 +29,8 @@ from pathlib import Path
 from typing import Annotated, Any, TypedDict, Union
 
 from nodetune.collectors import CollectorStatus, load_all
-from nodetune.facts.derived import Derived
-from nodetune.facts.health import CheckRunnerHealth, Health
 from nodetune.facts.model import FactKind, JsonKey, Keyed
+from nodetune.facts.sections import CheckRunnerHealth, Derived, Health
 
 CONTRACT_VERSION = 1
 CONTRACT_MODULE = Path(__file__).with_name("contract.py")
