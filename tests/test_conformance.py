@@ -162,10 +162,13 @@ def _check_runner_health(tmp_path: Path) -> dict[str, Any]:
                        "bench": bench_section(results, {})}}
 
 
-def test_the_contract_module_is_generated_from_the_types() -> None:
-    path = Path(shapes.__file__).with_name("contract.py")
-    assert path.read_text() == shapes.render(), \
+def test_the_contract_module_and_its_docs_table_are_generated_from_the_types() -> None:
+    assert shapes.CONTRACT_MODULE.read_text() == shapes.render(), \
         "nodetune/facts/contract.py is out of date: run python -m nodetune.facts.shapes"
+    page = shapes.DOCS_PAGE.read_text()
+    assert page == shapes.render_docs(page), \
+        "the contract table of docs/facts.md is out of date: run python -m nodetune.facts.shapes"
+    assert shapes.contract() == CONTRACT
 
 
 def test_every_emitted_leaf_is_in_the_contract(documents, tmp_path: Path) -> None:
