@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypedDict, Union
 
-from nodetune.collectors import CollectorStatus, load_all
+from nodetune.collectors import _MODULES, CollectorStatus, load_all
 from nodetune.facts.model import FactKind, JsonKey, Keyed
 from nodetune.facts.sections import CheckRunnerHealth, Derived, Health
 
@@ -68,7 +68,10 @@ def _collector_sections() -> list[Section]:
     """One section per collector, named after it and typed by what its collect() returns;
     the gpu collector's list of GPUs is a section of its own (`gpus`)."""
     out: list[Section] = []
-    for name, cls in load_all().items():
+    # the order of `nodetune facts` (registration order depends on what was imported first)
+    ordered = sorted(load_all().items(),
+                     key=lambda item: _MODULES.index(item[1].__module__.rpartition(".")[2]))
+    for name, cls in ordered:
         facts_type = _return_type(cls)
         if name == "gpu":
             out.append(Section("gpus", name, facts_type, only="gpus"))
