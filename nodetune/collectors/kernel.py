@@ -235,7 +235,7 @@ class KernelCollector:
         sysctl_persisted = persisted_sysctl(root)
         boot_cmdline, boot_file = persisted_cmdline(root)
         persisted: Persisted = {"sysctl": sysctl_persisted, "modprobe": persisted_modules(root),
-                     "cmdline": boot_cmdline, "cmdline_file": boot_file}
+                                "cmdline": boot_cmdline, "cmdline_file": boot_file}
         if root.isdir("/etc"):
             notes.source("persisted.sysctl", "/etc/sysctl.d, /run/sysctl.d, /usr/lib/sysctl.d, "
                                              "/etc/sysctl.conf")
