@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated
 
 from nodetune.collectors import Context, register
 from nodetune.collectors.persisted import (
+    Persisted,
     normalize_value,
     persisted_cmdline,
     persisted_modules,
     persisted_sysctl,
 )
 from nodetune.collectors.sysfs import FactNotes
-from nodetune.facts.model import FactSet
+from nodetune.facts.model import FactSet, Keyed, NumStr
 from nodetune.node.hostroot import HostRoot
 
 # Sysctls that matter for GPU/RDMA/storage throughput; persisted keys are read as well.
@@ -48,10 +49,10 @@ class KernelFacts(FactSet):
     release: str | None = None
     version: str | None = None
     cmdline: str | None = None
-    cmdline_args: dict[str, str | bool] = field(default_factory=dict)
+    cmdline_args: Annotated[dict[str, str | bool], Keyed("arg")] = field(default_factory=dict)
     modules: list[str] | None = None
-    sysctl: dict[str, str] = field(default_factory=dict)
-    persisted: dict[str, Any] = field(default_factory=dict)
+    sysctl: Annotated[dict[str, NumStr], Keyed("name")] = field(default_factory=dict)
+    persisted: Persisted = field(default_factory=lambda: Persisted())
     cgroup_version: int | None = None
     iommu: Iommu = field(default_factory=lambda: Iommu(mode="unknown", groups=None))
     virtualization: str | None = None
@@ -233,8 +234,8 @@ class KernelCollector:
                                "kernel without loadable module support, or not captured")
         sysctl_persisted = persisted_sysctl(root)
         boot_cmdline, boot_file = persisted_cmdline(root)
-        persisted = {"sysctl": sysctl_persisted, "modprobe": persisted_modules(root),
-                     "cmdline": boot_cmdline, "cmdline_file": boot_file}
+        persisted: Persisted = {"sysctl": sysctl_persisted, "modprobe": persisted_modules(root),
+                                "cmdline": boot_cmdline, "cmdline_file": boot_file}
         if root.isdir("/etc"):
             notes.source("persisted.sysctl", "/etc/sysctl.d, /run/sysctl.d, /usr/lib/sysctl.d, "
                                              "/etc/sysctl.conf")

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Annotated, TypedDict
 
 from nodetune.collectors import Context, register
 from nodetune.collectors.cpuset import NODE_DIR, node_cpus, online_cpus
 from nodetune.collectors.sysfs import FactNotes
 from nodetune.errors import CollectorError
-from nodetune.facts.model import FactSet
+from nodetune.facts.model import FactSet, Keyed
 from nodetune.node.hostroot import HostRoot
 
 _HUGEPAGE_DIR = re.compile(r"hugepages-(\d+)kB$")
+
+
+class NodeHugepages(TypedDict):
+    total: int | None
+    free: int | None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -23,7 +29,7 @@ class NumaNode:
     memory_free_bytes: int | None
     distances: list[int]
     has_cpus: bool
-    hugepages: dict[str, dict[str, int | None]]
+    hugepages: Annotated[dict[str, NodeHugepages], Keyed("size_kb")]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,9 +62,9 @@ def parse_distances(text: str) -> list[int]:
     return [int(x) for x in text.split()]
 
 
-def hugepage_pools(root: HostRoot, base: str) -> dict[str, dict[str, int | None]]:
+def hugepage_pools(root: HostRoot, base: str) -> dict[str, NodeHugepages]:
     """{"2048": {"total": n, "free": n}} for each hugepages-<size>kB directory under `base`."""
-    pools: dict[str, dict[str, int | None]] = {}
+    pools: dict[str, NodeHugepages] = {}
     for name in root.listdir(base):
         m = _HUGEPAGE_DIR.match(name)
         if m:

@@ -13,12 +13,12 @@ import os
 import posixpath
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from nodetune.collectors import register
 from nodetune.errors import NoData
 from nodetune.facts import cpulist
-from nodetune.facts.model import FactSet
+from nodetune.facts.model import FactSet, JsonKey, Keyed
 from nodetune.facts.pcie import gen_of
 
 if TYPE_CHECKING:
@@ -60,14 +60,14 @@ class PciLink:
 
 @dataclass(frozen=True, kw_only=True)
 class PciAcs:
-    ctl: dict[str, bool]
+    ctl: Annotated[dict[str, bool], Keyed("flag")]
     source_validation: bool
 
 
 @dataclass(frozen=True, kw_only=True)
 class PciDevice:
     address: str
-    pci_class: str | None  # "0x030200"; shown as "class" in JSON
+    pci_class: Annotated[str | None, JsonKey("class")]  # "0x030200"
     kind: str
     vendor: str | None
     device: str | None

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Annotated, TypedDict
 
+from nodetune.facts.model import Keyed, NumStr
 from nodetune.node.hostroot import HostRoot
 
 SYSCTL_DIRS = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d",
@@ -25,6 +27,27 @@ MODPROBE_DIRS = ("/etc/modprobe.d", "/run/modprobe.d", "/usr/local/lib/modprobe.
                  "/usr/lib/modprobe.d", "/lib/modprobe.d")
 MODULES_LOAD_DIRS = ("/etc/modules-load.d", "/run/modules-load.d", "/usr/local/lib/modules-load.d",
                      "/usr/lib/modules-load.d", "/lib/modules-load.d")
+
+
+class PersistedSysctl(TypedDict):
+    value: NumStr
+    file: str
+
+
+class PersistedModule(TypedDict):
+    options: str
+    blacklisted: bool
+    load_at_boot: bool
+    file: str | None
+
+
+class Persisted(TypedDict, total=False):
+    """`kernel.persisted`: what the next boot applies."""
+
+    sysctl: Annotated[dict[str, PersistedSysctl], Keyed("name")]
+    modprobe: Annotated[dict[str, PersistedModule], Keyed("module")]
+    cmdline: str | None
+    cmdline_file: str | None
 
 
 def normalize_sysctl_key(key: str) -> str:
@@ -173,20 +196,20 @@ def config_files(root: HostRoot, dirs: tuple[str, ...], suffix: str = ".conf") -
     return [chosen[name] for name in sorted(chosen)]
 
 
-def persisted_sysctl(root: HostRoot) -> dict[str, dict[str, str]]:
+def persisted_sysctl(root: HostRoot) -> dict[str, PersistedSysctl]:
     """{key: {"value", "file"}} as the next boot will apply them."""
     files = config_files(root, SYSCTL_DIRS)
     if root.exists("/etc/sysctl.conf") and not any(
             root.realpath(f) == root.realpath("/etc/sysctl.conf") for f in files):
         files.append("/etc/sysctl.conf")
-    out: dict[str, dict[str, str]] = {}
+    out: dict[str, PersistedSysctl] = {}
     for path in files:
         for key, value in parse_sysctl_conf(root.read_text(path, "")):
             out[key] = {"value": value, "file": path}
     return dict(sorted(out.items()))
 
 
-def persisted_modules(root: HostRoot) -> dict[str, dict[str, object]]:
+def persisted_modules(root: HostRoot) -> dict[str, PersistedModule]:
     """{module: {"options", "blacklisted", "load_at_boot", "file"}} from modprobe.d and
     modules-load.d (plus Debian's /etc/modules)."""
     mods: dict[str, ModuleConfig] = {}

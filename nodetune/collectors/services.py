@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Annotated
 
 from nodetune.collectors import Context, register
 from nodetune.collectors.kernel import read_mounts
-from nodetune.facts.model import FactSet
+from nodetune.facts.model import FactSet, Keyed
 from nodetune.node.hostroot import HostRoot
 
 # unit name -> process name (/proc/<pid>/comm keeps only the first 15 characters)
@@ -32,7 +33,7 @@ class Unit:
 
 @dataclass(frozen=True, kw_only=True)
 class ServicesFacts(FactSet):
-    units: dict[str, Unit] = field(default_factory=dict)
+    units: Annotated[dict[str, Unit], Keyed("unit")] = field(default_factory=dict)
 
 
 def running_processes(root: HostRoot, wanted: set[str]) -> tuple[dict[str, int], int]:

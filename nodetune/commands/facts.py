@@ -7,11 +7,15 @@ for the human view.
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from nodetune import exitcodes
 from nodetune.cli import node_options
+
+if TYPE_CHECKING:
+    from nodetune.facts.schema import ProfileLanguage
 
 
 def _names(only: tuple[str, ...]) -> tuple[str, ...] | None:
@@ -41,6 +45,29 @@ def _print_timings(status: dict[str, dict[str, object]]) -> None:
     sys.stderr.write(f"{'total':<12} {total * 1000:8.1f} ms\n")
 
 
+def _print_schema(which: str) -> None:
+    # Imported here, as the other views of this command: the profile language pulls in the
+    # rule engine and the profile loader (20-40 ms measured), which reading facts never needs.
+    import json
+
+    from nodetune.facts import schema
+
+    doc = schema.facts_schema() if which == "facts" else schema.profile_schema(_profile_language())
+    sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+
+
+def _profile_language() -> ProfileLanguage:
+    from nodetune.facts.model import Disruption, Severity
+    from nodetune.facts.schema import ProfileLanguage
+    from nodetune.profiles.catalog import SECTIONS, SETTING_KEYS, TOP_KEYS
+    from nodetune.rules.engine import AREAS, CONDITION_KEYS, OPERATORS, RULE_KEYS
+
+    return ProfileLanguage(
+        sections=SECTIONS, top_keys=TOP_KEYS, setting_keys=SETTING_KEYS, rule_keys=RULE_KEYS,
+        condition_keys=CONDITION_KEYS, operators=OPERATORS, areas=AREAS,
+        severities=[s.value for s in Severity], disruptions=[d.value for d in Disruption])
+
+
 @click.command("facts")
 @node_options
 @click.option("--json", "as_json", is_flag=True, help="Print the facts document (schema "
@@ -49,14 +76,21 @@ def _print_timings(status: dict[str, dict[str, object]]) -> None:
               "(on stderr with --json).")
 @click.option("--only", multiple=True, metavar="NAME[,NAME]",
               help="Run only these collectors (repeatable; see `nodetune collectors`).")
+@click.option("--schema", type=click.Choice(["facts", "profile"]), is_flag=False,
+              flag_value="facts", default=None, metavar="[facts|profile]",
+              help="Print a JSON Schema instead of reading the node: the facts contract "
+                   "(default), or profile files with completion of fact paths.")
 def cmd(root: str | None, snapshot: str | None, nvml: str, as_json: bool, timings: bool,
-        only: tuple[str, ...]) -> int:
+        only: tuple[str, ...], schema: str | None) -> int:
     """Show everything nodetune knows about this node (or a --root tree / --from snapshot).
 
     A collector that fails is reported (in the tables, and under `collectors` in JSON) and the
     other facts are still shown: exit code 0. Exit code 3 when the node cannot be read at all
     (bad --root, bad snapshot, unknown --only name).
     """
+    if schema is not None:
+        _print_schema(schema)
+        return exitcodes.OK
     from nodetune.node.source import open_node
 
     names = _names(only)

@@ -14,53 +14,6 @@ import re
 import shlex
 from typing import Any
 
-# The derived section's paths, registered next to the facts contract (nodetune.facts.paths).
-DERIVED_PATHS = """
-derived.virtualized bool
-derived.gpu_found bool
-derived.gpu_count int
-derived.gpu_model str
-derived.gpu_models list
-derived.nvswitch_count int
-derived.rdma_present bool
-derived.rdma_nic_count int
-derived.pci_numa_unknown list
-derived.numa.node_count int
-derived.numa.cpu_node_count int
-derived.numa.cpuless_node_count int
-derived.numa_nodes[*].id int
-derived.numa_nodes[*].has_cpus bool
-derived.numa_nodes[*].gpu_count int
-derived.numa_nodes[*].gpus list
-derived.numa_nodes[*].rdma_nic_count int
-derived.gpus[*].index int
-derived.gpus[*].subject str
-derived.gpus[*].pci_address str
-derived.gpus[*].numa_node int
-derived.gpus[*].idle bool
-derived.gpus[*].pcie.current_gen int
-derived.gpus[*].pcie.max_gen int
-derived.gpus[*].pcie.current_width int
-derived.gpus[*].pcie.max_width int
-derived.gpus[*].pcie.current_gbps num
-derived.gpus[*].pcie.max_gbps num
-derived.gpus[*].nic.name str
-derived.gpus[*].nic.pci_address str
-derived.gpus[*].nic.numa_node int
-derived.gpus[*].nic.path_class str
-derived.gpus[*].nic.share_switch bool
-derived.gpus[*].nic.same_numa bool
-derived.gpus[*].acs_redirect_ports list
-derived.nics[*].name str
-derived.nics[*].pci_address str
-derived.nics[*].numa_node int
-derived.nics[*].rdma_device str
-derived.nics[*].irq_cpus list
-derived.nics[*].irqs_local bool
-derived.persisted_cmdline_args.<arg> any
-derived.unknown dict
-"""
-
 # PCI device ids of NVIDIA data-centre GPUs (pci.ids), for nodes where NVML gives no name.
 GPU_MODELS_BY_DEVICE = {
     "0x20b0": "A100", "0x20b1": "A100", "0x20b2": "A100", "0x20b3": "A100", "0x20b5": "A100",
@@ -118,7 +71,7 @@ def parse_cmdline(text: str | None) -> dict[str, Any] | None:
 
 
 def derive(facts: dict[str, Any]) -> dict[str, Any]:
-    """The `derived` section for a facts document."""
+    """The `derived` section for a facts document (its shape: nodetune.facts.sections.Derived)."""
     unknown: dict[str, str] = {}
     pci = {str(d["address"]): d for d in _list(facts, "pci", "devices") if d.get("address")}
     gpus = facts.get("gpus") or []

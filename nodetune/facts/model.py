@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 
 class Severity(str, enum.Enum):
@@ -27,6 +27,33 @@ class Disruption(str, enum.Enum):
     SERVICE_RESTART = "service-restart"
     REBOOT = "reboot"
     KUBELET_STATE_RESET = "kubelet-state-reset"
+
+
+# -- markers the facts contract reads from the types (nodetune.facts.shapes) ---------------
+
+@dataclass(frozen=True)
+class Keyed:
+    """On a `dict[str, X]`: its keys are names (sysctl names, units, modules) and every entry is
+    part of the contract, as `<name>` in a path. A dict without it is free-form."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class JsonKey:
+    """On a field: the key it has in the JSON document, when that differs from the attribute."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class FactKind:
+    """On a field: its contract type, when the Python type does not say it ("numstr")."""
+
+    name: str
+
+
+NumStr = Annotated[str, FactKind("numstr")]  # a string holding a number (sysctl values)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -11,8 +11,10 @@ A fact path is a dotted path into the facts document (`nodetune facts --json`) p
 - Keys that contain dots (sysctl names, kernel arguments such as `iommu.passthrough`) are
   written plainly and resolve by longest match: `kernel.sysctl.vm.swappiness`.
 
-`is_known(path)` says whether a path is promised by the contract; profile and check loaders use
-it so that a typo in a rule is an error at load time, not an eternal "unknown" at run time.
+The paths the contract promises come from nodetune/facts/contract.py, generated from the typed
+facts (nodetune.facts.shapes). `is_known(path)` says whether a path is promised by the
+contract; profile and check loaders use it so that a typo in a rule is an error at load time,
+not an eternal "unknown" at run time.
 """
 
 from __future__ import annotations
@@ -20,211 +22,11 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-# One line per promised path: "<path> <type>". `<name>` matches any key (dotted keys too);
-# a path may continue below a `dict` or `any` leaf. Types: int, num, str, bool, list, dict,
-# any, numstr (a string holding a number, such as sysctl values).
-CONTRACT = """
-cpu.architecture str
-cpu.vendor str
-cpu.model_name str
-cpu.sockets int
-cpu.cores int
-cpu.threads_per_core int
-cpu.smt_active bool
-cpu.online list
-cpu.offline list
-cpu.isolated list
-cpu.nohz_full list
-cpu.cpus[*].id int
-cpu.cpus[*].core_id int
-cpu.cpus[*].socket_id int
-cpu.cpus[*].numa_node int
-cpu.hypervisor bool
-cpu.frequency_driver str
-cpu.governor str
-cpu.governors dict
-cpu.energy_performance_preference str
-cpu.energy_perf_bias any
-cpu.boost bool
-cpu.min_freq_khz int
-cpu.max_freq_khz int
-cpu.cstates[*].name str
-cpu.cstates[*].latency_us int
-cpu.cstates[*].disabled_cpus int
-cpu.cstates_enabled list
-cpu.unknown dict
-numa.nodes[*].id int
-numa.nodes[*].cpus list
-numa.nodes[*].memory_total_bytes int
-numa.nodes[*].memory_free_bytes int
-numa.nodes[*].distances list
-numa.nodes[*].has_cpus bool
-numa.nodes[*].hugepages.<size>.total int
-numa.nodes[*].hugepages.<size>.free int
-numa.cpuless_nodes list
-numa.balancing int
-numa.unknown dict
-memory.total_bytes int
-memory.available_bytes int
-memory.page_size_bytes int
-memory.swap_total_bytes int
-memory.swappiness int
-memory.zone_reclaim_mode int
-memory.dirty_ratio int
-memory.dirty_background_ratio int
-memory.default_hugepage_size_kb int
-memory.hugepages[*].size_kb int
-memory.hugepages[*].total int
-memory.hugepages[*].free int
-memory.hugepages[*].reserved int
-memory.hugepages[*].surplus int
-memory.thp.enabled str
-memory.thp.defrag str
-memory.thp.size_bytes int
-memory.unknown dict
-kernel.release str
-kernel.version str
-kernel.cmdline str
-kernel.cmdline_args.<arg> any
-kernel.modules list
-kernel.sysctl.<name> numstr
-kernel.persisted.sysctl.<name>.value numstr
-kernel.persisted.sysctl.<name>.file str
-kernel.persisted.modprobe.<module>.options str
-kernel.persisted.modprobe.<module>.blacklisted bool
-kernel.persisted.modprobe.<module>.load_at_boot bool
-kernel.persisted.modprobe.<module>.file str
-kernel.persisted.cmdline str
-kernel.cgroup_version int
-kernel.iommu.mode str
-kernel.iommu.groups int
-kernel.virtualization str
-kernel.unknown dict
-pci.devices[*].address str
-pci.devices[*].class str
-pci.devices[*].kind str
-pci.devices[*].vendor str
-pci.devices[*].device str
-pci.devices[*].subsystem_vendor str
-pci.devices[*].subsystem_device str
-pci.devices[*].driver str
-pci.devices[*].numa_node int
-pci.devices[*].local_cpus list
-pci.devices[*].link.current_speed_gts num
-pci.devices[*].link.current_width int
-pci.devices[*].link.max_speed_gts num
-pci.devices[*].link.max_width int
-pci.devices[*].link.current_gen int
-pci.devices[*].link.max_gen int
-pci.devices[*].parent str
-pci.devices[*].path list
-pci.devices[*].root_port str
-pci.devices[*].switch str
-pci.devices[*].acs.ctl.<flag> bool
-pci.devices[*].acs.source_validation bool
-pci.devices[*].max_read_request_bytes int
-pci.unknown dict
-gpus[*].index int
-gpus[*].pci_address str
-gpus[*].name str
-gpus[*].uuid str
-gpus[*].numa_node int
-gpus[*].local_cpus list
-gpus[*].memory_total_bytes int
-gpus[*].persistence_mode bool
-gpus[*].ecc.enabled bool
-gpus[*].ecc.pending bool
-gpus[*].ecc.volatile_uncorrected int
-gpus[*].ecc.aggregate_uncorrected int
-gpus[*].ecc.volatile_corrected int
-gpus[*].retired_pages.single_bit int
-gpus[*].retired_pages.double_bit int
-gpus[*].retired_pages.pending bool
-gpus[*].remapped_rows.correctable int
-gpus[*].remapped_rows.uncorrectable int
-gpus[*].remapped_rows.pending bool
-gpus[*].remapped_rows.failure bool
-gpus[*].clocks.sm_mhz int
-gpus[*].clocks.mem_mhz int
-gpus[*].clocks.sm_max_mhz int
-gpus[*].clocks.mem_max_mhz int
-gpus[*].clock_event_reasons list
-gpus[*].power_draw_w num
-gpus[*].power_limit_w num
-gpus[*].temperature_c num
-gpus[*].mig.current any
-gpus[*].mig.pending any
-gpus[*].pcie.current_gen int
-gpus[*].pcie.max_gen int
-gpus[*].pcie.current_width int
-gpus[*].pcie.max_width int
-gpus[*].nvlink.links[*].link int
-gpus[*].nvlink.links[*].active bool
-gpus[*].nvlink.links[*].peer_pci_address str
-gpus[*].nvlink.links[*].peer_kind str
-gpus[*].nvlink.active int
-gpus[*].nvlink.inactive int
-gpus[*].fabric.state str
-gpus[*].fabric.status str
-gpus[*].fabric.cluster_uuid str
-gpus[*].fabric.clique_id any
-gpus[*].source str
-gpu.count int
-gpu.driver_version str
-gpu.cuda_driver_version any
-gpu.nvml.available bool
-gpu.nvml.note str
-gpu.unknown dict
-nic.interfaces[*].name str
-nic.interfaces[*].driver str
-nic.interfaces[*].speed_mbps int
-nic.interfaces[*].mtu int
-nic.interfaces[*].operstate str
-nic.interfaces[*].pci_address str
-nic.interfaces[*].numa_node int
-nic.interfaces[*].irq_cpus list
-nic.interfaces[*].virtual bool
-nic.interfaces[*].rdma_device str
-nic.unknown dict
-rdma.devices[*].name str
-rdma.devices[*].pci_address str
-rdma.devices[*].numa_node int
-rdma.devices[*].fw_ver str
-rdma.devices[*].netdevs list
-rdma.devices[*].ports[*].port int
-rdma.devices[*].ports[*].state str
-rdma.devices[*].ports[*].phys_state str
-rdma.devices[*].ports[*].rate str
-rdma.devices[*].ports[*].rate_gbps num
-rdma.devices[*].ports[*].link_layer str
-rdma.devices[*].ports[*].active_mtu int
-rdma.unknown dict
-storage.block[*].name str
-storage.block[*].kind str
-storage.block[*].rotational bool
-storage.block[*].scheduler str
-storage.block[*].schedulers list
-storage.block[*].read_ahead_kb int
-storage.block[*].nr_requests int
-storage.block[*].max_sectors_kb int
-storage.block[*].size_bytes int
-storage.block[*].pci_address str
-storage.block[*].numa_node int
-storage.block[*].model str
-storage.mounts[*].device str
-storage.mounts[*].mountpoint str
-storage.mounts[*].fstype str
-storage.mounts[*].options list
-storage.mounts[*].read_only bool
-storage.unknown dict
-services.units.<unit>.state str
-services.units.<unit>.enabled bool
-services.units.<unit>.source str
-collectors.<name>.ok bool
-collectors.<name>.seconds num
-collectors.<name>.error str
-collectors.<name>.no_data bool
-"""
+from nodetune.facts.contract import CONTRACT
+
+# Contract types: int, num, str, bool, list, dict, any, numstr (a string holding a number,
+# such as sysctl values). `<name>` in a path matches any key (dotted keys too); a path may
+# continue below a `dict` or `any` leaf.
 
 NUMERIC_TYPES = frozenset({"int", "num", "numstr", "any"})
 
@@ -347,14 +149,9 @@ def _insert(root: _Node, spec_path: str, type_: str) -> None:
 
 @functools.lru_cache(maxsize=1)
 def _registry() -> _Node:
-    from nodetune.facts.derived import DERIVED_PATHS
-    from nodetune.facts.health import HEALTH_PATHS
-
     root = _Node({})
-    for spec in (CONTRACT, DERIVED_PATHS, HEALTH_PATHS):
-        for line in spec.strip().splitlines():
-            path, _, type_ = line.strip().partition(" ")
-            _insert(root, path, type_.strip() or "any")
+    for path, (type_, _filled_by) in CONTRACT.items():
+        _insert(root, path, type_)
     return root
 
 

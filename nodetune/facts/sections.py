@@ -1,0 +1,263 @@
+"""The shapes of the sections nodetune computes from the facts: `derived` and `health`.
+
+`Derived` is what `nodetune.facts.derived.derive()` returns, `Health` what
+`nodetune.facts.health.health_view()` returns and `CheckRunnerHealth` what the check runner adds
+to it. The facts contract is generated from these types (nodetune.facts.shapes); they live apart
+from the code that fills them because `nodetune check` imports that code on every start and
+declaring some thirty TypedDicts there would cost it about 2 ms.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, TypedDict
+
+from nodetune.facts.model import Keyed
+
+# -- derived ---------------------------------------------------------------------------------
+
+
+class DerivedNuma(TypedDict):
+    node_count: int | None
+    cpu_node_count: int | None
+    cpuless_node_count: int | None
+
+
+class DerivedNumaNode(TypedDict):
+    id: int | None
+    subject: str
+    has_cpus: bool
+    gpu_count: int
+    gpus: list[int | None]
+    rdma_nic_count: int
+
+
+class DerivedPcie(TypedDict):
+    current_gen: int | None
+    max_gen: int | None
+    current_width: int | None
+    max_width: int | None
+    current_gbps: float | None
+    max_gbps: float | None
+
+
+class NearestNic(TypedDict):
+    name: str
+    pci_address: str | None
+    numa_node: int | None
+    path_class: str
+    share_switch: bool
+    same_numa: bool | None
+
+
+class DerivedGpu(TypedDict):
+    index: int | None
+    subject: str
+    pci_address: str | None
+    numa_node: int | None
+    idle: bool | None
+    pcie: DerivedPcie
+    nic: NearestNic | None
+    acs_redirect_ports: list[str] | None
+
+
+class DerivedNic(TypedDict):
+    name: str | None
+    subject: str | None
+    pci_address: str | None
+    numa_node: int | None
+    rdma_device: str | None
+    irq_cpus: list[int] | None
+    irqs_local: bool | None
+
+
+class Derived(TypedDict):
+    """The `derived` section (`derive()`); its paths are part of the facts contract."""
+
+    virtualized: bool | None
+    gpu_found: bool
+    gpu_count: int
+    gpu_model: str | None
+    gpu_models: list[str]
+    nvswitch_count: int
+    rdma_present: bool
+    rdma_nic_count: int
+    pci_numa_unknown: list[str | None]
+    numa: DerivedNuma
+    numa_nodes: list[DerivedNumaNode]
+    gpus: list[DerivedGpu]
+    nics: list[DerivedNic]
+    persisted_cmdline_args: Annotated[dict[str, str | bool], Keyed("arg")] | None
+    unknown: dict[str, str]
+
+
+# -- health ----------------------------------------------------------------------------------
+
+
+class HealthGpuSummary(TypedDict):
+    pci_count: int | None
+    nvml_count: int | None
+    count: int | None
+    model: str | None
+    driver_loaded: bool | None
+    nvml_ok: bool | None
+    nvml_note: str | None
+    nvml_requested: bool | None
+
+
+class HealthGpu(TypedDict):
+    subject: str
+    index: int | None
+    pci_address: str | None
+    model: str | None
+    idle: bool | None
+    current_width: int | None
+    max_width: int | None
+    current_gen: int | None
+    max_gen: int | None
+    width_ok: bool | None
+    gen_ok: bool | None
+    volatile_uncorrected: int | None
+    page_retirement: bool | None
+    retired_pending: bool | None
+    retired_total: int | None
+    nvlink_total: int | None
+    nvlink_inactive: int | None
+    hw_slowdown: bool | None
+    hw_slowdown_reasons: str
+    fabric_state: str | None
+    fabric_status: str | None
+    fabric_ok: bool | None
+    fabric_applies: bool | None
+    nvml_errors: str | None
+
+
+class PciGpu(TypedDict):
+    subject: str
+    pci_address: str | None
+    seen_by_nvml: bool | None
+
+
+class HealthLink(TypedDict):
+    subject: str
+    kind: str
+    role: str
+    pci_address: str
+    current_width: int | None
+    max_width: int | None
+    current_speed_gts: float | None
+    max_speed_gts: float | None
+    width_ok: bool | None
+    speed_ok: bool | None
+
+
+class RdmaPortHealth(TypedDict):
+    subject: str
+    device: str
+    port: int | None
+    state: str | None
+    phys_state: str | None
+    rate_gbps: float | None
+    link_layer: str | None
+    active: bool | None
+
+
+class GpuDirect(TypedDict):
+    needed: bool
+    available: bool | None
+    via: str | None
+
+
+class RequiredModule(TypedDict):
+    subject: str
+    loaded: bool | None
+
+
+class Filesystem(TypedDict):
+    subject: str
+    mounted: bool | None
+    read_only: bool | None
+    mountpoint: str | None
+    fstype: str | None
+    device: str | None
+
+
+class HealthMemory(TypedDict):
+    total_bytes: int | None
+    available_bytes: int | None
+    available_gib: float | None
+    available_fraction: float | None
+
+
+class HugepagesHealth(TypedDict):
+    subject: str
+    size_kb: int
+    free: int | None
+    required: int
+
+
+XidGroup = TypedDict("XidGroup", {"subject": str, "code": int, "count": int, "class": str,
+                                  "last_age_s": float | None, "message": str})
+
+
+class SxidHealth(TypedDict):
+    subject: str
+    code: int
+    fatal: bool
+    message: str
+
+
+class WriteProbe(TypedDict):
+    """One mount point of `check --write-probe` (filled in by the check runner)."""
+
+    subject: str
+    writable: bool
+    error: str
+
+
+class MemcpyHealth(TypedDict):
+    subject: str
+    h2d_gbps: float | None
+    d2h_gbps: float | None
+    floor_gbps: float | None
+
+
+class AllreduceHealth(TypedDict):
+    busbw_gbps: float | None
+    floor_gbps: float | None
+    gpus: int | None
+    result_ok: bool | None
+    note: str | None
+
+
+class BenchHealth(TypedDict):
+    """What the check suite's benchmarks measured (filled in by the check runner)."""
+
+    memcpy: list[MemcpyHealth]
+    allreduce: AllreduceHealth
+
+
+class Health(TypedDict):
+    """The `health` section (`health_view()`); its paths are part of the facts contract."""
+
+    gpu: HealthGpuSummary
+    gpus: list[HealthGpu]
+    pci_gpus: list[PciGpu]
+    links: list[HealthLink]
+    rdma_ports: list[RdmaPortHealth]
+    gpudirect: GpuDirect
+    required_modules: list[RequiredModule]
+    filesystems: list[Filesystem]
+    memory: HealthMemory
+    hugepages: list[HugepagesHealth]
+    xids: list[XidGroup]
+    sxids: list[SxidHealth]
+    nvswitch_count: int | None
+    imex_required: bool | None
+    imex_channels: int | None
+
+
+class CheckRunnerHealth(TypedDict):
+    """The parts of `health` that the check runner adds after `health_view()`."""
+
+    write_probe: list[WriteProbe] | None
+    bench: BenchHealth
