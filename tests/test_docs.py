@@ -26,7 +26,7 @@ README = REPO / "README.md"
 # Pages other parts of the project write; a link to one of them may wait for it. Paths are
 # relative to docs/.
 PENDING_PAGES = {
-    "facts.md", "profiles.md", "snapshots.md", "install.md", "benchmarks.md",
+    "profiles.md", "snapshots.md", "install.md", "benchmarks.md",
     "placement-inputs.md", "commands/check.md", "commands/agent.md", "commands/tune.md",
 }
 
