@@ -30,6 +30,12 @@ def comparable(doc: dict) -> dict:
     return doc
 
 
+def take(out: Path, **source: str) -> snap.SnapshotResult:
+    """`nodetune snapshot` of the live host, or of a root= tree or snapshot= file."""
+    with open_node(**source) as node:
+        return snap.take(str(out), node)
+
+
 def replay(path: Path) -> dict:
     with open_node(snapshot=str(path)) as node:
         return node.facts().to_json()
@@ -47,7 +53,7 @@ def read_member(path: Path, name: str) -> bytes:
 
 def test_live_host_replays_to_the_same_facts(tmp_path):
     out = tmp_path / "live.tar.gz"
-    result = snap.take(str(out))
+    result = take(out)
     live = comparable(result.facts.to_json())
     replayed = comparable(replay(out))
     for section, key, fact in LIVE_ONLY_SOURCES:
@@ -83,7 +89,7 @@ def h200_snapshot(host_tree, tmp_path_factory):
     tree = host_tree("h200x2-vm-gather")
     out = tmp_path_factory.mktemp("snap") / "h200.tar.gz"
     nvml = str(FIXTURES / "nvml" / "h200x2-vm.json")
-    result = snap.take(str(out), root=str(tree), nvml=nvml)
+    result = take(out, root=str(tree), nvml=nvml)
     return tree, out, result, nvml
 
 
@@ -120,7 +126,7 @@ def test_cli_replays_the_snapshot(h200_snapshot, capsys):
 def test_snapshot_of_a_snapshot(h200_snapshot, tmp_path):
     _, out, _, _ = h200_snapshot
     again = tmp_path / "again.tar.gz"
-    snap.take(str(again), snapshot=str(out))
+    take(again, snapshot=str(out))
     assert comparable(replay(again)) == comparable(replay(out))
 
 
@@ -225,7 +231,7 @@ def test_kernel_log_keeps_only_xid_lines(tmp_path):
         "name=python, GPU has fallen off the bus.",
     ]) + "\n")
     out = tmp_path / "s.tar.gz"
-    result = snap.take(str(out), root=str(tree), nvml="off")
+    result = take(out, root=str(tree), nvml="off")
     stored = read_member(out, "root/var/log/kern.log").decode()
     assert "Xid (PCI:0000:18:00): 79" in stored
     assert "alice" not in stored and "Linux version" not in stored
@@ -351,7 +357,7 @@ def test_failed_nvml_dump_replays_with_its_note(host_tree, tmp_path, monkeypatch
 
     monkeypatch.setattr("nodetune.node.source._nvml_backend", lambda choice, root: (Broken(), None))
     out = tmp_path / "s.tar.gz"
-    result = snap.take(str(out), root=str(host_tree("h200x2-vm-gather")))
+    result = take(out, root=str(host_tree("h200x2-vm-gather")))
     assert "nvml.json" not in members(out)
     live = comparable(result.facts.to_json())
     assert live["gpu"]["nvml"]["note"] == "NVML query failed: RuntimeError: GPU has fallen off " \

@@ -52,6 +52,8 @@ cpu.cstates[*].name str
 cpu.cstates[*].latency_us int
 cpu.cstates[*].disabled_cpus int
 cpu.cstates_enabled list
+cpu.cache_groups[*].level int
+cpu.cache_groups[*].cpus list
 cpu.unknown dict
 numa.nodes[*].id int
 numa.nodes[*].cpus list
@@ -84,6 +86,7 @@ memory.thp.size_bytes int
 memory.unknown dict
 kernel.release str
 kernel.version str
+kernel.hostname str
 kernel.cmdline str
 kernel.cmdline_args.<arg> any
 kernel.modules list
@@ -169,6 +172,7 @@ gpus[*].fabric.status str
 gpus[*].fabric.cluster_uuid str
 gpus[*].fabric.clique_id any
 gpus[*].source str
+gpus[*].device_minor int
 gpu.count int
 gpu.driver_version str
 gpu.cuda_driver_version any
