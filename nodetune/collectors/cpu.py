@@ -396,7 +396,7 @@ class CpuCollector:
         online_set = online_cpus(root)
         if online_set is None:
             raise CollectorError(f"cannot tell the online CPUs: no {CPU_DIR}, /proc/stat or "
-                                 "/proc/cpuinfo under " + root.root,
+                                 "/proc/cpuinfo under " + root.name,
                                  fix="point --root at a tree that has sys/ and proc/")
         online = online_set.ids
         notes.source("online", online_set.source)

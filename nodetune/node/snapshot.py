@@ -14,8 +14,9 @@ read, listed, probed and resolved, then writes exactly that:
 Safe to share by construction: only allow-listed host paths enter `root/` (/proc without
 per-process directories, except the `comm` of the GPU daemons the services collector looks
 for; /sys without serial numbers and UUIDs; from /etc only sysctl, modprobe, modules-load,
-grub and kernel command line files, systemd unit links and os-release), the kernel log only as
-its NVIDIA Xid lines, no environment, no command lines, no NVML serial numbers.
+grub and kernel command line files, systemd unit links and os-release; from /dev only the
+names of the IMEX channel devices), the kernel log only as its NVIDIA Xid lines, no environment,
+no command lines, no NVML serial numbers. docs/snapshots.md lists it all.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ ALLOWED_ELSEWHERE: Final = (
     "/etc/systemd/system", "/run/systemd/system", "/usr/local/lib/systemd/system",
     "/usr/lib/systemd/system", "/lib/systemd/system", "/run/systemd/container",
     "/etc/os-release", "/usr/lib/os-release",
+    "/dev/nvidia-caps-imex-channels",  # channel device names only, kept as empty files
 )
 # Never, even under an allowed prefix.
 DENIED: Final = (
@@ -273,6 +275,8 @@ class _Planner:
             return _Entry("dir")
         if stat.S_ISLNK(mode):
             return _Entry("link", target=os.readlink(self.src.path(hostpath)))
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+            return _Entry("file")  # a device node: its name is the fact, never its data
         return _Entry("file") if stat.S_ISREG(mode) else None
 
     def build(self) -> Plan:
@@ -559,7 +563,8 @@ def open_snapshot(path: str) -> Iterator[Node]:
         meta = _read_meta(path, tmp)
         nvml_path = os.path.join(tmp, NVML_FILE)
         nvml_text = Path(nvml_path).read_bytes() if os.path.isfile(nvml_path) else None
-        yield _replay_node(path, meta, HostRoot(os.path.join(tmp, ROOT_DIR)), nvml_text)
+        root = HostRoot(os.path.join(tmp, ROOT_DIR), name=f"snapshot:{path}")
+        yield _replay_node(path, meta, root, nvml_text)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
