@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import stat
 import tarfile
 from pathlib import Path
 
@@ -364,3 +365,44 @@ def test_failed_nvml_dump_replays_with_its_note(host_tree, tmp_path, monkeypatch
                                           "the bus"
     monkeypatch.undo()
     assert comparable(replay(out))["gpu"] == live["gpu"]
+
+
+def test_snapshot_holds_what_placement_reads(host_tree, tmp_path):
+    """Host name, GPU minors and cache groups are facts, so their files travel with the node."""
+    out = tmp_path / "h100.tar.gz"
+    result = take(out, root=str(host_tree("h100x2-fc-vm-gather")))
+    names = members(out)
+    assert "root/proc/sys/kernel/hostname" in names
+    assert "root/proc/driver/nvidia/gpus/0000:00:07.0/information" in names
+    assert json.loads(read_member(out, "meta.json"))["hostname"] == "vm"
+    replayed = replay(out)
+    assert replayed["kernel"]["hostname"] == "vm"
+    assert [g["device_minor"] for g in replayed["gpus"]] == [0, 1]
+    assert comparable(replayed) == comparable(result.facts.to_json())
+    caches = tmp_path / "8em64t.tar.gz"
+    take(caches, root=str(host_tree("8em64t-2s2ca2c")))
+    assert "root/sys/devices/system/cpu/cpu1/cache/index2/shared_cpu_list" in members(caches)
+    assert [g["cpus"] for g in replay(caches)["cpu"]["cache_groups"]] == [
+        [0, 4], [1, 5], [2, 6], [3, 7]]
+
+
+def test_imex_channel_devices_are_kept_by_name_only(tmp_path):
+    tree = tmp_path / "tree"
+    (tree / "proc/driver/nvidia").mkdir(parents=True)
+    (tree / "proc/driver/nvidia/version").write_text(
+        "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.159.04\n")
+    channels = tree / "dev/nvidia-caps-imex-channels"
+    channels.mkdir(parents=True)
+    try:
+        os.mknod(channels / "channel0", 0o600 | stat.S_IFCHR, os.makedev(234, 0))
+    except PermissionError:
+        pytest.skip("creating a character device needs CAP_MKNOD")
+    (tree / "dev/nvidiactl").write_text("")  # the rest of /dev never enters a snapshot
+    out = tmp_path / "imex.tar.gz"
+    result = take(out, root=str(tree), nvml="off")
+    assert result.facts.sections["nvidia_driver"]["imex_channels"] == 1
+    names = members(out)
+    channel = names["root/dev/nvidia-caps-imex-channels/channel0"]
+    assert channel.isreg() and channel.size == 0
+    assert not any(n.startswith("root/dev/") and "imex" not in n for n in names)
+    assert replay(out)["nvidia_driver"]["imex_channels"] == 1
