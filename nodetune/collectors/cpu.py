@@ -342,12 +342,19 @@ def _cache_groups(root: HostRoot, notes: FactNotes) -> list[CacheGroup]:
     between a NUMA node and its cores)."""
     by_level: dict[int, set[tuple[int, ...]]] = {}
     covered: dict[str, set[int]] = {}  # index name -> CPUs already in one of its groups
+    # The kernel numbers a CPU's caches by level (L1d, L1i, L2, L3 from CPUID leaf 4 on x86,
+    # from the device tree or PPTT on Arm), so an index that holds an L1 on one CPU holds an L1
+    # on every CPU: read once, not once per CPU (a 256-thread host has 512 of them).
+    first_level: set[str] = set()
     for cpu in cpu_dirs(root):
         base = f"{CPU_DIR}/cpu{cpu}/cache"
         for index in root.listdir(base):
-            if not index.startswith("index") or cpu in covered.get(index, ()):
+            if not index.startswith("index") or index in first_level or \
+                    cpu in covered.get(index, ()):
                 continue  # every member of a group lists the same shared_cpu_list: read it once
             level = root.read_int(f"{base}/{index}/level", None)
+            if level == 1:
+                first_level.add(index)
             if level is None or level < 2:
                 continue
             shared = root.read_str(f"{base}/{index}/shared_cpu_list", None)
