@@ -1,5 +1,5 @@
 """checks/kubernetes/init-container.yaml: valid against the Kubernetes API schemas, documented
-verbatim in the README, and its init-container command blocks the pod only when the node is
+verbatim in docs/kubernetes.md, and its init-container command blocks the pod only when the node is
 unhealthy (exit 1), letting the workload start when nodetune itself cannot run (exit 3)."""
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ def test_manifest_validates_strictly(version: str) -> None:
     kubernetes_validate.validate(job(), version, strict=True)
 
 
-def test_readme_shows_the_manifest() -> None:
-    readme = (REPO / "README.md").read_text()
+def test_kubernetes_guide_shows_the_manifest() -> None:
+    guide = (REPO / "docs" / "kubernetes.md").read_text()
     body = MANIFEST.read_text().split("apiVersion:", 1)[1]
-    assert "apiVersion:" + body in readme
+    assert "apiVersion:" + body in guide
 
 
 def test_init_container_sees_the_node() -> None:
