@@ -204,7 +204,7 @@ def _numa_nodes(facts: Mapping[str, Any]) -> tuple[dict[int, dict[str, Any]], li
                 "distances": [10], "hugepages": {}}}, notes
 
 
-def cache_levels(facts: Mapping[str, Any]) -> list[list[list[int]]]:
+def _cache_levels(facts: Mapping[str, Any]) -> list[list[list[int]]]:
     """`cpu.cache_groups` as CPU sets per cache level, outermost level first (L3, then L2)."""
     by_level: dict[int, list[list[int]]] = {}
     for group in (facts.get("cpu") or {}).get("cache_groups") or []:
@@ -403,7 +403,7 @@ def compute(facts: Mapping[str, Any], topo: Mapping[str, Any] | None = None, *,
         for c in inv.online:
             if inv.node_of.get(c) is None:
                 inv.node_of[c] = cpu_nodes[0]
-    cores = _cores(inv, cache_levels(facts))
+    cores = _cores(inv, _cache_levels(facts))
 
     # Whole cores only: a core with an isolated thread is out, and so is the core itself.
     usable_cores = [c for c in cores if not inv.isolated.intersection(c.cpus)]
