@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from nodetune.node.source import open_node
+from nodetune.placement import inputs
 from nodetune.placement import plan as placement
-from nodetune.placement import source as placement_source
 from tests.fixtures import synth
 
 # NVML as recorded on the real 2x H200 VM (tests/fixtures/hosts/h200x2-vm-gather.tar.gz).
@@ -64,4 +64,4 @@ def facts(root: Path, nvml: str | None) -> dict[str, Any]:
 
 
 def plan(doc: dict[str, Any], **kw: Any) -> placement.Placement:
-    return placement.compute(doc, placement_source.topology_doc(doc), **kw)
+    return placement.compute(doc, inputs.topology_doc(doc), **kw)

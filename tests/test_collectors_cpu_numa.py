@@ -219,3 +219,36 @@ def test_empty_tree_is_a_collector_error(tmp_path: Path) -> None:
         CpuCollector().collect(context(tmp_path))
     with pytest.raises(CollectorError, match="meminfo"):
         MemoryCollector().collect(context(tmp_path))
+
+
+def test_cache_groups_of_a_real_tree(host_tree) -> None:
+    """8em64t-2s2ca2c: each L2 is shared by two cores, CPUs i and i+4 (its sysfs says so)."""
+    cpu = CpuCollector().collect(context(host_tree("8em64t-2s2ca2c")))
+    assert [(g.level, g.cpus) for g in cpu.cache_groups] == [
+        (2, [0, 4]), (2, [1, 5]), (2, [2, 6]), (2, [3, 7])]
+    masks_only = CpuCollector().collect(context(host_tree("16em64t-4s2c2t-offlines")))
+    assert masks_only.cache_groups and "cache_groups" in masks_only.sources  # shared_cpu_map
+
+
+def test_cache_groups_outermost_first_each_group_read_once(tmp_path: Path) -> None:
+    files = {"sys/devices/system/cpu/online": "0-3\n"}
+    for cpu in range(4):
+        base = f"sys/devices/system/cpu/cpu{cpu}/cache"
+        files[f"{base}/index0/level"] = "1\n"
+        files[f"{base}/index0/shared_cpu_list"] = f"{cpu}\n"
+        files[f"{base}/index2/level"] = "2\n"
+        files[f"{base}/index2/shared_cpu_list"] = "0-1\n" if cpu < 2 else "2-3\n"
+        files[f"{base}/index3/level"] = "3\n"
+        files[f"{base}/index3/shared_cpu_map"] = "0000000f\n"  # no list: an older kernel
+    write_tree(tmp_path, files)
+    ctx = context(tmp_path)
+    ctx.root.recording = True
+    cpu = CpuCollector().collect(ctx)
+    assert [(g.level, g.cpus) for g in cpu.cache_groups] == [(3, [0, 1, 2, 3]), (2, [0, 1]),
+                                                            (2, [2, 3])]
+    lists = sorted(p for p in ctx.root.read_files if "/index2/shared_cpu_list" in p)
+    assert lists == [f"/sys/devices/system/cpu/cpu{c}/cache/index2/shared_cpu_list"
+                     for c in (0, 2)]
+    empty = CpuCollector().collect(context(write_tree(tmp_path / "bare", {
+        "sys/devices/system/cpu/online": "0\n"})))
+    assert empty.cache_groups == [] and "shared_cpu_list" in empty.unknown["cache_groups"]

@@ -181,3 +181,15 @@ def test_real_trees_kernel(host_tree) -> None:
     h100 = _kernel(host_tree("h100x2-fc-vm-gather"))
     assert h100.iommu == type(h100.iommu)(mode="off", groups=0)  # empty iommu_groups
     assert h100.modules == ["nvidia", "nvidia_uvm"]
+
+
+def test_hostname_from_the_kernel(tmp_path: Path, host_tree) -> None:
+    named = _write(tmp_path / "named", {"proc/sys/kernel/hostname": "gpu-node-07.cluster\n"})
+    kernel = _kernel(named)
+    assert kernel.hostname == "gpu-node-07.cluster"
+    assert kernel.sources["hostname"] == "/proc/sys/kernel/hostname"
+    unset = _kernel(_write(tmp_path / "unset", {"proc/sys/kernel/hostname": "(none)\n"}))
+    assert unset.hostname is None and "not set" in unset.unknown["hostname"]
+    absent = _kernel(_write(tmp_path / "absent", {"proc/cmdline": "quiet\n"}))
+    assert absent.hostname is None and "is not present" in absent.unknown["hostname"]
+    assert _kernel(host_tree("h100x2-fc-vm-gather")).hostname == "vm"  # the gathered VM

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import tarfile
 from pathlib import Path
@@ -237,3 +238,23 @@ def test_live_host_agrees_with_a_plain_sysfs_scan():
     doc = collect("/")
     assert [g["pci_address"] for g in doc["gpus"]] == expected
     assert doc["gpu"]["count"] == len(expected)
+
+
+def test_device_minor_from_the_driver_or_nvml(tmp_path, host_tree):
+    """/dev/nvidiaN's N: the driver's information file, else NVML's minor number."""
+    h100 = collect(host_tree("h100x2-fc-vm-gather"))
+    assert [g["device_minor"] for g in h100["gpus"]] == [0, 1]  # "Device Minor:" lines
+    assert h100["gpu"]["sources"]["gpus.*.device_minor"].endswith("/information")
+    _device(tmp_path, "0000:00:06.0", numa_node="0", local_cpulist="0-31", **NVIDIA_3D)
+    bare = collect(tmp_path)
+    assert bare["gpus"][0]["device_minor"] is None
+    assert "no Device Minor in /proc/driver/nvidia/gpus/0000:00:06.0/information" in \
+        bare["gpu"]["unknown"]["gpus.0.device_minor"]
+    recording = json.loads((NVML / "h200x2-vm.json").read_text())
+    for minor, device in enumerate(recording["devices"]):
+        device["minor_number"] = minor + 4
+    (tmp_path / "nvml.json").write_text(json.dumps(recording))
+    ctx = Context(root=HostRoot(str(tmp_path)),
+                  nvml=RecordedNvml.from_file(str(tmp_path / "nvml.json")))
+    by_address = {g.pci_address: g.device_minor for g in GpuCollector().collect(ctx).gpus}
+    assert by_address == {"0000:00:06.0": 4, "0000:00:07.0": 5}

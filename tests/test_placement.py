@@ -180,15 +180,12 @@ def test_h200_vm_per_node_memory_disagreeing_with_memtotal_is_flagged(h200):
                                   "40intel64-2g2n4c+pcilocality"])
 def test_logical_core_numbering_matches_hwloc(host_tree, name):
     """Slurm's gres.conf Cores= are hwloc logical core indices: compare with hwloc-calc."""
-    from nodetune.node.hostroot import HostRoot
-    from nodetune.placement import source as placement_source
-
     root = host_tree(name)
     if subprocess.run(["which", "hwloc-calc"], capture_output=True).returncode:
         pytest.skip("hwloc-calc not installed (tests/run.sh installs hwloc)")
     doc = trees.facts(root, None)
-    plan = placement.compute(doc, None, reserve=False,
-                             cache_groups=placement_source.cache_groups(HostRoot(str(root))))
+    assert doc["cpu"]["cache_groups"], "the tree has cache/index* directories"
+    plan = placement.compute(doc, None, reserve=False)
     online = [c for core in plan.cores for c in core.cpus]
     out = subprocess.run(["hwloc-calc", "--input", str(root), "--physical-input", "-I", "core",
                           *[f"pu:{c}" for c in online]], capture_output=True, text=True,

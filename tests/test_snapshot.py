@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import stat
 import tarfile
 from pathlib import Path
 
@@ -30,6 +31,12 @@ def comparable(doc: dict) -> dict:
     return doc
 
 
+def take(out: Path, **source: str) -> snap.SnapshotResult:
+    """`nodetune snapshot` of the live host, or of a root= tree or snapshot= file."""
+    with open_node(**source) as node:
+        return snap.take(str(out), node)
+
+
 def replay(path: Path) -> dict:
     with open_node(snapshot=str(path)) as node:
         return node.facts().to_json()
@@ -47,7 +54,7 @@ def read_member(path: Path, name: str) -> bytes:
 
 def test_live_host_replays_to_the_same_facts(tmp_path):
     out = tmp_path / "live.tar.gz"
-    result = snap.take(str(out))
+    result = take(out)
     live = comparable(result.facts.to_json())
     replayed = comparable(replay(out))
     for section, key, fact in LIVE_ONLY_SOURCES:
@@ -83,7 +90,7 @@ def h200_snapshot(host_tree, tmp_path_factory):
     tree = host_tree("h200x2-vm-gather")
     out = tmp_path_factory.mktemp("snap") / "h200.tar.gz"
     nvml = str(FIXTURES / "nvml" / "h200x2-vm.json")
-    result = snap.take(str(out), root=str(tree), nvml=nvml)
+    result = take(out, root=str(tree), nvml=nvml)
     return tree, out, result, nvml
 
 
@@ -120,7 +127,7 @@ def test_cli_replays_the_snapshot(h200_snapshot, capsys):
 def test_snapshot_of_a_snapshot(h200_snapshot, tmp_path):
     _, out, _, _ = h200_snapshot
     again = tmp_path / "again.tar.gz"
-    snap.take(str(again), snapshot=str(out))
+    take(again, snapshot=str(out))
     assert comparable(replay(again)) == comparable(replay(out))
 
 
@@ -225,7 +232,7 @@ def test_kernel_log_keeps_only_xid_lines(tmp_path):
         "name=python, GPU has fallen off the bus.",
     ]) + "\n")
     out = tmp_path / "s.tar.gz"
-    result = snap.take(str(out), root=str(tree), nvml="off")
+    result = take(out, root=str(tree), nvml="off")
     stored = read_member(out, "root/var/log/kern.log").decode()
     assert "Xid (PCI:0000:18:00): 79" in stored
     assert "alice" not in stored and "Linux version" not in stored
@@ -351,10 +358,51 @@ def test_failed_nvml_dump_replays_with_its_note(host_tree, tmp_path, monkeypatch
 
     monkeypatch.setattr("nodetune.node.source._nvml_backend", lambda choice, root: (Broken(), None))
     out = tmp_path / "s.tar.gz"
-    result = snap.take(str(out), root=str(host_tree("h200x2-vm-gather")))
+    result = take(out, root=str(host_tree("h200x2-vm-gather")))
     assert "nvml.json" not in members(out)
     live = comparable(result.facts.to_json())
     assert live["gpu"]["nvml"]["note"] == "NVML query failed: RuntimeError: GPU has fallen off " \
                                           "the bus"
     monkeypatch.undo()
     assert comparable(replay(out))["gpu"] == live["gpu"]
+
+
+def test_snapshot_holds_what_placement_reads(host_tree, tmp_path):
+    """Host name, GPU minors and cache groups are facts, so their files travel with the node."""
+    out = tmp_path / "h100.tar.gz"
+    result = take(out, root=str(host_tree("h100x2-fc-vm-gather")))
+    names = members(out)
+    assert "root/proc/sys/kernel/hostname" in names
+    assert "root/proc/driver/nvidia/gpus/0000:00:07.0/information" in names
+    assert json.loads(read_member(out, "meta.json"))["hostname"] == "vm"
+    replayed = replay(out)
+    assert replayed["kernel"]["hostname"] == "vm"
+    assert [g["device_minor"] for g in replayed["gpus"]] == [0, 1]
+    assert comparable(replayed) == comparable(result.facts.to_json())
+    caches = tmp_path / "8em64t.tar.gz"
+    take(caches, root=str(host_tree("8em64t-2s2ca2c")))
+    assert "root/sys/devices/system/cpu/cpu1/cache/index2/shared_cpu_list" in members(caches)
+    assert [g["cpus"] for g in replay(caches)["cpu"]["cache_groups"]] == [
+        [0, 4], [1, 5], [2, 6], [3, 7]]
+
+
+def test_imex_channel_devices_are_kept_by_name_only(tmp_path):
+    tree = tmp_path / "tree"
+    (tree / "proc/driver/nvidia").mkdir(parents=True)
+    (tree / "proc/driver/nvidia/version").write_text(
+        "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.159.04\n")
+    channels = tree / "dev/nvidia-caps-imex-channels"
+    channels.mkdir(parents=True)
+    try:
+        os.mknod(channels / "channel0", 0o600 | stat.S_IFCHR, os.makedev(234, 0))
+    except PermissionError:
+        pytest.skip("creating a character device needs CAP_MKNOD")
+    (tree / "dev/nvidiactl").write_text("")  # the rest of /dev never enters a snapshot
+    out = tmp_path / "imex.tar.gz"
+    result = take(out, root=str(tree), nvml="off")
+    assert result.facts.sections["nvidia_driver"]["imex_channels"] == 1
+    names = members(out)
+    channel = names["root/dev/nvidia-caps-imex-channels/channel0"]
+    assert channel.isreg() and channel.size == 0
+    assert not any(n.startswith("root/dev/") and "imex" not in n for n in names)
+    assert replay(out)["nvidia_driver"]["imex_channels"] == 1

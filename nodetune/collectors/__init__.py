@@ -135,4 +135,4 @@ def gather(ctx: Context, only: tuple[str, ...] | None = None) -> NodeFacts:
         ctx.results[name] = facts
         sections.update(collector.to_sections(facts))
         status[name] = CollectorStatus(True, time.perf_counter() - start)
-    return NodeFacts(results=ctx.results, status=status, sections=sections, root=ctx.root.root)
+    return NodeFacts(results=ctx.results, status=status, sections=sections, root=ctx.root.name)

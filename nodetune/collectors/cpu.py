@@ -7,7 +7,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nodetune.collectors import Context, register
-from nodetune.collectors.cpuset import CPU_DIR, cpu_to_node, node_cpus, online_cpus, present_cpus
+from nodetune.collectors.cpuset import (
+    CPU_DIR,
+    cpu_dirs,
+    cpu_to_node,
+    node_cpus,
+    online_cpus,
+    present_cpus,
+)
 from nodetune.collectors.sysfs import FactNotes
 from nodetune.errors import CollectorError
 from nodetune.facts import cpulist
@@ -50,6 +57,14 @@ class CpuInfo:
 
 
 @dataclass(frozen=True, kw_only=True)
+class CacheGroup:
+    """CPUs sharing one cache (an L2 or L3 of sysfs `cpu*/cache/index*`)."""
+
+    level: int
+    cpus: list[int]
+
+
+@dataclass(frozen=True, kw_only=True)
 class CpuFacts(FactSet):
     architecture: str | None = None
     vendor: str | None = None
@@ -77,6 +92,7 @@ class CpuFacts(FactSet):
     cpuidle_driver: str | None = None
     cstates: list[CState] = field(default_factory=list)
     cstates_enabled: list[str] = field(default_factory=list)
+    cache_groups: list[CacheGroup] = field(default_factory=list)  # outermost level first
 
 
 # -- pure parsers ------------------------------------------------------------------------------
@@ -256,12 +272,12 @@ def _cpufreq(root: HostRoot, notes: FactNotes, online: list[int]) -> dict[str, A
         else:
             notes.missing(fact, f"{src} has no {fact} file (driver {out['frequency_driver']})")
     out["energy_performance_preference"] = common_value(epps)
-    for fact, values, pick, name in (("min_freq_khz", mins, min, "scaling_min_freq"),
-                                     ("max_freq_khz", maxs, max, "scaling_max_freq"),
-                                     ("cpuinfo_min_freq_khz", hw_mins, min, "cpuinfo_min_freq"),
-                                     ("cpuinfo_max_freq_khz", hw_maxs, max, "cpuinfo_max_freq")):
-        out[fact] = pick(values) if values else None
-        if values:
+    for fact, found, pick, name in (("min_freq_khz", mins, min, "scaling_min_freq"),
+                                    ("max_freq_khz", maxs, max, "scaling_max_freq"),
+                                    ("cpuinfo_min_freq_khz", hw_mins, min, "cpuinfo_min_freq"),
+                                    ("cpuinfo_max_freq_khz", hw_maxs, max, "cpuinfo_max_freq")):
+        out[fact] = pick(found) if found else None
+        if found:
             notes.source(fact, f"{src}/{name}")
         else:
             notes.missing(fact, f"no {src}/{name}")
@@ -321,6 +337,46 @@ def _cstates(root: HostRoot, notes: FactNotes, online: list[int]) -> dict[str, A
     return out
 
 
+def _cache_groups(root: HostRoot, notes: FactNotes) -> list[CacheGroup]:
+    """The CPU sets sharing each L2 and L3 cache, outermost level first (what hwloc nests
+    between a NUMA node and its cores)."""
+    by_level: dict[int, set[tuple[int, ...]]] = {}
+    covered: dict[str, set[int]] = {}  # index name -> CPUs already in one of its groups
+    # The kernel numbers a CPU's caches by level (L1d, L1i, L2, L3 from CPUID leaf 4 on x86,
+    # from the device tree or PPTT on Arm), so an index that holds an L1 on one CPU holds an L1
+    # on every CPU: read once, not once per CPU (a 256-thread host has 512 of them).
+    first_level: set[str] = set()
+    for cpu in cpu_dirs(root):
+        base = f"{CPU_DIR}/cpu{cpu}/cache"
+        for index in root.listdir(base):
+            if not index.startswith("index") or index in first_level or \
+                    cpu in covered.get(index, ()):
+                continue  # every member of a group lists the same shared_cpu_list: read it once
+            level = root.read_int(f"{base}/{index}/level", None)
+            if level == 1:
+                first_level.add(index)
+            if level is None or level < 2:
+                continue
+            shared = root.read_str(f"{base}/{index}/shared_cpu_list", None)
+            if shared is not None:
+                group = tuple(cpulist.parse(shared))
+            else:  # older kernels have only the mask (the hwloc gathers 16em64t, 256ppc)
+                mask = root.read_str(f"{base}/{index}/shared_cpu_map", None)
+                group = tuple(cpulist.parse_mask(mask)) if mask else ()
+            if not group:
+                continue
+            covered.setdefault(index, set()).update(group)
+            by_level.setdefault(level, set()).add(group)
+    if not by_level:
+        notes.missing("cache_groups", f"no {CPU_DIR}/cpu*/cache/index*/shared_cpu_list (or "
+                                      "shared_cpu_map) of an L2 or L3 cache in this tree")
+        return []
+    notes.source("cache_groups", f"{CPU_DIR}/cpu*/cache/index*/level,shared_cpu_list (or "
+                                 "shared_cpu_map)")
+    return [CacheGroup(level=level, cpus=list(group))
+            for level in sorted(by_level, reverse=True) for group in sorted(by_level[level])]
+
+
 def _special_cpus(root: HostRoot, notes: FactNotes, fact: str, cmd_key: str) -> list[int]:
     path = f"{CPU_DIR}/{fact}"
     text = root.read_str(path, None)
@@ -347,7 +403,7 @@ class CpuCollector:
         online_set = online_cpus(root)
         if online_set is None:
             raise CollectorError(f"cannot tell the online CPUs: no {CPU_DIR}, /proc/stat or "
-                                 "/proc/cpuinfo under " + root.root,
+                                 "/proc/cpuinfo under " + root.name,
                                  fix="point --root at a tree that has sys/ and proc/")
         online = online_set.ids
         notes.source("online", online_set.source)
@@ -403,6 +459,7 @@ class CpuCollector:
             cpuinfo_max_freq_khz=freq.get("cpuinfo_max_freq_khz"),
             cpuidle_driver=idle["cpuidle_driver"], cstates=idle["cstates"],
             cstates_enabled=idle["cstates_enabled"],
+            cache_groups=_cache_groups(root, notes),
             sources=notes.sources, unknown=notes.unknown,
         )
 

@@ -127,6 +127,7 @@ class Gpu:
     driver: str | None  # kernel driver bound in sysfs: "nvidia", "vfio-pci", ...
     performance_state: int | None  # P-state: 0 is full speed; idle GPUs drop PCIe speed
     memory_numa_node: int | None  # NUMA node of the GPU's own memory (Grace coherent systems)
+    device_minor: int | None  # N of the GPU's /dev/nvidiaN
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -158,6 +159,7 @@ class _SysfsGpu:
     driver: str | None
     name: str | None
     uuid: str | None
+    minor: int | None  # "Device Minor" of the driver's information file
 
 
 def find_sysfs_gpus(root: HostRoot) -> list[_SysfsGpu]:
@@ -201,12 +203,18 @@ def _read_sysfs_gpu(root: HostRoot, address: str) -> _SysfsGpu:
         driver=driver.rstrip("/").rsplit("/", 1)[-1] if driver else None,
         name=info.get("Model"),
         uuid=info.get("GPU UUID"),
+        minor=int(info["Device Minor"]) if info.get("Device Minor", "").isdigit() else None,
     )
 
 
+def driver_info_path(address: str) -> str:
+    return f"/proc/driver/nvidia/gpus/{address}/information"
+
+
 def _driver_info(root: HostRoot, address: str) -> dict[str, str]:
-    """The NVIDIA driver's own description of a GPU (Model, GPU UUID, ...), when loaded."""
-    text = root.read_text(f"/proc/driver/nvidia/gpus/{address}/information", "")
+    """The NVIDIA driver's own description of a GPU (Model, GPU UUID, Device Minor, ...),
+    when loaded."""
+    text = root.read_text(driver_info_path(address), "")
     out = {}
     for line in text.splitlines():
         key, sep, value = line.partition(":")
@@ -278,7 +286,7 @@ class _Builder:
 
     def build(self, index: int | None, root: HostRoot) -> Gpu:
         nv, sy = self.nvml, self.sysfs
-        address = sy.address if sy else normalize_bus_id(nv["pci_bus_id"]) if nv else "?"
+        address = sy.address if sy else (normalize_bus_id(nv["pci_bus_id"]) if nv else None) or "?"
         reasons_mask = self.n("clock_event_reasons", "clock_event_reasons_mask")
         return Gpu(
             index=index,
@@ -319,6 +327,7 @@ class _Builder:
             driver=sy.driver if sy else None,
             performance_state=self.n("performance_state"),
             memory_numa_node=self.n("memory_numa_node", "numa_node"),
+            device_minor=self._device_minor(),
         )
 
     def _named(self, fact: str) -> str | None:
@@ -328,6 +337,19 @@ class _Builder:
         if value is None:
             self.why(fact)
         return value
+
+    def _device_minor(self) -> int | None:
+        """From the driver's information file, else NVML's minor number."""
+        if self.sysfs is not None and self.sysfs.minor is not None:
+            return self.sysfs.minor
+        value = (self.nvml or {}).get("minor_number")
+        if isinstance(value, int):
+            return value
+        where = driver_info_path(self.sysfs.address) if self.sysfs else "the driver's " \
+            "information file (the GPU is not in sysfs)"
+        nvml = "NVML did not report it" if self.nvml is not None else f"no NVML ({self.no_nvml})"
+        self.unknown[f"gpus.{self.slot}.device_minor"] = f"no Device Minor in {where}; {nvml}"
+        return None
 
     def _numa_node(self, root: HostRoot) -> int | None:
         sy = self.sysfs
@@ -464,8 +486,8 @@ def _field_sources(with_nvml: bool) -> dict[str, str]:
         "gpus.*.driver": f"{base}/driver",
     }
     if not with_nvml:
-        info = "/proc/driver/nvidia/gpus/<address>/information"
-        out.update({"gpus.*.name": info, "gpus.*.uuid": info,
+        info = driver_info_path("<address>")
+        out.update({"gpus.*.name": info, "gpus.*.uuid": info, "gpus.*.device_minor": info,
                     "gpus.*.pcie": f"{base}/current_link_speed,current_link_width,"
                                    "max_link_speed,max_link_width"})
         return out
@@ -491,6 +513,7 @@ def _field_sources(with_nvml: bool) -> dict[str, str]:
         "gpus.*.fabric": "nvmlDeviceGetGpuFabricInfoV",
         "gpus.*.performance_state": "nvmlDeviceGetPerformanceState",
         "gpus.*.memory_numa_node": "nvmlDeviceGetNumaNodeId",
+        "gpus.*.device_minor": f"{driver_info_path('<address>')}, else nvmlDeviceGetMinorNumber",
     })
     return out
 

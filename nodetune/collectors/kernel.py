@@ -48,6 +48,7 @@ class Iommu:
 class KernelFacts(FactSet):
     release: str | None = None
     version: str | None = None
+    hostname: str | None = None
     cmdline: str | None = None
     cmdline_args: Annotated[dict[str, str | bool], Keyed("arg")] = field(default_factory=dict)
     modules: list[str] | None = None
@@ -124,6 +125,10 @@ def iommu_mode_from_cmdline(args: dict[str, str | bool]) -> str | None:
     return None
 
 
+HOSTNAME_FILE = "/proc/sys/kernel/hostname"
+UNSET_HOSTNAME = "(none)"  # the kernel's nodename until something sets it (init/version.c)
+
+
 # -- reading -----------------------------------------------------------------------------------
 def read_mounts(root: HostRoot) -> tuple[list[tuple[str, str, str, str]] | None, str | None]:
     for path in ("/proc/self/mounts", "/proc/mounts"):
@@ -146,6 +151,16 @@ def _sysctls(root: HostRoot, keys: list[str]) -> dict[str, str]:
         if text is not None:
             values[key] = normalize_value(text)
     return values
+
+
+def _hostname(root: HostRoot, notes: FactNotes) -> str | None:
+    """The kernel's host name, as `hostname` prints it (the reader's UTS namespace on a live
+    host, so a container sees its own name unless it shares the host's)."""
+    name = notes.text("hostname", HOSTNAME_FILE)
+    if name == UNSET_HOSTNAME or name == "":
+        notes.missing("hostname", f"{HOSTNAME_FILE} says the host name is not set ({name!r})")
+        return None
+    return name
 
 
 def _iommu(root: HostRoot, notes: FactNotes, args: dict[str, str | bool] | None) -> Iommu:
@@ -226,6 +241,7 @@ class KernelCollector:
                 notes.missing(fact, "neither /proc/sys/kernel/os* nor /proc/version is present")
             else:
                 notes.source(fact, "/proc/sys/kernel, /proc/version")
+        hostname = _hostname(root, notes)
         cmdline = notes.text("cmdline", "/proc/cmdline")
         args = parse_cmdline(cmdline) if cmdline is not None else None
         if args is not None:
@@ -266,8 +282,9 @@ class KernelCollector:
             notes.missing("cgroup_version", "no cgroup mount in /proc/mounts and no "
                                             "/sys/fs/cgroup/cgroup.controllers")
         return KernelFacts(
-            release=release, version=version, cmdline=cmdline, cmdline_args=args or {},
-            modules=modules, sysctl=sysctl, persisted=persisted, cgroup_version=cgroup,
+            release=release, version=version, hostname=hostname, cmdline=cmdline,
+            cmdline_args=args or {}, modules=modules, sysctl=sysctl, persisted=persisted,
+            cgroup_version=cgroup,
             iommu=_iommu(root, notes, args), virtualization=_virtualization(root, notes),
             sources=notes.sources, unknown=notes.unknown,
         )

@@ -123,7 +123,7 @@ class MemoryCollector:
         notes = FactNotes(root)
         text = root.read_text("/proc/meminfo", None)
         if text is None and not root.isdir("/sys/kernel/mm"):
-            raise CollectorError(f"cannot read /proc/meminfo under {root.root}",
+            raise CollectorError(f"cannot read /proc/meminfo under {root.name}",
                                  fix="point --root at a tree that has proc/meminfo")
         mem = parse_meminfo(text) if text is not None else {}
         for fact, key in (("total_bytes", "MemTotal"), ("available_bytes", "MemAvailable"),

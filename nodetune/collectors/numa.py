@@ -116,7 +116,7 @@ class NumaCollector:
         notes = FactNotes(root)
         online = online_cpus(root)
         if online is None:
-            raise CollectorError(f"cannot tell the online CPUs under {root.root}",
+            raise CollectorError(f"cannot tell the online CPUs under {root.name}",
                                  fix="point --root at a tree that has sys/ and proc/")
         mapping = node_cpus(root, online.ids)
         notes.source("nodes", mapping.source)

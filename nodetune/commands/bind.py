@@ -38,9 +38,8 @@ def cmd(ctx: click.Context, local_rank: int | None, dry_run: bool, as_json: bool
     """
     from nodetune.errors import NodetuneError
     from nodetune.node.source import open_node
-    from nodetune.placement import binding
+    from nodetune.placement import binding, inputs
     from nodetune.placement import plan as placement
-    from nodetune.placement import source as placement_source
 
     if not command and not (dry_run or as_json):
         raise click.UsageError("give the command to run after --, or --dry-run")
@@ -49,14 +48,13 @@ def cmd(ctx: click.Context, local_rank: int | None, dry_run: bool, as_json: bool
     only = COLLECTORS + (NIC_COLLECTORS if nic_env else ())
     with open_node(root=root, snapshot=snapshot, nvml=nvml) as node:
         facts = node.facts(only=only).to_json()
-        host = getattr(node, "root", None)
-        drivers = placement_source.driver_gpus(host)
-        live = bool(host is not None and host.is_live)
-    topo = placement_source.topology_doc(facts) if nic_env else None
+        live = node.root.is_live
+    topo = inputs.topology_doc(facts) if nic_env else None
     plan = placement.compute(facts, topo, reserve=False)
     index_of = {g.pci_address: g.index for g in plan.gpus}
-    index_of_minor = {int(v["minor"]): index_of[a] for a, v in drivers.items()
-                      if "minor" in v and a in index_of}
+    index_of_minor = {minor: index_of[address]
+                      for address, minor in inputs.device_minors(facts).items()
+                      if address in index_of}
     here = live or not (dry_run or as_json)  # the plan will run on this machine's CPUs
     rank_plan = binding.plan_rank(
         plan, os.environ, rank=local_rank, mem_policy=mem_policy, nic_env=nic_env,

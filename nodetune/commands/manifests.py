@@ -51,17 +51,14 @@ def cmd(target: str, output_dir: str | None, as_json: bool, node_name: str | Non
     from nodetune.errors import NoData
     from nodetune.manifests import Options, render
     from nodetune.node.source import open_node
+    from nodetune.placement import inputs
     from nodetune.placement import plan as placement
-    from nodetune.placement import source as placement_source
 
     with open_node(root=root, snapshot=snapshot, nvml=nvml) as node:
         facts = node.facts().to_json()
-        host = getattr(node, "root", None)
-        drivers = placement_source.driver_gpus(host)
-        name = node_name or placement_source.host_name(host)
-        caches = placement_source.cache_groups(host)
-    plan = placement.compute(facts, placement_source.topology_doc(facts),
-                             reserve_cores=reserve_cores, cache_groups=caches)
+    name = node_name or inputs.node_name(facts)
+    minors = inputs.device_minors(facts)
+    plan = placement.compute(facts, inputs.topology_doc(facts), reserve_cores=reserve_cores)
     targets = list(TARGETS) if target == "all" else [target]
     if not plan.gpus and target in GPU_TARGETS:
         raise NoData(f"no GPUs found on this node, so there is nothing to pin for {target}",
@@ -70,8 +67,8 @@ def cmd(target: str, output_dir: str | None, as_json: bool, node_name: str | Non
     options = Options(
         node_name=name or "node", namespace=namespace, rdma_resource=rdma_resource,
         interval=interval, taint_unhealthy=taint_unhealthy,
-        gpu_minors={g.index: int(drivers[g.pci_address]["minor"]) for g in plan.gpus
-                    if "minor" in drivers.get(g.pci_address or "", {})},
+        gpu_minors={g.index: minors[g.pci_address] for g in plan.gpus
+                    if g.pci_address is not None and g.pci_address in minors},
         memory_total_bytes=int((facts.get("memory") or {}).get("total_bytes") or 0),
         sockets=cpu.get("sockets"))
     if image:

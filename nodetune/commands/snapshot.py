@@ -22,8 +22,11 @@ def cmd(root: str | None, snapshot: str | None, nvml: str, output: str, as_json:
     any machine, with or without a GPU: `nodetune facts --from FILE.tar.gz`.
     """
     from nodetune.node import snapshot as snap
+    from nodetune.node.source import open_node
 
-    result = snap.take(output, root=root, snapshot=snapshot, nvml=nvml)
+    snap.check_output(output)
+    with open_node(root=root, snapshot=snapshot, nvml=nvml) as node:
+        result = snap.take(output, node)
     failed = {name: st.error for name, st in result.facts.status.items()
               if not st.ok and not st.no_data}
     if as_json:

@@ -29,8 +29,12 @@ MAX_LINK_HOPS = 40  # as the kernel's limit on nested symlinks (MAXSYMLINKS)
 class HostRoot:
     """A host filesystem rooted at `root` (default: the live host)."""
 
-    def __init__(self, root: str = "/", *, recording: bool = False) -> None:
+    def __init__(self, root: str = "/", *, recording: bool = False,
+                 name: str | None = None) -> None:
         self.root = os.path.abspath(root)
+        # How facts and messages name this tree: its path, or "snapshot:FILE" for a replay
+        # (whether the snapshot is held in memory or unpacked into a temporary directory).
+        self.name = name or self.root
         self.is_live = self.root == "/"
         self.recording = recording
         self.read_files: set[str] = set()

@@ -21,8 +21,8 @@ from nodetune.node.hostroot import HostRoot
 
 class MemoryRoot(HostRoot):
     def __init__(self, label: str, entries: dict[str, tuple[str, Any]]) -> None:
-        super().__init__("/")
-        self.root = label  # shown where a tree's location is reported
+        super().__init__("/", name=label)
+        self.root = label
         self.is_live = False
         self.entries = entries  # host path -> ("dir", None) | ("file", bytes) | ("link", target)
         children: dict[str, list[str]] = {}

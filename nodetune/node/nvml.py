@@ -275,6 +275,7 @@ class _DeviceReader:
             "pci_bus_id": _text(getattr(pci, "busId", None)) or "",
             "name": _text(self.q("name", "nvmlDeviceGetName")),
             "uuid": _text(self.q("uuid", "nvmlDeviceGetUUID")),
+            "minor_number": self.q("minor_number", "nvmlDeviceGetMinorNumber"),
             "memory_total_bytes": getattr(memory, "total", None),
             "persistence_mode": _enabled(persistence),
             "ecc": self._ecc(),

@@ -14,8 +14,9 @@ read, listed, probed and resolved, then writes exactly that:
 Safe to share by construction: only allow-listed host paths enter `root/` (/proc without
 per-process directories, except the `comm` of the GPU daemons the services collector looks
 for; /sys without serial numbers and UUIDs; from /etc only sysctl, modprobe, modules-load,
-grub and kernel command line files, systemd unit links and os-release), the kernel log only as
-its NVIDIA Xid lines, no environment, no command lines, no NVML serial numbers.
+grub and kernel command line files, systemd unit links and os-release; from /dev only the
+names of the IMEX channel devices), the kernel log only as its NVIDIA Xid lines, no environment,
+no command lines, no NVML serial numbers. docs/snapshots.md lists it all.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import gzip
 import io
 import json
 import os
+import platform
 import posixpath
 import re
 import shutil
@@ -35,12 +37,19 @@ import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Final
 
+from nodetune import __version__
+from nodetune.collectors import NodeFacts, kernel_log
+from nodetune.collectors.gpu import GpuFacts
+from nodetune.collectors.services import COMM_LEN, SERVICES
 from nodetune.errors import NodetuneError, SourceError
 from nodetune.node.hostroot import HostRoot
 from nodetune.node.memroot import MemoryRoot, tree_document
+from nodetune.node.model import Node
+from nodetune.node.nvml import RecordedNvml
 from nodetune.schemas import SNAPSHOT_SCHEMA
 
 META: Final = "meta.json"
@@ -62,6 +71,7 @@ ALLOWED_ELSEWHERE: Final = (
     "/etc/systemd/system", "/run/systemd/system", "/usr/local/lib/systemd/system",
     "/usr/lib/systemd/system", "/lib/systemd/system", "/run/systemd/container",
     "/etc/os-release", "/usr/lib/os-release",
+    "/dev/nvidia-caps-imex-channels",  # channel device names only, kept as empty files
 )
 # Never, even under an allowed prefix.
 DENIED: Final = (
@@ -123,7 +133,8 @@ class CachingNvml:
     def dump(self) -> dict[str, Any]:
         if self.recorded is None:
             self.recorded = self.backend.dump()
-        return json.loads(json.dumps(self.recorded))
+        copy: dict[str, Any] = json.loads(json.dumps(self.recorded))
+        return copy
 
     def close(self) -> None:
         self.backend.close()
@@ -131,8 +142,6 @@ class CachingNvml:
 
 def service_process_names() -> frozenset[str]:
     """The /proc/<pid>/comm values the services collector looks for."""
-    from nodetune.collectors.services import COMM_LEN, SERVICES
-
     return frozenset(comm[:COMM_LEN] for comm in SERVICES.values())
 
 
@@ -266,6 +275,8 @@ class _Planner:
             return _Entry("dir")
         if stat.S_ISLNK(mode):
             return _Entry("link", target=os.readlink(self.src.path(hostpath)))
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+            return _Entry("file")  # a device node: its name is the fact, never its data
         return _Entry("file") if stat.S_ISREG(mode) else None
 
     def build(self) -> Plan:
@@ -319,12 +330,10 @@ class _Planner:
             self.plan.put(resolved, leaf)
 
 
-def kernel_log_files(src: CapturingRoot, facts: Any) -> dict[str, bytes]:
+def kernel_log_files(src: CapturingRoot, facts: NodeFacts) -> dict[str, bytes]:
     """The kernel log the kernel_log collector read, reduced to its NVIDIA Xid/SXid lines."""
-    from nodetune.collectors import kernel_log
-
     result = facts.results.get("kernel_log")
-    if result is None:
+    if not isinstance(result, kernel_log.KernelLogFacts):
         return {}
     source = result.source
     if source == "/dev/kmsg":
@@ -372,20 +381,23 @@ class SnapshotResult:
     dirs: int
     excluded: list[str]
     nvml_recorded: bool
-    facts: Any  # the NodeFacts the collectors produced while capturing
+    facts: NodeFacts  # what the collectors produced while capturing
 
 
-def take(output: str, root: str | None = None, snapshot: str | None = None,
-         nvml: str = "auto") -> SnapshotResult:
-    """Collect every fact of a node and write the snapshot to `output`."""
-    from nodetune.node.source import open_node
-
+def check_output(output: str) -> None:
+    """Fail in one line, before anything is collected, when `output` cannot be written."""
     directory = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(directory):
         raise NodetuneError(f"cannot write {output}: {directory} is not a directory",
                             fix="create the directory or choose another -o path")
-    with open_node(root=root, snapshot=snapshot, nvml=nvml) as node, \
-            tempfile.TemporaryDirectory(prefix="nodetune-resnapshot-", dir=_memory_tmp()) as tmp:
+
+
+def take(output: str, node: Node) -> SnapshotResult:
+    """Collect every fact of an opened node (the live host, a --root tree or a replayed
+    snapshot) and write the snapshot to `output`. The node is read through a capturing root,
+    so it is spent afterwards."""
+    check_output(output)
+    with tempfile.TemporaryDirectory(prefix="nodetune-resnapshot-", dir=_memory_tmp()) as tmp:
         if isinstance(node.root, MemoryRoot):  # a snapshot of a snapshot: capture from disk
             node.root.materialize(tmp)
             src = CapturingRoot(tmp)
@@ -407,31 +419,24 @@ def take(output: str, root: str | None = None, snapshot: str | None = None,
                           facts=facts)
 
 
-def _meta(node: Any, src: CapturingRoot, facts: Any, plan: Plan, nvml_doc: dict[str, Any] | None,
-          backend: CachingNvml | None) -> dict[str, Any]:
-    import platform
-    import socket
-
-    from nodetune import __version__
-
+def _meta(node: Node, src: CapturingRoot, facts: NodeFacts, plan: Plan,
+          nvml_doc: dict[str, Any] | None, backend: CachingNvml | None) -> dict[str, Any]:
     def content(path: str) -> str | None:
         data = src.contents.get(path)
         if data is None:
-            data = src.read_str(path, "").encode() or None  # type: ignore[union-attr]
+            data = src.read_str(path, "").encode() or None
         return data.decode("utf-8", "replace").strip() if data else None
 
     try:
-        from importlib.metadata import version
-
         nvml_binding: str | None = version("nvidia-ml-py")
-    except Exception:
+    except PackageNotFoundError:
         nvml_binding = None
     kinds = [e.kind for e in plan.entries.values()]
     return {
         "schema": SNAPSHOT_SCHEMA,
         "nodetune_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "hostname": socket.gethostname() if src.is_live else content("/proc/sys/kernel/hostname"),
+        "hostname": facts.sections.get("kernel", {}).get("hostname"),
         "source": node.origin,
         "tools": {
             "python": platform.python_version(),
@@ -450,11 +455,11 @@ def _meta(node: Any, src: CapturingRoot, facts: Any, plan: Plan, nvml_doc: dict[
     }
 
 
-def _nvml_note(node: Any, facts: Any) -> str | None:
+def _nvml_note(node: Node, facts: NodeFacts) -> str | None:
     """Why NVML data is missing, as the gpu collector put it (its note also covers a dump that
     failed), so a replay without nvml.json reports the same."""
     gpu = facts.results.get("gpu")
-    return gpu.nvml.note if gpu is not None else node.nvml_note
+    return gpu.nvml.note if isinstance(gpu, GpuFacts) else node.nvml_note
 
 
 def write_archive(output: str, plan: Plan, meta: dict[str, Any],
@@ -537,8 +542,8 @@ def _inside_root(hostpath: str, target: str) -> bool:
 # -- replay ----------------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def open_snapshot(path: str) -> Iterator[Any]:
-    """Yield a source.Node replaying the snapshot: from its tree.json held in memory, or, for
+def open_snapshot(path: str) -> Iterator[Node]:
+    """Yield a Node replaying the snapshot: from its tree.json held in memory, or, for
     snapshots without one, from root/ unpacked safely into a temporary directory."""
     if not os.path.isfile(path):
         raise SourceError(f"snapshot {path} does not exist", fix=SNAPSHOT_FIX)
@@ -558,15 +563,14 @@ def open_snapshot(path: str) -> Iterator[Any]:
         meta = _read_meta(path, tmp)
         nvml_path = os.path.join(tmp, NVML_FILE)
         nvml_text = Path(nvml_path).read_bytes() if os.path.isfile(nvml_path) else None
-        yield _replay_node(path, meta, HostRoot(os.path.join(tmp, ROOT_DIR)), nvml_text)
+        root = HostRoot(os.path.join(tmp, ROOT_DIR), name=f"snapshot:{path}")
+        yield _replay_node(path, meta, root, nvml_text)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _replay_node(path: str, meta: dict[str, Any], root: HostRoot, nvml_text: bytes | None) -> Any:
-    from nodetune.node.nvml import RecordedNvml
-    from nodetune.node.source import Node
-
+def _replay_node(path: str, meta: dict[str, Any], root: HostRoot,
+                 nvml_text: bytes | None) -> Node:
     nvml = None
     if nvml_text is not None:
         recorded = RecordedNvml.from_text(nvml_text, f"{path}:{NVML_FILE}")
@@ -638,7 +642,8 @@ def _unpack(path: str, dest: str) -> None:
                     os.makedirs(os.path.dirname(target), exist_ok=True)
                     source = tar.extractfile(member)
                     with open(target, "wb") as out:
-                        shutil.copyfileobj(source, out)  # type: ignore[misc]
+                        if source is not None:
+                            shutil.copyfileobj(source, out)
                 else:
                     links.append(member)
             for member in links:
@@ -707,6 +712,6 @@ def _parse_meta(path: str, data: bytes | None) -> dict[str, Any]:
     except ValueError as exc:
         raise _bad(path, f"{META} is not JSON ({exc})") from None
     schema = meta.get("schema") if isinstance(meta, dict) else None
-    if schema != SNAPSHOT_SCHEMA:
+    if not isinstance(meta, dict) or schema != SNAPSHOT_SCHEMA:
         raise _bad(path, f"{META} has schema {schema!r}, expected {SNAPSHOT_SCHEMA!r}")
     return meta

@@ -204,6 +204,14 @@ def _numa_nodes(facts: Mapping[str, Any]) -> tuple[dict[int, dict[str, Any]], li
                 "distances": [10], "hugepages": {}}}, notes
 
 
+def _cache_levels(facts: Mapping[str, Any]) -> list[list[list[int]]]:
+    """`cpu.cache_groups` as CPU sets per cache level, outermost level first (L3, then L2)."""
+    by_level: dict[int, list[list[int]]] = {}
+    for group in (facts.get("cpu") or {}).get("cache_groups") or []:
+        by_level.setdefault(int(group["level"]), []).append(_ids(group.get("cpus")))
+    return [by_level[level] for level in sorted(by_level, reverse=True)]
+
+
 def _cores(inv: _Cpus, cache_groups: Sequence[Sequence[Iterable[int]]] = ()) -> list[Core]:
     """Group online CPUs into physical cores and number them as hwloc does (Core L#)."""
     groups: dict[tuple[Any, ...], list[int]] = {}
@@ -374,14 +382,13 @@ def _split(pool: list[Core], count: int) -> tuple[list[list[Core]], list[Core], 
 
 
 def compute(facts: Mapping[str, Any], topo: Mapping[str, Any] | None = None, *,
-            reserve_cores: int | None = None, reserve: bool = True,
-            cache_groups: Sequence[Sequence[Iterable[int]]] = ()) -> Placement:
-    """The placement plan of a node.
+            reserve_cores: int | None = None, reserve: bool = True) -> Placement:
+    """The placement plan of a node, from its facts document alone.
 
     `reserve_cores`: system cores to reserve per CPU NUMA node (default: one per 32 cores);
     `reserve=False` reserves nothing (for `nodetune bind`, where no kubelet shares the node).
-    `cache_groups`: CPU sets sharing each cache level, outermost first (L3, L2); they only
-    refine the logical core numbering Slurm uses.
+    The CPUs sharing each cache (`cpu.cache_groups`) refine the logical core numbering Slurm
+    uses, which orders the cores reserved and handed out.
     """
     notes: list[str] = []
     warnings: list[str] = []
@@ -396,7 +403,7 @@ def compute(facts: Mapping[str, Any], topo: Mapping[str, Any] | None = None, *,
         for c in inv.online:
             if inv.node_of.get(c) is None:
                 inv.node_of[c] = cpu_nodes[0]
-    cores = _cores(inv, cache_groups)
+    cores = _cores(inv, _cache_levels(facts))
 
     # Whole cores only: a core with an isolated thread is out, and so is the core itself.
     usable_cores = [c for c in cores if not inv.isolated.intersection(c.cpus)]
@@ -432,9 +439,9 @@ def compute(facts: Mapping[str, Any], topo: Mapping[str, Any] | None = None, *,
                      f"{cpu_nodes[0]}")
 
     by_node: dict[int, list[Core]] = {n: [] for n in cpu_nodes}
-    for c in usable_cores:
-        if c.numa_node in by_node:
-            by_node[c.numa_node].append(c)
+    for core in usable_cores:
+        if core.numa_node in by_node:
+            by_node[core.numa_node].append(core)
     gpus_on = {n: sorted(i for i, m in gpu_node.items() if m == n) for n in cpu_nodes}
     local_of = {int(g["index"]): set(_ids(g.get("local_cpus"))) for g in gpus}
     gpu_local = set().union(*local_of.values()) if local_of else set()

@@ -98,6 +98,7 @@ def draw(topo: Topology, path: str, fmt: str = "png", title: str | None = None) 
 
     matplotlib.use("Agg")
     matplotlib.rcParams["svg.fonttype"] = "none"  # SVG text stays text: searchable, smaller
+    matplotlib.rcParams["svg.hashsalt"] = "nodetune"  # stable element ids: same node, same SVG
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyBboxPatch
 
@@ -258,7 +259,10 @@ def draw(topo: Topology, path: str, fmt: str = "png", title: str | None = None) 
     if title:
         ax.text(0, 1.25, title, ha="left", va="center", fontsize=12, fontweight="bold")
     try:
-        fig.savefig(path, format=fmt, dpi=110, bbox_inches="tight")
+        # No creation date in the file (PNG has none by default), so a drawing depends on
+        # the node only.
+        metadata = {"Date": None} if fmt == "svg" else None
+        fig.savefig(path, format=fmt, dpi=110, bbox_inches="tight", metadata=metadata)
     except OSError as exc:
         raise RenderError(f"cannot write the topology diagram to {path}: {exc.strerror or exc}",
                           fix="choose a writable path for --png/--svg") from None

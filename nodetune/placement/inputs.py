@@ -1,0 +1,30 @@
+"""What `nodetune manifests` and `nodetune bind` take from a node's facts besides the CPUs.
+
+All of it comes from the facts document, never from the host: the topology (nearest NIC,
+NVLink counts), each GPU's /dev/nvidiaN minor (`gpus[*].device_minor`) and the host name
+(`kernel.hostname`). So `--root TREE` and `--from SNAPSHOT` of one node give the same output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from nodetune.facts.topology import build_topology
+
+
+def topology_doc(facts: Mapping[str, Any]) -> dict[str, Any]:
+    """The `nodetune.topo/1` document for these facts."""
+    return build_topology(dict(facts)).to_json()
+
+
+def device_minors(facts: Mapping[str, Any]) -> dict[str, int]:
+    """PCI address -> N of /dev/nvidiaN, for the GPUs whose minor is known."""
+    return {str(g["pci_address"]): int(g["device_minor"]) for g in facts.get("gpus") or []
+            if g.get("pci_address") and isinstance(g.get("device_minor"), int)}
+
+
+def node_name(facts: Mapping[str, Any]) -> str | None:
+    """The short host name (Slurm's NodeName, the kubelet's node name), or None when unknown."""
+    name = (facts.get("kernel") or {}).get("hostname")
+    return str(name).split(".")[0] or None if name else None
