@@ -243,7 +243,7 @@ def _run_once(opts: object, bench: object, publish: object, as_json: bool) -> in
 
 
 def _publisher(mode: str, node_name: str | None, taint: bool, log: logging.Logger):  # type: ignore[no-untyped-def]
-    from nodetune.errors import NodetuneError
+    from nodetune.errors import MissingExtra, NodetuneError
 
     in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
     if mode == "off" or (mode == "auto" and not in_cluster):
@@ -260,6 +260,8 @@ def _publisher(mode: str, node_name: str | None, taint: bool, log: logging.Logge
 
     try:
         publisher = NodePublisher.in_cluster(node_name, taint)
+    except MissingExtra:
+        raise
     except Exception as exc:
         raise NodetuneError(
             f"cannot load a Kubernetes configuration: {exc}",
