@@ -6,13 +6,14 @@ import json
 import os
 import threading
 import urllib.request
+from pathlib import Path
 
 from nodetune.agent import usage
 from nodetune.agent.server import AgentServer
 from nodetune.agent.state import AgentState
 
 
-def test_usage_counts_this_process_threads_and_files(tmp_path):
+def test_usage_counts_this_process_threads_and_files(tmp_path: Path) -> None:
     before = usage.current()
     assert before.rss_bytes > 10 * 2**20  # a Python interpreter with pytest loaded
     assert before.cpu_seconds > 0
@@ -30,7 +31,7 @@ def test_usage_counts_this_process_threads_and_files(tmp_path):
     assert during.open_fds == before.open_fds + 1
 
 
-def test_metrics_and_report_carry_the_agent_usage():
+def test_metrics_and_report_carry_the_agent_usage() -> None:
     state = AgentState()
     state.publish({"schema": "nodetune.agent-report/1", "collectors": {}}, 0.1)
     server = AgentServer(state, "127.0.0.1:0")
