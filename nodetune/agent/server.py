@@ -80,7 +80,7 @@ class AgentServer:
 def _handler_class(state: AgentState, registry: Any) -> type[BaseHTTPRequestHandler]:
     from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-    from nodetune.agent import usage
+    from nodetune.agent import usage  # psutil: the [agent] extra, checked by make_registry
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "nodetune-agent"
