@@ -8,12 +8,22 @@ from __future__ import annotations
 
 import sys
 
-if sys.argv[1:2] == ["check"] and sys.argv[0].endswith(("nodetune", "nodetune/__main__.py")):
+from nodetune import exitcodes
+from nodetune.errors import NodetuneError, debug_enabled, internal_error_line
+
+if sys.argv[1:2] == ["check"] and sys.argv[0].endswith(
+        ("nodetune", "nodetune/__main__.py", "nodetune/cli.py")):
     # `nodetune check` starts before every job: run it without importing click (it returns
     # only for --help or a command line that click should answer).
     from nodetune.check.fastpath import fast_main
 
-    fast_main(sys.argv[2:])
+    try:
+        fast_main(sys.argv[2:])
+    except Exception as exc:
+        if debug_enabled():
+            raise
+        sys.stderr.write(internal_error_line(exc) + "\n")
+        sys.exit(exitcodes.ERROR)
 
 import importlib
 from collections.abc import Callable
@@ -21,8 +31,7 @@ from typing import Any
 
 import click
 
-from nodetune import __version__, exitcodes
-from nodetune.errors import NodetuneError
+from nodetune import __version__
 
 # name -> (module under nodetune.commands, one-line help shown by `nodetune --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -112,4 +121,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(exitcodes.OK)
+    except Exception as exc:  # a bug: one line, not a traceback, unless NODETUNE_DEBUG is set
+        if debug_enabled():
+            raise
+        click.echo(internal_error_line(exc), err=True)
+        sys.exit(exitcodes.ERROR)
     sys.exit(rc if isinstance(rc, int) else exitcodes.OK)
+
+
+if __name__ == "__main__":  # `python -m nodetune.cli ...` behaves as `nodetune ...`
+    main()

@@ -6,7 +6,13 @@ what went wrong and, where there is one, how to fix it; the CLI prints both on o
 
 from __future__ import annotations
 
+import importlib
+import os
+from types import ModuleType
+
 from nodetune import exitcodes
+
+DEBUG_ENV = "NODETUNE_DEBUG"
 
 
 class NodetuneError(Exception):
@@ -58,3 +64,37 @@ class Refused(NodetuneError):
 
 class BenchError(NodetuneError):
     """A benchmark could not run (missing tool, no GPU, bad output)."""
+
+
+class MissingExtra(NodetuneError):
+    """An optional dependency is not installed: the command names the extra that provides it."""
+
+    def __init__(self, extra: str, module: str, reason: str) -> None:
+        super().__init__(f"this needs nodetune's [{extra}] extra ({reason})",
+                         fix=f"pip install 'nodetune[{extra}]'")
+        self.extra = extra
+        self.module = module
+
+
+def needs_extra(extra: str, module: str) -> ModuleType:
+    """Import `module`, which only the `extra` extra installs, or raise MissingExtra.
+
+    Call it where the optional package is first needed, so every command that does not need
+    the extra runs without it: `runner = needs_extra("apply", "ansible_runner")`.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingExtra(extra, module, str(exc)) from exc
+
+
+def debug_enabled() -> bool:
+    """NODETUNE_DEBUG=1: let unexpected exceptions show their traceback."""
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def internal_error_line(exc: BaseException) -> str:
+    """The one line printed for an exception nodetune did not expect (a bug)."""
+    text = " ".join(str(exc).split()) or "no message"
+    return (f"nodetune: internal error: {type(exc).__name__}: {text}; "
+            f"rerun with {DEBUG_ENV}=1 for the traceback")

@@ -2,6 +2,8 @@
 # Set up a fresh Debian machine and run nodetune's whole test suite.
 #   bash tests/run.sh            (as root, or with sudo available)
 # Extra arguments go to pytest, e.g. `bash tests/run.sh -k audit`.
+# It installs nodetune with every extra and the test and lint dependency groups into .venv
+# (or $NODETUNE_VENV); NODETUNE_SETUP_ONLY=1 stops after that.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,8 +20,10 @@ fi
 
 VENV="${NODETUNE_VENV:-.venv}"
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-"$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -e . pytest pytest-xdist ansible-lint kubernetes-validate
+# `--group` (PEP 735 dependency groups) needs pip 25.1 or later
+"$VENV/bin/python" -m pip install -q --upgrade 'pip>=25.1'
+"$VENV/bin/python" -m pip install -q -e '.[all]' --group test --group lint
+[ -z "${NODETUNE_SETUP_ONLY:-}" ] || exit 0  # .ci/run: set up, lint, then test
 
 export PATH="$PWD/$VENV/bin:$PATH"
 exec "$VENV/bin/python" -m pytest -n "${PYTEST_WORKERS:-2}" "$@"

@@ -265,7 +265,7 @@ def test_missing_ansible_is_named(monkeypatch):
     monkeypatch.setattr(apply.sys, "executable", "/nonexistent/bin/python")
     with pytest.raises(ApplyError, match="Ansible is not installed") as info:
         apply.ansible_playbook()
-    assert "pip install ansible-core ansible-runner" in info.value.one_line()
+    assert "pip install 'nodetune[apply]'" in info.value.one_line()
 
 
 def test_rollback_without_state_file_is_a_one_line_error(tmp_path):

@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from nodetune.errors import needs_extra
+
 LABEL_PROFILE = "nodetune.io/profile"
 LABEL_COMPLIANT = "nodetune.io/compliant"
 LABEL_HEALTHY = "nodetune.io/healthy"
@@ -162,6 +164,8 @@ class NodePublisher:
 
     @classmethod
     def in_cluster(cls, node_name: str, taint_unhealthy: bool) -> NodePublisher:
+        # optional: the [agent] extra; the patch planning above needs no client
+        needs_extra("agent", "kubernetes")
         from kubernetes import client, config
 
         try:

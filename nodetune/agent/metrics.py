@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from nodetune import __version__
+from nodetune.agent import usage
 from nodetune.agent.state import AgentState
 
 PASS_VALUES = {"pass": 1.0, "fail": 0.0}
@@ -43,6 +44,7 @@ class ReportCollector:
             "1 once the first cycle has finished",
             value=1.0 if report is not None else 0.0,
         )
+        yield from usage.metric_families(usage.current())
         if counters["last_success_at"] is not None:
             yield GaugeMetricFamily(
                 "nodetune_last_run_timestamp_seconds",

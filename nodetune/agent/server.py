@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from nodetune.agent.state import AgentState
-from nodetune.errors import NodetuneError
+from nodetune.errors import NodetuneError, needs_extra
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -23,6 +23,9 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 
 def make_registry(state: AgentState) -> Any:
+    # optional: the [agent] extra serves /metrics; `agent --once` runs without it
+    needs_extra("agent", "prometheus_client")
+    needs_extra("agent", "psutil")
     from prometheus_client import CollectorRegistry, ProcessCollector
 
     from nodetune.agent.metrics import ReportCollector
@@ -77,6 +80,8 @@ class AgentServer:
 def _handler_class(state: AgentState, registry: Any) -> type[BaseHTTPRequestHandler]:
     from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+    from nodetune.agent import usage  # psutil: the [agent] extra, checked by make_registry
+
     class Handler(BaseHTTPRequestHandler):
         server_version = "nodetune-agent"
 
@@ -103,6 +108,7 @@ def _handler_class(state: AgentState, registry: Any) -> type[BaseHTTPRequestHand
                     self._send(503, b"first cycle not finished\n", "text/plain; charset=utf-8")
             elif path == "/report":
                 report, counters = state.snapshot()
+                counters["usage"] = usage.current().as_dict()
                 if report is None:
                     body = {"error": "first cycle not finished", "agent": counters}
                     self._send(503, json.dumps(body).encode(), "application/json")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nodetune.errors import ApplyError
+from nodetune.errors import ApplyError, needs_extra
 
 log = logging.getLogger("nodetune.ansible")
 
@@ -102,7 +102,7 @@ def ansible_playbook() -> str:
     if beside.is_file():
         return str(beside)
     raise ApplyError("Ansible is not installed: ansible-playbook was not found",
-                     fix="pip install ansible-core ansible-runner (nodetune's dependencies)")
+                     fix="pip install 'nodetune[apply]'")
 
 
 def runner_env(private: str, binary: str) -> dict[str, str]:
@@ -121,12 +121,8 @@ def runner_env(private: str, binary: str) -> dict[str, str]:
 
 
 def _runner() -> Any:
-    try:
-        import ansible_runner
-    except ImportError as exc:
-        raise ApplyError(f"ansible-runner is not installed ({exc})",
-                         fix="pip install ansible-core ansible-runner") from exc
-    return ansible_runner
+    # optional: the [apply] extra; `apply --render-only` writes the project without it
+    return needs_extra("apply", "ansible_runner")
 
 
 def run(project: Path, playbook: Path, inventory: Path, *, check: bool,

@@ -72,7 +72,7 @@ class AllReduceRunner(Runner):
             return f"allreduce: needs 2 or more GPUs, {count} selected"
         if self.backend(ctx) is None:
             return "allreduce: no NCCL runner; fix: put nccl-tests' all_reduce_perf on PATH, or " \
-                   "pip install cuda-bindings nvidia-nccl-cu12 (or PyTorch)"
+                   "pip install 'nodetune[gpu]' nvidia-nccl-cu12 (or PyTorch)"
         return None
 
     def build_argv(self, binary: str, sizes: tuple[int, ...], gpus: int, quick: bool) -> list[str]:

@@ -243,4 +243,4 @@ def load() -> CudaApi:
         except ImportError as exc:
             errors.append(f"{cls.name}: {exc}")
     raise BenchError("no CUDA runtime bindings (" + "; ".join(errors) + ")",
-                     fix="pip install cuda-bindings (or cupy)")
+                     fix="pip install 'nodetune[gpu]' (or cupy)")

@@ -103,8 +103,8 @@ class MemcpyRunner(Runner):
                        "build it from github.com/NVIDIA/nvbandwidth or drop --nvbandwidth"
             return None
         if cudart.available() is None:
-            return "memcpy: needs NVIDIA's CUDA Python bindings; fix: pip install cuda-bindings " \
-                   "(or cupy)"
+            return "memcpy: needs NVIDIA's CUDA Python bindings; fix: pip install " \
+                   "'nodetune[gpu]' (or cupy)"
         return None
 
     # -- nvbandwidth ---------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from nodetune.agent.state import AgentState
 from nodetune.check.operation import check_profile_dirs
 from nodetune.cli import node_options
 from nodetune.commands.audit import profile_options
-from nodetune.errors import NodetuneError
+from nodetune.errors import MissingExtra, NodetuneError
 from nodetune.node.hostroot import HostRoot
 from nodetune.schemas import AGENT_REPORT_SCHEMA
 from nodetune.views.output import emit_json
@@ -248,6 +248,8 @@ def _publisher(mode: str, node_name: str | None, taint: bool,
         )
     try:
         publisher = NodePublisher.in_cluster(node_name, taint)
+    except MissingExtra:
+        raise
     except Exception as exc:
         raise NodetuneError(
             f"cannot load a Kubernetes configuration: {exc}",

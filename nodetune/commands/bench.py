@@ -213,9 +213,6 @@ def _finish(results: list[Any], facts: dict[str, Any], options: Any, as_json: bo
 
         try:
             plot(plot_path, results, before)
-        except ImportError as exc:
-            raise BenchError(f"--plot needs matplotlib ({exc})", fix="pip install matplotlib") \
-                from exc
         except OSError as exc:
             raise BenchError(f"cannot write {plot_path}: {exc.strerror}",
                              fix="give a writable path to --plot") from exc

@@ -25,7 +25,7 @@ from typing import Any
 
 from nodetune import exitcodes
 from nodetune.apply.ansible import ansible_playbook
-from nodetune.errors import ApplyError, NodetuneError
+from nodetune.errors import ApplyError, NodetuneError, needs_extra
 from nodetune.fleet import lean
 from nodetune.schemas import (
     AUDIT_SCHEMA,
@@ -121,7 +121,7 @@ def _ansible_tool(name: str) -> str:
     path = Path(ansible_playbook()).with_name(name)
     if not path.is_file():
         raise ApplyError(f"Ansible is incomplete: {path} was not found",
-                         fix="pip install ansible-core ansible-runner (nodetune's dependencies)")
+                         fix="pip install 'nodetune[apply]'")
     return str(path)
 
 
@@ -247,11 +247,8 @@ def run(request: Request, on_host_done: Callable[[str, bool], None] | None = Non
     from nodetune.node.resources import data_dir
 
     binary = _ansible_tool("ansible-playbook")
-    try:
-        import ansible_runner
-    except ImportError as exc:
-        raise ApplyError(f"ansible-runner is not installed ({exc})",
-                         fix="pip install ansible-core ansible-runner") from exc
+    # optional: the [apply] extra; `fleet report` reads collected files without it
+    ansible_runner = needs_extra("apply", "ansible_runner")
     hosts = hosts if hosts is not None else list_hosts(request.inventory, request.limit)
     _prepare_out(request.out)
     events = _Events(request.full, on_host_done)

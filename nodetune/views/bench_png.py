@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from nodetune.bench import stats
 from nodetune.bench.results import Metric, SuiteResult, size_label
+from nodetune.errors import needs_extra
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -89,8 +90,7 @@ def bars(suites: list[SuiteResult], old: dict[str, Metric] | None) -> list[Bar]:
 
 
 def plot(path: str, suites: list[SuiteResult], baseline: list[SuiteResult] | None = None) -> None:
-    import matplotlib
-
+    matplotlib = needs_extra("plot", "matplotlib")  # optional: only `bench --plot` needs it
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -15,7 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nodetune.errors import NodetuneError
+from nodetune.errors import NodetuneError, needs_extra
 from nodetune.fleet.aggregate import Fleet
 from nodetune.fleet.report import natural
 from nodetune.views.fleet_text import hosts_text, num
@@ -146,8 +146,7 @@ def _strip_plot(slots: list[tuple[str, str]], stats: dict[Any, Any], fleet: Flee
 
 
 def render_html(doc: dict[str, Any], fleet: Fleet, top: int = 20) -> str:
-    import matplotlib
-
+    matplotlib = needs_extra("plot", "matplotlib")  # optional: `fleet report` text runs without it
     matplotlib.use("Agg", force=True)
     from nodetune.views.templating import render
 
@@ -164,11 +163,7 @@ def render_html(doc: dict[str, Any], fleet: Fleet, top: int = 20) -> str:
 
 
 def write_html(path: Path, doc: dict[str, Any], fleet: Fleet, top: int = 20) -> None:
-    try:
-        text = render_html(doc, fleet, top)
-    except ImportError as exc:
-        raise NodetuneError(f"--html needs matplotlib ({exc})", fix="pip install matplotlib") \
-            from exc
+    text = render_html(doc, fleet, top)
     try:
         path.write_text(text, encoding="utf-8")
     except OSError as exc:

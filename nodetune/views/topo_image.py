@@ -10,6 +10,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from nodetune.errors import RenderError, needs_extra
 from nodetune.facts.topology import format_cpus
 
 if TYPE_CHECKING:
@@ -94,15 +95,12 @@ def _label(dev: TopoDevice) -> str:
 
 def draw(topo: Topology, path: str, fmt: str = "png", title: str | None = None) -> None:
     """Write the diagram of `topo` to `path` as PNG or SVG."""
-    import matplotlib
-
+    matplotlib = needs_extra("plot", "matplotlib")  # optional: text `topo` runs without it
     matplotlib.use("Agg")
     matplotlib.rcParams["svg.fonttype"] = "none"  # SVG text stays text: searchable, smaller
     matplotlib.rcParams["svg.hashsalt"] = "nodetune"  # stable element ids: same node, same SVG
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyBboxPatch
-
-    from nodetune.errors import RenderError
 
     nodes = [n for n in topo.numa if n.get("has_cpus")]
     panels: list[tuple[dict[str, Any] | None, list[_Cluster]]] = []
