@@ -9,7 +9,7 @@ A profile file (profiles/<name>.yaml):
     <section>:                       # cpu numa memory gpu pcie nic rdma storage kernel
       replace: false                 # true: drop the settings inherited in this section
       <setting>:                     # id "<section>.<setting>"
-        fact: ...                    # a rule (nodetune/rules/engine.py): operators, when, or,
+        fact: ...                    # a rule (docs/profiles.md): operators, when, or,
         equals: ...                  # severity, why, fix, remediation, disruption, persisted
         replace: false               # true: drop every inherited key of this setting
         disable: false               # true: drop the setting
@@ -50,16 +50,11 @@ from nodetune.errors import ProfileError
 from nodetune.facts.paths import is_known
 from nodetune.node.resources import data_dir
 from nodetune.profiles.yamldoc import YamlDoc, load
-from nodetune.rules.engine import (
-    OPERATORS,
-    Condition,
-    Rule,
-    condition_problems,
-    conditions_hold,
-    fact_references,
-    rule_problems,
-    variables_used,
-)
+from nodetune.rules.evaluation import conditions_hold
+from nodetune.rules.operators import OPERATORS, describe
+from nodetune.rules.rule import Condition, Rule
+from nodetune.rules.schema import condition_problems, rule_problems
+from nodetune.rules.templating import fact_references, variables_used
 
 SECTIONS: dict[str, str] = {  # section -> finding area
     "cpu": "cpu", "numa": "numa-memory", "memory": "numa-memory", "gpu": "gpu",
@@ -444,8 +439,6 @@ def load_all(library: Library) -> list[Profile]:
 
 def describe_rules(rules: Iterable[Rule]) -> list[dict[str, Any]]:
     """Settings as plain data (for `profiles show --json`)."""
-    from nodetune.rules.engine import describe
-
     out = []
     for r in rules:
         out.append({
