@@ -44,16 +44,33 @@ def finding(rule: Rule, ctx: Context, status: Status, item: Item | None,
             f"{label} is {actual}, expected {expected}")
     if status is Status.UNKNOWN and not message:
         message = f"{label} is {actual}"
-    remediation = None
-    if rule.remediation is not None and status is Status.FAIL:
-        remediation = substitute(dict(rule.remediation), ctx)
+    fix, remediation = _fix(rule, ctx, status, expect, item)
     return Finding(
         id=rule.id, area=rule.area, severity=rule.severity, status=status,
         subject=item.subject if item else None, fact=rule.fact, expected=expected,
         actual=actual, message=message, why=rule.why,
-        fix=substitute(rule.fix, ctx) if rule.fix else "",
+        fix=fix,
         persisted=persisted_text, needs_reboot=needs_reboot, disruption=rule.disruption,
         remediation=remediation, fault_code=rule.fault_code, action=rule.action)
+
+
+def _fix(rule: Rule, ctx: Context, status: Status, expect: Mapping[str, Any],
+         item: Item | None) -> tuple[str, dict[str, Any] | None]:
+    """The fix text and (for a failure) the remediation; a tunable derives both from the
+    value it writes, so the fix always satisfies the expectation it is reported against."""
+    if rule.remedy is None:
+        remediation = None
+        if rule.remediation is not None and status is Status.FAIL:
+            remediation = substitute(dict(rule.remediation), ctx)
+        return (substitute(rule.fix, ctx) if rule.fix else ""), remediation
+    ctx.wanted = rule.remedy.wanted(expect, item.value if item else None)
+    if ctx.wanted is None:  # an operand this node lacks: nothing to write
+        return (substitute(rule.fix, ctx) if rule.fix else ""), None
+    fix = substitute(rule.remedy.fix(ctx.wanted), ctx)
+    remediation = None
+    if status is Status.FAIL:
+        remediation = substitute(rule.remedy.remediation(ctx.wanted), ctx)
+    return fix, remediation
 
 
 def _label(path: str) -> str:

@@ -23,7 +23,7 @@ def as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list) else [value]
 
 
-def _number(value: Any) -> float | None:
+def number(value: Any) -> float | None:
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, (int, float)):
@@ -49,7 +49,7 @@ def _equal(actual: Any, expected: Any) -> bool:
         a = actual if isinstance(actual, bool) else _truth(actual)
         e = expected if isinstance(expected, bool) else _truth(expected)
         return a is not None and a == e
-    na, ne = _number(actual), _number(expected)
+    na, ne = number(actual), number(expected)
     if na is not None and ne is not None and (
             not isinstance(actual, str) or not isinstance(expected, str)):
         return na == ne
@@ -89,7 +89,7 @@ def check(op: str, actual: Any, expected: Any) -> bool:
     if op == "equals":
         return _equal(actual, expected)
     if op in ("min", "max"):
-        na, ne = _number(actual), _number(expected)
+        na, ne = number(actual), number(expected)
         if na is None or ne is None:
             return False
         return na >= ne if op == "min" else na <= ne
@@ -147,3 +147,25 @@ def satisfied(value: Any, expect: Mapping[str, Any]) -> bool:
         return False
     return all(check(op, value, v) for op, v in expect.items())
 
+
+
+def target(expect: Mapping[str, Any], current: Any = None) -> Any:
+    """The value a fix writes so that `expect` holds, or None when the expectation names none.
+
+    `equals` gives its value, `one_of` its first item, `min` or `max` the bound itself; with
+    both bounds, the bound nearest the current value (`max` when it is above the range, `min`
+    otherwise, also when it is unknown). A value that still fails the whole expectation (a
+    contradictory one, such as min 20 and max 5) gives None.
+    """
+    if "equals" in expect:
+        value = expect["equals"]
+    elif "one_of" in expect:
+        value = expect["one_of"][0] if expect["one_of"] else None
+    elif "min" in expect or "max" in expect:
+        low, high = expect.get("min"), expect.get("max")
+        now, top = number(current), number(high)
+        above = now is not None and top is not None and now > top
+        value = high if low is None or above else low
+    else:
+        return None
+    return value if value is not None and satisfied(value, expect) else None

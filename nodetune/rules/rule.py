@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from nodetune.errors import ProfileError
 from nodetune.facts.model import Disruption, Severity
@@ -28,6 +28,31 @@ class Condition:
                    reason=str(data.get("reason") or ""))
 
 
+class Remedy(Protocol):
+    """How a setting's fix follows from the value it writes (a tunable declaration).
+
+    A rule with a remedy computes its fix text and remediation when it is evaluated, from
+    the value that makes the expectation hold; `nodetune.profiles.tunables` implements it.
+    """
+
+    @property
+    def name(self) -> str:
+        """The tunable in words: "sysctl vm.swappiness"."""
+        ...
+
+    def wanted(self, expect: Mapping[str, Any], current: Any) -> Any:
+        """The value the fix writes (None when the expectation names no value)."""
+        ...
+
+    def fix(self, value: Any) -> str:
+        """The fix text for writing `value` (may hold ${subject})."""
+        ...
+
+    def remediation(self, value: Any) -> dict[str, Any]:
+        """{role, task, vars, value}: the Ansible remediation writing `value`."""
+        ...
+
+
 @dataclass(frozen=True, kw_only=True)
 class Rule:
     id: str
@@ -46,6 +71,7 @@ class Rule:
     fault_code: str | None = None
     action: str | None = None
     source: str = ""  # "profiles/base.yaml:12", for errors
+    remedy: Remedy | None = None  # a tunable: fix and remediation follow from the value
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, id: str | None = None,

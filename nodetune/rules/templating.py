@@ -16,7 +16,7 @@ from nodetune.errors import ProfileError
 from nodetune.rules.operators import format_value
 from nodetune.rules.resolve import resolve
 
-BUILTIN_VARS = ("subject", "actual")
+BUILTIN_VARS = ("subject", "actual", "wanted")
 
 VAR = re.compile(r"\$\{([^}]+)\}")
 
@@ -53,6 +53,7 @@ class Context:
     subject: str | None = None
     bindings: Mapping[str, int] = field(default_factory=dict)
     actual: Any = None
+    wanted: Any = None  # the value a tunable's fix writes
 
 
 def _lookup(name: str, ctx: Context) -> Any:
@@ -60,6 +61,8 @@ def _lookup(name: str, ctx: Context) -> Any:
         return ctx.subject
     if name == "actual":
         return ctx.actual
+    if name == "wanted":
+        return ctx.wanted
     if name.startswith("fact:"):
         items = resolve(ctx.doc, name[5:].strip(), ctx.bindings)
         return items[0].value if items else None
