@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from nodetune.facts.model import Disruption
@@ -483,15 +483,15 @@ class TunableSetting:
     tunable: Tunable
     write: Any = None  # the value to write, when the setting names it
     fix_text: str = ""  # the setting's own fix text, replacing the generated one
-    state: Any = field(default=None)  # for state tunables (modules): the state wanted
+    static_value: Any = None  # known at load time: a module's state, a module option's value
 
     @property
     def name(self) -> str:
         return self.tunable.name
 
     def wanted(self, expect: Mapping[str, Any], current: Any) -> Any:
-        if self.state is not None:
-            return self.state
+        if self.static_value is not None:
+            return self.static_value
         if self.write is not None:
             return self.write
         return target(expect, current)
@@ -531,9 +531,10 @@ def bind(tunable: Tunable, setting: Mapping[str, Any], variables: Mapping[str, A
     write = _with_variables(setting.get("write"), variables)
     remedy = TunableSetting(tunable, write=write, fix_text=str(setting.get("fix") or ""))
     if isinstance(tunable, Module):
-        remedy = TunableSetting(tunable, fix_text=remedy.fix_text, state=wanted.get("equals"))
-        _check_value(tunable, ("equals",), remedy.state, wanted)
-        return Bound(remedy, tunable.expectation(wanted), remedy.state)
+        remedy = TunableSetting(tunable, fix_text=remedy.fix_text,
+                                static_value=wanted.get("equals"))
+        _check_value(tunable, ("equals",), remedy.static_value, wanted)
+        return Bound(remedy, tunable.expectation(wanted), remedy.static_value)
     if isinstance(tunable, ModuleOption) and set(wanted) != {"equals"}:
         raise TunableError((next(iter(wanted)),), "a module option wants `equals: VALUE`")
     example = None
@@ -545,7 +546,8 @@ def bind(tunable: Tunable, setting: Mapping[str, Any], variables: Mapping[str, A
                                      f"satisfies it: nothing to write to {tunable.name}")
         _check_value(tunable, keys, value, subject_expect)
         example = value if example is None else example
-    if isinstance(tunable, ModuleOption):
+    if isinstance(tunable, ModuleOption):  # the check is a pattern: the value is the wanted one
+        remedy = TunableSetting(tunable, fix_text=remedy.fix_text, static_value=example)
         return Bound(remedy, tunable.expectation(wanted), example)
     return Bound(remedy, {op: setting[op] for op in OPERATORS if op in setting}, example)
 
