@@ -9,16 +9,19 @@ A profile file (profiles/<name>.yaml):
     <section>:                       # cpu numa memory gpu pcie nic rdma storage kernel
       replace: false                 # true: drop the settings inherited in this section
       <setting>:                     # id "<section>.<setting>"
-        fact: ...                    # a rule (docs/profiles.md): operators, when, or,
-        equals: ...                  # severity, why, fix, remediation, disruption, persisted
+        tunable: {sysctl: NAME}      # a knob (profiles/tunables.py): check and fix follow
+        max: 10                      # from it; or a free-form rule: fact, operators, when,
+                                     # or, severity, why, fix, remediation, persisted
         replace: false               # true: drop every inherited key of this setting
         disable: false               # true: drop the setting
 
 A child setting changes only the keys it names; naming any operator replaces the inherited
-expectation as a whole. Merging is one pure function, `merge(parent, child)`.
+expectation as a whole. Merging is one pure function, `merge(parent, child)`. The language is
+described in docs/profiles.md.
 
 Loading validates the whole resolved profile (unknown keys, unknown fact paths, wrong types,
-undefined variables, cycles in `extends`) and raises ProfileError naming file:line and key.
+undefined variables, cycles in `extends`, a tunable setting whose fix could not satisfy its
+expectation) and raises ProfileError naming file:line and key.
 
 Profiles are found in `--profiles-dir` directories first, then in the shipped profiles/; a user
 profile with a shipped name replaces it. `recommend.yaml` in those directories holds the ordered
@@ -73,7 +76,7 @@ FROM_TUNABLE = ("fact", "persisted", "remediation", "disruption")
 REMEDIATION_ROLES = ("cpu", "memory", "kernel", "gpu", "nic", "storage", "modules", "services")
 OVERRIDE_KEYS = ("severity", "disable", "write", *OPERATORS)
 RECOMMEND_FILE = "recommend.yaml"
-FIX = "correct the profile (see `nodetune profiles show NAME` and README 'Profiles and audit')"
+FIX = "correct the profile (see `nodetune profiles show NAME` and docs/profiles.md)"
 
 
 @dataclass
