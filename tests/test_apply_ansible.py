@@ -241,7 +241,8 @@ def test_kernel_rejected_hugepage_size_is_reported_loudly(synth, synth_tmp, tmp_
     the setting fails with the kernel's reason and is not persisted; the 2M pool is applied."""
     from nodetune.apply import remediate
     from nodetune.node.source import open_node
-    from nodetune.rules.engine import Rule, evaluate
+    from nodetune.rules.evaluation import evaluate
+    from nodetune.rules.rule import Rule
 
     host = synth.build_gb200_tray(synth_tmp, synth.Options(page_size_kb=64))
     rules = [Rule.from_dict(r) for r in (

@@ -14,7 +14,8 @@ from nodetune.bench.base import RunContext, RunOptions
 from nodetune.bench.results import MIB
 from nodetune.check.bench import bench_section, bench_unit
 from nodetune.check.suite import load_suite
-from nodetune.rules.engine import Rule, evaluate
+from nodetune.rules.evaluation import evaluate
+from nodetune.rules.rule import Rule
 from tests.fake_cuda import FakeCuda, FakeNccl
 
 NVML = Path(__file__).parent / "fixtures" / "nvml" / "h200x2-vm.json"

@@ -15,7 +15,7 @@ from nodetune.errors import ProfileError
 from nodetune.facts import paths as factpaths
 from nodetune.node.resources import data_dir
 from nodetune.profiles.catalog import REMEDIATION_ROLES, Library, merge, merge_section
-from nodetune.rules.engine import OPERATORS
+from nodetune.rules.operators import OPERATORS
 from tests.audit_helpers import facts_getter
 
 # Source keys of profiles/SOURCES.md ("K1 kubernetes docs ..."): every `why` cites at least one.
@@ -95,7 +95,8 @@ def test_remediation_vars_exist_in_the_apply_roles(shipped: dict) -> None:
 def test_settings_resolve_on_real_and_synthetic_facts(shipped: dict, facts_of) -> None:
     """Each setting's fact exists in what the collectors really report: some node gives it a
     value or a reason, so no setting reads a path that is always silently empty."""
-    from nodetune.rules.engine import derive, resolve
+    from nodetune.facts.derived import derive
+    from nodetune.rules.resolve import resolve
 
     docs = []
     for name in ("synthetic-dgx-h100", "synthetic-gb200-tray", "h200x2-vm-gather"):

@@ -8,7 +8,11 @@ from nodetune.errors import ProfileError
 from nodetune.facts import paths as factpaths
 from nodetune.facts.derived import derive, gpu_model, parse_cmdline, pcie_gbps
 from nodetune.facts.model import Severity, Status
-from nodetune.rules.engine import Rule, check, evaluate, resolve, rule_problems
+from nodetune.rules.evaluation import evaluate
+from nodetune.rules.operators import check
+from nodetune.rules.resolve import resolve
+from nodetune.rules.rule import Rule
+from nodetune.rules.schema import rule_problems
 
 
 def rule(fact: str, **kw: object) -> Rule:

@@ -14,9 +14,12 @@ from typing import Any
 
 from nodetune import exitcodes
 from nodetune.errors import ProfileError
+from nodetune.facts.derived import derive
 from nodetune.facts.model import Finding, Severity, Status, to_jsonable
 from nodetune.profiles.catalog import Library, Match, Profile
-from nodetune.rules.engine import AREAS, Rule, derive, evaluate
+from nodetune.rules.evaluation import evaluate
+from nodetune.rules.rule import Rule
+from nodetune.rules.schema import AREAS
 
 AREA_TITLES = {"cpu": "CPU", "numa-memory": "NUMA/memory", "gpu": "GPU",
                "pcie-topology": "PCIe/topology", "nic-rdma": "NIC/RDMA", "storage": "storage",

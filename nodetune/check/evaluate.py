@@ -10,7 +10,7 @@ it), the remaining units go on in a new thread, and every check that needed it i
 timed out, by name. A check also times out when its data took longer than its own `timeout`.
 `total_timeout` bounds the whole run; what has not finished by then is named as timed out.
 
-Checks are evaluated one by one through the rule engine (`nodetune.rules.engine`). A check keeps
+Checks are evaluated one by one through the rule engine (`nodetune.rules`). A check keeps
 every finding of every subject: a pass on one GPU never hides a failure on another, and a check
 that fails is never overwritten by a later one. The node is unhealthy when any `drain` check fails
 or times out; `warn` checks only report."""
@@ -308,7 +308,7 @@ def write_probe(root: Any, mountpoints: list[str]) -> list[dict[str, Any]]:
 
 
 def _variables_missing(check: CheckDef, variables: dict[str, Any]) -> list[str]:
-    from nodetune.rules.engine import variables_used
+    from nodetune.rules.templating import variables_used
 
     return sorted(n for n in variables_used(check.rule) if variables.get(n) is None)
 
@@ -427,7 +427,8 @@ def _evaluate(check: CheckDef, doc: dict[str, Any], variables: dict[str, Any],
                             note=f"no expected value: give {' or '.join(wanted)}")
     start = time.perf_counter()
     try:
-        from nodetune.rules.engine import Rule, evaluate
+        from nodetune.rules.evaluation import evaluate
+        from nodetune.rules.rule import Rule
 
         rule = Rule.from_dict(check.rule, source=check.source)
         findings = evaluate([rule], doc, variables)

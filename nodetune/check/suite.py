@@ -6,7 +6,7 @@ A suite file:
     include: [quick]          # optional: suites whose checks come first (standard includes quick)
     variables: {...}          # defaults; a profile's variables and the command line override them
     checks:
-      - id: gpu.pcie.width    # a rule in the rule-engine format (nodetune/rules/engine.py) ...
+      - id: gpu.pcie.width    # a rule in the rule-engine format (nodetune/rules/) ...
         fault_code: NT2001    # ... with a fault code and an action (drain | warn)
         action: drain
         timeout: 5            # seconds this check may take (default: variables.timeout_s)
@@ -130,7 +130,7 @@ def _load_raw(directory: Path, tier: str, seen: tuple[str, ...]) -> dict[str, An
 # -- validation -------------------------------------------------------------------------
 
 def _build(tier: str, raw: dict[str, Any]) -> Suite:
-    from nodetune.rules.engine import rule_problems
+    from nodetune.rules.schema import rule_problems
 
     variables = raw["variables"]
     default_timeout = float(variables.get("timeout_s") or DEFAULT_TIMEOUT_S)

@@ -103,6 +103,6 @@ def _render_profile(doc: dict[str, Any]) -> None:
 
 
 def _cond_text(cond: dict[str, Any]) -> str:
-    from nodetune.rules.engine import OPERATORS, describe
+    from nodetune.rules.operators import OPERATORS, describe
 
     return describe({k: v for k, v in cond.items() if k in OPERATORS})

@@ -9,16 +9,19 @@ A profile file (profiles/<name>.yaml):
     <section>:                       # cpu numa memory gpu pcie nic rdma storage kernel
       replace: false                 # true: drop the settings inherited in this section
       <setting>:                     # id "<section>.<setting>"
-        fact: ...                    # a rule (nodetune/rules/engine.py): operators, when, or,
-        equals: ...                  # severity, why, fix, remediation, disruption, persisted
+        tunable: {sysctl: NAME}      # a knob (profiles/tunables.py): check and fix follow
+        max: 10                      # from it; or a free-form rule: fact, operators, when,
+                                     # or, severity, why, fix, remediation, persisted
         replace: false               # true: drop every inherited key of this setting
         disable: false               # true: drop the setting
 
 A child setting changes only the keys it names; naming any operator replaces the inherited
-expectation as a whole. Merging is one pure function, `merge(parent, child)`.
+expectation as a whole. Merging is one pure function, `merge(parent, child)`. The language is
+described in docs/profiles.md.
 
 Loading validates the whole resolved profile (unknown keys, unknown fact paths, wrong types,
-undefined variables, cycles in `extends`) and raises ProfileError naming file:line and key.
+undefined variables, cycles in `extends`, a tunable setting whose fix could not satisfy its
+expectation) and raises ProfileError naming file:line and key.
 
 Profiles are found in `--profiles-dir` directories first, then in the shipped profiles/; a user
 profile with a shipped name replaces it. `recommend.yaml` in those directories holds the ordered
@@ -41,25 +44,23 @@ A site override file (`--overrides FILE`) changes single settings of whatever pr
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping, Sequence
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nodetune.errors import ProfileError
+from nodetune.facts import paths as factpaths
 from nodetune.facts.paths import is_known
 from nodetune.node.resources import data_dir
+from nodetune.profiles import tunables
 from nodetune.profiles.yamldoc import YamlDoc, load
-from nodetune.rules.engine import (
-    OPERATORS,
-    Condition,
-    Rule,
-    condition_problems,
-    conditions_hold,
-    fact_references,
-    rule_problems,
-    variables_used,
-)
+from nodetune.rules.evaluation import conditions_hold
+from nodetune.rules.operators import OPERATORS, describe, satisfied
+from nodetune.rules.rule import Condition, Rule
+from nodetune.rules.schema import condition_problems, rule_problems
+from nodetune.rules.templating import fact_references, variables_used
 
 SECTIONS: dict[str, str] = {  # section -> finding area
     "cpu": "cpu", "numa": "numa-memory", "memory": "numa-memory", "gpu": "gpu",
@@ -68,11 +69,14 @@ SECTIONS: dict[str, str] = {  # section -> finding area
 }
 TOP_KEYS = ("summary", "extends", "variables", "replace")
 SETTING_KEYS = ("replace", "disable")
+# keys of a setting on a tunable, and the rule keys that follow from the tunable instead
+TUNABLE_KEYS = ("tunable", "write")
+FROM_TUNABLE = ("fact", "persisted", "remediation", "disruption")
 # Ansible roles of playbooks/ that `nodetune apply` runs for a setting's remediation.
 REMEDIATION_ROLES = ("cpu", "memory", "kernel", "gpu", "nic", "storage", "modules", "services")
-OVERRIDE_KEYS = ("severity", "disable", *OPERATORS)
+OVERRIDE_KEYS = ("severity", "disable", "write", *OPERATORS)
 RECOMMEND_FILE = "recommend.yaml"
-FIX = "correct the profile (see `nodetune profiles show NAME` and README 'Profiles and audit')"
+FIX = "correct the profile (see `nodetune profiles show NAME` and docs/profiles.md)"
 
 
 @dataclass
@@ -134,8 +138,12 @@ def merge_section(parent: Mapping[str, Any], child: Mapping[str, Any]) -> dict[s
             out[key] = {k: copy.deepcopy(v) for k, v in setting.items() if k != "replace"}
             continue
         merged = dict(out[key])
-        if any(op in setting for op in OPERATORS):
-            merged = {k: v for k, v in merged.items() if k not in OPERATORS}
+        if "fact" in setting:  # declared anew as a free-form setting
+            merged = {k: v for k, v in merged.items() if k not in TUNABLE_KEYS}
+        if "tunable" in setting:  # declared anew on a tunable: the rest follows from it
+            merged = {k: v for k, v in merged.items() if k not in (*FROM_TUNABLE, "fix")}
+        if any(op in setting for op in OPERATORS):  # a new expectation: a new value to write
+            merged = {k: v for k, v in merged.items() if k not in (*OPERATORS, "write")}
         merged.update(copy.deepcopy(dict(setting)))
         out[key] = merged
     return out
@@ -314,7 +322,8 @@ def _check_section(doc: YamlDoc, section: str, value: Any) -> None:
                 raise _fail(doc, (section, key, flag), f"{flag} must be true or false")
         # keys and types of what this file says; completeness is checked after merging
         for keys, text in rule_problems(setting, need_id=False, need_area=False,
-                                        extra_keys=SETTING_KEYS, partial=True):
+                                        extra_keys=(*SETTING_KEYS, *TUNABLE_KEYS),
+                                        partial=True):
             raise _fail(doc, (section, key, *keys), text)
 
 
@@ -378,17 +387,18 @@ def _build_profile(name: str, raw: Mapping[str, Any], origins: Mapping[tuple[str
             origin = origins.get((section, key))
             where = origin.where if origin else (lambda keys=(): path)
             body = {k: v for k, v in setting.items() if k not in SETTING_KEYS}
+            sid = f"{section}.{key}"
+            bound = None
+            if "tunable" in body:
+                body, bound = _tunable_body(sid, body, variables, where)
             if "fact" not in body:
                 raise ProfileError(f"{where()}: {section}.{key}: changes {', '.join(body)} of a "
                                    "setting that no profile it extends defines",
                                    fix="give the setting a fact and an expectation, or fix "
                                        "its name")
-            problems = rule_problems(body, need_id=False, need_area=False)
-            if problems:
-                keys, text = problems[0]
-                more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-                raise ProfileError(f"{where(keys)}: {section}.{key}{'.' if keys else ''}"
-                                   f"{'.'.join(keys)}: {text}{more}", fix=FIX)
+            _refuse_problems(sid, rule_problems(body, need_id=False, need_area=False), where)
+            if bound is None:
+                _check_free_form_remediation(sid, body, variables, where)
             role = (body.get("remediation") or {}).get("role")
             if role is not None and role not in REMEDIATION_ROLES:
                 raise ProfileError(f"{where(('remediation', 'role'))}: {section}.{key}."
@@ -404,11 +414,85 @@ def _build_profile(name: str, raw: Mapping[str, Any], origins: Mapping[tuple[str
                                        f"undefined variable ${{{var}}}",
                                        fix="define it under `variables:` in this profile "
                                            "or one it extends")
-            rules.append(Rule.from_dict(body, id=f"{section}.{key}", area=body.get("area", area),
-                                        source=where()))
+            rule = Rule.from_dict(body, id=sid, area=body.get("area", area), source=where())
+            if bound is not None:
+                rule = dataclasses.replace(rule, remedy=bound.remedy, remediation=(
+                    None if bound.example is None else bound.remedy.remediation(bound.example)))
+            rules.append(rule)
     summary = str(raw.get("summary") or "")
     return Profile(name=name, summary=summary, path=path, chain=chain, variables=variables,
                    rules=rules, user=user)
+
+
+Where = Callable[..., str]
+
+
+def _tunable_body(sid: str, body: Mapping[str, Any], variables: Mapping[str, Any],
+                  where: Where) -> tuple[dict[str, Any], tunables.Bound]:
+    """The rule mapping of a setting on a tunable, and the tunable bound to its expectation;
+    refuses a setting whose fix could not satisfy its own expectation."""
+    for key in FROM_TUNABLE:
+        if key in body:
+            raise ProfileError(f"{where((key,))}: {sid}.{key}: follows from the tunable; "
+                               "remove it", fix=FIX)
+    try:
+        tunable = tunables.parse(body["tunable"])
+    except tunables.TunableError as exc:
+        keys = ("tunable", *exc.keys)
+        raise ProfileError(f"{where(keys)}: {sid}.{'.'.join(keys)}: {exc.text}", fix=FIX) from None
+    provisional = {k: v for k, v in body.items() if k not in TUNABLE_KEYS}
+    _refuse_problems(sid, rule_problems({**provisional, "fact": tunable.fact()}, need_id=False,
+                                        need_area=False), where)
+    try:
+        bound = tunables.bind(tunable, body, variables)
+    except tunables.TunableError as exc:
+        dotted = "".join("." + k for k in exc.keys)
+        raise ProfileError(f"{where(exc.keys)}: {sid}{dotted}: {exc.text}",
+                           fix="state a value the tunable can take (equals, one_of, min, max "
+                               "or write)") from None
+    out = {k: v for k, v in body.items() if k not in (*TUNABLE_KEYS, *OPERATORS)}
+    out.update(bound.expect, fact=tunable.fact(), disruption=tunable.disruption.value)
+    if tunable.persisted() is not None:
+        out["persisted"] = tunable.persisted()
+    if bound.example is not None:
+        out["fix"] = bound.remedy.fix(bound.example)
+    return out, bound
+
+
+def _refuse_problems(sid: str, problems: Sequence[tuple[tuple[str, ...], str]],
+                     where: Where) -> None:
+    if problems:
+        keys, text = problems[0]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ProfileError(f"{where(keys)}: {sid}{'.' if keys else ''}{'.'.join(keys)}: "
+                           f"{text}{more}", fix=FIX)
+
+
+def _check_free_form_remediation(sid: str, body: Mapping[str, Any],
+                                 variables: Mapping[str, Any], where: Where) -> None:
+    """Refuse a remediation that writes, to the very knob the setting checks, a value that
+    does not satisfy the setting (a profile, or an override of its expectation)."""
+    remediation = body.get("remediation") or {}
+    role_vars = remediation.get("vars") if isinstance(remediation, Mapping) else None
+    if not isinstance(role_vars, Mapping):
+        return
+    fact = _list_free(body["fact"])
+    expect = {op: body[op] for op in OPERATORS if op in body}
+    for tunable, value in tunables.written_by(role_vars):
+        if _list_free(tunable.fact()) != fact:
+            continue
+        for one in tunables.static_expectations(expect, variables):
+            if not satisfied(value, one):
+                raise ProfileError(
+                    f"{where(('remediation',))}: {sid}: the remediation writes {value!r} to "
+                    f"{tunable.name}, which does not satisfy {describe(one)}",
+                    fix="declare the setting with `tunable:` so the value written follows "
+                        "from the expectation, or correct the remediation")
+
+
+def _list_free(path: str) -> str:
+    """A fact path with every list step written `[*]` (selectors dropped)."""
+    return factpaths.canonical(factpaths.parse(path))
 
 
 def _key_using(body: Mapping[str, Any], name: str, prefix: str = "") -> tuple[str, ...]:
@@ -444,8 +528,6 @@ def load_all(library: Library) -> list[Profile]:
 
 def describe_rules(rules: Iterable[Rule]) -> list[dict[str, Any]]:
     """Settings as plain data (for `profiles show --json`)."""
-    from nodetune.rules.engine import describe
-
     out = []
     for r in rules:
         out.append({
@@ -457,6 +539,7 @@ def describe_rules(rules: Iterable[Rule]) -> list[dict[str, Any]]:
             "why": r.why, "fix": r.fix, "remediation": r.remediation,
             "disruption": r.disruption.value,
             "persisted": r.persisted.fact if r.persisted else None, "source": r.source,
+            "tunable": r.remedy.name if r.remedy else None,
         })
     return out
 

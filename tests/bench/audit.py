@@ -57,9 +57,10 @@ def _row(label: str, times: list[float]) -> str:
 
 def _stages(snapshot: Path, repeat: int) -> dict[str, list[float]]:
     from nodetune.audit.operation import run_audit
+    from nodetune.facts.derived import derive
     from nodetune.node.source import open_node
     from nodetune.profiles.catalog import Library
-    from nodetune.rules.engine import derive, evaluate
+    from nodetune.rules.evaluation import evaluate
 
     out: dict[str, list[float]] = {k: [] for k in ("collect facts", "derive", "match profile",
                                                    "load + validate profile",

@@ -14,6 +14,7 @@ from typing import Any
 from nodetune.apply.render import roles
 from nodetune.errors import RenderError
 from nodetune.facts.model import Disruption, Finding, Status
+from nodetune.rules.operators import format_value
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,9 +67,12 @@ def change_of(finding: Finding) -> Change | None:
         raise RenderError(f"setting {finding.id}: remediation variable {unknown[0]!r} belongs "
                           "to no nodetune role",
                           fix="use a variable declared in playbooks/roles/*/defaults/main.yml")
+    # a tunable's remediation names the value it writes; a free-form one only its expectation
+    wanted = (format_value(finding.remediation["value"]) if "value" in finding.remediation
+              else finding.expected)
     return Change(id=finding.id, subject=finding.subject, area=finding.area,
                   severity=finding.severity.value, current=finding.actual,
-                  wanted=finding.expected, disruption=finding.disruption,
+                  wanted=wanted, disruption=finding.disruption,
                   variables=dict(variables), why=finding.why)
 
 
