@@ -116,6 +116,16 @@ def test_profile_schema_refuses_bad_keys_and_values(profile_validator) -> None:
                      (["cpu", "g", "severity"], "enum")]
 
 
+def test_profile_schema_knows_the_tunable_kinds(profile_validator) -> None:
+    good = {"memory": {"swap": {"tunable": {"sysctl": "vm.swappiness"}, "max": 5},
+                       "opt": {"tunable": {"module": "nvidia", "option": "NVreg_X"},
+                               "equals": 1, "write": 1}}}
+    assert list(profile_validator.iter_errors(good)) == []
+    bad = {"memory": {"swap": {"tunable": {"sysctrl": "vm.swappiness"}, "max": 5}}}
+    found = sorted({tuple(e.absolute_path) for e in profile_validator.iter_errors(bad)})
+    assert found == [("memory", "swap", "tunable")]
+
+
 def test_completion_offers_every_contract_path() -> None:
     offered = set(fact_paths())
     assert set(CONTRACT) <= offered

@@ -60,12 +60,15 @@ def _profile_language() -> ProfileLanguage:
     from nodetune.facts.model import Disruption, Severity
     from nodetune.facts.schema import ProfileLanguage
     from nodetune.profiles.catalog import SECTIONS, SETTING_KEYS, TOP_KEYS
-    from nodetune.rules.engine import AREAS, CONDITION_KEYS, OPERATORS, RULE_KEYS
+    from nodetune.profiles.tunables import KINDS, QUALIFIERS
+    from nodetune.rules.operators import OPERATORS
+    from nodetune.rules.schema import AREAS, CONDITION_KEYS, RULE_KEYS
 
     return ProfileLanguage(
         sections=SECTIONS, top_keys=TOP_KEYS, setting_keys=SETTING_KEYS, rule_keys=RULE_KEYS,
         condition_keys=CONDITION_KEYS, operators=OPERATORS, areas=AREAS,
-        severities=[s.value for s in Severity], disruptions=[d.value for d in Disruption])
+        severities=[s.value for s in Severity], disruptions=[d.value for d in Disruption],
+        tunables={kind: QUALIFIERS.get(kind, ()) for kind in KINDS})
 
 
 @click.command("facts")

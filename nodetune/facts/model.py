@@ -98,7 +98,7 @@ class Finding:
     """The result of evaluating one profile setting or health check on one subject.
 
     A profile setting (audit) and a health check (check) both evaluate to Findings through the
-    same rule engine (`nodetune.rules.engine`).
+    same rule engine (`nodetune.rules`).
     """
 
     id: str  # stable setting/check id, e.g. "memory.thp.enabled", "gpu.pcie.width"

@@ -119,7 +119,7 @@ def fact_path_pattern() -> str:
 
 @dataclass(frozen=True)
 class ProfileLanguage:
-    """The words of the profile language (nodetune.profiles.catalog, nodetune.rules.engine)."""
+    """The words of the profile language (nodetune.profiles.catalog, nodetune.rules.schema)."""
 
     sections: Iterable[str]
     top_keys: Iterable[str]
@@ -130,6 +130,7 @@ class ProfileLanguage:
     areas: Iterable[str]
     severities: Iterable[str]
     disruptions: Iterable[str]
+    tunables: Mapping[str, Iterable[str]]  # tunable kind -> the qualifier keys it takes
 
 
 def profile_schema(lang: ProfileLanguage) -> dict[str, Any]:
@@ -166,7 +167,16 @@ def profile_schema(lang: ProfileLanguage) -> dict[str, Any]:
         **{k: {"type": "boolean"} for k in lang.setting_keys},
         **{op: {"$ref": "#/$defs/operand"} for op in operators},
     }
-    setting_keys = [*lang.rule_keys, *lang.setting_keys]
+    kinds = sorted(lang.tunables)
+    qualifiers = sorted({q for kind in kinds for q in lang.tunables[kind]})
+    tunable = {"description": "what the setting tunes: one kind (docs/profiles.md)",
+               "type": "object", "additionalProperties": False,
+               "properties": {k: {"type": "string"} for k in [*kinds, *qualifiers]},
+               "anyOf": [{"required": [kind]} for kind in kinds]}
+    known = {**known, "tunable": tunable,
+             "write": {"description": "the value apply writes, when the expectation allows "
+                                      "several"}}
+    setting_keys = [*lang.rule_keys, *lang.setting_keys, "tunable", "write"]
     setting = {"type": "object", "additionalProperties": False,
                "properties": {k: known.get(k, {}) for k in sorted(set(setting_keys))}}
     section = {"type": "object", "properties": {"replace": {"type": "boolean"}},

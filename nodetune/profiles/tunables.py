@@ -428,7 +428,7 @@ class PciRegister(Tunable):
 # -- parsing ------------------------------------------------------------------------------
 
 KINDS = ("sysctl", "sysfs", "cmdline", "module", "service", "block_queue", "pci_register")
-_QUALIFIERS = {"module": ("option",), "block_queue": ("devices",), "pci_register": ("devices",)}
+QUALIFIERS = {"module": ("option",), "block_queue": ("devices",), "pci_register": ("devices",)}
 
 
 def parse(data: Any) -> Tunable:
@@ -441,8 +441,8 @@ def parse(data: Any) -> Tunable:
         raise TunableError((), f"tunable names exactly one kind of {', '.join(KINDS)}")
     kind = kinds[0]
     for key in data:
-        if key != kind and key not in _QUALIFIERS.get(kind, ()):
-            allowed = ", ".join(_QUALIFIERS.get(kind, ())) or "nothing else"
+        if key != kind and key not in QUALIFIERS.get(kind, ()):
+            allowed = ", ".join(QUALIFIERS.get(kind, ())) or "nothing else"
             raise TunableError((str(key),), f"unknown key {key!r} for a {kind} tunable "
                                             f"(allowed: {allowed})")
     for key, value in data.items():

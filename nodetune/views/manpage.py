@@ -102,9 +102,23 @@ def synopsis(page: Page) -> list[str]:
     return [".nf", f"\\fB{escape(page.invocation)}\\fR {escape(' '.join(pieces))}", ".fi"]
 
 
+def page_params(page: Page) -> list[click.Parameter]:
+    """The command's parameters, its help option spelled as the command line spells it.
+
+    click caches a command's help option from the first context that asks for it, so a context
+    made without the group as parent would leave `-h` out of every later page.
+    """
+    params = [p for p in page.command.params]
+    names = page.ctx.help_option_names
+    if page.command.add_help_option and names:
+        params.append(click.Option(names, is_flag=True, expose_value=False,
+                                   help="Show this message and exit."))
+    return params
+
+
 def option_lines(page: Page) -> list[str]:
     lines: list[str] = []
-    for param in page.command.get_params(page.ctx):
+    for param in page_params(page):
         if isinstance(param, click.Argument):  # named in SYNOPSIS; click gives them no help
             continue
         record = param.get_help_record(page.ctx)
@@ -119,7 +133,7 @@ def option_lines(page: Page) -> list[str]:
 
 def environment_lines(page: Page) -> list[str]:
     lines: list[str] = []
-    for param in page.command.get_params(page.ctx):
+    for param in page_params(page):
         envvar = getattr(param, "envvar", None)
         names = [envvar] if isinstance(envvar, str) else list(envvar or ())
         for name in names:
