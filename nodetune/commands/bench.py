@@ -190,6 +190,7 @@ def _finish(results: list[Any], facts: dict[str, Any], options: Any, as_json: bo
             save_path: str | None, compare_path: str | None, baseline: dict[str, Any] | None,
             plot_path: str | None, kind: str) -> int:
     from nodetune.bench import compare, identity, session
+    from nodetune.facts.model import to_jsonable
     from nodetune.schemas import BENCH_SCHEMA
     from nodetune.views.output import emit_json
 
@@ -197,8 +198,11 @@ def _finish(results: list[Any], facts: dict[str, Any], options: Any, as_json: bo
     before = None
     if baseline is not None and compare_path:
         before = compare.baseline_suites(baseline)
-        comparison = compare.to_json(compare.compare(before, results), compare_path, baseline,
-                                     identity.fingerprint(facts))
+        after_options = options if isinstance(options, dict) else to_jsonable(options)
+        comparison = compare.to_json(
+            compare.compare(before, results, before_options=baseline.get("options"),
+                            after_options=after_options),
+            compare_path, baseline, identity.fingerprint(facts))
     doc = session.document(results, facts, options, comparison, kind=kind)
     if save_path:
         try:
@@ -231,4 +235,8 @@ def _finish(results: list[Any], facts: dict[str, Any], options: Any, as_json: bo
             click.echo(f"\nsaved to {save_path}")
         if plot_path:
             click.echo(f"plot written to {plot_path}")
+    mismatch = compare.mismatch_summary(comparison) if comparison else None
+    if mismatch:
+        click.echo(f"nodetune: {mismatch}; fix: rerun with the baseline's options "
+                   "(--quick, --repeat, --sizes, --gpus) and tools", err=True)
     return session.exit_code(results, comparison)

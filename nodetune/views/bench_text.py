@@ -144,15 +144,21 @@ def print_comparison(comparison: dict[str, Any]) -> None:
                          ("change", "right"), ("noise", "right"), ("verdict", "left")):
         table.add_column(col, justify=justify, no_wrap=col != "metric")  # type: ignore[arg-type]
     for c in comparison["metrics"]:
-        style = {"improved": "green", "regressed": "bold red"}.get(c["verdict"], "dim")
+        style = {"improved": "green", "regressed": "bold red",
+                 "incomparable": "bold yellow"}.get(c["verdict"], "dim")
         verdict = "within noise" if c["verdict"] == "no significant change" else c["verdict"]
+        if c["verdict"] == "incomparable":
+            verdict += ": " + "; ".join(c.get("mismatches") or [])
         change = "-" if c["change_percent"] is None else f"{c['change_percent']:+.1f}%"
         table.add_row(c["name"], _num(c["before"], c["unit"]), _num(c["after"], c["unit"]),
                       change, f"±{c['noise_percent']:.1f}%", f"[{style}]{verdict}[/]")
     out.print(table)
     s = comparison["summary"]
+    incomparable = f", {s['incomparable']} incomparable" if s.get("incomparable") else ""
     out.print(f"{s['improved']} improved, {s['regressed']} regressed, "
-              f"{s['unchanged']} within noise")
+              f"{s['unchanged']} within noise{incomparable}")
+    for line in comparison.get("run_mismatches") or []:
+        out.print(f"[bold yellow]runs differ:[/] {line}")
     if comparison["only_in_baseline"]:
         out.print(f"{len(comparison['only_in_baseline'])} metrics only in the baseline",
                   style="dim")
