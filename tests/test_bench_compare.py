@@ -111,3 +111,17 @@ def test_cli_import_quick_against_full_exits_3_naming_the_mismatch(
     assert comparison["summary"]["regressed"] == 0
     assert "cannot be compared with the baseline" in err
     assert "samples 3 vs 1" in err
+
+
+def test_recorded_quick_and_full_cpu_mem_triads_are_incomparable() -> None:
+    """The same H200 VM, `bench cpu-mem --quick` then `bench cpu-mem` (recorded together)."""
+    quick = _doc(BENCH / "h200-fc-vm-cpumem-quick.json")
+    full = _doc(BENCH / "h200-fc-vm-cpumem.json")
+    result = compare.compare(compare.baseline_suites(quick), compare.baseline_suites(full),
+                             before_options=quick["options"], after_options=full["options"])
+    [triad] = result["changes"]
+    assert triad.change.verdict == "regressed"  # what the numbers alone would have said
+    assert triad.verdict == "incomparable"
+    assert triad.mismatches == ("option quick True vs False",
+                                "size 268435456 vs 527371776 bytes", "samples 1 vs 3")
+    assert full["comparison"]["summary"]["incomparable"] == 1
