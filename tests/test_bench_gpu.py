@@ -170,3 +170,21 @@ def test_summarize_samples() -> None:
     assert summary["clock_event_reasons"] == ["gpu_idle", "sw_power_cap"]
     assert summary["throttled"] == ["sw_power_cap"]
     assert gputelemetry.summarize([])["sm_clock_mhz"] is None
+
+
+def test_check_items_from_the_recorded_run_and_a_slow_gpu() -> None:
+    from nodetune.bench import gpucheck
+
+    [item] = gpucheck.gpu_items(recorded(), {})
+    assert item["subject"] == "GPU0" and item["name"] == "NVIDIA H200"
+    assert item["gemm_bf16_tflops"] == 704.2
+    assert item["gemm_floor_tflops"] == round(989.4 * gpuspec.GEMM_MIN_RATIO, 1)
+    assert item["hbm_floor_gbps"] == 4800 * gpuspec.HBM_MIN_RATIO
+    assert (item["slow"], item["why"], item["throttled"]) == (False, "", "sw_power_cap")
+    assert item["sm_clock_mhz"] == 1500.0
+    slow = run(ReplayEngine(count=4, scale={3: {"gemm_bf16": 0.5}}), quick=True)
+    items = {i["subject"]: i for i in gpucheck.gpu_items(slow, {"gpu_gemm_min_tflops": 300})}
+    assert items["GPU3"]["slow"] and "GPU3 GEMM bf16" in items["GPU3"]["why"]
+    assert not items["GPU0"]["slow"]
+    assert items["GPU0"]["gemm_floor_tflops"] == 300.0
+    assert gpucheck.gpu_items(SuiteResult(suite="gpu", status="skipped"), {}) == []
