@@ -125,3 +125,19 @@ def test_recorded_quick_and_full_cpu_mem_triads_are_incomparable() -> None:
     assert triad.mismatches == ("option quick True vs False",
                                 "size 268435456 vs 527371776 bytes", "samples 1 vs 3")
     assert full["comparison"]["summary"]["incomparable"] == 1
+
+
+def test_line_progress_prints_a_line_per_step_with_eta(capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    from nodetune.views.bench_text import LineProgress
+
+    ticks = iter([100.0, 102.0, 104.0, 110.0])
+    progress = LineProgress(clock=lambda: next(ticks))
+    progress.start("cpu-mem triad", 4)
+    progress.advance()
+    progress.advance()
+    progress.advance(2)
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["cpu-mem triad: step 1/4, 2.0 s, ETA 6.0 s",
+                   "cpu-mem triad: step 2/4, 4.0 s, ETA 4.0 s",
+                   "cpu-mem triad: step 4/4, 10.0 s, ETA 0.0 s"]

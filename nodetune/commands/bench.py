@@ -157,6 +157,10 @@ def run_cmd(suites: tuple[str, ...], as_json: bool, save_path: str | None,
             ctx.progress = progress
             results = run_suites(names, ctx)
     else:
+        if not as_json:  # piped: a line per finished step
+            from nodetune.views.bench_text import LineProgress
+
+            ctx.progress = LineProgress()
         results = run_suites(names, ctx)
     return _finish(results, facts, options, as_json, save_path, compare_path, baseline,
                    plot_path, kind="run")

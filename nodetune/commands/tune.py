@@ -73,7 +73,7 @@ def cmd(suites: tuple[str, ...], profile: str | None, profiles_dirs: tuple[str, 
     from nodetune.bench import identity
     from nodetune.bench.base import RunOptions
     from nodetune.tune import benchstep, card, operation
-    from nodetune.views import apply_text, tune_text
+    from nodetune.views import tune_text
     from nodetune.views.output import emit_json
 
     request = remediate.Request(profile=profile, root=root, only=only,
@@ -91,7 +91,7 @@ def cmd(suites: tuple[str, ...], profile: str | None, profiles_dirs: tuple[str, 
 
     def confirm(prepared: Any, plan: Any) -> bool:
         if not as_json:
-            apply_text.show(plan, prepared, as_json=False)
+            tune_text.show_plan(plan, list(suites))
         if yes:
             return True
         return click.confirm(f"Benchmark, apply {len(prepared.changes)} change(s), benchmark "
@@ -148,8 +148,7 @@ class ProgressFor:
 
     def __enter__(self) -> Any:
         from nodetune.bench.base import NullProgress
-        from nodetune.views.bench_text import RichProgress
-        from nodetune.views.tune_text import LineProgress
+        from nodetune.views.bench_text import LineProgress, RichProgress
 
         if self.as_json:
             return NullProgress()

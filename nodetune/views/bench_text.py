@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from nodetune.bench.results import Matrix, Metric, SuiteResult, size_label
@@ -164,14 +165,45 @@ def print_comparison(comparison: dict[str, Any]) -> None:
                   style="dim")
 
 
+class LineProgress:
+    """Progress for a pipe or a log: one line per finished step on stderr, with the time spent
+    and the time left at the pace so far."""
+
+    def __init__(self, clock: Any = time.monotonic) -> None:
+        self.clock = clock
+        self.description = ""
+        self.total = 0
+        self.done = 0
+        self.started = 0.0
+
+    def start(self, description: str, total: int) -> None:
+        self.description, self.total, self.done = description, max(1, total), 0
+        self.started = self.clock()
+
+    def advance(self, steps: int = 1) -> None:
+        self.done += steps
+        spent = self.clock() - self.started
+        left = spent / self.done * (self.total - self.done) if self.done else 0.0
+        console(stderr=True).print(
+            f"{self.description}: step {self.done}/{self.total}, {spent:.1f} s, "
+            f"ETA {left:.1f} s", highlight=False, markup=False)
+
+
 class RichProgress:
-    """A progress bar on stderr; one task at a time."""
+    """A progress bar on stderr with steps, elapsed time and ETA; one task at a time."""
 
     def __init__(self) -> None:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(),
-                            TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                            TextColumn("step {task.completed}/{task.total}"),
+                            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                             console=console(stderr=True), transient=True)
         self.task: Any = None
 

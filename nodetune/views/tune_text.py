@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodetune.views.output import console
+import click
 
 
 def _num(value: float | None) -> str:
@@ -42,30 +42,21 @@ def card_text(card: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def show_plan(plan: Any, suites: list[str]) -> None:
+    """What the cycle will change, before the baseline runs (stderr: stdout holds the card)."""
+    lines = [f"nodetune tune: profile {plan.profile}: benchmark {', '.join(suites)}, apply "
+             f"{len(plan.settings)} change(s), benchmark again:"]
+    lines += [f"  {s.change.key}: {s.change.current} -> {s.change.wanted} "
+              f"({s.change.disruption.value}, {s.status})" for s in plan.settings]
+    click.echo("\n".join(lines), err=True)
+
+
 def show(card: dict[str, Any]) -> None:
-    style = {"improved": "green", "unchanged": "dim", "regressed": "bold red",
-             "incomparable": "bold yellow"}.get(card["decision"] or "", "")
-    out = console()
-    text = card_text(card)
-    for line in text.splitlines():
-        if line.startswith("decision:") and style:
-            out.print(f"[{style}]{line}[/]", highlight=False)
+    """The card on stdout, unwrapped (it goes into tickets), the decision line coloured."""
+    color = {"improved": "green", "regressed": "red", "incomparable": "yellow"}.get(
+        card["decision"] or "")
+    for line in card_text(card).splitlines():
+        if line.startswith("decision:") and color:
+            click.secho(line, fg=color, bold=True)
         else:
-            out.print(line, highlight=False, markup=False)
-
-
-class LineProgress:
-    """Progress for a pipe: one line per finished step, on stderr."""
-
-    def __init__(self) -> None:
-        self.description = ""
-        self.total = 0
-        self.done = 0
-
-    def start(self, description: str, total: int) -> None:
-        self.description, self.total, self.done = description, max(1, total), 0
-
-    def advance(self, steps: int = 1) -> None:
-        self.done += steps
-        console(stderr=True).print(f"{self.description}: {self.done}/{self.total}",
-                                   highlight=False, markup=False)
+            click.echo(line)
