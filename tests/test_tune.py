@@ -210,3 +210,23 @@ def test_regression_rolls_back_a_root_tree_through_ansible(host_tree: Any,
     assert result.rollback is not None and result.state_file is not None
     assert tree(root) == original
     assert json.loads(result.state_file.read_text())["status"] == "rolled-back"
+
+
+def test_recorded_cycle_on_the_h200_vm() -> None:
+    """`nodetune tune memcpy --quick --yes` run for real on a disposable H200 VM."""
+    doc = json.loads((BENCH / "h200-fc-vm-tune-memcpy.json").read_text())
+    assert doc["schema"] == "nodetune.tune/1"
+    assert doc["decision"]["verdict"] == "regressed" and doc["action"] == "rolled back"
+    assert doc["rollback"]["mode"] == "rollback"
+    assert doc["rollback"]["state_file"] == doc["state_file"] == doc["applied"]["state_file"]
+    the_card = doc["card"]
+    assert the_card["card_id"] == card.card_id(the_card)
+    assert the_card["node"]["fingerprint"] == doc["node"]["fingerprint"]
+    before = compare.baseline_suites(doc["baseline"])
+    after = compare.baseline_suites(doc["after"])
+    again = compare.compare(before, after, before_options=doc["baseline"]["options"],
+                            after_options=doc["after"]["options"])
+    assert decide.decide(compare.to_json(again, "b", {}, "fp"), before, after).verdict \
+        == "regressed"
+    assert (BENCH / "h200-fc-vm-tune-memcpy-card.txt").read_text().startswith(
+        f"nodetune tune card {the_card['card_id']}\n")

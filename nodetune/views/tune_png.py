@@ -23,8 +23,9 @@ def plot(path: str, card: dict[str, Any]) -> None:
     ax.barh(names, values, color=[COLORS.get(m["verdict"], "tab:gray") for m in metrics])
     ax.axvline(100.0, color="black", linewidth=0.8)
     for i, m in enumerate(metrics):
-        ax.text(values[i], i, f" {m['before']:g} -> {m['after']:g} {m['unit']}",
+        ax.text(values[i], i, f" {m['before']:.4g} -> {m['after']:.4g} {m['unit']}",
                 va="center", fontsize=7)
+    ax.set_xlim(0, max([*values, 100.0]) * 1.4)
     ax.invert_yaxis()
     ax.set_xlabel("after, % of before")
     node = card["node"]
