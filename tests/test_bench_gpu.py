@@ -188,3 +188,10 @@ def test_check_items_from_the_recorded_run_and_a_slow_gpu() -> None:
     assert not items["GPU0"]["slow"]
     assert items["GPU0"]["gemm_floor_tflops"] == 300.0
     assert gpucheck.gpu_items(SuiteResult(suite="gpu", status="skipped"), {}) == []
+
+
+def test_a_gpu_below_its_peers_but_above_its_minimum_fails_the_run() -> None:
+    result = run(ReplayEngine(count=4, scale={1: {"hbm_triad": 0.9}}), repeat=3)
+    assert all(m.status == "ok" for m in result.metrics)
+    assert [f["subject"] for f in result.flags or []] == ["GPU1"]
+    assert session.exit_code([result], None) == 1
