@@ -31,11 +31,11 @@ def parse_sizes(text: str) -> tuple[int, ...]:
         lo, hi = parse_size(low), parse_size(high)
         if lo <= 0 or hi < lo:
             raise click.BadParameter(f"{text!r}: give MIN:MAX with 0 < MIN <= MAX")
-        sizes = []
+        doubling: list[int] = []
         while lo <= hi:
-            sizes.append(lo)
+            doubling.append(lo)
             lo *= 2
-        return tuple(sizes)
+        return tuple(doubling)
     sizes = tuple(parse_size(part) for part in text.split(",") if part.strip())
     if not sizes or min(sizes) <= 0:
         raise click.BadParameter(f"{text!r}: give positive sizes")
