@@ -26,7 +26,7 @@ from nodetune.bench import expect
 from nodetune.bench.results import Metric, SuiteResult
 from nodetune.facts.pcie import link_gbps
 
-EXPLAIN_BELOW = 1.0  # a metric is explained when its ratio is under its minimum (status low)
+EXPLAIN_SCHEMA = "nodetune.bench-explain/1"
 MIN_MRRS = 512  # bytes; below it a GPU's DMA reads are split into too many requests
 
 
@@ -70,11 +70,18 @@ def _gpu_facts(facts: dict[str, Any], subject: str | None) -> dict[str, Any] | N
     return found
 
 
+def _first_gpu(m: Metric) -> str | None:
+    """"GPU0<-node0" or key "memcpy.h2d_pinned.GPU0.node0.256MiB" -> "GPU0"."""
+    found = re.search(r"GPU\d+", m.subject or "") or re.search(r"GPU\d+", m.key)
+    return found.group(0) if found else None
+
+
 def _pci(facts: dict[str, Any], address: str | None) -> dict[str, Any] | None:
     if not address:
         return None
     want = expect.normalize_bus_id(address)
-    for dev in (facts.get("pci") or {}).get("devices") or []:
+    devices: list[dict[str, Any]] = (facts.get("pci") or {}).get("devices") or []
+    for dev in devices:
         if expect.normalize_bus_id(str(dev.get("address", ""))) == want:
             return dev
     return None
@@ -143,9 +150,10 @@ def _host_copy(m: Metric, facts: dict[str, Any], suite: SuiteResult,
         gain = f"about {local.value / m.value:.2f}x (this run's node{gpu_node} figure)" \
             if local is not None and m.value else None
         out.causes.append(Cause(f"host buffer on NUMA node {mem_node}, GPU on node {gpu_node}",
-                                f"bind the process to node {gpu_node}: nodetune bind --gpu "
-                                f"{m.subject} -- CMD (or numactl --cpunodebind={gpu_node} "
-                                f"--membind={gpu_node})", gain))
+                                f"bind the process to node {gpu_node}: nodetune bind "
+                                f"--local-rank {(_first_gpu(m) or 'GPU0')[3:]} -- CMD (or "
+                                f"numactl --cpunodebind={gpu_node} --membind={gpu_node})",
+                                gain))
     if "_pageable" in m.key:
         pinned = next((s for s in suite.metrics
                        if s.key == m.key.replace("_pageable", "_pinned")), None)
@@ -215,7 +223,7 @@ def _hbm(m: Metric, suite: SuiteResult, gpu: dict[str, Any] | None) -> Explanati
     out = Explanation(metric=m)
     seen = (suite.telemetry or {}).get(m.subject or "") or {}
     mem = seen.get("mem_clock_mhz") or {}
-    top = ((gpu or {}).get("clocks") or {}).get("mem_max_mhz")
+    top = ((gpu or {}).get("clocks") or {}).get("mem_max_mhz") or mem.get("max")
     out.path = [f"{m.subject} HBM", f"memory clock {mem.get('median')} MHz (max {top})"]
     rows = (gpu or {}).get("remapped_rows") or {}
     if rows.get("failure") or rows.get("pending"):
@@ -274,7 +282,7 @@ def explain(suites: list[SuiteResult], facts: dict[str, Any],
             flag = flagged.get((m.subject, kind))
             if not (m.status == "low" or flag or (everything and m.expected is not None)):
                 continue
-            gpu = _gpu_facts(facts, m.subject)
+            gpu = _gpu_facts(facts, _first_gpu(m))
             if m.key.startswith("memcpy.") and re.match(r"(h2d|d2h)_", kind) and gpu:
                 item = _host_copy(m, facts, suite, gpu)
             elif m.key.startswith("gpu.gemm"):

@@ -182,6 +182,42 @@ def import_cmd(files: tuple[str, ...], as_json: bool, save_path: str | None,
                    baseline, plot_path, kind="import")
 
 
+@cmd.command("explain")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--root", type=click.Path(file_okay=False, exists=True), metavar="DIR",
+              help="Read the path from the host tree in DIR instead of this host.")
+@click.option("--from", "snapshot", type=click.Path(dir_okay=False, exists=True),
+              metavar="SNAPSHOT", help="Read the path from a nodetune snapshot.")
+@click.option("--nvml", default="auto", show_default=True, metavar="auto|live|off|FILE",
+              help="NVML source for the GPU facts.")
+@click.option("--all", "everything", is_flag=True,
+              help="Explain every metric with an expectation, not only those below it.")
+@click.option("--json", "as_json", is_flag=True, help="Print nodetune.bench-explain/1 JSON.")
+def explain_cmd(file: str, root: str | None, snapshot: str | None, nvml: str,
+                everything: bool, as_json: bool) -> int:
+    """For each result in FILE (saved by --save) below its expectation or flagged slow, walk
+    the path its bytes took and name the likely cause, the setting that fixes it and the
+    expected gain. Exit 0 when nothing is below expectation, 1 when something is."""
+    from nodetune import exitcodes
+    from nodetune.bench import compare, explain
+    from nodetune.node.source import open_node
+    from nodetune.views.output import emit_json
+
+    suites = compare.baseline_suites(compare.load_baseline(file))
+    with open_node(root=root, snapshot=snapshot, nvml=nvml) as node:
+        facts = node.facts().to_json()
+    items = explain.explain(suites, facts, everything=everything)
+    if as_json:
+        emit_json({"source": file, "explanations": [i.to_json() for i in items]},
+                  explain.EXPLAIN_SCHEMA)
+    else:
+        from nodetune.views.bench_text import print_explanations
+
+        print_explanations(items)
+    below = any(i.metric.status == "low" or i.flag for i in items)
+    return exitcodes.WARNINGS if below else exitcodes.OK
+
+
 def _baseline(path: str | None) -> dict[str, Any] | None:
     if not path:
         return None

@@ -165,6 +165,28 @@ def print_comparison(comparison: dict[str, Any]) -> None:
                   style="dim")
 
 
+def print_explanations(items: list[Any]) -> None:
+    """`bench explain`: per result, the path, the likely cause, its fix and the gain."""
+    out = console()
+    if not items:
+        out.print("every result meets its expectation: nothing to explain")
+        return
+    for item in items:
+        m = item.metric
+        ratio = f" = {m.ratio:.0%} of {_num(m.expected.value, m.unit)}" \
+            if m.ratio is not None and m.expected else ""
+        out.print(f"\n[bold]{m.name}[/]: {_num(m.value, m.unit)}{ratio}")
+        if item.flag:
+            out.print(f"  flagged: {item.flag}", markup=False)
+        out.print("  path: " + " -> ".join(item.path), markup=False)
+        for n, cause in enumerate(item.causes):
+            label = "[bold]likely cause[/]" if n == 0 else "also"
+            out.print(f"  {label}: ", end="")
+            out.print(cause.found, markup=False)
+            gain = f" (expected gain: {cause.gain})" if cause.gain else ""
+            out.print(f"    fix: {cause.fix}{gain}", markup=False)
+
+
 class LineProgress:
     """Progress for a pipe or a log: one line per finished step on stderr, with the time spent
     and the time left at the pace so far."""
