@@ -135,9 +135,9 @@ def test_line_progress_prints_a_line_per_step_with_eta(capsys: pytest.CaptureFix
     progress = LineProgress(clock=lambda: next(ticks))
     progress.start("cpu-mem triad", 4)
     progress.advance()
-    progress.advance()
+    progress.advance(what="node0 <- node1")
     progress.advance(2)
     err = capsys.readouterr().err.splitlines()
     assert err == ["cpu-mem triad: step 1/4, 2.0 s, ETA 6.0 s",
-                   "cpu-mem triad: step 2/4, 4.0 s, ETA 4.0 s",
+                   "cpu-mem triad: step 2/4 (node0 <- node1), 4.0 s, ETA 4.0 s",
                    "cpu-mem triad: step 4/4, 10.0 s, ETA 0.0 s"]

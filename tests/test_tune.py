@@ -230,3 +230,14 @@ def test_recorded_cycle_on_the_h200_vm() -> None:
         == "regressed"
     assert (BENCH / "h200-fc-vm-tune-memcpy-card.txt").read_text().startswith(
         f"nodetune tune card {the_card['card_id']}\n")
+
+
+def test_a_baseline_that_did_not_run_changes_nothing(tmp_path: Path, change: Any) -> None:
+    from nodetune.errors import BenchError
+
+    steps = ReplaySteps(tmp_path, change)
+    skipped = [*recorded(), SuiteResult(suite="fio", status="skipped", note="fio: needs --dir")]
+    with pytest.raises(BenchError, match=r"fio skipped \(fio: needs --dir\); nothing was"):
+        operation.prove(remediate.Request(), ["memcpy", "fio"], lambda phase: skipped,
+                        keep=False, confirm=lambda p, r: True, workdir=tmp_path, steps=steps)
+    assert not (tmp_path / "state.json").exists()

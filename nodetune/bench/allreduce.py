@@ -163,7 +163,7 @@ class AllReduceRunner(Runner):
             for size in sizes:
                 for r in range(repeat):
                     samples.setdefault(size, []).append(runner.measure(size, check=r == 0))
-                    ctx.progress.advance()
+                    ctx.progress.advance(what=size_label(size))
         finally:
             runner.close()
         buses = [expect.normalize_bus_id(api.bus_id(d)) for d in devices]

@@ -24,7 +24,9 @@ from nodetune.errors import BenchError
 class Progress(Protocol):
     def start(self, description: str, total: int) -> None: ...
 
-    def advance(self, steps: int = 1) -> None: ...
+    def advance(self, steps: int = 1, what: str = "") -> None:
+        """`steps` more done; `what` names the step just finished (size, GPU, pair)."""
+        ...
 
 
 class NullProgress:
@@ -33,7 +35,7 @@ class NullProgress:
     def start(self, description: str, total: int) -> None:
         pass
 
-    def advance(self, steps: int = 1) -> None:
+    def advance(self, steps: int = 1, what: str = "") -> None:
         pass
 
 

@@ -127,7 +127,9 @@ class GpuComputeRunner(Runner):
                     for _ in range(repeat):
                         samples.append(self._sample(engine, dev, kind, nbytes, gemm_iters,
                                                     hbm_iters))
-                        ctx.progress.advance()
+                        unit = "TFLOP/s" if kind.startswith("gemm") else "GB/s"
+                        ctx.progress.advance(
+                            what=f"GPU{dev.ordinal} {kind} {samples[-1]:,.0f} {unit}")
                     metrics.append(self._metric(dev, kind, tuple(samples), nbytes))
                 summary = sampler.stop()
                 if summary:

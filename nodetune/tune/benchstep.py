@@ -41,5 +41,5 @@ class _Phase:
     def start(self, description: str, total: int) -> None:
         self.inner.start(f"{self.phase}: {description}", total)
 
-    def advance(self, steps: int = 1) -> None:
-        self.inner.advance(steps)
+    def advance(self, steps: int = 1, what: str = "") -> None:
+        self.inner.advance(steps, what)

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from nodetune.apply import remediate
 from nodetune.bench import compare
 from nodetune.bench.results import SuiteResult
-from nodetune.errors import Refused
+from nodetune.errors import BenchError, Refused
 from nodetune.tune.decide import REGRESSED, Decision, decide
 
 BenchFn = Callable[[str], list[SuiteResult]]  # phase ("baseline", "after") -> results
@@ -99,6 +99,12 @@ def prove(request: remediate.Request, suites: list[str], bench: BenchFn, *, keep
     if not confirm(prepared, result.plan):
         raise Refused("not confirmed; nothing was changed")
     result.baseline = bench("baseline")
+    broken = [s for s in result.baseline if s.status != "ok"]
+    if broken:
+        raise BenchError("the baseline cannot prove anything: " + "; ".join(
+            f"{s.suite} {s.status}" + (f" ({s.note})" if s.note else "") for s in broken)
+            + "; nothing was changed", fix="run only suites that work here (nodetune bench "
+            "SUITE shows why one does not)")
     result.applied = steps.execute(prepared)
     pending = [s for s in result.applied.settings if s.status == "pending-reboot"]
     if pending:

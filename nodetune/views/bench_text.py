@@ -202,12 +202,13 @@ class LineProgress:
         self.description, self.total, self.done = description, max(1, total), 0
         self.started = self.clock()
 
-    def advance(self, steps: int = 1) -> None:
+    def advance(self, steps: int = 1, what: str = "") -> None:
         self.done += steps
         spent = self.clock() - self.started
         left = spent / self.done * (self.total - self.done) if self.done else 0.0
+        label = f" ({what})" if what else ""
         console(stderr=True).print(
-            f"{self.description}: step {self.done}/{self.total}, {spent:.1f} s, "
+            f"{self.description}: step {self.done}/{self.total}{label}, {spent:.1f} s, "
             f"ETA {left:.1f} s", highlight=False, markup=False)
 
 
@@ -228,6 +229,7 @@ class RichProgress:
                             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                             console=console(stderr=True), transient=True)
         self.task: Any = None
+        self.description = ""
 
     def __enter__(self) -> RichProgress:
         self.bar.start()
@@ -239,8 +241,11 @@ class RichProgress:
     def start(self, description: str, total: int) -> None:
         if self.task is not None:
             self.bar.remove_task(self.task)
+        self.description = description
         self.task = self.bar.add_task(description, total=max(1, total))
 
-    def advance(self, steps: int = 1) -> None:
+    def advance(self, steps: int = 1, what: str = "") -> None:
         if self.task is not None:
             self.bar.advance(self.task, steps)
+            if what:
+                self.bar.update(self.task, description=f"{self.description} {what}")
