@@ -99,7 +99,7 @@ def test_a_gpu_at_a_third_of_its_flops_is_flagged_and_fails_the_run() -> None:
     assert "below 55%" in by_subject[("GPU5", "gemm_bf16")]["why"]
     # 10% under the median of 8 GPUs, over the noise bound, yet above the HBM minimum ratio
     copy = by_subject[("GPU2", "hbm_copy")]
-    assert "-10% against the median of 8 GPUs" in copy["why"]
+    assert "-10% against the median of 8 (" in copy["why"]
     assert next(m for m in result.metrics if m.key == "gpu.hbm_copy.GPU2").status == "ok"
     assert result.note is not None and "GPU2 HBM copy 3656.6 GB/s" in result.note
     assert session.exit_code([result], None) == 1

@@ -49,6 +49,8 @@ class RunOptions:
     fio_device: str | None = None
     destructive: bool = False
     nvbandwidth: bool = False  # memcpy: use nvbandwidth when installed
+    nodes: tuple[str, ...] | None = None  # allreduce across these nodes; ("slurm",): the job's
+    launcher: str | None = None  # "srun" or "mpirun" for --nodes; None: srun when installed
 
     def repeats(self) -> int:
         return self.repeat or (1 if self.quick else 3)

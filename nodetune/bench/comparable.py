@@ -15,7 +15,8 @@ from nodetune.bench.results import Binding, Metric, SuiteResult
 
 # run options that change what a suite measures (RunOptions fields); "repeat" is covered by
 # the sample count of each metric
-RUN_OPTIONS = ("quick", "sizes", "gpus", "nvbandwidth", "fio_dir", "fio_device", "destructive")
+RUN_OPTIONS = ("quick", "sizes", "gpus", "nvbandwidth", "fio_dir", "fio_device", "destructive",
+               "nodes", "launcher")
 
 
 def _fmt(value: Any) -> str:

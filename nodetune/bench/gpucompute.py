@@ -12,14 +12,14 @@ below the median of this node's GPUs by more than the noise bound.
 from __future__ import annotations
 
 import os
-import statistics
 import time
 from collections.abc import Callable
 from typing import Any
 
-from nodetune.bench import gpuspec, gputelemetry, stats
+from nodetune.bench import gpuspec, gputelemetry
 from nodetune.bench.base import RunContext, Runner, module_available
 from nodetune.bench.gpuengine import DeviceInfo, GpuEngine
+from nodetune.bench.outliers import flags
 from nodetune.bench.results import GIB, MIB, Expected, Metric, SuiteResult
 from nodetune.errors import BenchError
 
@@ -35,35 +35,6 @@ def tflops(n: int, iters: int, ms: float) -> float:
 
 def hbm_gbps(kind: str, nbytes: int, iters: int, ms: float) -> float:
     return HBM_BYTES_MOVED[kind] * nbytes * iters / (ms / 1e3) / 1e9
-
-
-def flags(metrics: list[Metric]) -> list[dict[str, Any]]:
-    """GPUs whose metric is low against its expectation, or below the node's median of that
-    metric by more than the noise (FLEET_NOISE, or the samples' own spread when larger)."""
-    out: list[dict[str, Any]] = []
-    by_kind: dict[str, list[Metric]] = {}
-    for m in metrics:
-        by_kind.setdefault(m.key.split(".")[1], []).append(m)
-    for kind, group in by_kind.items():
-        median = statistics.median(m.value for m in group) if len(group) >= 3 else None
-        for m in group:
-            if m.status == "low" and m.expected is not None:
-                out.append({"subject": m.subject, "metric": kind, "value": round(m.value, 1),
-                            "reference": round(m.expected.value * (m.expected.min_ratio or 1), 1),
-                            "why": f"{m.name} {m.value:.1f} {m.unit} is {m.ratio:.0%} of "
-                                   f"{m.expected.value:g} {m.unit} (below "
-                                   f"{m.expected.min_ratio:.0%})"})
-                continue
-            if median is None:
-                continue
-            noise = max(gpuspec.FLEET_NOISE, stats.spread(m.samples).relative)
-            if m.value < median * (1 - noise):
-                out.append({"subject": m.subject, "metric": kind, "value": round(m.value, 1),
-                            "reference": round(median, 1),
-                            "why": f"{m.name} {m.value:.1f} {m.unit} is "
-                                   f"{m.value / median - 1:+.0%} against the median of "
-                                   f"{len(group)} GPUs ({median:.1f}, noise ±{noise:.0%})"})
-    return out
 
 
 def _load_engine() -> GpuEngine:
@@ -136,7 +107,7 @@ class GpuComputeRunner(Runner):
                     telemetry[f"GPU{dev.ordinal}"] = self._with_clock_bound(summary, dev)
         finally:
             engine.release()
-        flagged = flags(metrics)
+        flagged = flags(metrics, gpuspec.FLEET_NOISE)
         note = "; ".join(f["why"] for f in flagged) or None
         return SuiteResult(suite=self.name, status="ok", runner=engine.name, note=note,
                            tool_versions=engine.versions(),

@@ -128,10 +128,16 @@ def cmd() -> None:
               help="fio: also write to --device, destroying its data.")
 @click.option("--nvbandwidth", "use_nvbandwidth", is_flag=True,
               help="memcpy: run nvbandwidth (when on PATH) instead of the built-in runner.")
+@click.option("--nodes", "nodes_text", metavar="LIST|slurm",
+              help="allreduce: across these nodes (a,b,c), or `slurm`: the allocation's; the "
+                   "whole job and every node pair.")
+@click.option("--launcher", type=click.Choice(["srun", "mpirun"]),
+              help="allreduce --nodes: how to start the ranks [default: srun when installed].")
 def run_cmd(suites: tuple[str, ...], as_json: bool, save_path: str | None,
             compare_path: str | None, plot_path: str | None, quick: bool, repeat: int | None,
             gpus: tuple[int, ...] | None, sizes: tuple[int, ...] | None, fio_dir: str | None,
-            fio_device: str | None, destructive: bool, use_nvbandwidth: bool) -> int:
+            fio_device: str | None, destructive: bool, use_nvbandwidth: bool,
+            nodes_text: str | None, launcher: str | None) -> int:
     """Run SUITE... (memcpy, allreduce, fio, cpu-mem, all)."""
     from nodetune.bench.base import RunContext, RunOptions
 
@@ -143,9 +149,12 @@ def run_cmd(suites: tuple[str, ...], as_json: bool, save_path: str | None,
         raise BenchError("--destructive only applies to --device", fix="give --device /dev/X")
     names = list(SUITES) if "all" in suites else list(dict.fromkeys(suites))
     baseline = _baseline(compare_path)
+    nodes = tuple(n.strip() for n in nodes_text.split(",") if n.strip()) if nodes_text else None
+    if launcher and not nodes:
+        raise BenchError("--launcher only applies to --nodes", fix="give --nodes a,b")
     options = RunOptions(quick=quick, repeat=repeat or 0, gpus=gpus, sizes=sizes,
                          fio_dir=fio_dir, fio_device=fio_device, destructive=destructive,
-                         nvbandwidth=use_nvbandwidth)
+                         nvbandwidth=use_nvbandwidth, nodes=nodes, launcher=launcher)
     facts = _facts()
     ctx = RunContext(facts=facts, options=options)
     from nodetune.bench.session import run_suites
