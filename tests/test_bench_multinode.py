@@ -70,7 +70,7 @@ def test_whole_job_against_the_nics_and_the_slow_pair() -> None:
     ctx = RunContext(facts=RDMA_FACTS, options=RunOptions(nodes=("n1", "n2", "n3", "n4"),
                                                           launcher="srun", repeat=2),
                      which=lambda name: f"/usr/bin/{name}")
-    result = multinode.run(ctx, execute)
+    result = multinode.run(ctx, execute, address=lambda node, launcher, env: node)
     assert len(calls) == 7 * 2  # the job and 6 pairs, twice each
     argv, env = calls[0]
     assert argv[:5] == ["srun", "--nodes", "4", "--nodelist", "n1,n2,n3,n4"]
@@ -97,7 +97,7 @@ def test_two_nodes_and_torch_fallback() -> None:
     ctx = RunContext(facts={}, options=RunOptions(nodes=("a", "b"), launcher="mpirun",
                                                   quick=True),
                      which=lambda name: None if name == "all_reduce_perf" else f"/bin/{name}")
-    result = multinode.run(ctx, launch)
+    result = multinode.run(ctx, launch, address=lambda node, launcher, env: node)
     [(argv, _)] = calls
     assert argv[0] == "mpirun" and "nodetune.bench.torchdist" in argv
     assert result.flags == [] and all(m.expected is None for m in result.metrics)
@@ -113,3 +113,116 @@ def test_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
     ctx = RunContext(facts={}, options=RunOptions(nodes=("a",)), which=lambda n: "/bin/srun")
     with pytest.raises(Exception, match="needs 2 or more nodes"):
         multinode.run(ctx, lambda argv, env: "")
+
+
+# -- a real Slurm: three slurmd on this host, a CPU all-reduce over TCP between the ranks -----
+
+SBIN = ("/usr/sbin", "/usr/bin", "/sbin", "/bin")
+CPU_ALLREDUCE = Path(__file__).parent / "bench" / "cpu_allreduce.py"
+
+
+def _which(name: str) -> str | None:
+    import shutil
+
+    return shutil.which(name) or shutil.which(name, path=":".join(SBIN))
+
+
+@pytest.fixture(scope="module")
+def three_nodes(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    import os
+    import pwd
+    import random
+    import socket
+    import subprocess
+    import time
+
+    tools = ("slurmctld", "slurmd", "srun", "sinfo", "munged")
+    missing = [t for t in tools if _which(t) is None]
+    if missing:
+        pytest.skip(f"Slurm/munge binaries not installed: {', '.join(missing)}")
+    tmp = tmp_path_factory.mktemp("slurm3")
+    user = pwd.getpwuid(os.getuid()).pw_name
+    key = tmp / "munge.key"
+    key.write_bytes(os.urandom(1024))
+    key.chmod(0o600)
+    sock = tmp / "munge.sock"
+    port = random.randint(20000, 29000)
+    cpus = subprocess.run([_which("slurmd") or "slurmd", "-C"], capture_output=True, text=True,
+                          check=True).stdout.split("CPUs=")[1].split()[0]
+    host = socket.gethostname().split(".")[0]
+    (tmp / "state").mkdir()
+    nodes = ("nta", "ntb", "ntc")
+    lines = [f"NodeName={n} NodeHostname={host} NodeAddr=127.0.0.1 Port={port + 1 + i} "
+             f"CPUs={cpus} RealMemory=100 State=UNKNOWN" for i, n in enumerate(nodes)]
+    for n in nodes:
+        (tmp / f"spool{n}").mkdir()
+    (tmp / "slurm.conf").write_text("\n".join([
+        "ClusterName=nodetunemulti", "SlurmctldHost=localhost", f"SlurmctldPort={port}",
+        f"SlurmUser={user}", f"SlurmdUser={user}", "AuthType=auth/munge", "CredType=cred/munge",
+        f"AuthInfo=socket={sock}", f"StateSaveLocation={tmp}/state",
+        f"SlurmdSpoolDir={tmp}/spool%n", f"SlurmctldPidFile={tmp}/slurmctld.pid",
+        f"SlurmdPidFile={tmp}/slurmd%n.pid", f"SlurmctldLogFile={tmp}/slurmctld.log",
+        f"SlurmdLogFile={tmp}/slurmd%n.log", "ProctrackType=proctrack/pgid",
+        "TaskPlugin=task/none", "SchedulerType=sched/builtin", "SelectType=select/linear",
+        "MpiDefault=none", "JobAcctGatherType=jobacct_gather/none",
+        "AccountingStorageType=accounting_storage/none", "ReturnToService=2",
+        "MessageTimeout=5", *lines, f"PartitionName=debug Nodes={','.join(nodes)} Default=YES "
+        "State=UP", ""]))
+    env = {**os.environ, "SLURM_CONF": str(tmp / "slurm.conf")}
+    procs = [subprocess.Popen([_which("munged") or "munged", "-F", "-f", f"--socket={sock}",
+                               f"--key-file={key}", f"--pid-file={tmp}/munged.pid",
+                               f"--seed-file={tmp}/munged.seed", f"--log-file={tmp}/munged.log"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)]
+    try:
+        for _ in range(50):
+            if sock.exists():
+                break
+            time.sleep(0.1)
+        daemons = [[_which("slurmctld") or "slurmctld", "-D", "-f", str(tmp / "slurm.conf")]]
+        daemons += [[_which("slurmd") or "slurmd", "-D", "-N", n, "-f", str(tmp / "slurm.conf")]
+                    for n in nodes]
+        for argv in daemons:
+            procs.append(subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL, start_new_session=True))
+        end = time.monotonic() + 30
+        while time.monotonic() < end:
+            out = subprocess.run([_which("sinfo") or "sinfo", "--noheader", "--Node",
+                                  "--format=%T"], env=env, capture_output=True, text=True,
+                                 check=False).stdout.split()
+            if len(out) == 3 and all(s.startswith("idle") for s in out):
+                break
+            time.sleep(0.3)
+        else:
+            pytest.fail(f"the three slurmd did not register: {out}")
+        yield nodes, env, tmp
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in reversed(procs):
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.mark.slow
+def test_srun_launches_ranks_that_meet_and_report_the_job_and_each_pair(three_nodes: Any) -> None:
+    import sys
+
+    nodes, env, tmp = three_nodes
+    runner = tmp / "all_reduce_perf"
+    runner.write_text(f"#!/bin/sh\nexec {sys.executable} {CPU_ALLREDUCE} \"$@\"\n")
+    runner.chmod(0o755)
+    ctx = RunContext(facts={}, options=RunOptions(nodes=nodes, launcher="srun", quick=True,
+                                                  repeat=1, sizes=(1 << 20, 1 << 22)),
+                     env=env, which=lambda name: str(runner) if name == "all_reduce_perf"
+                     else _which(name))
+    result = multinode.run(ctx)
+    keys = sorted(m.key for m in result.metrics)
+    assert keys == ["allreduce.job.busbw.1MiB", "allreduce.job.busbw.2MiB",
+                    "allreduce.job.busbw.4MiB", "allreduce.pair.nta+ntb",
+                    "allreduce.pair.nta+ntc", "allreduce.pair.ntb+ntc"]
+    assert all(m.value > 0 for m in result.metrics)
+    assert result.runner == f"srun+{runner}"
+    assert result.hosts == list(nodes)

@@ -4,7 +4,8 @@
 from one node, one rank per GPU on each node: through `srun --nodelist` (Slurm) or
 `mpirun --host` (Open MPI). Each rank runs nccl-tests' `all_reduce_perf -g 1` when it is
 installed, else the PyTorch runner (`nodetune.bench.torchdist`, which reads its rank from the
-launcher: SLURM_PROCID / OMPI_COMM_WORLD_RANK; MASTER_ADDR is the group's first node).
+launcher: SLURM_PROCID / OMPI_COMM_WORLD_RANK; MASTER_ADDR is the group's first node, its
+NodeAddr under Slurm).
 
 Groups: the whole job, then each pair of nodes (every pair up to PAIR_LIMIT nodes, else each
 node with the next, as a ring). The whole job's bus bandwidth is compared with what this node's
@@ -15,6 +16,7 @@ pairs by more than the noise is flagged: the slow link, switch port or NIC is on
 from __future__ import annotations
 
 import itertools
+import re
 import subprocess
 import sys
 import time
@@ -82,7 +84,22 @@ def slurm_nodes(env: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(out.split())
 
 
-def run(ctx: RunContext, execute: Execute | None = None) -> SuiteResult:
+def node_addr(node: str, launcher: str, env: Mapping[str, str]) -> str:
+    """Where the ranks find rank 0: the node's NodeAddr under Slurm (scontrol show node),
+    else its name."""
+    if launcher != "srun":
+        return node
+    try:
+        out = subprocess.run(["scontrol", "show", "node", node], capture_output=True, text=True,
+                             timeout=30, check=False, env=dict(env)).stdout
+    except (OSError, subprocess.SubprocessError):
+        return node
+    found = re.search(r"\bNodeAddr=(\S+)", out)
+    return found.group(1) if found else node
+
+
+def run(ctx: RunContext, execute: Execute | None = None,
+        address: Callable[[str, str, Mapping[str, str]], str] = node_addr) -> SuiteResult:
     opts = ctx.options
     nodes = opts.nodes or ()
     if nodes == ("slurm",):
@@ -107,7 +124,7 @@ def run(ctx: RunContext, execute: Execute | None = None) -> SuiteResult:
     argv: list[str] = []
     for group in todo:
         env = {**ctx.env, "NCCL_NVLS_ENABLE": ctx.env.get("NCCL_NVLS_ENABLE", "0"),
-               "MASTER_ADDR": group[0], "MASTER_PORT": str(PORT)}
+               "MASTER_ADDR": address(group[0], launcher, ctx.env), "MASTER_PORT": str(PORT)}
         argv = launch_argv(launcher, group, per_node, inner)
         per_size: dict[int, list[float]] = {}
         for _ in range(repeat):
