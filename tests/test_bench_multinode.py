@@ -40,6 +40,7 @@ def test_launch_command_lines() -> None:
       "OMPI_COMM_WORLD_LOCAL_RANK": "1"}, (9, 16, 1)),
     ({"SLURM_PROCID": "15", "SLURM_NTASKS": "16", "SLURM_LOCALID": "7"}, (15, 16, 7)),
     ({"SLURM_JOB_ID": "1"}, None),
+    ({"SLURM_PROCID": "0", "SLURM_NTASKS": "1"}, None),  # one task in a job: spawn per GPU
 ])
 def test_ranks_from_each_launcher(env: dict[str, str], ranks: Any) -> None:
     assert torchdist.launcher_ranks(env) == ranks

@@ -174,9 +174,10 @@ LAUNCHER_VARS = (("RANK", "WORLD_SIZE", "LOCAL_RANK"),
 
 def launcher_ranks(env: Any) -> tuple[int, int, int] | None:
     """This process's (rank, world size, local rank) from torchrun, Open MPI, Slurm or MPICH;
-    None when no launcher started it."""
+    None when no launcher started several ranks (a single-task Slurm job, say: then one
+    process per GPU is spawned here)."""
     for rank, world, local in LAUNCHER_VARS:
-        if rank in env and world in env:
+        if rank in env and world in env and (world == "WORLD_SIZE" or int(env[world]) > 1):
             return int(env[rank]), int(env[world]), int(env.get(local, "0"))
     return None
 
