@@ -104,3 +104,14 @@ def test_cli_explain(capsys: pytest.CaptureFixture[str], host_tree: Any) -> None
     with pytest.raises(SystemExit) as exc:
         main(["bench", "explain", str(BENCH / "nope.json"), "--nvml", "off"])
     assert exc.value.code == 3 and "cannot read" in capsys.readouterr().err
+
+
+def test_device_copy_walks_hbm_and_a_healthy_host_path_says_so() -> None:
+    """The quick memcpy run of the H200 VM, explained with --all on that node's facts."""
+    doc = json.loads((BENCH / "h200-fc-vm-memcpy-quick.json").read_text())
+    items = {i.metric.key: i for i in explain.explain(compare.baseline_suites(doc), {
+        "gpus": [{"pci_address": "0000:00:06.0", "numa_node": 0}]}, everything=True)}
+    d2d = next(i for k, i in items.items() if k.startswith("memcpy.d2d.GPU0"))
+    assert d2d.path[0] == "GPU0 HBM"
+    pinned = next(i for k, i in items.items() if k.startswith("memcpy.h2d_pinned.GPU0"))
+    assert pinned.causes[0].found.startswith("the path looks right")

@@ -173,6 +173,12 @@ def _host_copy(m: Metric, facts: dict[str, Any], suite: SuiteResult,
         out.causes.append(Cause(f"IOMMU in {iommu} mode: every DMA is translated",
                                 "boot with iommu=pt (nodetune apply, setting kernel.iommu)",
                                 "5-15% on host copies"))
+    if not out.causes:
+        out.causes.append(Cause("the path looks right: links at full width and speed, host "
+                                "memory local, pinned",
+                                "compare with the node's other GPUs; check the GPU's PCIe "
+                                "error counters (AER) and the host's memory bandwidth "
+                                "(nodetune bench cpu-mem)"))
     return out
 
 
@@ -287,7 +293,7 @@ def explain(suites: list[SuiteResult], facts: dict[str, Any],
                 item = _host_copy(m, facts, suite, gpu)
             elif m.key.startswith("gpu.gemm"):
                 item = _gpu_compute(m, suite, gpu)
-            elif m.key.startswith("gpu.hbm"):
+            elif m.key.startswith(("gpu.hbm", "memcpy.d2d")):
                 item = _hbm(m, suite, gpu)
             elif m.key.startswith(("memcpy.p2p", "memcpy.peer", "allreduce.")):
                 item = _peer(m, facts, suite)
