@@ -43,6 +43,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "profiles": ("profiles", "List or show hardware profiles."),
     "apply": ("apply", "Fix audit findings through Ansible (dry-run first)."),
     "rollback": ("rollback", "Restore the values the last apply changed."),
+    "tune": ("tune", "Apply fixes, prove them with benchmarks, roll back a regression."),
     "manifests": ("manifests", "Generate kubelet, pod, docker and Slurm pinning configuration."),
     "bind": ("bind", "Run a command bound to its GPU's CPUs, memory and NIC."),
     "bench": ("bench", "Run micro-benchmarks that verify tuning."),

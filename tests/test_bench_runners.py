@@ -112,7 +112,7 @@ def a100_suite(scale_1gib: float = 1.0) -> SuiteResult:
 
 def test_compare_recorded_run_with_itself_and_with_a_slower_copy() -> None:
     same = bench_compare.compare([a100_suite()], [a100_suite()])
-    assert same["summary"] == {"improved": 0, "regressed": 0, "unchanged": 14}
+    assert same["summary"] == {"improved": 0, "regressed": 0, "unchanged": 14, "incomparable": 0}
     slower = bench_compare.compare([a100_suite()], [a100_suite(scale_1gib=0.9)])
     assert slower["summary"]["regressed"] == 1
     [changed] = [c for c in slower["changes"] if c.change.verdict == "regressed"]

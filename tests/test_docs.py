@@ -23,12 +23,6 @@ REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
 README = REPO / "README.md"
 
-# Pages other parts of the project write; a link to one of them may wait for it. Paths are
-# relative to docs/.
-PENDING_PAGES = {
-    "profiles.md", "snapshots.md", "install.md", "benchmarks.md",
-    "placement-inputs.md", "commands/check.md", "commands/agent.md", "commands/tune.md",
-}
 
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
 FENCE = re.compile(r"^(```|~~~)")
@@ -72,12 +66,6 @@ def anchors(path: Path) -> set[str]:
     return result
 
 
-def pending(target: Path) -> bool:
-    try:
-        return target.resolve().relative_to(DOCS.resolve()).as_posix() in PENDING_PAGES
-    except ValueError:
-        return False
-
 
 def test_markdown_source_of_links() -> None:
     """The link pattern finds links, and code spans do not count as links."""
@@ -94,8 +82,7 @@ def test_relative_links_resolve(page: Path) -> None:
         file_part, _, anchor = target.partition("#")
         path = (page.parent / file_part).resolve() if file_part else page
         if not path.exists():
-            if not pending(path):
-                broken.append(f"{target}: no such file")
+            broken.append(f"{target}: no such file")
             continue
         if anchor and path.suffix == ".md" and anchor not in anchors(path):
             broken.append(f"{target}: no heading with anchor #{anchor} in {path.name}")
@@ -105,7 +92,7 @@ def test_relative_links_resolve(page: Path) -> None:
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_every_command_has_a_page(command: str) -> None:
     page = f"commands/{command}.md"
-    assert (DOCS / page).exists() or page in PENDING_PAGES, f"docs/{page} is missing"
+    assert (DOCS / page).exists(), f"docs/{page} is missing"
     index = (DOCS / "index.md").read_text(encoding="utf-8")
     assert f"({page})" in index, f"docs/index.md does not link {page}"
 
@@ -282,9 +269,7 @@ def test_readme_tour_prints_what_it_shows(tmp_path: Path) -> None:
                          ids=lambda p: p.invocation)
 def test_every_option_is_on_its_command_page(page: manpage.Page) -> None:
     doc = DOCS / "commands" / f"{page.path[0]}.md"
-    if not doc.exists():
-        assert f"commands/{page.path[0]}.md" in PENDING_PAGES
-        return
+    assert doc.exists(), f"docs/commands/{page.path[0]}.md is missing"
     text = doc.read_text(encoding="utf-8")
     missing = []
     for param in page.command.get_params(page.ctx):

@@ -1,4 +1,4 @@
-"""Micro-benchmarks that verify tuning: memcpy, allreduce, fio, cpu-mem.
+"""Micro-benchmarks that verify tuning: memcpy, allreduce, fio, cpu-mem, gpu.
 
 Each suite is a Runner (`nodetune.bench.base`) registered by name below, in the order
 `nodetune bench all` runs them.
@@ -16,6 +16,7 @@ SUITES: dict[str, tuple[str, str]] = {
     "memcpy": ("memcpy", "MemcpyRunner"),
     "allreduce": ("allreduce", "AllReduceRunner"),
     "fio": ("fio", "FioRunner"),
+    "gpu": ("gpucompute", "GpuComputeRunner"),
 }
 
 

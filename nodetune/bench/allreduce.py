@@ -21,7 +21,7 @@ import sys
 import time
 from typing import Any
 
-from nodetune.bench import cudart, expect, ncclib, nccltests, stats
+from nodetune.bench import cudart, expect, multinode, ncclib, nccltests, stats
 from nodetune.bench.base import RunContext, Runner, module_available, run_tool
 from nodetune.bench.memcpy import has_gpu
 from nodetune.bench.results import MIB, Binding, Metric, NcclRow, SuiteResult, size_label
@@ -65,6 +65,12 @@ class AllReduceRunner(Runner):
         return None
 
     def check_enabled(self, ctx: RunContext) -> str | None:
+        if ctx.options.nodes:  # the ranks run on the nodes named; this one only launches
+            launcher = ctx.options.launcher or ("srun" if ctx.which("srun") else "mpirun")
+            if ctx.which(launcher) is None:
+                return f"allreduce: --nodes needs {launcher}; fix: install Slurm or Open MPI, " \
+                       "or pass --launcher"
+            return None
         if not has_gpu(ctx):
             return "allreduce: no NVIDIA GPU on this node"
         count = len(ctx.options.gpus) if ctx.options.gpus is not None else ctx.gpu_count()
@@ -84,6 +90,8 @@ class AllReduceRunner(Runner):
 
     def run(self, ctx: RunContext) -> SuiteResult:
         opts = ctx.options
+        if opts.nodes:
+            return multinode.run(ctx)
         sizes = tuple(opts.sizes) if opts.sizes else DEFAULT_SIZES
         repeat = opts.repeats()
         backend = self.backend(ctx)
@@ -163,7 +171,7 @@ class AllReduceRunner(Runner):
             for size in sizes:
                 for r in range(repeat):
                     samples.setdefault(size, []).append(runner.measure(size, check=r == 0))
-                    ctx.progress.advance()
+                    ctx.progress.advance(what=size_label(size))
         finally:
             runner.close()
         buses = [expect.normalize_bus_id(api.bus_id(d)) for d in devices]

@@ -24,7 +24,9 @@ from nodetune.errors import BenchError
 class Progress(Protocol):
     def start(self, description: str, total: int) -> None: ...
 
-    def advance(self, steps: int = 1) -> None: ...
+    def advance(self, steps: int = 1, what: str = "") -> None:
+        """`steps` more done; `what` names the step just finished (size, GPU, pair)."""
+        ...
 
 
 class NullProgress:
@@ -33,7 +35,7 @@ class NullProgress:
     def start(self, description: str, total: int) -> None:
         pass
 
-    def advance(self, steps: int = 1) -> None:
+    def advance(self, steps: int = 1, what: str = "") -> None:
         pass
 
 
@@ -47,6 +49,8 @@ class RunOptions:
     fio_device: str | None = None
     destructive: bool = False
     nvbandwidth: bool = False  # memcpy: use nvbandwidth when installed
+    nodes: tuple[str, ...] | None = None  # allreduce across these nodes; ("slurm",): the job's
+    launcher: str | None = None  # "srun" or "mpirun" for --nodes; None: srun when installed
 
     def repeats(self) -> int:
         return self.repeat or (1 if self.quick else 3)

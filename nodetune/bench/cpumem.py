@@ -110,9 +110,10 @@ class CpuMemRunner(Runner):
                     numactl = None  # numactl refused (a container without set_mempolicy)
                     continue
                 samples.append(doc["best_gbps"])
+                what = f"CPUs node{cpu_node}, memory node{mem_node}, {doc['best_gbps']:.1f} GB/s"
                 seen = doc.get("mem_nodes_seen")
                 bound = bound and doc.get("membind", mem_node) is not None
-                ctx.progress.advance()
+                ctx.progress.advance(what=what)
             results[(cpu_node, mem_node)] = samples
             method = "numactl" if numactl else "sched_setaffinity+set_mempolicy"
             binding = Binding(method=method if bound else "sched_setaffinity",

@@ -175,7 +175,10 @@ class MemcpyRunner(Runner):
                                         samples = []
                                         for _ in range(repeat):
                                             samples.append(timer.host(gpu, host_ptr, size, kind))
-                                            ctx.progress.advance()
+                                            ctx.progress.advance(what=(
+                                                f"{label} {'pinned' if pin else 'pageable'} "
+                                                f"GPU{gpu.ordinal} node{node.id} "
+                                                f"{size_label(size)}"))
                                         metrics.append(self._host_metric(
                                             ctx, gpu, node.id, local, size, label, pin,
                                             samples, bound))
@@ -187,7 +190,7 @@ class MemcpyRunner(Runner):
                     samples = []
                     for _ in range(repeat):
                         samples.append(timer.device(gpu, size))
-                        ctx.progress.advance()
+                        ctx.progress.advance(what=f"d2d GPU{gpu.ordinal} {size_label(size)}")
                     metrics.append(Metric(
                         key=f"memcpy.d2d.GPU{gpu.ordinal}.{size_label(size)}", suite=self.name,
                         name=f"D2D GPU{gpu.ordinal} (read+write)", unit="GB/s",
@@ -200,7 +203,8 @@ class MemcpyRunner(Runner):
                     samples = []
                     for _ in range(repeat):
                         samples.append(timer.peer(src, dst, size))
-                        ctx.progress.advance()
+                        ctx.progress.advance(what=f"GPU{src.ordinal}->GPU{dst.ordinal} "
+                                                  f"{size_label(size)}")
                     metric = Metric(
                         key=f"memcpy.p2p.GPU{src.ordinal}-GPU{dst.ordinal}.{size_label(size)}",
                         suite=self.name, name=f"GPU{src.ordinal} -> GPU{dst.ordinal}", unit="GB/s",

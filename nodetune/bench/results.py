@@ -177,6 +177,8 @@ class SuiteResult:
     rows: list[NcclRow] | None = None
     jobs: list[FioJob] | None = None
     matrices: list[Matrix] | None = None
+    telemetry: dict[str, Any] | None = None  # per GPU: clocks, power, throttle reasons
+    flags: list[dict[str, Any]] | None = None  # subjects flagged slow, with why
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -201,6 +203,7 @@ class SuiteResult:
             jobs=[_build(FioJob, j) for j in doc["jobs"]] if doc.get("jobs") is not None else None,
             matrices=[_matrix(m) for m in doc["matrices"]] if doc.get("matrices") is not None
             else None,
+            telemetry=doc.get("telemetry"), flags=doc.get("flags"),
         )
 
 

@@ -67,11 +67,17 @@ def document(suites: list[SuiteResult], facts: dict[str, Any], options: Any,
 
 
 def exit_code(suites: list[SuiteResult], comparison: dict[str, Any] | None) -> int:
-    """1 when a suite failed, a metric is below its expected minimum, or --compare found a
-    regression beyond noise; 0 otherwise."""
+    """3 when --compare met runs measured differently (incomparable metrics or run options);
+    1 when a suite failed, a metric is below its expected minimum, a subject is flagged slow,
+    or --compare found a regression beyond noise; 0 otherwise."""
+    if comparison and (comparison["summary"].get("incomparable")
+                       or comparison.get("run_mismatches")):
+        return exitcodes.ERROR
     if any(s.status == "failed" for s in suites):
         return exitcodes.WARNINGS
     if any(m.status == "low" for s in suites for m in s.metrics):
+        return exitcodes.WARNINGS
+    if any(s.flags for s in suites):  # a GPU below its peers
         return exitcodes.WARNINGS
     if comparison and comparison["summary"]["regressed"]:
         return exitcodes.WARNINGS

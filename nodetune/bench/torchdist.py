@@ -145,9 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nprocs", type=int, default=0, help="processes (default: every GPU)")
     args = parser.parse_args(argv)
     os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        _bench(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]),
-               int(os.environ.get("LOCAL_RANK", "0")), args)
+    ranks = launcher_ranks(os.environ)
+    if ranks is not None:
+        rank, world, local_rank = ranks
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", "29533")
+        _bench(rank, world, local_rank, args)
         return 0
     import torch
     import torch.multiprocessing as mp
@@ -160,6 +163,23 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MASTER_PORT", str(_free_port()))
     mp.spawn(_spawned, args=(world, args), nprocs=world, join=True)
     return 0
+
+
+# (rank, world size, local rank) variables of each launcher, in the order they are tried
+LAUNCHER_VARS = (("RANK", "WORLD_SIZE", "LOCAL_RANK"),
+                 ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"),
+                 ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"),
+                 ("PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID"))
+
+
+def launcher_ranks(env: Any) -> tuple[int, int, int] | None:
+    """This process's (rank, world size, local rank) from torchrun, Open MPI, Slurm or MPICH;
+    None when no launcher started several ranks (a single-task Slurm job, say: then one
+    process per GPU is spawned here)."""
+    for rank, world, local in LAUNCHER_VARS:
+        if rank in env and world in env and (world == "WORLD_SIZE" or int(env[world]) > 1):
+            return int(env[rank]), int(env[world]), int(env.get(local, "0"))
+    return None
 
 
 def _free_port() -> int:

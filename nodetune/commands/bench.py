@@ -31,11 +31,11 @@ def parse_sizes(text: str) -> tuple[int, ...]:
         lo, hi = parse_size(low), parse_size(high)
         if lo <= 0 or hi < lo:
             raise click.BadParameter(f"{text!r}: give MIN:MAX with 0 < MIN <= MAX")
-        sizes = []
+        doubling: list[int] = []
         while lo <= hi:
-            sizes.append(lo)
+            doubling.append(lo)
             lo *= 2
-        return tuple(sizes)
+        return tuple(doubling)
     sizes = tuple(parse_size(part) for part in text.split(",") if part.strip())
     if not sizes or min(sizes) <= 0:
         raise click.BadParameter(f"{text!r}: give positive sizes")
@@ -128,10 +128,16 @@ def cmd() -> None:
               help="fio: also write to --device, destroying its data.")
 @click.option("--nvbandwidth", "use_nvbandwidth", is_flag=True,
               help="memcpy: run nvbandwidth (when on PATH) instead of the built-in runner.")
+@click.option("--nodes", "nodes_text", metavar="LIST|slurm",
+              help="allreduce: across these nodes (a,b,c), or `slurm`: the allocation's; the "
+                   "whole job and every node pair.")
+@click.option("--launcher", type=click.Choice(["srun", "mpirun"]),
+              help="allreduce --nodes: how to start the ranks [default: srun when installed].")
 def run_cmd(suites: tuple[str, ...], as_json: bool, save_path: str | None,
             compare_path: str | None, plot_path: str | None, quick: bool, repeat: int | None,
             gpus: tuple[int, ...] | None, sizes: tuple[int, ...] | None, fio_dir: str | None,
-            fio_device: str | None, destructive: bool, use_nvbandwidth: bool) -> int:
+            fio_device: str | None, destructive: bool, use_nvbandwidth: bool,
+            nodes_text: str | None, launcher: str | None) -> int:
     """Run SUITE... (memcpy, allreduce, fio, cpu-mem, all)."""
     from nodetune.bench.base import RunContext, RunOptions
 
@@ -143,9 +149,12 @@ def run_cmd(suites: tuple[str, ...], as_json: bool, save_path: str | None,
         raise BenchError("--destructive only applies to --device", fix="give --device /dev/X")
     names = list(SUITES) if "all" in suites else list(dict.fromkeys(suites))
     baseline = _baseline(compare_path)
+    nodes = tuple(n.strip() for n in nodes_text.split(",") if n.strip()) if nodes_text else None
+    if launcher and not nodes:
+        raise BenchError("--launcher only applies to --nodes", fix="give --nodes a,b")
     options = RunOptions(quick=quick, repeat=repeat or 0, gpus=gpus, sizes=sizes,
                          fio_dir=fio_dir, fio_device=fio_device, destructive=destructive,
-                         nvbandwidth=use_nvbandwidth)
+                         nvbandwidth=use_nvbandwidth, nodes=nodes, launcher=launcher)
     facts = _facts()
     ctx = RunContext(facts=facts, options=options)
     from nodetune.bench.session import run_suites
@@ -157,6 +166,10 @@ def run_cmd(suites: tuple[str, ...], as_json: bool, save_path: str | None,
             ctx.progress = progress
             results = run_suites(names, ctx)
     else:
+        if not as_json:  # piped: a line per finished step
+            from nodetune.views.bench_text import LineProgress
+
+            ctx.progress = LineProgress()
         results = run_suites(names, ctx)
     return _finish(results, facts, options, as_json, save_path, compare_path, baseline,
                    plot_path, kind="run")
@@ -178,6 +191,42 @@ def import_cmd(files: tuple[str, ...], as_json: bool, save_path: str | None,
                    baseline, plot_path, kind="import")
 
 
+@cmd.command("explain")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--root", type=click.Path(file_okay=False, exists=True), metavar="DIR",
+              help="Read the path from the host tree in DIR instead of this host.")
+@click.option("--from", "snapshot", type=click.Path(dir_okay=False, exists=True),
+              metavar="SNAPSHOT", help="Read the path from a nodetune snapshot.")
+@click.option("--nvml", default="auto", show_default=True, metavar="auto|live|off|FILE",
+              help="NVML source for the GPU facts.")
+@click.option("--all", "everything", is_flag=True,
+              help="Explain every metric with an expectation, not only those below it.")
+@click.option("--json", "as_json", is_flag=True, help="Print nodetune.bench-explain/1 JSON.")
+def explain_cmd(file: str, root: str | None, snapshot: str | None, nvml: str,
+                everything: bool, as_json: bool) -> int:
+    """For each result in FILE (saved by --save) below its expectation or flagged slow, walk
+    the path its bytes took and name the likely cause, the setting that fixes it and the
+    expected gain. Exit 0 when nothing is below expectation, 1 when something is."""
+    from nodetune import exitcodes
+    from nodetune.bench import compare, explain
+    from nodetune.node.source import open_node
+    from nodetune.views.output import emit_json
+
+    suites = compare.baseline_suites(compare.load_baseline(file))
+    with open_node(root=root, snapshot=snapshot, nvml=nvml) as node:
+        facts = node.facts().to_json()
+    items = explain.explain(suites, facts, everything=everything)
+    if as_json:
+        emit_json({"source": file, "explanations": [i.to_json() for i in items]},
+                  explain.EXPLAIN_SCHEMA)
+    else:
+        from nodetune.views.bench_text import print_explanations
+
+        print_explanations(items)
+    below = any(i.metric.status == "low" or i.flag for i in items)
+    return exitcodes.WARNINGS if below else exitcodes.OK
+
+
 def _baseline(path: str | None) -> dict[str, Any] | None:
     if not path:
         return None
@@ -190,6 +239,7 @@ def _finish(results: list[Any], facts: dict[str, Any], options: Any, as_json: bo
             save_path: str | None, compare_path: str | None, baseline: dict[str, Any] | None,
             plot_path: str | None, kind: str) -> int:
     from nodetune.bench import compare, identity, session
+    from nodetune.facts.model import to_jsonable
     from nodetune.schemas import BENCH_SCHEMA
     from nodetune.views.output import emit_json
 
@@ -197,8 +247,11 @@ def _finish(results: list[Any], facts: dict[str, Any], options: Any, as_json: bo
     before = None
     if baseline is not None and compare_path:
         before = compare.baseline_suites(baseline)
-        comparison = compare.to_json(compare.compare(before, results), compare_path, baseline,
-                                     identity.fingerprint(facts))
+        after_options = options if isinstance(options, dict) else to_jsonable(options)
+        comparison = compare.to_json(
+            compare.compare(before, results, before_options=baseline.get("options"),
+                            after_options=after_options),
+            compare_path, baseline, identity.fingerprint(facts))
     doc = session.document(results, facts, options, comparison, kind=kind)
     if save_path:
         try:
@@ -228,4 +281,8 @@ def _finish(results: list[Any], facts: dict[str, Any], options: Any, as_json: bo
             click.echo(f"\nsaved to {save_path}")
         if plot_path:
             click.echo(f"plot written to {plot_path}")
+    mismatch = compare.mismatch_summary(comparison) if comparison else None
+    if mismatch:
+        click.echo(f"nodetune: {mismatch}; fix: rerun with the baseline's options "
+                   "(--quick, --repeat, --sizes, --gpus) and tools", err=True)
     return session.exit_code(results, comparison)

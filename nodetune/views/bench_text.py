@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from nodetune.bench.results import Matrix, Metric, SuiteResult, size_label
@@ -144,30 +145,91 @@ def print_comparison(comparison: dict[str, Any]) -> None:
                          ("change", "right"), ("noise", "right"), ("verdict", "left")):
         table.add_column(col, justify=justify, no_wrap=col != "metric")  # type: ignore[arg-type]
     for c in comparison["metrics"]:
-        style = {"improved": "green", "regressed": "bold red"}.get(c["verdict"], "dim")
+        style = {"improved": "green", "regressed": "bold red",
+                 "incomparable": "bold yellow"}.get(c["verdict"], "dim")
         verdict = "within noise" if c["verdict"] == "no significant change" else c["verdict"]
+        if c["verdict"] == "incomparable":
+            verdict += ": " + "; ".join(c.get("mismatches") or [])
         change = "-" if c["change_percent"] is None else f"{c['change_percent']:+.1f}%"
         table.add_row(c["name"], _num(c["before"], c["unit"]), _num(c["after"], c["unit"]),
                       change, f"±{c['noise_percent']:.1f}%", f"[{style}]{verdict}[/]")
     out.print(table)
     s = comparison["summary"]
+    incomparable = f", {s['incomparable']} incomparable" if s.get("incomparable") else ""
     out.print(f"{s['improved']} improved, {s['regressed']} regressed, "
-              f"{s['unchanged']} within noise")
+              f"{s['unchanged']} within noise{incomparable}")
+    for line in comparison.get("run_mismatches") or []:
+        out.print(f"[bold yellow]runs differ:[/] {line}")
     if comparison["only_in_baseline"]:
         out.print(f"{len(comparison['only_in_baseline'])} metrics only in the baseline",
                   style="dim")
 
 
+def print_explanations(items: list[Any]) -> None:
+    """`bench explain`: per result, the path, the likely cause, its fix and the gain."""
+    out = console()
+    if not items:
+        out.print("every result meets its expectation: nothing to explain")
+        return
+    for item in items:
+        m = item.metric
+        ratio = f" = {m.ratio:.0%} of {_num(m.expected.value, m.unit)}" \
+            if m.ratio is not None and m.expected else ""
+        out.print(f"\n[bold]{m.name}[/]: {_num(m.value, m.unit)}{ratio}")
+        if item.flag:
+            out.print(f"  flagged: {item.flag}", markup=False)
+        out.print("  path: " + " -> ".join(item.path), markup=False)
+        for n, cause in enumerate(item.causes):
+            label = "[bold]likely cause[/]" if n == 0 else "also"
+            out.print(f"  {label}: ", end="")
+            out.print(cause.found, markup=False)
+            gain = f" (expected gain: {cause.gain})" if cause.gain else ""
+            out.print(f"    fix: {cause.fix}{gain}", markup=False)
+
+
+class LineProgress:
+    """Progress for a pipe or a log: one line per finished step on stderr, with the time spent
+    and the time left at the pace so far."""
+
+    def __init__(self, clock: Any = time.monotonic) -> None:
+        self.clock = clock
+        self.description = ""
+        self.total = 0
+        self.done = 0
+        self.started = 0.0
+
+    def start(self, description: str, total: int) -> None:
+        self.description, self.total, self.done = description, max(1, total), 0
+        self.started = self.clock()
+
+    def advance(self, steps: int = 1, what: str = "") -> None:
+        self.done += steps
+        spent = self.clock() - self.started
+        left = spent / self.done * (self.total - self.done) if self.done else 0.0
+        label = f" ({what})" if what else ""
+        console(stderr=True).print(
+            f"{self.description}: step {self.done}/{self.total}{label}, {spent:.1f} s, "
+            f"ETA {left:.1f} s", highlight=False, markup=False)
+
+
 class RichProgress:
-    """A progress bar on stderr; one task at a time."""
+    """A progress bar on stderr with steps, elapsed time and ETA; one task at a time."""
 
     def __init__(self) -> None:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(),
-                            TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                            TextColumn("step {task.completed}/{task.total}"),
+                            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                             console=console(stderr=True), transient=True)
         self.task: Any = None
+        self.description = ""
 
     def __enter__(self) -> RichProgress:
         self.bar.start()
@@ -179,8 +241,11 @@ class RichProgress:
     def start(self, description: str, total: int) -> None:
         if self.task is not None:
             self.bar.remove_task(self.task)
+        self.description = description
         self.task = self.bar.add_task(description, total=max(1, total))
 
-    def advance(self, steps: int = 1) -> None:
+    def advance(self, steps: int = 1, what: str = "") -> None:
         if self.task is not None:
             self.bar.advance(self.task, steps)
+            if what:
+                self.bar.update(self.task, description=f"{self.description} {what}")
