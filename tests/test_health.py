@@ -398,7 +398,8 @@ def test_suites_load_with_unique_ids_and_codes(tier: str) -> None:
     if tier == "standard":
         assert {c.id for c in load_suite("quick").checks} < set(ids)
         assert {c.needs[-1] for c in suite.checks if c.bench} == {"bench:memcpy",
-                                                                  "bench:allreduce"}
+                                                                  "bench:allreduce",
+                                                                  "bench:gpu"}
 
 
 def test_suite_cache_is_used_and_invalidated(tmp_path: Path) -> None:

@@ -13,10 +13,13 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from nodetune.bench import gpucheck
+
 MIB = 1 << 20
 QUICK_OPTIONS: dict[str, dict[str, Any]] = {
     "memcpy": {"quick": True, "repeat": 1, "sizes": (64 * MIB,)},
     "allreduce": {"quick": True, "repeat": 1, "sizes": (512 * MIB,)},
+    "gpu": gpucheck.QUICK_OPTIONS,
 }
 
 
@@ -93,7 +96,7 @@ def allreduce_item(result: Any, variables: dict[str, Any]) -> dict[str, Any]:
 
 def bench_section(results: dict[str, Any], variables: dict[str, Any]) -> dict[str, Any]:
     """`health.bench`: what each benchmark measured. A suite that did not run gives no memcpy
-    items and null all-reduce figures (unknown, never a failure)."""
+    or gpu items and null all-reduce figures (unknown, never a failure)."""
     memcpy = results.get("memcpy")
     allreduce = results.get("allreduce")
     ran = [r is not None and r.status != "skipped" for r in (memcpy, allreduce)]
@@ -101,4 +104,5 @@ def bench_section(results: dict[str, Any], variables: dict[str, Any]) -> dict[st
         "memcpy": memcpy_items(memcpy, variables) if ran[0] else [],
         "allreduce": allreduce_item(allreduce, variables) if ran[1] else dict.fromkeys(
             ("busbw_gbps", "floor_gbps", "gpus", "result_ok", "note")),
+        "gpu": gpucheck.gpu_items(results.get("gpu"), variables),
     }

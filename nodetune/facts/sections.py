@@ -229,11 +229,27 @@ class AllreduceHealth(TypedDict):
     note: str | None
 
 
+class GpuBenchHealth(TypedDict):
+    """One GPU's quick `bench gpu` run (nodetune.bench.gpucheck)."""
+
+    subject: str
+    name: str
+    gemm_bf16_tflops: float | None
+    gemm_floor_tflops: float | None
+    hbm_copy_gbps: float | None
+    hbm_floor_gbps: float | None
+    slow: bool
+    why: str
+    sm_clock_mhz: float | None
+    throttled: str
+
+
 class BenchHealth(TypedDict):
     """What the check suite's benchmarks measured (filled in by the check runner)."""
 
     memcpy: list[MemcpyHealth]
     allreduce: AllreduceHealth
+    gpu: list[GpuBenchHealth]
 
 
 class Health(TypedDict):
