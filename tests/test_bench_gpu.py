@@ -13,6 +13,7 @@ from nodetune.bench import gpucompute, gpuspec, gputelemetry, session
 from nodetune.bench.base import RunContext, RunOptions
 from nodetune.bench.gpuengine import DeviceInfo
 from nodetune.bench.results import SuiteResult
+from nodetune.check.bench import gpu_items
 
 BENCH = Path(__file__).parent / "fixtures" / "bench"
 H200_RUN = BENCH / "h200-fc-vm-gpu.json"
@@ -173,9 +174,8 @@ def test_summarize_samples() -> None:
 
 
 def test_check_items_from_the_recorded_run_and_a_slow_gpu() -> None:
-    from nodetune.bench import gpucheck
 
-    [item] = gpucheck.gpu_items(recorded(), {})
+    [item] = gpu_items(recorded(), {})
     assert item["subject"] == "GPU0" and item["name"] == "NVIDIA H200"
     assert item["gemm_bf16_tflops"] == 704.2
     assert item["gemm_floor_tflops"] == round(989.4 * gpuspec.GEMM_MIN_RATIO, 1)
@@ -183,11 +183,11 @@ def test_check_items_from_the_recorded_run_and_a_slow_gpu() -> None:
     assert (item["slow"], item["why"], item["throttled"]) == (False, "", "sw_power_cap")
     assert item["sm_clock_mhz"] == 1500.0
     slow = run(ReplayEngine(count=4, scale={3: {"gemm_bf16": 0.5}}), quick=True)
-    items = {i["subject"]: i for i in gpucheck.gpu_items(slow, {"gpu_gemm_min_tflops": 300})}
+    items = {i["subject"]: i for i in gpu_items(slow, {"gpu_gemm_min_tflops": 300})}
     assert items["GPU3"]["slow"] and "GPU3 GEMM bf16" in items["GPU3"]["why"]
     assert not items["GPU0"]["slow"]
     assert items["GPU0"]["gemm_floor_tflops"] == 300.0
-    assert gpucheck.gpu_items(SuiteResult(suite="gpu", status="skipped"), {}) == []
+    assert gpu_items(SuiteResult(suite="gpu", status="skipped"), {}) == []
 
 
 def test_a_gpu_below_its_peers_but_above_its_minimum_fails_the_run() -> None:

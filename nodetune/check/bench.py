@@ -4,7 +4,10 @@ A benchmark unit runs one `nodetune.bench` suite (memcpy, allreduce) in its quic
 node's facts gathered so far. Thresholds come from the topology (`nodetune.bench.expect`: the
 GPU's PCIe link, its NVLink links) times the suite's minimum ratio, unless a profile sets an
 absolute floor (`memcpy_min_gbps`, `allreduce_min_busbw_gbps`) or another ratio
-(`memcpy_min_ratio`, `allreduce_min_ratio`).
+(`memcpy_min_ratio`, `allreduce_min_ratio`). The gpu suite gives one `health.bench.gpu` item per
+GPU: bf16 GEMM and HBM copy against the SKU's peak times the suite's minimum ratio (or
+`gpu_gemm_min_tflops` / `gpu_hbm_min_gbps`, `gpu_gemm_min_ratio` / `gpu_hbm_min_ratio`), whether
+it was flagged slow, its SM clock and throttle reasons during the run.
 """
 
 from __future__ import annotations
@@ -13,13 +16,11 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from nodetune.bench import gpucheck
-
 MIB = 1 << 20
 QUICK_OPTIONS: dict[str, dict[str, Any]] = {
     "memcpy": {"quick": True, "repeat": 1, "sizes": (64 * MIB,)},
     "allreduce": {"quick": True, "repeat": 1, "sizes": (512 * MIB,)},
-    "gpu": gpucheck.QUICK_OPTIONS,
+    "gpu": {"quick": True, "repeat": 1},  # about 1 s per GPU after a 0.5 s ramp
 }
 
 
@@ -94,6 +95,47 @@ def allreduce_item(result: Any, variables: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _gpu_floor(metric: Any, absolute: Any, ratio: Any) -> float | None:
+    if absolute is not None:
+        return float(absolute)
+    if metric is None or metric.expected is None:
+        return None
+    use = ratio if ratio is not None else metric.expected.min_ratio
+    return None if use is None else round(metric.expected.value * float(use), 1)
+
+
+def gpu_items(result: Any, variables: dict[str, Any]) -> list[dict[str, Any]]:
+    """One item per GPU the suite measured; a suite that did not run gives none (unknown)."""
+    if result is None or result.status != "ok":
+        return []
+    by_gpu: dict[str, dict[str, Any]] = {}
+    for m in result.metrics:
+        by_gpu.setdefault(m.subject or "", {})[m.key.split(".")[1]] = m
+    flagged: dict[str, list[str]] = {}
+    for f in result.flags or []:
+        flagged.setdefault(f["subject"], []).append(f["why"])
+    telemetry = result.telemetry or {}
+    items = []
+    for gpu, metrics in by_gpu.items():
+        gemm, copy = metrics.get("gemm_bf16"), metrics.get("hbm_copy")
+        seen = telemetry.get(gpu) or {}
+        items.append({
+            "subject": gpu,
+            "name": seen.get("name") or "",
+            "gemm_bf16_tflops": None if gemm is None else round(gemm.value, 1),
+            "gemm_floor_tflops": _gpu_floor(gemm, variables.get("gpu_gemm_min_tflops"),
+                                        variables.get("gpu_gemm_min_ratio")),
+            "hbm_copy_gbps": None if copy is None else round(copy.value, 1),
+            "hbm_floor_gbps": _gpu_floor(copy, variables.get("gpu_hbm_min_gbps"),
+                                     variables.get("gpu_hbm_min_ratio")),
+            "slow": gpu in flagged,
+            "why": "; ".join(flagged.get(gpu, [])),
+            "sm_clock_mhz": (seen.get("sm_clock_mhz") or {}).get("median"),
+            "throttled": ",".join(seen.get("throttled") or []),
+        })
+    return items
+
+
 def bench_section(results: dict[str, Any], variables: dict[str, Any]) -> dict[str, Any]:
     """`health.bench`: what each benchmark measured. A suite that did not run gives no memcpy
     or gpu items and null all-reduce figures (unknown, never a failure)."""
@@ -104,5 +146,5 @@ def bench_section(results: dict[str, Any], variables: dict[str, Any]) -> dict[st
         "memcpy": memcpy_items(memcpy, variables) if ran[0] else [],
         "allreduce": allreduce_item(allreduce, variables) if ran[1] else dict.fromkeys(
             ("busbw_gbps", "floor_gbps", "gpus", "result_ok", "note")),
-        "gpu": gpucheck.gpu_items(results.get("gpu"), variables),
+        "gpu": gpu_items(results.get("gpu"), variables),
     }

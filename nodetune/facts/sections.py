@@ -230,7 +230,7 @@ class AllreduceHealth(TypedDict):
 
 
 class GpuBenchHealth(TypedDict):
-    """One GPU's quick `bench gpu` run (nodetune.bench.gpucheck)."""
+    """One GPU's quick `bench gpu` run (nodetune.check.bench.gpu_items)."""
 
     subject: str
     name: str
