@@ -7,6 +7,7 @@ only the one that runs keeps `nodetune check` and `nodetune facts` fast to start
 from __future__ import annotations
 
 import sys
+from importlib.util import find_spec
 
 from nodetune import exitcodes
 from nodetune.errors import NodetuneError, debug_enabled, internal_error_line
@@ -72,8 +73,6 @@ class LazyGroup(click.Group):
 
 
 def _module_exists(module: str) -> bool:
-    from importlib.util import find_spec
-
     return find_spec(f"nodetune.commands.{module}") is not None
 
 

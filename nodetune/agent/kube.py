@@ -166,6 +166,7 @@ class NodePublisher:
     def in_cluster(cls, node_name: str, taint_unhealthy: bool) -> NodePublisher:
         # optional: the [agent] extra; the patch planning above needs no client
         needs_extra("agent", "kubernetes")
+        # deferred: optional extra [agent]
         from kubernetes import client, config
 
         try:

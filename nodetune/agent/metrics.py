@@ -24,6 +24,7 @@ class ReportCollector:
         return []
 
     def collect(self) -> Iterator[Any]:
+        # deferred: optional extra [agent]
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 
         report, counters = self.state.snapshot()
@@ -64,6 +65,7 @@ class ReportCollector:
 
 
 def _collector_metrics(report: dict[str, Any]) -> Iterator[Any]:
+    # deferred: optional extra [agent]
     from prometheus_client.core import GaugeMetricFamily
 
     duration = GaugeMetricFamily(
@@ -84,6 +86,7 @@ def _collector_metrics(report: dict[str, Any]) -> Iterator[Any]:
 
 
 def _finding_metrics(report: dict[str, Any]) -> Iterator[Any]:
+    # deferred: optional extra [agent]
     from prometheus_client.core import GaugeMetricFamily
 
     audit = report.get("audit") or {}
@@ -141,6 +144,7 @@ def _finding_metrics(report: dict[str, Any]) -> Iterator[Any]:
 
 
 def _bench_metrics(report: dict[str, Any]) -> Iterator[Any]:
+    # deferred: optional extra [agent]
     from prometheus_client.core import GaugeMetricFamily
 
     bench = report.get("bench")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -26,8 +27,10 @@ def make_registry(state: AgentState) -> Any:
     # optional: the [agent] extra serves /metrics; `agent --once` runs without it
     needs_extra("agent", "prometheus_client")
     needs_extra("agent", "psutil")
+    # deferred: optional extra [agent]
     from prometheus_client import CollectorRegistry, ProcessCollector
 
+    # deferred: optional extra [agent]: imports prometheus_client
     from nodetune.agent.metrics import ReportCollector
 
     registry = CollectorRegistry(auto_describe=False)
@@ -46,8 +49,6 @@ class AgentServer:
         try:
             ThreadingHTTPServer.allow_reuse_address = True
             if ":" in host:
-                import socket
-
                 class V6Server(ThreadingHTTPServer):
                     address_family = socket.AF_INET6
 
@@ -78,6 +79,7 @@ class AgentServer:
 
 
 def _handler_class(state: AgentState, registry: Any) -> type[BaseHTTPRequestHandler]:
+    # deferred: optional extra [agent]
     from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
     from nodetune.agent import usage  # psutil: the [agent] extra, checked by make_registry

@@ -25,8 +25,11 @@ from nodetune.apply import statefile
 from nodetune.apply.render import plan as planning
 from nodetune.apply.render import project as projects
 from nodetune.apply.render import roles
+from nodetune.audit.operation import run_audit
 from nodetune.errors import ApplyError, Refused, SourceError
 from nodetune.facts.model import Disruption, Finding, Status
+from nodetune.node.source import open_node
+from nodetune.profiles.catalog import Library
 
 # disruption -> the flag that allows it
 GATED = {Disruption.REBOOT: "--allow-reboot", Disruption.KUBELET_STATE_RESET: "--allow-disruptive"}
@@ -120,9 +123,6 @@ AuditFn = Callable[[Request], Audit]
 
 def audit_node(request: Request) -> Audit:
     """Audit this node (or --root) with the requested profile, or the one it matches."""
-    from nodetune.audit.operation import run_audit
-    from nodetune.node.source import open_node
-    from nodetune.profiles.catalog import Library
 
     with open_node(root=request.root, nvml=request.nvml) as node:
         facts = node.facts().to_json()

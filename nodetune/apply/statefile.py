@@ -22,6 +22,7 @@ from typing import Any
 
 from nodetune import __version__
 from nodetune.errors import NodetuneError, SourceError
+from nodetune.schemas import STATE_SCHEMA
 
 STATE_DIR = "/var/lib/nodetune/state"
 
@@ -57,8 +58,6 @@ class State:
     rolled_back_at: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        from nodetune.schemas import STATE_SCHEMA
-
         return {
             "schema": STATE_SCHEMA, "nodetune_version": __version__, "created": self.created,
             "profile": self.profile, "root": self.root, "inventory": self.inventory,

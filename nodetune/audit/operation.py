@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from nodetune import exitcodes
+from nodetune import __version__, exitcodes
 from nodetune.errors import ProfileError
 from nodetune.facts.derived import derive
 from nodetune.facts.model import Finding, Severity, Status, to_jsonable
@@ -71,8 +71,6 @@ class AuditResult:
         }
 
     def to_json(self) -> dict[str, Any]:
-        from nodetune import __version__
-
         return {
             "nodetune_version": __version__,
             "source": self.source,

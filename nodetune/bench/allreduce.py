@@ -17,6 +17,8 @@ support from the fabric that VMs and many hosts lack, and changes what busbw mea
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
+import os
 import sys
 import time
 from typing import Any
@@ -137,8 +139,6 @@ class AllReduceRunner(Runner):
         first = tables[0]
         versions = dict(first.versions)
         if backend == "torch.distributed":
-            import importlib.metadata
-
             versions["torch"] = importlib.metadata.version("torch")
         buses = _selected_buses(ctx)
         return self._result(ctx, backend, samples, first.ranks or count, buses, versions, argv,
@@ -147,8 +147,6 @@ class AllReduceRunner(Runner):
     # -- built-in: NCCL through ctypes ---------------------------------------------------------
     def _run_builtin(self, ctx: RunContext, sizes: tuple[int, ...], repeat: int,
                      env: dict[str, str]) -> SuiteResult:
-        import os
-
         for key in ("NCCL_NVLS_ENABLE", "CUDA_DEVICE_ORDER"):
             os.environ.setdefault(key, env[key])  # read by NCCL and CUDA at initialisation
         path = ncclib.find_library(ctx.env)
@@ -250,6 +248,7 @@ class _BuiltinAllReduce:
 
     def _fill(self, rank: _Rank, index: int, size: int) -> None:
         """send[k] = (k % 64) + index + 1 as float32, copied from a host tile."""
+        # deferred: optional extra [bench]
         import numpy as np
 
         tile = ((np.arange(min(size // 4, 1 << 20)) % PATTERN) + index + 1).astype(np.float32)
@@ -285,6 +284,7 @@ class _BuiltinAllReduce:
                        busbw_gbps=round(bus, 2), wrong=wrong)
 
     def _check(self, count: int) -> int:
+        # deferred: optional extra [bench]
         import numpy as np
 
         n = len(self.ranks)

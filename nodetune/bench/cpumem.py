@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any
 
-from nodetune.bench import numabind
+from nodetune.bench import numabind, stats
 from nodetune.bench.base import RunContext, Runner, run_tool
 from nodetune.bench.results import GIB, MIB, Binding, Matrix, Metric, SuiteResult
 from nodetune.errors import BenchError
@@ -133,6 +133,7 @@ class CpuMemRunner(Runner):
         matrix = Matrix(name="triad", title="triad: CPUs of node (row), memory of node (column)",
                         row_kind="node", col_kind="node", direction="<-", unit="GB/s",
                         row_ids=ids, col_ids=ids, cells=cells)
+        # deferred: optional extra [bench]
         import numpy
 
         return SuiteResult(suite=self.name, status="ok", runner="numpy", note=note,
@@ -158,6 +159,5 @@ class CpuMemRunner(Runner):
 def _median_or_none(samples: list[float] | None) -> float | None:
     if not samples:
         return None
-    from nodetune.bench import stats
 
     return round(stats.median(samples), 3)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any, Protocol
 
+from nodetune.bench.base import module_available
 from nodetune.errors import BenchError
 
 H2D, D2H, D2D = 1, 2, 3  # cudaMemcpyKind values
@@ -46,6 +47,7 @@ class BindingsApi:
     name = "cuda-bindings"
 
     def __init__(self) -> None:
+        # deferred: optional extra [gpu]
         from cuda.bindings import runtime
 
         self.rt = runtime
@@ -64,6 +66,7 @@ class BindingsApi:
         return values[0] if len(values) == 1 else values
 
     def versions(self) -> dict[str, str]:
+        # deferred: optional extra [gpu]
         import cuda.bindings
 
         return {"cuda-bindings": cuda.bindings.__version__,
@@ -139,6 +142,7 @@ class CupyApi:
     name = "cupy"
 
     def __init__(self) -> None:
+        # deferred: optional: CuPy where the node has it
         import cupy
         from cupy.cuda import runtime
 
@@ -222,8 +226,6 @@ class CupyApi:
 
 def available() -> str | None:
     """Which implementation can be loaded ("cuda-bindings", "cupy"), without loading it."""
-    from nodetune.bench.base import module_available
-
     if module_available("cuda.bindings"):
         return "cuda-bindings"
     if module_available("cupy"):

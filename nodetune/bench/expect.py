@@ -21,6 +21,7 @@ from typing import Any
 
 from nodetune.bench.results import Expected
 from nodetune.facts.pcie import ENCODING, GT_PER_S, gen_of, link_gbps, normalize_address
+from nodetune.facts.topology import build_topology
 
 HOST_COPY_MIN_RATIO = 0.80
 NVLINK_P2P_MIN_RATIO = 0.75
@@ -135,8 +136,6 @@ def nvlink_lane_rate(gpu_name: str | None) -> float:
 
 
 def _topology(facts: dict[str, Any]) -> Any:
-    from nodetune.facts.topology import build_topology
-
     key = id(facts)
     cached = _TOPOLOGY_CACHE.get(key)
     if cached is None or cached[0] is not facts:

@@ -15,6 +15,7 @@ With `--nvbandwidth` and nvbandwidth on PATH, nvbandwidth's CE testcases run ins
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,8 +31,6 @@ QUICK_SIZE = 64 * MIB
 
 
 def has_gpu(ctx: RunContext) -> bool:
-    import os
-
     return ctx.gpu_count() > 0 or os.path.exists("/dev/nvidiactl")
 
 
@@ -142,6 +141,7 @@ class MemcpyRunner(Runner):
 
     def run_with(self, api: cudart.CudaApi, ctx: RunContext, sizes: list[int],
                  repeat: int) -> SuiteResult:
+        # deferred: optional extra [bench]
         import numpy as np
 
         start_time = time.monotonic()

@@ -18,11 +18,15 @@ import sys
 import time
 from typing import Any
 
+from nodetune.bench import numabind
+from nodetune.facts import cpulist
+
 BLOCK = 32 * 1024  # elements per block: 256 KiB per array, fits in L2
 SCALAR = 3.0
 
 
 def _triad(a: Any, b: Any, c: Any, tmp: Any) -> None:
+    # deferred: optional extra [bench]
     import numpy as np
 
     n = a.shape[0]
@@ -34,9 +38,9 @@ def _triad(a: Any, b: Any, c: Any, tmp: Any) -> None:
 
 
 def _child(cpu: int, elements: int, iters: int, barrier: Any, results: Any) -> None:
+    # deferred: optional extra [bench]
     import numpy as np
 
-    from nodetune.bench import numabind
 
     os.sched_setaffinity(0, {cpu})
     a = np.zeros(elements)
@@ -84,8 +88,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpus", required=True, help="CPU list, one process per CPU")
     parser.add_argument("--membind", type=int, default=None, help="bind memory to this node")
     args = parser.parse_args(argv)
-    from nodetune.bench import numabind
-    from nodetune.facts import cpulist
 
     cpus = cpulist.parse(args.cpus)
     bound = None

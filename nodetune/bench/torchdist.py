@@ -39,6 +39,7 @@ def parse_sizes(text: str) -> list[int]:
 
 
 def _bench(rank: int, world: int, local_rank: int, args: argparse.Namespace) -> None:
+    # deferred: optional: PyTorch where the node has it
     import torch
     import torch.distributed as dist
 
@@ -152,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("MASTER_PORT", "29533")
         _bench(rank, world, local_rank, args)
         return 0
+    # deferred: optional: PyTorch where the node has it
     import torch
     import torch.multiprocessing as mp
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import tempfile
 import time
 import zlib
 from typing import TYPE_CHECKING
@@ -45,8 +46,6 @@ def runtime_dir() -> str | None:
         candidates.append(os.path.join(xdg, "nodetune"))
     found = next((c for c in candidates if _usable(c)), None)
     if found is None:
-        import tempfile
-
         fallback = os.path.join(tempfile.gettempdir(), f"nodetune-{os.getuid()}")
         found = fallback if _usable(fallback) else None
     return found

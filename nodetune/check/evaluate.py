@@ -18,14 +18,24 @@ or times out; `warn` checks only report."""
 from __future__ import annotations
 
 import os
+import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from nodetune import exitcodes
+from nodetune import __version__, exitcodes
+from nodetune.check.bench import bench_section, bench_unit
 from nodetune.check.suite import CheckDef, Suite
+from nodetune.collectors import CollectorStatus, NodeFacts, gather, load_all
+from nodetune.facts.health import health_view
+from nodetune.facts.model import to_jsonable
+from nodetune.rules.evaluation import evaluate
+from nodetune.rules.rule import Rule
+from nodetune.rules.templating import variables_used
+from nodetune.schemas import CHECK_SCHEMA
 
 SUMMARY_LIMIT = 200  # characters of the one-line summary (a Slurm drain reason)
 PREFIX = "nodetune:"
@@ -244,8 +254,6 @@ class Report:
         return summary_line(self.faults, self.warnings, self.counts(), self.tier)
 
     def to_json(self) -> dict[str, Any]:
-        from nodetune import __version__
-        from nodetune.schemas import CHECK_SCHEMA
 
         return {
             "schema": CHECK_SCHEMA, "nodetune_version": __version__, "node": self.node,
@@ -277,8 +285,6 @@ def _budgets(checks: list[CheckDef]) -> dict[str, float]:
 
 def _collector_unit(ctx: Any, name: str, partial: dict[str, Any]) -> Callable[[], Any]:
     """gather() one collector; its sections also go to `partial` for later units (benchmarks)."""
-    from nodetune.collectors import gather
-
     def run() -> Any:
         facts = gather(ctx, only=(name,))
         partial.update(facts.sections)
@@ -288,8 +294,6 @@ def _collector_unit(ctx: Any, name: str, partial: dict[str, Any]) -> Callable[[]
 
 def write_probe(root: Any, mountpoints: list[str]) -> list[dict[str, Any]]:
     """Create, write, fsync and remove a small temporary file in each mount point (live host)."""
-    import tempfile
-
     out = []
     for path in mountpoints:
         item: dict[str, Any] = {"subject": path, "writable": True, "error": ""}
@@ -308,8 +312,6 @@ def write_probe(root: Any, mountpoints: list[str]) -> list[dict[str, Any]]:
 
 
 def _variables_missing(check: CheckDef, variables: dict[str, Any]) -> list[str]:
-    from nodetune.rules.templating import variables_used
-
     return sorted(n for n in variables_used(check.rule) if variables.get(n) is None)
 
 
@@ -330,9 +332,6 @@ def run_checks(node: Any, suite: Suite, variables: dict[str, Any], *,
     `facts` (NodeFacts) are facts already gathered: the collectors they hold are not run again.
     `hints` name the option that sets a variable, for checks skipped without it.
     """
-    from nodetune.collectors import CollectorStatus, NodeFacts, load_all
-    from nodetune.facts.health import health_view
-    from nodetune.facts.model import to_jsonable
 
     started_at, start = time.time(), time.monotonic()
     deadline = start + total_timeout
@@ -355,8 +354,6 @@ def run_checks(node: Any, suite: Suite, variables: dict[str, Any], *,
         units.append(Unit("write_probe", lambda: write_probe(node.root, mounts),
                           budgets["write_probe"]))
     for name in [n for n in budgets if n.startswith("bench:")]:
-        from nodetune.check.bench import bench_unit
-
         units.append(Unit(name, bench_unit(name.partition(":")[2], partial, node.root.is_live),
                           budgets[name]))
     results, abandoned = run_units(units, deadline)
@@ -389,15 +386,11 @@ def run_checks(node: Any, suite: Suite, variables: dict[str, Any], *,
 
 
 def _bench_section(results: dict[str, UnitResult], variables: dict[str, Any]) -> dict[str, Any]:
-    from nodetune.check.bench import bench_section
-
     return bench_section({n.partition(":")[2]: r.value for n, r in results.items()
                           if n.startswith("bench:") and r.value is not None}, variables)
 
 
 def _hostname(node: Any) -> str:
-    import socket
-
     name = node.root.read_str("/proc/sys/kernel/hostname", None)
     return str(name) if name else (socket.gethostname() if node.root.is_live else "?")
 
@@ -427,9 +420,6 @@ def _evaluate(check: CheckDef, doc: dict[str, Any], variables: dict[str, Any],
                             note=f"no expected value: give {' or '.join(wanted)}")
     start = time.perf_counter()
     try:
-        from nodetune.rules.evaluation import evaluate
-        from nodetune.rules.rule import Rule
-
         rule = Rule.from_dict(check.rule, source=check.source)
         findings = evaluate([rule], doc, variables)
     except Exception as exc:  # one broken check must not cost the others

@@ -17,6 +17,7 @@ from nodetune import exitcodes
 from nodetune.check.cache import reuse
 from nodetune.check.options import parse, request_fields
 from nodetune.errors import NodetuneError
+from nodetune.schemas import CHECK_SCHEMA
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -59,7 +60,7 @@ def _run(fields: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> int:
 def emitter(as_json: bool, verbose: bool) -> Any:
     def emit(doc: dict[str, Any]) -> None:
         if as_json:
-            from nodetune.schemas import CHECK_SCHEMA
+            # deferred: rich costs 30-45 ms at start-up; only --json output needs this
             from nodetune.views.output import emit_json
 
             emit_json(doc, CHECK_SCHEMA)

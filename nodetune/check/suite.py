@@ -22,7 +22,11 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from nodetune.check.cache import parsed_cache_path, read_parsed, stamps, write_json_atomic
 from nodetune.errors import ProfileError
+from nodetune.facts.health import NEEDS
+from nodetune.node.resources import data_dir
+from nodetune.rules.schema import rule_problems
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -60,8 +64,6 @@ class Suite:
 
 
 def checks_dir() -> Path:
-    from nodetune.node.resources import data_dir
-
     return data_dir("checks")
 
 
@@ -69,7 +71,6 @@ def load_suite(tier: str, directory: Path | None = None, cache_dir: str | None =
     """The suite of `tier` with its includes; cached as JSON in `cache_dir` when given."""
     if tier not in TIERS:
         raise ProfileError(f"unknown check tier {tier!r}", fix=f"use one of {', '.join(TIERS)}")
-    from nodetune.check.cache import parsed_cache_path, read_parsed
 
     where = os.path.abspath(directory) if directory else "shipped"
     cache_file = parsed_cache_path(cache_dir, f"suite-{tier}", {"tier": tier, "dir": where})
@@ -86,6 +87,7 @@ def load_suite(tier: str, directory: Path | None = None, cache_dir: str | None =
 # -- YAML -------------------------------------------------------------------------------
 
 def _read_yaml(path: Path) -> Any:
+    # deferred: PyYAML costs 16 ms at start-up; a cached check never parses YAML
     import yaml
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -130,8 +132,6 @@ def _load_raw(directory: Path, tier: str, seen: tuple[str, ...]) -> dict[str, An
 # -- validation -------------------------------------------------------------------------
 
 def _build(tier: str, raw: dict[str, Any]) -> Suite:
-    from nodetune.rules.schema import rule_problems
-
     variables = raw["variables"]
     default_timeout = float(variables.get("timeout_s") or DEFAULT_TIMEOUT_S)
     seen: set[str] = set()
@@ -192,8 +192,6 @@ def rule_paths(rule: dict[str, Any]) -> list[str]:
 
 def needed_collectors(rule: dict[str, Any]) -> tuple[str, ...]:
     """The collectors whose sections a rule reads (health.* through healthfacts.NEEDS)."""
-    from nodetune.facts.health import NEEDS
-
     out: list[str] = []
     for path in rule_paths(rule):
         head, _, rest = path.partition(".")
@@ -213,8 +211,6 @@ def needed_collectors(rule: dict[str, Any]) -> tuple[str, ...]:
 # -- JSON cache -------------------------------------------------------------------------
 
 def _write_cache(path: str, suite: Suite) -> None:
-    from nodetune.check.cache import stamps, write_json_atomic
-
     write_json_atomic(path, {
         "stamps": stamps(list(suite.files)),
         "tier": suite.tier, "variables": suite.variables, "files": list(suite.files),

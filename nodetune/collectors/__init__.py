@@ -12,9 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from nodetune import __version__
 from nodetune.errors import NoData, NodetuneError
 from nodetune.facts.model import FactSet, to_jsonable
 from nodetune.node.hostroot import HostRoot
+from nodetune.schemas import FACTS_SCHEMA
 
 # Collector modules, in the order their sections appear in `nodetune facts`.
 _MODULES = (
@@ -100,8 +102,6 @@ class NodeFacts:
     root: str
 
     def to_json(self) -> dict[str, Any]:
-        from nodetune import __version__
-        from nodetune.schemas import FACTS_SCHEMA
 
         doc: dict[str, Any] = {"schema": FACTS_SCHEMA, "nodetune_version": __version__,
                                "root": self.root}

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from nodetune.collectors import Context, register
 from nodetune.errors import NoData
 from nodetune.facts.model import FactSet
+from nodetune.facts.pcie import normalize_address
 from nodetune.node.hostroot import HostRoot
 
 SYSLOG_FILES = ("/var/log/kern.log", "/var/log/messages", "/var/log/syslog")
@@ -72,8 +73,6 @@ class KernelLogFacts(FactSet):
 
 def normalize_pci(address: str) -> str:
     """Xid addresses omit the function ("0000:3b:00") and may use 8-digit domains."""
-    from nodetune.facts.pcie import normalize_address
-
     return normalize_address(address) or address.lower()
 
 

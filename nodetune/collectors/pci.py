@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from nodetune.collectors import register
 from nodetune.errors import NoData
 from nodetune.facts import cpulist
-from nodetune.facts.model import FactSet, JsonKey, Keyed
+from nodetune.facts.model import FactSet, JsonKey, Keyed, to_jsonable
 from nodetune.facts.pcie import gen_of
 
 if TYPE_CHECKING:
@@ -449,8 +449,6 @@ def collect_pci(root: HostRoot) -> PciFacts:
 
 
 def device_json(dev: PciDevice) -> dict[str, Any]:
-    from nodetune.facts.model import to_jsonable
-
     doc = to_jsonable(dev)
     doc = {"address": doc.pop("address"), "class": doc.pop("pci_class"), **doc}
     return doc

@@ -10,7 +10,10 @@ from typing import Any
 import click
 
 from nodetune import exitcodes
+from nodetune.apply import remediate
 from nodetune.commands.audit import profile_options
+from nodetune.errors import ApplyError, Refused
+from nodetune.views import apply_text as view
 
 HELP = """Fix the settings `nodetune audit` finds wrong, through Ansible.
 
@@ -62,9 +65,6 @@ def cmd(profile: str | None, profiles_dirs: tuple[str, ...], overrides: str | No
         allow_reboot: bool, allow_disruptive: bool, only: tuple[str, ...],
         inventory: Path | None, limit: str | None, root: str | None,
         render_only: Path | None, force: bool, state_file: Path | None, as_json: bool) -> int:
-    from nodetune.apply import remediate
-    from nodetune.errors import Refused
-    from nodetune.views import apply_text as view
 
     if limit and inventory is None:
         raise click.UsageError("--limit needs --inventory")
@@ -75,8 +75,6 @@ def cmd(profile: str | None, profiles_dirs: tuple[str, ...], overrides: str | No
     if render_only is not None:
         return _render_only(request, render_only, as_json)
     if request.local and request.host_root == "/" and os.geteuid() != 0 and not dry_run:
-        from nodetune.errors import ApplyError
-
         raise ApplyError("changing this host needs root; nothing was changed",
                          fix="run it with sudo, or look first with --dry-run")
     with remediate.workspace() as workdir:
@@ -108,8 +106,6 @@ def cmd(profile: str | None, profiles_dirs: tuple[str, ...], overrides: str | No
 
 
 def _render_only(request: Any, directory: Path, as_json: bool) -> int:
-    from nodetune.apply import remediate
-    from nodetune.views import apply_text as view
 
     with remediate.workspace() as scratch:
         prepared = remediate.prepare(request, scratch, run_check=False)

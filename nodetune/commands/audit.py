@@ -8,7 +8,14 @@ from typing import Any, TypeVar
 
 import click
 
+from nodetune.audit.operation import run_audit
 from nodetune.cli import node_options
+from nodetune.node.source import open_node
+from nodetune.profiles.catalog import Library
+from nodetune.schemas import AUDIT_SCHEMA
+from nodetune.views import junit as junit_report
+from nodetune.views.audit_text import render
+from nodetune.views.output import console, emit_json
 
 SEVERITIES = ("info", "warning", "critical")
 
@@ -54,9 +61,6 @@ def cmd(root: str | None, snapshot: str | None, nvml: str, profile: str | None,
     Exit codes: 0 compliant, 1 warnings only, 2 critical findings, 3 nodetune could not run
     (bad profile, bad snapshot or --root, usage error).
     """
-    from nodetune.audit.operation import run_audit
-    from nodetune.node.source import open_node
-    from nodetune.profiles.catalog import Library
 
     start = time.perf_counter()
     library = Library(profiles_dirs)
@@ -68,18 +72,12 @@ def cmd(root: str | None, snapshot: str | None, nvml: str, profile: str | None,
     result = run_audit(facts, profile=profile, library=library, overrides=overrides,
                        only=only, skip=skip, severity=severity, source=origin)
     if junit:
-        from nodetune.views import junit as junit_report
-
         junit_report.write(junit, f"nodetune.audit.{result.profile.name}", result.findings,
                            time.perf_counter() - start)
     if as_json:
-        from nodetune.schemas import AUDIT_SCHEMA
-        from nodetune.views.output import emit_json
 
         emit_json(result.to_json(), AUDIT_SCHEMA)
     else:
-        from nodetune.views.audit_text import render
-        from nodetune.views.output import console
 
         render(result, console())
     return result.exit_code

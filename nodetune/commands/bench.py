@@ -9,8 +9,26 @@ from typing import Any
 
 import click
 
-from nodetune.bench import SUITES
+from nodetune import exitcodes
+from nodetune.bench import SUITES, compare, explain, identity, session
+from nodetune.bench.base import RunContext, RunOptions
+from nodetune.bench.compare import load_baseline
+from nodetune.bench.importer import import_file
+from nodetune.bench.session import run_suites
 from nodetune.errors import BenchError
+from nodetune.facts import cpulist
+from nodetune.facts.model import to_jsonable
+from nodetune.node.source import open_node
+from nodetune.schemas import BENCH_SCHEMA
+from nodetune.views.bench_png import plot
+from nodetune.views.bench_text import (
+    LineProgress,
+    RichProgress,
+    print_comparison,
+    print_explanations,
+    print_suites,
+)
+from nodetune.views.output import emit_json
 
 SUITE_CHOICES = [*SUITES, "all"]
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -49,7 +67,6 @@ def _sizes_option(ctx: click.Context, param: click.Parameter, value: str | None)
 def _gpus_option(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
     if not value:
         return None
-    from nodetune.facts import cpulist
 
     try:
         gpus = cpulist.parse(value)
@@ -71,8 +88,6 @@ class BenchGroup(click.Group):
 
 def _facts() -> dict[str, Any]:
     """This node's facts document (expectations and fingerprint come from it)."""
-    from nodetune.node.source import open_node
-
     try:
         with open_node() as node:
             facts: dict[str, Any] = node.facts().to_json()
@@ -139,8 +154,6 @@ def run_cmd(suites: tuple[str, ...], as_json: bool, save_path: str | None,
             fio_device: str | None, destructive: bool, use_nvbandwidth: bool,
             nodes_text: str | None, launcher: str | None) -> int:
     """Run SUITE... (memcpy, allreduce, fio, cpu-mem, all)."""
-    from nodetune.bench.base import RunContext, RunOptions
-
     if not suites:
         raise BenchError("no suite given", fix=f"name one or more of {', '.join(SUITE_CHOICES)}")
     if fio_dir and fio_device:
@@ -157,17 +170,13 @@ def run_cmd(suites: tuple[str, ...], as_json: bool, save_path: str | None,
                          nvbandwidth=use_nvbandwidth, nodes=nodes, launcher=launcher)
     facts = _facts()
     ctx = RunContext(facts=facts, options=options)
-    from nodetune.bench.session import run_suites
 
     if not as_json and sys.stderr.isatty():
-        from nodetune.views.bench_text import RichProgress
-
         with RichProgress() as progress:
             ctx.progress = progress
             results = run_suites(names, ctx)
     else:
         if not as_json:  # piped: a line per finished step
-            from nodetune.views.bench_text import LineProgress
 
             ctx.progress = LineProgress()
         results = run_suites(names, ctx)
@@ -182,8 +191,6 @@ def import_cmd(files: tuple[str, ...], as_json: bool, save_path: str | None,
                compare_path: str | None, plot_path: str | None) -> int:
     """Read results produced elsewhere: nccl-tests output (any collective, MPI/srun-prefixed
     lines too), fio JSON (2.x, 3.x), nvbandwidth output, or a saved nodetune result."""
-    from nodetune.bench.importer import import_file
-
     baseline = _baseline(compare_path)
     facts = _facts()
     results = [r for path in files for r in import_file(path, facts)]
@@ -207,10 +214,6 @@ def explain_cmd(file: str, root: str | None, snapshot: str | None, nvml: str,
     """For each result in FILE (saved by --save) below its expectation or flagged slow, walk
     the path its bytes took and name the likely cause, the setting that fixes it and the
     expected gain. Exit 0 when nothing is below expectation, 1 when something is."""
-    from nodetune import exitcodes
-    from nodetune.bench import compare, explain
-    from nodetune.node.source import open_node
-    from nodetune.views.output import emit_json
 
     suites = compare.baseline_suites(compare.load_baseline(file))
     with open_node(root=root, snapshot=snapshot, nvml=nvml) as node:
@@ -220,8 +223,6 @@ def explain_cmd(file: str, root: str | None, snapshot: str | None, nvml: str,
         emit_json({"source": file, "explanations": [i.to_json() for i in items]},
                   explain.EXPLAIN_SCHEMA)
     else:
-        from nodetune.views.bench_text import print_explanations
-
         print_explanations(items)
     below = any(i.metric.status == "low" or i.flag for i in items)
     return exitcodes.WARNINGS if below else exitcodes.OK
@@ -230,7 +231,6 @@ def explain_cmd(file: str, root: str | None, snapshot: str | None, nvml: str,
 def _baseline(path: str | None) -> dict[str, Any] | None:
     if not path:
         return None
-    from nodetune.bench.compare import load_baseline
 
     return load_baseline(path)
 
@@ -238,10 +238,6 @@ def _baseline(path: str | None) -> dict[str, Any] | None:
 def _finish(results: list[Any], facts: dict[str, Any], options: Any, as_json: bool,
             save_path: str | None, compare_path: str | None, baseline: dict[str, Any] | None,
             plot_path: str | None, kind: str) -> int:
-    from nodetune.bench import compare, identity, session
-    from nodetune.facts.model import to_jsonable
-    from nodetune.schemas import BENCH_SCHEMA
-    from nodetune.views.output import emit_json
 
     comparison = None
     before = None
@@ -262,8 +258,6 @@ def _finish(results: list[Any], facts: dict[str, Any], options: Any, as_json: bo
             raise BenchError(f"cannot write {save_path}: {exc.strerror}",
                              fix="give a writable path to --save") from exc
     if plot_path:
-        from nodetune.views.bench_png import plot
-
         try:
             plot(plot_path, results, before)
         except OSError as exc:
@@ -272,8 +266,6 @@ def _finish(results: list[Any], facts: dict[str, Any], options: Any, as_json: bo
     if as_json:
         emit_json(doc, BENCH_SCHEMA)
     else:
-        from nodetune.views.bench_text import print_comparison, print_suites
-
         print_suites(results, doc["node"])
         if comparison is not None:
             print_comparison(comparison)

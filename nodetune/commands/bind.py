@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 
 import click
 
 from nodetune.cli import node_options
+from nodetune.errors import NodetuneError
+from nodetune.facts import cpulist
+from nodetune.node.source import open_node
+from nodetune.placement import binding, inputs
+from nodetune.placement import plan as placement
+from nodetune.schemas import BIND_SCHEMA
+from nodetune.views.output import emit_json
 
 COLLECTORS = ("cpu", "numa", "pci", "gpu")
 NIC_COLLECTORS = ("nic", "rdma")
@@ -36,10 +44,6 @@ def cmd(ctx: click.Context, local_rank: int | None, dry_run: bool, as_json: bool
     For torchrun, srun and mpirun ranks: `nodetune bind -- python train.py`. The rank's GPU is
     CUDA's device LOCAL_RANK (CUDA_VISIBLE_DEVICES is kept as it is).
     """
-    from nodetune.errors import NodetuneError
-    from nodetune.node.source import open_node
-    from nodetune.placement import binding, inputs
-    from nodetune.placement import plan as placement
 
     if not command and not (dry_run or as_json):
         raise click.UsageError("give the command to run after --, or --dry-run")
@@ -81,8 +85,6 @@ def cmd(ctx: click.Context, local_rank: int | None, dry_run: bool, as_json: bool
 
 
 def _allowed_mems() -> set[int] | None:
-    from nodetune.facts import cpulist
-
     try:
         with open("/proc/self/status", encoding="utf-8") as fh:
             for line in fh:
@@ -94,14 +96,9 @@ def _allowed_mems() -> set[int] | None:
 
 
 def _show(rank_plan: object, argv: list[str], method: str, as_json: bool) -> None:
-    import shlex
-
-    from nodetune.facts import cpulist
 
     doc = {**rank_plan.to_json(), "method": method, "argv": argv}  # type: ignore[attr-defined]
     if as_json:
-        from nodetune.schemas import BIND_SCHEMA
-        from nodetune.views.output import emit_json
 
         emit_json(doc, BIND_SCHEMA)
         return

@@ -13,6 +13,18 @@ import click
 
 from nodetune import exitcodes
 from nodetune.cli import node_options
+from nodetune.collectors import load_all
+from nodetune.facts import schema
+from nodetune.facts.model import Disruption, Severity
+from nodetune.facts.schema import ProfileLanguage
+from nodetune.node.source import open_node
+from nodetune.profiles.catalog import SECTIONS, SETTING_KEYS, TOP_KEYS
+from nodetune.profiles.tunables import KINDS, QUALIFIERS
+from nodetune.rules.operators import OPERATORS
+from nodetune.rules.schema import AREAS, CONDITION_KEYS, RULE_KEYS
+from nodetune.schemas import FACTS_SCHEMA
+from nodetune.views.facts_text import render
+from nodetune.views.output import console, emit_json
 
 if TYPE_CHECKING:
     from nodetune.facts.schema import ProfileLanguage
@@ -23,7 +35,6 @@ def _names(only: tuple[str, ...]) -> tuple[str, ...] | None:
     names = tuple(n.strip() for item in only for n in item.split(",") if n.strip())
     if not names:
         return None
-    from nodetune.collectors import load_all
 
     known = load_all()
     unknown = [n for n in names if n not in known]
@@ -50,19 +61,12 @@ def _print_schema(which: str) -> None:
     # rule engine and the profile loader (20-40 ms measured), which reading facts never needs.
     import json
 
-    from nodetune.facts import schema
 
     doc = schema.facts_schema() if which == "facts" else schema.profile_schema(_profile_language())
     sys.stdout.write(json.dumps(doc, indent=2) + "\n")
 
 
 def _profile_language() -> ProfileLanguage:
-    from nodetune.facts.model import Disruption, Severity
-    from nodetune.facts.schema import ProfileLanguage
-    from nodetune.profiles.catalog import SECTIONS, SETTING_KEYS, TOP_KEYS
-    from nodetune.profiles.tunables import KINDS, QUALIFIERS
-    from nodetune.rules.operators import OPERATORS
-    from nodetune.rules.schema import AREAS, CONDITION_KEYS, RULE_KEYS
 
     return ProfileLanguage(
         sections=SECTIONS, top_keys=TOP_KEYS, setting_keys=SETTING_KEYS, rule_keys=RULE_KEYS,
@@ -94,21 +98,16 @@ def cmd(root: str | None, snapshot: str | None, nvml: str, as_json: bool, timing
     if schema is not None:
         _print_schema(schema)
         return exitcodes.OK
-    from nodetune.node.source import open_node
 
     names = _names(only)
     with open_node(root=root, snapshot=snapshot, nvml=nvml) as node:
         doc = node.facts(names).to_json()
     if as_json:
-        from nodetune.schemas import FACTS_SCHEMA
-        from nodetune.views.output import emit_json
 
         emit_json(doc, FACTS_SCHEMA)
         if timings:
             _print_timings(doc["collectors"])
     else:
-        from nodetune.views.facts_text import render
-        from nodetune.views.output import console
 
         render(doc, console(), timings=timings)
     return exitcodes.OK

@@ -8,6 +8,12 @@ from typing import Any
 
 import click
 
+from nodetune.fleet import collect, report
+from nodetune.schemas import FLEET_COLLECT_SCHEMA, FLEET_SCHEMA
+from nodetune.views.fleet_html import write_html
+from nodetune.views.fleet_text import CollectProgress, render_collection, render_report
+from nodetune.views.output import console, emit_json
+
 
 @click.group("fleet", context_settings={"help_option_names": ["-h", "--help"]})
 def cmd() -> None:
@@ -51,27 +57,19 @@ def collect_cmd(inventory: Path, limit: str | None, forks: int, out: Path, bench
     Exit codes: 0 every host collected, 1 some hosts failed, 3 nothing could run (Ansible
     missing, bad inventory, no host matched).
     """
-    from nodetune.fleet import collect
-
     request = collect.Request(inventory=inventory, out=out, limit=limit, forks=forks,
                               bench=bench, timeout=timeout, full=full)
     hosts = collect.list_hosts(inventory, limit)
     if not as_json and sys.stderr.isatty():
-        from nodetune.views.fleet_text import CollectProgress
-
         with CollectProgress(len(hosts)) as progress:
             result = collect.run(request, progress.host_done, hosts=hosts)
     else:
         result = collect.run(request, hosts=hosts)
     doc = result.to_json()
     if as_json:
-        from nodetune.schemas import FLEET_COLLECT_SCHEMA
-        from nodetune.views.output import emit_json
 
         emit_json(doc, FLEET_COLLECT_SCHEMA)
     else:
-        from nodetune.views.fleet_text import render_collection
-        from nodetune.views.output import console
 
         render_collection(doc, console())
     return result.exit_code
@@ -103,21 +101,13 @@ def report_cmd(directory: Path, as_json: bool, html_path: Path | None, k: float,
     unhealthy, uncollected hosts or unreadable files; 2 some node has critical findings;
     3 nodetune could not run (no such directory, no node reports in it).
     """
-    from nodetune.fleet import report
-
     doc, fleet = report.build(directory, report.Options(k=k, mad_floor=mad_floor))
     if html_path is not None:
-        from nodetune.views.fleet_html import write_html
-
         write_html(html_path, doc, fleet, top=top)
     if as_json:
-        from nodetune.schemas import FLEET_SCHEMA
-        from nodetune.views.output import emit_json
 
         emit_json(doc, FLEET_SCHEMA)
     else:
-        from nodetune.views.fleet_text import render_report
-        from nodetune.views.output import console
 
         out: Any = console()
         render_report(doc, out, top=top)

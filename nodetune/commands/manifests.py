@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Any
 
 import click
 
 from nodetune.cli import node_options
-from nodetune.manifests import TARGETS
+from nodetune.errors import NoData
+from nodetune.manifests import TARGETS, Options, render
+from nodetune.node.source import open_node
+from nodetune.placement import inputs
+from nodetune.placement import plan as placement
+from nodetune.schemas import MANIFESTS_SCHEMA
+from nodetune.views.output import emit_json
 
 GPU_TARGETS = ("k8s-pod", "docker", "slurm")
 
@@ -46,13 +53,6 @@ def cmd(target: str, output_dir: str | None, as_json: bool, node_name: str | Non
     daemonset (the nodetune agent), docker (docker run lines and compose.yaml), slurm
     (gres.conf and slurm.conf/cgroup.conf settings), or all.
     """
-    from dataclasses import replace
-
-    from nodetune.errors import NoData
-    from nodetune.manifests import Options, render
-    from nodetune.node.source import open_node
-    from nodetune.placement import inputs
-    from nodetune.placement import plan as placement
 
     with open_node(root=root, snapshot=snapshot, nvml=nvml) as node:
         facts = node.facts().to_json()
@@ -81,8 +81,6 @@ def cmd(target: str, output_dir: str | None, as_json: bool, node_name: str | Non
     if output_dir:
         _write(output_dir, results)
     if as_json:
-        from nodetune.schemas import MANIFESTS_SCHEMA
-        from nodetune.views.output import emit_json
 
         emit_json({"node_name": options.node_name, "placement": plan.to_json(), "notes": notes,
                    "targets": {r.target: {"files": r.files, "notes": r.notes} for r in results}},

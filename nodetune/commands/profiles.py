@@ -7,7 +7,14 @@ from typing import Any
 import click
 
 from nodetune import exitcodes
+from nodetune.audit.operation import AREA_TITLES
 from nodetune.commands.audit import profile_options
+from nodetune.facts.model import Severity
+from nodetune.profiles.catalog import Library, describe_rules, load_all
+from nodetune.rules.operators import OPERATORS, describe
+from nodetune.schemas import PROFILE_SCHEMA
+from nodetune.views.audit_text import SEVERITY_STYLE
+from nodetune.views.output import console, emit_json
 
 
 @click.group("profiles")
@@ -22,20 +29,16 @@ def cmd() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (schema nodetune.profile/1).")
 def list_cmd(profiles_dirs: tuple[str, ...], as_json: bool) -> int:
     """List every profile with what it extends and how many settings it has."""
-    from nodetune.profiles.catalog import Library, load_all
-
     profiles = load_all(Library(profiles_dirs))
     rows: list[dict[str, Any]] = [{"name": p.name, "summary": p.summary, "extends": list(p.extends),
              "settings": len(p.rules), "path": p.path, "user": p.user} for p in profiles]
     if as_json:
-        from nodetune.schemas import PROFILE_SCHEMA
-        from nodetune.views.output import emit_json
 
         emit_json({"profiles": rows}, PROFILE_SCHEMA)
         return exitcodes.OK
+    # deferred: rich costs 30-45 ms at start-up; only text output needs it, --json does not
     from rich.table import Table
 
-    from nodetune.views.output import console
 
     table = Table(title="Profiles", title_justify="left")
     for col in ("name", "extends", "settings", "summary"):
@@ -54,16 +57,12 @@ def list_cmd(profiles_dirs: tuple[str, ...], as_json: bool) -> int:
 def show_cmd(name: str, profiles_dirs: tuple[str, ...], overrides: str | None,
              as_json: bool) -> int:
     """Show profile NAME with inheritance resolved (and --overrides applied)."""
-    from nodetune.profiles.catalog import Library, describe_rules
-
     prof = Library(profiles_dirs).load(name, overrides)
     doc: dict[str, Any] = {"name": prof.name, "summary": prof.summary,
                            "extends": list(prof.extends), "chain": list(prof.chain),
                            "path": prof.path, "user": prof.user, "variables": prof.variables,
                            "settings": describe_rules(prof.rules)}
     if as_json:
-        from nodetune.schemas import PROFILE_SCHEMA
-        from nodetune.views.output import emit_json
 
         emit_json({"profiles": [doc]}, PROFILE_SCHEMA)
         return exitcodes.OK
@@ -72,13 +71,10 @@ def show_cmd(name: str, profiles_dirs: tuple[str, ...], overrides: str | None,
 
 
 def _render_profile(doc: dict[str, Any]) -> None:
+    # deferred: rich costs 30-45 ms at start-up; only text output needs it, --json does not
     from rich.table import Table
     from rich.text import Text
 
-    from nodetune.audit.operation import AREA_TITLES
-    from nodetune.facts.model import Severity
-    from nodetune.views.audit_text import SEVERITY_STYLE
-    from nodetune.views.output import console
 
     out = console()
     out.print(Text.assemble(("Profile ", "bold"), (doc["name"], "bold magenta"),
@@ -103,6 +99,4 @@ def _render_profile(doc: dict[str, Any]) -> None:
 
 
 def _cond_text(cond: dict[str, Any]) -> str:
-    from nodetune.rules.operators import OPERATORS, describe
-
     return describe({k: v for k, v in cond.items() if k in OPERATORS})

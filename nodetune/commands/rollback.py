@@ -8,6 +8,9 @@ from pathlib import Path
 import click
 
 from nodetune import exitcodes
+from nodetune.apply import remediate
+from nodetune.errors import Refused
+from nodetune.views import apply_text as apply_report
 
 HELP = """Restore the files and runtime values an apply changed, from its state file.
 
@@ -30,9 +33,6 @@ rolled back).
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report "
               "(schema nodetune.rollback/1).")
 def cmd(state_file: Path | None, root: str | None, yes: bool, as_json: bool) -> int:
-    from nodetune.apply import remediate
-    from nodetune.errors import Refused
-    from nodetune.views import apply_text as apply_report
 
     with remediate.workspace() as workdir:
         prepared = remediate.prepare_rollback(state_file, root, workdir)

@@ -6,6 +6,10 @@ import click
 
 from nodetune import exitcodes
 from nodetune.cli import node_options
+from nodetune.node import snapshot as snap
+from nodetune.node.source import open_node
+from nodetune.schemas import SNAPSHOT_SCHEMA
+from nodetune.views.output import emit_json
 
 
 @click.command("snapshot")
@@ -21,8 +25,6 @@ def cmd(root: str | None, snapshot: str | None, nvml: str, output: str, as_json:
     nothing else: no environment, no process command lines, no secrets from /etc. Replay it on
     any machine, with or without a GPU: `nodetune facts --from FILE.tar.gz`.
     """
-    from nodetune.node import snapshot as snap
-    from nodetune.node.source import open_node
 
     snap.check_output(output)
     with open_node(root=root, snapshot=snapshot, nvml=nvml) as node:
@@ -30,8 +32,6 @@ def cmd(root: str | None, snapshot: str | None, nvml: str, output: str, as_json:
     failed = {name: st.error for name, st in result.facts.status.items()
               if not st.ok and not st.no_data}
     if as_json:
-        from nodetune.schemas import SNAPSHOT_SCHEMA
-        from nodetune.views.output import emit_json
 
         emit_json({"path": result.path, "bytes": result.bytes, "files": result.files,
                    "links": result.links, "dirs": result.dirs,

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 import click
 
 from nodetune import exitcodes
 from nodetune.cli import node_options
+from nodetune.errors import RenderError
+from nodetune.facts.topology import LEGEND, build_topology, format_cpus
+from nodetune.node.source import open_node
+from nodetune.schemas import TOPO_SCHEMA
+from nodetune.views.output import emit_json
+from nodetune.views.topo_image import draw
 
 # Collectors the topology reads (the others are not run).
 TOPO_COLLECTORS = ("cpu", "numa", "memory", "pci", "gpu", "nic", "rdma", "storage")
@@ -18,8 +26,6 @@ CLASS_COLORS = {"X": None, "PIX": "green", "PXB": "cyan", "PHB": "yellow", "NODE
 
 def render_matrix(topo: object, color: bool = False) -> str:
     """The matrix as `nvidia-smi topo -m` lays it out, plus affinity columns and legends."""
-    from nodetune.facts.topology import LEGEND, format_cpus
-
     devices = topo.devices  # type: ignore[attr-defined]
     matrix = topo.matrix  # type: ignore[attr-defined]
     names = [d.name for d in devices]
@@ -70,8 +76,6 @@ def cmd(root: str | None, snapshot: str | None, nvml: str, as_json: bool, png: s
     switches), PHB (one host bridge), NODE (one NUMA node), SYS (across NUMA nodes).
     --png/--svg also draw sockets, NUMA nodes, PCIe switches and devices into FILE.
     """
-    from nodetune.facts.topology import build_topology
-    from nodetune.node.source import open_node
 
     for path in (png, svg):
         if path:
@@ -81,29 +85,20 @@ def cmd(root: str | None, snapshot: str | None, nvml: str, as_json: bool, png: s
     topo = build_topology(facts)
     for path, fmt in ((png, "png"), (svg, "svg")):
         if path:
-            from nodetune.views.topo_image import draw
-
             draw(topo, path, fmt, title=_title(facts, topo))
             click.echo(f"nodetune: wrote {path}", err=True)
     if as_json:
-        from nodetune.schemas import TOPO_SCHEMA
-        from nodetune.views.output import emit_json
 
         emit_json({"root": facts.get("root"), **topo.to_json()}, TOPO_SCHEMA)
     elif not topo.devices:
         click.echo("no GPUs, NICs or NVMe drives found")
     else:
-        import sys
-
         click.echo(render_matrix(topo, color=sys.stdout.isatty()))
     return exitcodes.OK
 
 
 def _check_writable(path: str) -> None:
     """Fail in one line before collecting anything when the diagram cannot be written."""
-    import os
-
-    from nodetune.errors import RenderError
 
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder) or not os.access(folder, os.W_OK):

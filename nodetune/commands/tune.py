@@ -10,10 +10,16 @@ from typing import Any
 
 import click
 
-from nodetune.bench import SUITES
+from nodetune.apply import remediate
+from nodetune.bench import SUITES, identity
+from nodetune.bench.base import NullProgress, RunOptions
 from nodetune.commands.audit import profile_options
 from nodetune.commands.bench import _gpus_option, _sizes_option
 from nodetune.errors import ApplyError, BenchError, Refused
+from nodetune.tune import TUNE_SCHEMA, benchstep, card, operation
+from nodetune.views import tune_png, tune_text
+from nodetune.views.bench_text import LineProgress, RichProgress
+from nodetune.views.output import emit_json
 
 HELP = """Apply the settings `nodetune audit` finds wrong and prove the change with benchmarks.
 
@@ -69,12 +75,6 @@ def cmd(suites: tuple[str, ...], profile: str | None, profiles_dirs: tuple[str, 
         repeat: int, gpus: tuple[int, ...] | None, sizes: tuple[int, ...] | None,
         save_path: str | None, card_path: str | None, plot_path: str | None,
         as_json: bool) -> int:
-    from nodetune.apply import remediate
-    from nodetune.bench import identity
-    from nodetune.bench.base import RunOptions
-    from nodetune.tune import benchstep, card, operation
-    from nodetune.views import tune_text
-    from nodetune.views.output import emit_json
 
     request = remediate.Request(profile=profile, root=root, only=only,
                                 allow_reboot=allow_reboot, allow_disruptive=allow_disruptive,
@@ -110,8 +110,6 @@ def cmd(suites: tuple[str, ...], profile: str | None, profiles_dirs: tuple[str, 
                 else tune_text.card_text(the_card))
         _write(card_path, text, "--card")
     if plot_path:
-        from nodetune.views import tune_png
-
         try:
             tune_png.plot(plot_path, the_card)
         except ImportError as exc:
@@ -121,8 +119,6 @@ def cmd(suites: tuple[str, ...], profile: str | None, profiles_dirs: tuple[str, 
             raise BenchError(f"cannot write {plot_path}: {exc.strerror}",
                              fix="give a writable path to --plot") from exc
     if as_json:
-        from nodetune.tune import TUNE_SCHEMA
-
         emit_json(doc, TUNE_SCHEMA)
     else:
         tune_text.show(the_card)
@@ -147,8 +143,6 @@ class ProgressFor:
         self.bar: Any = None
 
     def __enter__(self) -> Any:
-        from nodetune.bench.base import NullProgress
-        from nodetune.views.bench_text import LineProgress, RichProgress
 
         if self.as_json:
             return NullProgress()

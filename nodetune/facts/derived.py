@@ -14,6 +14,8 @@ import re
 import shlex
 from typing import Any
 
+from nodetune.facts.pcie import link_gbps
+
 # PCI device ids of NVIDIA data-centre GPUs (pci.ids), for nodes where NVML gives no name.
 GPU_MODELS_BY_DEVICE = {
     "0x20b0": "A100", "0x20b1": "A100", "0x20b2": "A100", "0x20b3": "A100", "0x20b5": "A100",
@@ -38,8 +40,6 @@ _MODEL_RE = re.compile(r"\b(G?[A-Z]{1,2}\d{2,3}[A-Z]?)\b")
 
 def pcie_gbps(gen: int | None, width: int | None) -> float | None:
     """Usable bandwidth of a PCIe link per direction in GB/s (Gen5 x16 -> 63.0)."""
-    from nodetune.facts.pcie import link_gbps
-
     rate = link_gbps(gen, width)
     return None if rate is None else round(rate, 1)
 
@@ -212,6 +212,7 @@ def _nearest_nics(facts: dict[str, Any], gpus: list[dict[str, Any]], rdma_addrs:
     if not gpus or not rdma_addrs:
         return {}
     try:
+        # deferred: 1.5 ms of every check start; only nodes with GPUs and RDMA NICs need it
         from nodetune.facts.topology import build_topology
 
         topo = build_topology(facts)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from nodetune.facts.derived import gpu_model as derived_model
+
 NVIDIA = "0x10de"
 GPU_CLASSES = ("0x0300", "0x0302")  # VGA and 3D controllers
 NVSWITCH_CLASS = "0x0680"  # NVSwitch chips show up as "bridge, other" functions
@@ -108,8 +110,6 @@ def _gpu_subject(address: str | None, by_addr: dict[Any, dict[str, Any]]) -> str
 
 def gpu_model(name: str | None, device_id: str | None = None) -> str | None:
     """Model family of a GPU ("H100", "GB200") from its NVML name or PCI device id."""
-    from nodetune.facts.derived import gpu_model as derived_model
-
     return derived_model(name, device_id)
 
 

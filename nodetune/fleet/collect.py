@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nodetune import exitcodes
-from nodetune.apply.ansible import ansible_playbook
+from nodetune import __version__, exitcodes
+from nodetune.apply.ansible import ansible_playbook, runner_env
 from nodetune.errors import ApplyError, NodetuneError, needs_extra
 from nodetune.fleet import lean
+from nodetune.node.resources import data_dir
 from nodetune.schemas import (
     AUDIT_SCHEMA,
     BENCH_SCHEMA,
@@ -98,8 +99,6 @@ class Collection:
         return exitcodes.FAILED if self.failed else exitcodes.OK
 
     def to_json(self) -> dict[str, Any]:
-        from nodetune import __version__
-
         return {
             "schema": FLEET_COLLECT_SCHEMA, "nodetune_version": __version__,
             "inventory": str(self.request.inventory), "limit": self.request.limit,
@@ -244,8 +243,6 @@ class _Events:
 def run(request: Request, on_host_done: Callable[[str, bool], None] | None = None,
         hosts: list[str] | None = None) -> Collection:
     """Collect every host of the inventory (that --limit selects) into request.out."""
-    from nodetune.node.resources import data_dir
-
     binary = _ansible_tool("ansible-playbook")
     # optional: the [apply] extra; `fleet report` reads collected files without it
     ansible_runner = needs_extra("apply", "ansible_runner")
@@ -255,8 +252,6 @@ def run(request: Request, on_host_done: Callable[[str, bool], None] | None = Non
     events.bench = request.bench
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="nodetune-fleet-") as private:
-        from nodetune.apply.ansible import runner_env
-
         envvars = {
             **runner_env(private, binary),
             "ANSIBLE_TIMEOUT": str(min(request.timeout, 30)),  # connecting, not the commands
@@ -309,8 +304,6 @@ def report_name(host: str) -> str:
 
 
 def _write(collection: Collection) -> None:
-    from nodetune import __version__
-
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     out = collection.request.out
     for host in collection.collected:

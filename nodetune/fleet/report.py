@@ -10,11 +10,12 @@ from __future__ import annotations
 import datetime
 import os
 import re
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nodetune import exitcodes
+from nodetune import __version__, exitcodes
 from nodetune.errors import NodetuneError
 from nodetune.fleet import drift, load, outliers
 from nodetune.fleet.aggregate import SEVERITY_RANK, Fleet, Setting
@@ -49,8 +50,6 @@ def read_fleet(directory: Path, workers: int | None = None) -> Fleet:
     if workers <= 1:
         fleet = _read_part(files)
     else:
-        from concurrent.futures import ProcessPoolExecutor
-
         size = -(-len(files) // (workers * CHUNKS_PER_WORKER))
         chunks = [files[i:i + size] for i in range(0, len(files), size)]
         fleet = Fleet()
@@ -73,8 +72,6 @@ def read_fleet(directory: Path, workers: int | None = None) -> Fleet:
 
 def build(directory: Path, options: Options = Options(),
           workers: int | None = None) -> tuple[dict[str, Any], Fleet]:
-    from nodetune import __version__
-
     fleet = read_fleet(directory, workers)
     drift_groups = _drift(fleet)
     outlier_metrics = _outliers(fleet, options)

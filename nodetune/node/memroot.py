@@ -12,6 +12,7 @@ on disk. The entries come from a snapshot's `tree.json`:
 from __future__ import annotations
 
 import base64
+import os
 import posixpath
 import stat
 from typing import Any
@@ -61,8 +62,6 @@ class MemoryRoot(HostRoot):
 
     def materialize(self, dest: str) -> None:
         """Write the tree under `dest` (directories, files, symlinks)."""
-        import os
-
         for path in sorted(self.entries):
             kind, value = self.entries[path]
             real = dest + path

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any, Final, Protocol
 
 from nodetune.errors import SourceError
+from nodetune.facts.pcie import normalize_address
 from nodetune.schemas import NVML_SCHEMA
 
 # nvmlClocksEventReason* bits (nvml.h), in the order nvidia-smi prints them.
@@ -60,8 +61,6 @@ def clock_event_reason_names(mask: int) -> list[str]:
 
 def normalize_bus_id(bus_id: str | bytes | None) -> str | None:
     """NVML's "00000000:18:00.0" to sysfs's "0000:18:00.0"; None for NVML's "FFFFFFFF:FF:FF.0"."""
-    from nodetune.facts.pcie import normalize_address
-
     return normalize_address(bus_id)
 
 
@@ -145,6 +144,7 @@ def live_backend() -> tuple[PynvmlBackend | None, str | None]:
         return None, ("NVML unavailable: the NVIDIA kernel driver is not loaded "
                       "(no /proc/driver/nvidia or /dev/nvidiactl)")
     try:
+        # deferred: pynvml costs 22-90 ms at start-up; only live NVML needs it
         import pynvml
     except ImportError:
         return None, "NVML unavailable: nvidia-ml-py is not installed (pip install nvidia-ml-py)"

@@ -19,11 +19,13 @@ Rules the plan keeps:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from nodetune.facts import cpulist
+from nodetune.facts.model import to_jsonable
 
 # `nvidia-smi topo -m` classes, nearest first.
 _PATH_RANK = {"X": 0, "PIX": 1, "PXB": 2, "PHB": 3, "NODE": 4, "SYS": 5}
@@ -118,8 +120,6 @@ class Placement:
         return sorted(c.logical_index for c in self.cores if wanted.intersection(c.cpus))
 
     def to_json(self) -> dict[str, Any]:
-        from nodetune.facts.model import to_jsonable
-
         def cpus(ids: Iterable[int]) -> str:
             return cpulist.format(ids)
 
@@ -345,8 +345,6 @@ def _nearest_nics(topo: Mapping[str, Any] | None, facts: Mapping[str, Any],
 
 def _natural(name: str) -> tuple[Any, ...]:
     """Sort key that puts mlx5_2 before mlx5_10."""
-    import re
-
     return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
 
 

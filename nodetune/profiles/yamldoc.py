@@ -35,6 +35,7 @@ class YamlDoc:
 
 def load(path: str | Path, *, fix: str = "correct the YAML") -> YamlDoc:
     """Parse a YAML file; raise ProfileError with file:line on bad YAML or duplicate keys."""
+    # deferred: PyYAML costs 16 ms at start-up; a cached check never parses YAML
     import yaml
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -57,6 +58,7 @@ def load(path: str | Path, *, fix: str = "correct the YAML") -> YamlDoc:
 
 
 def _build(node: Any, keys: Keys, doc: YamlDoc, constructor: Any, fix: str) -> Any:
+    # deferred: PyYAML costs 16 ms at start-up; a cached check never parses YAML
     import yaml
 
     doc.lines.setdefault(keys, node.start_mark.line + 1)

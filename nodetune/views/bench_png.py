@@ -92,6 +92,7 @@ def bars(suites: list[SuiteResult], old: dict[str, Metric] | None) -> list[Bar]:
 def plot(path: str, suites: list[SuiteResult], baseline: list[SuiteResult] | None = None) -> None:
     matplotlib = needs_extra("plot", "matplotlib")  # optional: only `bench --plot` needs it
     matplotlib.use("Agg")
+    # deferred: optional extra [plot]
     import matplotlib.pyplot as plt
 
     curves = _curves(suites)
@@ -126,6 +127,7 @@ def _curve_chart(ax: Axes, curves: dict[str, list[tuple[int, float]]],
     ax.set_xscale("log", base=2)
     values = [v for pts in curves.values() for _, v in pts if v > 0]
     if values and max(values) / min(values) > 20:
+        # deferred: optional extra [plot]
         from matplotlib.ticker import FuncFormatter, NullFormatter
 
         ax.set_yscale("log")

@@ -35,6 +35,7 @@ def _metric_row(m: Metric) -> list[str]:
 
 
 def suite_tables(suite: SuiteResult) -> list[Any]:
+    # deferred: rich costs 30-45 ms at start-up; only text output needs it, --json does not
     from rich.table import Table
 
     out: list[Any] = []
@@ -97,6 +98,7 @@ def _rows_with_summaries(metrics: list[Metric]) -> list[list[str]]:
 
 
 def matrix_table(matrix: Matrix) -> Any:
+    # deferred: rich costs 30-45 ms at start-up; only text output needs it, --json does not
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
@@ -130,6 +132,7 @@ def print_suites(suites: list[SuiteResult], node: dict[str, Any]) -> None:
 
 
 def print_comparison(comparison: dict[str, Any]) -> None:
+    # deferred: rich costs 30-45 ms at start-up; only text output needs it, --json does not
     from rich.table import Table
 
     out = console()
@@ -216,6 +219,7 @@ class RichProgress:
     """A progress bar on stderr with steps, elapsed time and ETA; one task at a time."""
 
     def __init__(self) -> None:
+        # deferred: rich costs 30-45 ms at start-up; only text output needs it, --json does not
         from rich.progress import (
             BarColumn,
             Progress,

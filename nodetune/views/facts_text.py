@@ -6,6 +6,7 @@ live host look the same. Sections nodetune does not know are shown as key/value 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +44,7 @@ def show(value: Any) -> str:
 
 def _table(title: str, *columns: str, wrap: tuple[str, ...] = ()) -> Any:
     """A compact table; columns not named in `wrap` never wrap (long values are cut with ...)."""
+    # deferred: rich costs 30-45 ms at start-up; only text output needs it, --json does not
     from rich import box
     from rich.table import Table
 
@@ -253,6 +255,7 @@ SKIP = {"schema", "nodetune_version", "root", "collectors"}
 
 def _unknown_lines(section: Any) -> list[str]:
     """Dim lines naming the unknown facts of a section, grouped by reason."""
+    # deferred: rich costs 30-45 ms at start-up; only text output needs it, --json does not
     from rich.markup import escape
 
     unknown = section.get("unknown") if isinstance(section, dict) else None
@@ -296,8 +299,6 @@ def collectors_table(status: dict[str, dict[str, Any]], timings: bool) -> Any | 
 def render(doc: dict[str, Any], console: Any, timings: bool = False) -> None:
     """Print every section of a facts document; piped output gets 160 columns unless
     COLUMNS says otherwise, so tables are not cut to 80."""
-    import os
-
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console.width = 160
     console.print(f"[bold]nodetune facts[/bold] of {doc.get('root')} "

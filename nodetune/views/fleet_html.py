@@ -19,6 +19,7 @@ from nodetune.errors import NodetuneError, needs_extra
 from nodetune.fleet.aggregate import Fleet
 from nodetune.fleet.report import natural
 from nodetune.views.fleet_text import hosts_text, num
+from nodetune.views.templating import render
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -35,6 +36,7 @@ def family(key: str) -> str:
 
 
 def _png(fig: Figure, tight: bool = True) -> str:
+    # deferred: optional extra [plot]
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
@@ -49,6 +51,7 @@ def compliance_chart(doc: dict[str, Any], top: int) -> str | None:
     failing = [s for s in doc["settings"] if s["nodes_failed"]][:top]
     if not failing:
         return None
+    # deferred: optional extra [plot]
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 0.9 + 0.3 * len(failing)))
@@ -91,6 +94,7 @@ def distribution_charts(doc: dict[str, Any], fleet: Fleet) -> list[dict[str, str
 
 
 def _strip_plot(slots: list[tuple[str, str]], stats: dict[Any, Any], fleet: Fleet) -> str:
+    # deferred: optional extra [plot]
     import matplotlib.pyplot as plt
 
     rng = random.Random(0)  # the same sample of nodes on every run
@@ -148,7 +152,6 @@ def _strip_plot(slots: list[tuple[str, str]], stats: dict[Any, Any], fleet: Flee
 def render_html(doc: dict[str, Any], fleet: Fleet, top: int = 20) -> str:
     matplotlib = needs_extra("plot", "matplotlib")  # optional: `fleet report` text runs without it
     matplotlib.use("Agg", force=True)
-    from nodetune.views.templating import render
 
     failing = [s for s in doc["settings"] if s["nodes_failed"]]
     outlier_rows = sorted(((m, o) for m in doc["outliers"]["metrics"] for o in m["outliers"]),

