@@ -170,9 +170,9 @@ class NodePublisher:
         from kubernetes import client, config
 
         try:
-            config.load_incluster_config()
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
         except config.ConfigException:
-            config.load_kube_config()
+            config.load_kube_config()  # type: ignore[no-untyped-call]
         return cls(client.CoreV1Api(), node_name, taint_unhealthy)
 
     def publish(self, verdict: Verdict) -> bool:

@@ -42,7 +42,8 @@ def parse(stdout: str) -> dict[str, Any]:
         raise BenchError("cpu-mem triad produced wrong values", fix="check the node's memory (ECC)")
     gbps = doc["gbps"][1:] or doc["gbps"]
     doc["best_gbps"] = max(gbps)
-    return doc
+    result: dict[str, Any] = doc
+    return result
 
 
 def pairs(node_ids: list[int], distances: dict[int, list[int]],
@@ -97,7 +98,8 @@ class CpuMemRunner(Runner):
             budget = by_id[mem_node].free_bytes
             per_array = array_bytes if not budget else min(array_bytes, budget // 8)
             elements = max(MIB // 8, per_array // 8 // len(cpus))
-            samples, seen, bound = [], None, True
+            samples: list[float] = []
+            seen, bound = None, True
             while len(samples) < repeat:
                 argv = build_argv(python=sys.executable, cpus=cpus, elements=elements,
                                   iters=iters, cpu_node=cpu_node, mem_node=mem_node,

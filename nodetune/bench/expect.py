@@ -56,7 +56,8 @@ def _pci_device(facts: dict[str, Any], address: str | None) -> dict[str, Any] | 
         return None
     for dev in (facts.get("pci") or {}).get("devices") or []:
         if str(dev.get("address", "")).lower() == address.lower():
-            return dev
+            found: dict[str, Any] = dev
+            return found
     return None
 
 
@@ -66,7 +67,8 @@ def gpu_by_address(facts: dict[str, Any], address: str | None) -> dict[str, Any]
     want = normalize_bus_id(address)
     for gpu in facts.get("gpus") or []:
         if normalize_bus_id(str(gpu.get("pci_address", ""))) == want:
-            return gpu
+            found: dict[str, Any] = gpu
+            return found
     return None
 
 

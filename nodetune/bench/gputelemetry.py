@@ -92,7 +92,7 @@ class NvmlSampler:
     def open(cls) -> Sampler:
         """A sampler over live NVML, or a NullSampler when NVML cannot start."""
         try:
-            import pynvml  # type: ignore[import-untyped]  # optional: nvidia-ml-py, imported only when a GPU suite runs
+            import pynvml  # optional: nvidia-ml-py, imported only when a GPU suite runs
 
             pynvml.nvmlInit()
         except Exception:  # any NVML failure means no telemetry, never a failed run

@@ -35,7 +35,8 @@ from nodetune.check.request import CheckRequest
 from nodetune.check.suite import load_suite
 from nodetune.errors import ProfileError
 from nodetune.facts.health import gpu_model
-from nodetune.node.source import Node, open_node
+from nodetune.node.model import Node
+from nodetune.node.source import open_node
 
 if TYPE_CHECKING:
     from nodetune.collectors import NodeFacts

@@ -63,11 +63,12 @@ def register(name: str) -> Callable[[type], type]:
     def wrap(cls: type) -> type:
         if name in _REGISTRY:
             raise ValueError(f"collector {name!r} registered twice")
-        cls.name = name
+        setattr(cls, "name", name)  # noqa: B010  (set on any class, whatever it declares)
         if not hasattr(cls, "requires"):
-            cls.requires = ()
+            setattr(cls, "requires", ())  # noqa: B010
         if not hasattr(cls, "to_sections"):
-            cls.to_sections = lambda self, facts: {self.name: to_jsonable(facts)}
+            setattr(cls, "to_sections",  # noqa: B010
+                    lambda self, facts: {self.name: to_jsonable(facts)})
         _REGISTRY[name] = cls
         return cls
 

@@ -183,9 +183,9 @@ class KernelLogCollector:
             records = [parse_kmsg_record(line) for line in text.splitlines() if "Xid" in line]
             return self._facts("/dev/kmsg", records, uptime, unknown)
         for path in SYSLOG_FILES:
-            text = _tail(root, path)
-            if text is not None:
-                return self._facts(path, parse_syslog(text), uptime, unknown)
+            tail = _tail(root, path)
+            if tail is not None:
+                return self._facts(path, parse_syslog(tail), uptime, unknown)
         why = "; ".join(unknown.values()) or "no /dev/kmsg and none of " + ", ".join(SYSLOG_FILES)
         raise NoData(f"no kernel log: {why}")
 

@@ -157,7 +157,7 @@ def _imex_required(gpus: list[dict[str, Any]], var: dict[str, Any]) -> bool | No
     (NVML fabric info with a non-zero cluster UUID, as on GB200 NVL72 compute trays)."""
     if var.get("require_imex") is not None:
         return bool(var["require_imex"])
-    fabrics = [g.get("fabric") for g in gpus if isinstance(g.get("fabric"), dict)]
+    fabrics: list[dict[str, Any]] = [g["fabric"] for g in gpus if isinstance(g.get("fabric"), dict)]
     if not fabrics:
         return False if all(g.get("source") == "nvml" for g in gpus) else None
     return any(str(f.get("cluster_uuid") or "").strip("0-") for f in fabrics)
@@ -259,8 +259,9 @@ def _links(facts: dict[str, Any], pci: list[dict[str, Any]]) -> list[dict[str, A
         if kind not in ("nic", "infiniband", "nvme") or not (max_w or max_s):
             continue  # virtual devices (virtio) report no link
         addr = dev.get("address")
+        name = names.get(addr or "")
         out.append({
-            "subject": f"{names[addr]} ({addr})" if names.get(addr) else addr,
+            "subject": f"{name} ({addr})" if name else addr,
             "kind": kind, "pci_address": addr,
             "role": "nvme" if kind == "nvme" else
             "rdma" if kind == "infiniband" or addr in rdma_addrs else "ethernet",
@@ -308,7 +309,7 @@ def _gpudirect(facts: dict[str, Any], modules: list[str] | None, has_gpu: bool) 
 
 def _kernel_at_least(release: str, wanted: tuple[int, int]) -> bool:
     match = re.match(r"(\d+)\.(\d+)", release)
-    return bool(match) and (int(match.group(1)), int(match.group(2))) >= wanted
+    return match is not None and (int(match.group(1)), int(match.group(2))) >= wanted
 
 
 def _filesystems(facts: dict[str, Any], required_mounts: list[str],

@@ -360,13 +360,13 @@ def _nvlink_counts(records: list[dict[str, Any]],
         if peers:
             from_peers.add(gpu.name)
         for address, n in peers.items():
-            peer = by_address.get(_norm_address(address))
+            peer = by_address.get(_norm_address(address) or "")
             if peer is not None and peer != gpu.name and n:
                 counts[(gpu.name, peer)] = int(n)
         for link in nvlink.get("links") or []:
             if not link.get("active"):
                 continue
-            peer = by_address.get(_norm_address(link.get("peer_pci_address")))
+            peer = by_address.get(_norm_address(link.get("peer_pci_address")) or "")
             if peer is not None and peer != gpu.name:
                 if gpu.name not in from_peers:
                     counts[(gpu.name, peer)] = counts.get((gpu.name, peer), 0) + 1
@@ -380,8 +380,8 @@ def _nvlink_counts(records: list[dict[str, Any]],
                 n = min(switch_links[a.name], switch_links[b.name])
                 counts[(a.name, b.name)] = counts.get((a.name, b.name), 0) + n
     # A link seen from one end only (a peer that reported nothing) still joins both.
-    for (a, b), n in list(counts.items()):
-        counts.setdefault((b, a), n)
+    for (first, second), n in list(counts.items()):
+        counts.setdefault((second, first), n)
     return counts
 
 

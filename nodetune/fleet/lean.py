@@ -57,8 +57,8 @@ def audit(doc: dict[str, Any]) -> dict[str, Any]:
     failing and unknown ones (what was expected and found); `settings` counts, per setting
     id, its subjects by status."""
     profile = doc.get("profile") or {}
-    out = {k: doc[k] for k in ("schema", "nodetune_version", "source", "match", "gpu_found",
-                                "notes", "summary") if k in doc}
+    out: dict[str, Any] = {k: doc[k] for k in ("schema", "nodetune_version", "source", "match",
+                                               "gpu_found", "notes", "summary") if k in doc}
     out["profile"] = {k: profile[k] for k in ("name", "chain") if k in profile}
     settings: dict[str, dict[str, Any]] = {}
     findings = []
@@ -78,8 +78,8 @@ def audit(doc: dict[str, Any]) -> dict[str, Any]:
 
 def bench(doc: dict[str, Any]) -> dict[str, Any]:
     """The bench document with each metric's value but not its samples, tables or binding."""
-    out = {k: doc[k] for k in ("schema", "kind", "nodetune_version", "created", "node",
-                                "options") if k in doc}
+    out: dict[str, Any] = {k: doc[k] for k in ("schema", "kind", "nodetune_version", "created",
+                                               "node", "options") if k in doc}
     out["suites"] = [
         {**{k: s.get(k) for k in ("suite", "status", "runner", "note")},
          "metrics": [{k: m.get(k) for k in _METRIC_KEEP} for m in s.get("metrics") or []]}

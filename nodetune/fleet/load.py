@@ -87,7 +87,7 @@ def read(path: Path) -> NodeReport | Unreadable:
 
 
 def _node(host: str, kind: str, doc: dict[str, Any]) -> NodeReport:
-    audit = doc.get("audit") if isinstance(doc.get("audit"), dict) else {}
+    audit: dict[str, Any] = doc["audit"] if isinstance(doc.get("audit"), dict) else {}
     summary = audit.get("summary") or {}
     profile = (audit.get("profile") or {}).get("name") or "(no audit)"
     node = NodeReport(
@@ -102,7 +102,7 @@ def _node(host: str, kind: str, doc: dict[str, Any]) -> NodeReport:
         metrics=_metrics(doc.get("bench")),
     )
     if kind == "agent-report":
-        check = doc.get("check") if isinstance(doc.get("check"), dict) else {}
+        check: dict[str, Any] = doc["check"] if isinstance(doc.get("check"), dict) else {}
         if "healthy" in check:
             node.healthy = bool(check["healthy"])
             node.health_faults = len(check.get("faults") or [])

@@ -95,7 +95,7 @@ def render(plan: Placement, options: Options) -> Rendered:
     if not plan.gpus:
         return Rendered(target="k8s-pod", files={}, notes=["no GPUs: no example pods"])
     rdma = bool(plan.rdma_devices)
-    pods = []
+    pods: list[dict[str, Any]] = []
     for n in pod_sizes(plan):
         spec = pod(plan, options, n, rdma)
         limits = spec["spec"]["containers"][0]["resources"]["limits"]

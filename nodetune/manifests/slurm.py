@@ -38,7 +38,7 @@ def gres_lines(plan: Placement, options: Options) -> list[tuple[str, str]]:
         minor = options.gpu_minors.get(g.index, g.index)
         line = (f"NodeName={options.node_name} Name=gpu Type={gpu_type(g.name)} "
                 f"File=/dev/nvidia{minor}")
-        cpus = group_cpus.get(g.numa_node, ()) if g.cpus else ()
+        cpus = group_cpus.get(g.numa_node, ()) if g.cpus and g.numa_node is not None else ()
         if cpus:
             line += f" Cores={cpulist.format(plan.logical_cores(cpus))}"
             comment = (f"GPU {g.index} ({g.pci_address}): NUMA node {g.numa_node}, "

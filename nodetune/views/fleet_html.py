@@ -53,6 +53,7 @@ def compliance_chart(doc: dict[str, Any], top: int) -> str | None:
         return None
     # deferred: optional extra [plot]
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
 
     fig, ax = plt.subplots(figsize=(9, 0.9 + 0.3 * len(failing)))
     rows = failing[::-1]
@@ -68,7 +69,7 @@ def compliance_chart(doc: dict[str, Any], top: int) -> str | None:
     ax.set_xlabel("nodes failing the setting" +
                   (" (log scale)" if ax.get_xscale() == "log" else ""))
     ax.tick_params(axis="y", labelsize=8)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in SEVERITY_COLORS.values()]
+    handles = [Rectangle((0, 0), 1, 1, color=c) for c in SEVERITY_COLORS.values()]
     ax.legend(handles, list(SEVERITY_COLORS), loc="lower right", bbox_to_anchor=(1.0, 1.0),
               ncol=3, fontsize=8, frameon=False)
     ax.spines[["top", "right"]].set_visible(False)

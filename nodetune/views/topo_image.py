@@ -105,9 +105,9 @@ def draw(topo: Topology, path: str, fmt: str = "png", title: str | None = None) 
 
     nodes = [n for n in topo.numa if n.get("has_cpus")]
     panels: list[tuple[dict[str, Any] | None, list[_Cluster]]] = []
-    for node in nodes:
-        members = [d for d in topo.devices if d.numa_node == node["id"]]
-        panels.append((node, _clusters(members)))
+    for numa in nodes:
+        members = [d for d in topo.devices if d.numa_node == numa["id"]]
+        panels.append((numa, _clusters(members)))
     orphans = [d for d in topo.devices if d.numa_node is None or
                d.numa_node not in {n["id"] for n in nodes}]
     if orphans:
