@@ -380,7 +380,7 @@ def run_checks(node: Any, suite: Suite, variables: dict[str, Any], *,
     doc["health"] = health
 
     outcomes = [_evaluate(check, doc, variables, results, hints or {}) for check in checks]
-    return Report(tier=suite.tier, origin=node.origin, node=_hostname(node), profile=profile,
+    return Report(tier=suite.tier, origin=node.origin, node=_hostname(doc, node), profile=profile,
                   variables=variables, outcomes=outcomes, collectors=collectors,
                   started_at=started_at, seconds=time.monotonic() - start, abandoned=abandoned)
 
@@ -390,8 +390,9 @@ def _bench_section(results: dict[str, UnitResult], variables: dict[str, Any]) ->
                           if n.startswith("bench:") and r.value is not None}, variables)
 
 
-def _hostname(node: Any) -> str:
-    name = node.root.read_str("/proc/sys/kernel/hostname", None)
+def _hostname(doc: dict[str, Any], node: Any) -> str:
+    """The node's name from the kernel collector's `kernel.hostname` fact."""
+    name = (doc.get("kernel") or {}).get("hostname")
     return str(name) if name else (socket.gethostname() if node.root.is_live else "?")
 
 
