@@ -41,7 +41,6 @@ def _child(cpu: int, elements: int, iters: int, barrier: Any, results: Any) -> N
     # deferred: optional extra [bench]
     import numpy as np
 
-
     os.sched_setaffinity(0, {cpu})
     a = np.zeros(elements)
     b = np.full(elements, 1.0)

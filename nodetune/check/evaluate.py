@@ -254,7 +254,6 @@ class Report:
         return summary_line(self.faults, self.warnings, self.counts(), self.tier)
 
     def to_json(self) -> dict[str, Any]:
-
         return {
             "schema": CHECK_SCHEMA, "nodetune_version": __version__, "node": self.node,
             "origin": self.origin, "tier": self.tier, "profile": self.profile,

@@ -103,7 +103,6 @@ class NodeFacts:
     root: str
 
     def to_json(self) -> dict[str, Any]:
-
         doc: dict[str, Any] = {"schema": FACTS_SCHEMA, "nodetune_version": __version__,
                                "root": self.root}
         doc.update(self.sections)

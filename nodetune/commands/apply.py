@@ -106,7 +106,6 @@ def cmd(profile: str | None, profiles_dirs: tuple[str, ...], overrides: str | No
 
 
 def _render_only(request: Any, directory: Path, as_json: bool) -> int:
-
     with remediate.workspace() as scratch:
         prepared = remediate.prepare(request, scratch, run_check=False)
     report = remediate.Report(mode="render-only", profile=prepared.audit.profile,

@@ -75,9 +75,7 @@ def cmd(root: str | None, snapshot: str | None, nvml: str, profile: str | None,
         junit_report.write(junit, f"nodetune.audit.{result.profile.name}", result.findings,
                            time.perf_counter() - start)
     if as_json:
-
         emit_json(result.to_json(), AUDIT_SCHEMA)
     else:
-
         render(result, console())
     return result.exit_code

@@ -177,7 +177,6 @@ def run_cmd(suites: tuple[str, ...], as_json: bool, save_path: str | None,
             results = run_suites(names, ctx)
     else:
         if not as_json:  # piped: a line per finished step
-
             ctx.progress = LineProgress()
         results = run_suites(names, ctx)
     return _finish(results, facts, options, as_json, save_path, compare_path, baseline,

@@ -96,10 +96,8 @@ def _allowed_mems() -> set[int] | None:
 
 
 def _show(rank_plan: object, argv: list[str], method: str, as_json: bool) -> None:
-
     doc = {**rank_plan.to_json(), "method": method, "argv": argv}  # type: ignore[attr-defined]
     if as_json:
-
         emit_json(doc, BIND_SCHEMA)
         return
     g = doc["gpu"]

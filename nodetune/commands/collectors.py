@@ -25,13 +25,11 @@ def cmd(as_json: bool) -> int:
     """List the fact collectors `nodetune facts --only` can run, in the order they run."""
     rows = describe()
     if as_json:
-
         emit_json({"collectors": rows}, COLLECTORS_SCHEMA)
         return exitcodes.OK
     # deferred: rich costs 30-45 ms at start-up; only text output needs it, --json does not
     from rich import box
     from rich.table import Table
-
 
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("collector", style="cyan", no_wrap=True)

@@ -61,13 +61,11 @@ def _print_schema(which: str) -> None:
     # rule engine and the profile loader (20-40 ms measured), which reading facts never needs.
     import json
 
-
     doc = schema.facts_schema() if which == "facts" else schema.profile_schema(_profile_language())
     sys.stdout.write(json.dumps(doc, indent=2) + "\n")
 
 
 def _profile_language() -> ProfileLanguage:
-
     return ProfileLanguage(
         sections=SECTIONS, top_keys=TOP_KEYS, setting_keys=SETTING_KEYS, rule_keys=RULE_KEYS,
         condition_keys=CONDITION_KEYS, operators=OPERATORS, areas=AREAS,
@@ -103,11 +101,9 @@ def cmd(root: str | None, snapshot: str | None, nvml: str, as_json: bool, timing
     with open_node(root=root, snapshot=snapshot, nvml=nvml) as node:
         doc = node.facts(names).to_json()
     if as_json:
-
         emit_json(doc, FACTS_SCHEMA)
         if timings:
             _print_timings(doc["collectors"])
     else:
-
         render(doc, console(), timings=timings)
     return exitcodes.OK

@@ -67,10 +67,8 @@ def collect_cmd(inventory: Path, limit: str | None, forks: int, out: Path, bench
         result = collect.run(request, hosts=hosts)
     doc = result.to_json()
     if as_json:
-
         emit_json(doc, FLEET_COLLECT_SCHEMA)
     else:
-
         render_collection(doc, console())
     return result.exit_code
 
@@ -105,10 +103,8 @@ def report_cmd(directory: Path, as_json: bool, html_path: Path | None, k: float,
     if html_path is not None:
         write_html(html_path, doc, fleet, top=top)
     if as_json:
-
         emit_json(doc, FLEET_SCHEMA)
     else:
-
         out: Any = console()
         render_report(doc, out, top=top)
         if html_path is not None:

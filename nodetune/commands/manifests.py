@@ -81,7 +81,6 @@ def cmd(target: str, output_dir: str | None, as_json: bool, node_name: str | Non
     if output_dir:
         _write(output_dir, results)
     if as_json:
-
         emit_json({"node_name": options.node_name, "placement": plan.to_json(), "notes": notes,
                    "targets": {r.target: {"files": r.files, "notes": r.notes} for r in results}},
                   MANIFESTS_SCHEMA)

@@ -33,12 +33,10 @@ def list_cmd(profiles_dirs: tuple[str, ...], as_json: bool) -> int:
     rows: list[dict[str, Any]] = [{"name": p.name, "summary": p.summary, "extends": list(p.extends),
              "settings": len(p.rules), "path": p.path, "user": p.user} for p in profiles]
     if as_json:
-
         emit_json({"profiles": rows}, PROFILE_SCHEMA)
         return exitcodes.OK
     # deferred: rich costs 30-45 ms at start-up; only text output needs it, --json does not
     from rich.table import Table
-
 
     table = Table(title="Profiles", title_justify="left")
     for col in ("name", "extends", "settings", "summary"):
@@ -63,7 +61,6 @@ def show_cmd(name: str, profiles_dirs: tuple[str, ...], overrides: str | None,
                            "path": prof.path, "user": prof.user, "variables": prof.variables,
                            "settings": describe_rules(prof.rules)}
     if as_json:
-
         emit_json({"profiles": [doc]}, PROFILE_SCHEMA)
         return exitcodes.OK
     _render_profile(doc)
@@ -74,7 +71,6 @@ def _render_profile(doc: dict[str, Any]) -> None:
     # deferred: rich costs 30-45 ms at start-up; only text output needs it, --json does not
     from rich.table import Table
     from rich.text import Text
-
 
     out = console()
     out.print(Text.assemble(("Profile ", "bold"), (doc["name"], "bold magenta"),

@@ -33,7 +33,6 @@ rolled back).
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report "
               "(schema nodetune.rollback/1).")
 def cmd(state_file: Path | None, root: str | None, yes: bool, as_json: bool) -> int:
-
     with remediate.workspace() as workdir:
         prepared = remediate.prepare_rollback(state_file, root, workdir)
         pending = prepared.check.pending

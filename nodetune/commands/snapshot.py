@@ -32,7 +32,6 @@ def cmd(root: str | None, snapshot: str | None, nvml: str, output: str, as_json:
     failed = {name: st.error for name, st in result.facts.status.items()
               if not st.ok and not st.no_data}
     if as_json:
-
         emit_json({"path": result.path, "bytes": result.bytes, "files": result.files,
                    "links": result.links, "dirs": result.dirs,
                    "nvml_recorded": result.nvml_recorded, "excluded": result.excluded,

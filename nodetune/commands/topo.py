@@ -88,7 +88,6 @@ def cmd(root: str | None, snapshot: str | None, nvml: str, as_json: bool, png: s
             draw(topo, path, fmt, title=_title(facts, topo))
             click.echo(f"nodetune: wrote {path}", err=True)
     if as_json:
-
         emit_json({"root": facts.get("root"), **topo.to_json()}, TOPO_SCHEMA)
     elif not topo.devices:
         click.echo("no GPUs, NICs or NVMe drives found")

@@ -143,7 +143,6 @@ class ProgressFor:
         self.bar: Any = None
 
     def __enter__(self) -> Any:
-
         if self.as_json:
             return NullProgress()
         if sys.stderr.isatty():

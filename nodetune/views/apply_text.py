@@ -55,7 +55,6 @@ def _diff_path(diff: dict[str, Any]) -> str:
 
 def show(report: Report, prepared: Plan | None = None, *, as_json: bool) -> None:
     if as_json:
-
         emit_json(to_json(report, prepared),
                   ROLLBACK_SCHEMA if report.mode == "rollback" else APPLY_SCHEMA)
         return

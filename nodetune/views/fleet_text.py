@@ -39,7 +39,6 @@ class CollectProgress:
             TimeElapsedColumn,
         )
 
-
         self.bar = Progress(TextColumn("collecting"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("{task.fields[failed]} failed"), TimeElapsedColumn(),
                             console=console(stderr=True), transient=True)
