@@ -9,7 +9,8 @@ import click
 from nodetune import exitcodes
 from nodetune.collectors import load_all
 from nodetune.schemas import COLLECTORS_SCHEMA
-from nodetune.views.output import console, emit_json
+from nodetune.views.collectors_text import print_collectors
+from nodetune.views.output import emit_json
 
 
 def describe() -> list[dict[str, object]]:
@@ -27,16 +28,5 @@ def cmd(as_json: bool) -> int:
     if as_json:
         emit_json({"collectors": rows}, COLLECTORS_SCHEMA)
         return exitcodes.OK
-    # deferred: rich costs 30-45 ms at start-up; only text output needs it, --json does not
-    from rich import box
-    from rich.table import Table
-
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("collector", style="cyan", no_wrap=True)
-    table.add_column("facts", overflow="fold")
-    table.add_column("reads", style="dim", overflow="fold")
-    for row in rows:
-        table.add_row(str(row["name"]), str(row["description"]),
-                      ", ".join(row["requires"]))  # type: ignore[arg-type]
-    console().print(table)
+    print_collectors(rows)
     return exitcodes.OK
