@@ -23,7 +23,7 @@ from nodetune.facts import shapes
 from nodetune.facts.contract import CONTRACT
 from nodetune.facts.derived import derive
 from nodetune.facts.health import health_view
-from nodetune.facts.paths import parse
+from nodetune.facts.schema import ContractNode, contract_tree
 from nodetune.node.hostroot import HostRoot
 from nodetune.node.source import open_node
 from tests.audit_helpers import collect, tree_and_nvml
@@ -65,24 +65,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-@dataclass
-class _Node:
-    children: dict[str, _Node] = field(default_factory=dict)
-    path: str | None = None  # the contract path ending here
-    type: str | None = None
-
-
-def _trie() -> _Node:
-    root = _Node()
-    for path, (type_, _) in CONTRACT.items():
-        node = root
-        for tok in parse(path):
-            node = node.children.setdefault("[*]" if tok.is_list else str(tok.key), _Node())
-        node.path, node.type = path, type_
-    return root
-
-
-TRIE = _trie()
+TRIE = contract_tree()
 
 
 @dataclass
@@ -91,13 +74,13 @@ class Walk:
     problems: list[str] = field(default_factory=list)
 
 
-def _child(node: _Node, key: str) -> _Node | None:
+def _child(node: ContractNode, key: str) -> ContractNode | None:
     if key in node.children:
         return node.children[key]
     return next((c for k, c in node.children.items() if k.startswith("<")), None)
 
 
-def walk(value: Any, node: _Node, where: str, out: Walk) -> None:
+def walk(value: Any, node: ContractNode, where: str, out: Walk) -> None:
     """Check `value` (found at JSON path `where`) against the contract below `node`."""
     if node.type is not None:
         out.hits.add(str(node.path))

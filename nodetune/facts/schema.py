@@ -26,19 +26,24 @@ _JSON_TYPES = {"int": "integer", "num": "number", "str": "string", "numstr": "st
 
 
 @dataclass
-class _Node:
-    children: dict[str, _Node] = field(default_factory=dict)
+class ContractNode:
+    """One step of a contract path: its children and, where a path ends here, its type."""
+
+    children: dict[str, ContractNode] = field(default_factory=dict)
+    path: str | None = None  # the contract path ending here
     type: str | None = None
     filled_by: str = ""
 
 
-def _tree() -> _Node:
-    root = _Node()
+def contract_tree() -> ContractNode:
+    """The contract as a tree of path steps (`[*]` for a list's items)."""
+    root = ContractNode()
     for path, (type_, filled_by) in CONTRACT.items():
         node = root
         for tok in parse(path):
-            node = node.children.setdefault("[*]" if tok.is_list else str(tok.key), _Node())
-        node.type, node.filled_by = type_, filled_by
+            node = node.children.setdefault("[*]" if tok.is_list else str(tok.key),
+                                            ContractNode())
+        node.path, node.type, node.filled_by = path, type_, filled_by
     return root
 
 
@@ -46,7 +51,7 @@ def _nullable(json_type: str) -> list[str]:
     return [json_type, "null"]
 
 
-def _node_schema(node: _Node) -> dict[str, Any]:
+def _node_schema(node: ContractNode) -> dict[str, Any]:
     if node.type is not None:
         out: dict[str, Any] = {"description": f"{node.type}, from {node.filled_by}"}
         if node.type in _JSON_TYPES:
@@ -69,7 +74,7 @@ def _node_schema(node: _Node) -> dict[str, Any]:
 
 def facts_schema() -> dict[str, Any]:
     """The facts contract as a JSON Schema of the facts document."""
-    body = _node_schema(_tree())
+    body = _node_schema(contract_tree())
     body["type"] = "object"
     return {"$schema": DRAFT, "$id": FACTS_CONTRACT_ID, "title": FACTS_CONTRACT_ID,
             "description": "Every fact path nodetune promises (generated from the typed facts; "
