@@ -112,9 +112,6 @@ def cmd(suites: tuple[str, ...], profile: str | None, profiles_dirs: tuple[str, 
     if plot_path:
         try:
             tune_png.plot(plot_path, the_card)
-        except ImportError as exc:
-            raise BenchError(f"--plot needs matplotlib ({exc})", fix="pip install matplotlib") \
-                from exc
         except OSError as exc:
             raise BenchError(f"cannot write {plot_path}: {exc.strerror}",
                              fix="give a writable path to --plot") from exc

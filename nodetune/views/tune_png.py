@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from nodetune.errors import needs_extra
+
 COLORS = {"improved": "tab:green", "regressed": "tab:red", "incomparable": "tab:orange",
           "no significant change": "tab:gray"}
 
 
 def plot(path: str, card: dict[str, Any]) -> None:
-    import matplotlib  # optional: the plot extra, imported only for --plot
-
+    matplotlib = needs_extra("plot", "matplotlib")  # optional: only `tune --plot` needs it
     matplotlib.use("Agg")
     # deferred: optional extra [plot]
     import matplotlib.pyplot as plt
