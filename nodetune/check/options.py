@@ -50,7 +50,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(("--nvml",), "nvml", "text", "auto", "NVML source: live on the live host, off, or a "
            "recorded NVML JSON file.", "auto|live|off|FILE", group="node"),
     Option(("--tier",), "tier", "tier", "quick", "quick: files and NVML only (every job "
-           "start); standard: adds quick memcpy and all-reduce runs."),
+           "start); standard: adds quick memcpy, all-reduce and per-GPU GEMM/HBM runs."),
     Option(("--json",), "as_json", "flag", False,
            "Print the nodetune.check/1 document instead of text.", group="output"),
     Option(("--timeout",), "timeout", "float", None, "Seconds the whole check may take (default "

@@ -118,10 +118,12 @@ def cmd() -> None:
       allreduce  NCCL all-reduce bus bandwidth, 1 MiB .. 1 GiB
       fio        storage: seq read/write 1 MiB, random read 4 KiB (needs --dir or --device)
       cpu-mem    host memory bandwidth per NUMA node and across nodes
+      gpu        per GPU: dense GEMM (bf16, fp8) and HBM copy/triad, clocks and power
       all        every suite that can run here
 
     Exit codes: 0 results fine; 1 a suite failed, a result is below its expected minimum,
-    or --compare found a regression beyond noise; 3 nothing could run.
+    a GPU is flagged slow, or --compare found a regression beyond noise; 3 nothing could
+    run, or --compare met runs measured differently.
     """
 
 
@@ -153,7 +155,7 @@ def run_cmd(suites: tuple[str, ...], as_json: bool, save_path: str | None,
             gpus: tuple[int, ...] | None, sizes: tuple[int, ...] | None, fio_dir: str | None,
             fio_device: str | None, destructive: bool, use_nvbandwidth: bool,
             nodes_text: str | None, launcher: str | None) -> int:
-    """Run SUITE... (memcpy, allreduce, fio, cpu-mem, all)."""
+    """Run SUITE... (memcpy, allreduce, fio, cpu-mem, gpu, all)."""
     if not suites:
         raise BenchError("no suite given", fix=f"name one or more of {', '.join(SUITE_CHOICES)}")
     if fio_dir and fio_device:
