@@ -1,4 +1,4 @@
-"""`nodetune check` without click: the start-up fast path and the text rendering.
+"""`nodetune check` without click: the start-up fast path.
 
 `nodetune check` runs before every job, so its start-up counts: `nodetune.cli` hands a
 `nodetune check ...` command line to `fast_main` before importing click. `fast_main` parses
@@ -18,6 +18,7 @@ from nodetune.check.cache import reuse
 from nodetune.check.options import parse, request_fields
 from nodetune.errors import NodetuneError
 from nodetune.schemas import CHECK_SCHEMA
+from nodetune.views.check_text import render_text
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -68,27 +69,3 @@ def emitter(as_json: bool, verbose: bool) -> Any:
             sys.stdout.write(render_text(doc, verbose))
         sys.stdout.flush()
     return emit
-
-
-def render_text(doc: dict[str, Any], verbose: bool = False) -> str:
-    """The summary line, then one line per fault, warning, timeout and error."""
-    lines = [doc["summary"]]
-    for kind, items in (("FAIL", doc["faults"]), ("WARN", doc["warnings"])):
-        for item in items:
-            subject = f"{item['subject']}: " if item.get("subject") else ""
-            lines.append(f"  {kind} {item['fault_code']} {item['id']}: {subject}"
-                         f"{_detail(item)}")
-    lines += [f"  ERROR {e}" for e in doc.get("errors") or []]
-    if verbose:
-        for c in doc["checks"]:
-            note = f" ({c['note']})" if c.get("note") else ""
-            lines.append(f"  {c['status']:<8} {c['fault_code']} {c['id']}{note}")
-    if doc.get("cached"):
-        lines.append(f"  (cached result, {doc.get('cache_age_s')} s old)")
-    return "\n".join(lines) + "\n"
-
-
-def _detail(item: dict[str, Any]) -> str:
-    if item.get("timed_out"):
-        return str(item["message"])
-    return f"{item['message']} [actual {item.get('actual')}, expected {item.get('expected')}]"
