@@ -121,7 +121,7 @@ class Gpu:
     temperature_c: int | None
     mig: GpuMig
     pcie: GpuPcie
-    nvlink: Nvlink
+    nvlink: Nvlink | None  # None without NVML: sysfs does not show NVLink state
     fabric: Fabric | None
     source: str  # "nvml" or "sysfs"
     driver: str | None  # kernel driver bound in sysfs: "nvidia", "vfio-pci", ...
@@ -395,15 +395,18 @@ class _Builder:
             values[key] = value
         return GpuPcie(**values)
 
-    def _nvlink(self) -> Nvlink:
-        raw = (self.nvml or {}).get("nvlink") or []
+    def _nvlink(self) -> Nvlink | None:
+        if self.nvml is None:
+            self.why("nvlink")
+            return None
+        raw = self.nvml.get("nvlink") or []
         if not raw:
             self.why("nvlink")
         links = [NvlinkLink(link=int(link["link"]), active=bool(link["active"]),
                             peer_pci_address=normalize_bus_id(link.get("remote_pci_bus_id")),
                             peer_kind=link.get("remote_kind")) for link in raw]
         peers = {normalize_bus_id(bus) or bus: int(count)
-                 for bus, count in ((self.nvml or {}).get("nvlink_peers") or {}).items()}
+                 for bus, count in (self.nvml.get("nvlink_peers") or {}).items()}
         active = sum(1 for link in links if link.active)
         return Nvlink(links=links, active=active, inactive=len(links) - active, peers=peers)
 

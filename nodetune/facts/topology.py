@@ -415,6 +415,11 @@ def build_topology(facts: dict[str, Any]) -> Topology:
 
 
 def _explain(b: _Builder, devices: list[TopoDevice]) -> None:
+    gpus = [d for d in devices if d.kind == "gpu"]
+    unread = [g for g in b.facts.get("gpus") or [] if g.get("nvlink") is None]
+    if len(gpus) > 1 and unread:
+        b.notes.append("NVLink unknown (it needs NVML): GPU pairs show their PCIe class, where "
+                       "nvidia-smi topo -m may show NV#")
     if not b.pci:
         b.notes.append("no PCI facts: every PCIe class is unknown and shown as SYS")
         return
