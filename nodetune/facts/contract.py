@@ -391,6 +391,7 @@ CONTRACT: dict[str, tuple[str, str]] = {
     "health.sxids[*].code": ("int", "health"),
     "health.sxids[*].fatal": ("bool", "health"),
     "health.sxids[*].message": ("str", "health"),
+    "health.unknown": ("dict", "health"),
     "health.nvswitch_count": ("int", "health"),
     "health.imex_required": ("bool", "health"),
     "health.imex_channels": ("int", "health"),

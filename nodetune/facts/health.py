@@ -65,6 +65,7 @@ def health_view(facts: dict[str, Any], variables: dict[str, Any] | None = None,
     by_addr = {g.get("pci_address"): g for g in gpus}
     nvml_count = sum(1 for g in gpus if g.get("source") == "nvml")
     pci_by_addr = {d.get("address"): d for d in pci}
+    no_log = _kernel_log_missing(facts)
     return {
         "gpu": {
             "pci_count": len(pci_gpus) if "pci" in facts else None,
@@ -89,10 +90,13 @@ def health_view(facts: dict[str, Any], variables: dict[str, Any] | None = None,
                                     list(var.get("writable_paths") or [])),
         "memory": _memory(facts),
         "hugepages": _hugepages(facts, var.get("hugepages") or {}),
-        "xids": _xids(facts, by_addr, var),
-        "sxids": [{"subject": f"NVSwitch {e.get('pci_address')}", "code": e.get("code"),
-                   "fatal": e.get("fatal"), "message": e.get("message")}
-                  for e in ((facts.get("kernel_log") or {}).get("sxids") or [])],
+        # An unread kernel log is not a clean one: no events then means unknown, not none.
+        "xids": None if no_log else _xids(facts, by_addr, var),
+        "sxids": None if no_log else [
+            {"subject": f"NVSwitch {e.get('pci_address')}", "code": e.get("code"),
+             "fatal": e.get("fatal"), "message": e.get("message")}
+            for e in ((facts.get("kernel_log") or {}).get("sxids") or [])],
+        "unknown": {"xids": no_log, "sxids": no_log} if no_log else {},
         "nvswitch_count": sum(1 for d in pci if d.get("vendor") == NVIDIA
                               and str(d.get("class") or "").startswith(NVSWITCH_CLASS))
         if "pci" in facts else None,
@@ -365,6 +369,14 @@ def _hugepages(facts: dict[str, Any], required: dict[Any, Any]) -> list[dict[str
                     "free": pool.get("free") if pool else (0 if pools else None),
                     "required": int(count)})
     return out
+
+
+def _kernel_log_missing(facts: dict[str, Any]) -> str | None:
+    """Why the kernel log was not read (None when it was)."""
+    if "kernel_log" in facts:
+        return None
+    status = (facts.get("collectors") or {}).get("kernel_log") or {}
+    return str(status.get("error") or "the kernel_log collector did not run")
 
 
 def _xids(facts: dict[str, Any], by_addr: dict[Any, dict[str, Any]],

@@ -265,8 +265,9 @@ class Health(TypedDict):
     filesystems: list[Filesystem]
     memory: HealthMemory
     hugepages: list[HugepagesHealth]
-    xids: list[XidGroup]
-    sxids: list[SxidHealth]
+    xids: list[XidGroup] | None  # None when the kernel log could not be read
+    sxids: list[SxidHealth] | None
+    unknown: dict[str, str]  # why a health fact is null: "xids" -> the kernel log's absence
     nvswitch_count: int | None
     imex_required: bool | None
     imex_channels: int | None

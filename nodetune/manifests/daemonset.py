@@ -32,7 +32,11 @@ def agent_args(options: Options) -> list[str]:
 def objects(options: Options) -> list[dict[str, Any]]:
     ns = options.namespace
     labels = {"app.kubernetes.io/name": NAME, "app.kubernetes.io/part-of": "nodetune"}
-    host_mounts = [("proc", "/proc"), ("sys", "/sys"), ("etc", "/etc")]
+    # The kernel log (/dev/kmsg, else /var/log) is where Xid and SXid events are: without it
+    # the agent could only report them as unknown.
+    host_mounts = [("proc", "/proc", "Directory"), ("sys", "/sys", "Directory"),
+                   ("etc", "/etc", "Directory"), ("log", "/var/log", "Directory"),
+                   ("kmsg", "/dev/kmsg", "CharDevice")]
     probe = {"httpGet": {"path": "/healthz", "port": "metrics"}, "periodSeconds": 20,
              "timeoutSeconds": 5, "failureThreshold": 3}
     container = {
@@ -54,11 +58,11 @@ def objects(options: Options) -> list[dict[str, Any]]:
         "securityContext": {
             "runAsUser": 0, "readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
             # SYS_ADMIN: the kernel shows PCIe config space past 64 bytes (ACS, MaxReadReq)
-            # only to it.
-            "capabilities": {"drop": ["ALL"], "add": ["SYS_ADMIN"]},
+            # only to it. SYSLOG: reading /dev/kmsg under kernel.dmesg_restrict=1.
+            "capabilities": {"drop": ["ALL"], "add": ["SYS_ADMIN", "SYSLOG"]},
         },
         "volumeMounts": [{"name": f"host-{n}", "mountPath": f"/host{p}", "readOnly": True}
-                         for n, p in host_mounts] + [{"name": "tmp", "mountPath": "/tmp"}],
+                         for n, p, _ in host_mounts] + [{"name": "tmp", "mountPath": "/tmp"}],
     }
     daemonset = {
         "apiVersion": "apps/v1", "kind": "DaemonSet",
@@ -82,8 +86,8 @@ def objects(options: Options) -> list[dict[str, Any]]:
                     ],
                     "terminationGracePeriodSeconds": 10,
                     "containers": [container],
-                    "volumes": [{"name": f"host-{n}", "hostPath": {"path": p, "type": "Directory"}}
-                                for n, p in host_mounts]
+                    "volumes": [{"name": f"host-{n}", "hostPath": {"path": p, "type": kind}}
+                                for n, p, kind in host_mounts]
                     + [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
                 },
             },
