@@ -334,6 +334,8 @@ CONTRACT: dict[str, tuple[str, str]] = {
     "health.gpus[*].retired_total": ("int", "health"),
     "health.gpus[*].nvlink_total": ("int", "health"),
     "health.gpus[*].nvlink_inactive": ("int", "health"),
+    "health.gpus[*].nvlink_down": ("int", "health"),
+    "health.gpus[*].nvlink_expected": ("int", "health"),
     "health.gpus[*].hw_slowdown": ("bool", "health"),
     "health.gpus[*].hw_slowdown_reasons": ("str", "health"),
     "health.gpus[*].fabric_state": ("str", "health"),

@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 from nodetune.facts.derived import gpu_model as derived_model
+from nodetune.facts.nvlink import links_down
 
 NVIDIA = "0x10de"
 GPU_CLASSES = ("0x0300", "0x0302")  # VGA and 3D controllers
@@ -78,7 +79,8 @@ def health_view(facts: dict[str, Any], variables: dict[str, Any] | None = None,
             "nvml_requested": nvml_requested,
         },
         "gpus": [_gpu(g, pci_by_addr.get(g.get("pci_address")) or {},
-                      _slot_errors(gpu_section.get("unknown") or {}, slot))
+                      _slot_errors(gpu_section.get("unknown") or {}, slot),
+                      var.get("nvlink_links"))
                  for slot, g in enumerate(gpus)],
         "pci_gpus": [_pci_gpu(g, nvml_ok) for g in gpus],
         "links": _links(facts, pci),
@@ -167,7 +169,8 @@ def _imex_required(gpus: list[dict[str, Any]], var: dict[str, Any]) -> bool | No
     return any(str(f.get("cluster_uuid") or "").strip("0-") for f in fabrics)
 
 
-def _gpu(gpu: dict[str, Any], dev: dict[str, Any], nvml_errors: list[str]) -> dict[str, Any]:
+def _gpu(gpu: dict[str, Any], dev: dict[str, Any], nvml_errors: list[str],
+         nvlink_links: int | None = None) -> dict[str, Any]:
     pcie = gpu.get("pcie") or {}
     link = dev.get("link") or {}
     cur_w = _first(pcie.get("current_width"), link.get("current_width"))
@@ -183,6 +186,12 @@ def _gpu(gpu: dict[str, Any], dev: dict[str, Any], nvml_errors: list[str]) -> di
     fabric = gpu.get("fabric")
     hw = [r for r in (reasons or []) if r in HW_SLOWDOWN]
     state, status, fabric_ok = _fabric(fabric)
+    inactive = _first(nvlink.get("inactive"),
+                      sum(1 for x in links if x.get("active") is False) if links else None)
+    active = _first(nvlink.get("active"),
+                    sum(1 for x in links if x.get("active")) if links else None)
+    down, expected = links_down(gpu.get("name"), active, inactive,
+                                None if nvlink_links is None else int(nvlink_links))
     return {
         "subject": f"GPU{gpu.get('index')}",
         "index": gpu.get("index"),
@@ -201,9 +210,9 @@ def _gpu(gpu: dict[str, Any], dev: dict[str, Any], nvml_errors: list[str]) -> di
         "retired_total": None if not isinstance(retired, dict) else
         (retired.get("single_bit") or 0) + (retired.get("double_bit") or 0),
         "nvlink_total": _nvlink_total(nvlink, links),
-        "nvlink_inactive": _first(
-            nvlink.get("inactive"),
-            sum(1 for x in links if x.get("active") is False) if links else None),
+        "nvlink_inactive": inactive,
+        "nvlink_down": down,
+        "nvlink_expected": expected,
         "hw_slowdown": None if reasons is None else bool(hw),
         "hw_slowdown_reasons": ", ".join(hw),
         "fabric_state": state, "fabric_status": status, "fabric_ok": fabric_ok,

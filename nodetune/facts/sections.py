@@ -121,7 +121,9 @@ class HealthGpu(TypedDict):
     retired_pending: bool | None
     retired_total: int | None
     nvlink_total: int | None
-    nvlink_inactive: int | None
+    nvlink_inactive: int | None  # link slots NVML reports inactive
+    nvlink_down: int | None  # links the product has that are not active (nodetune.facts.nvlink)
+    nvlink_expected: int | None  # links the product has (or the profile's nvlink_links)
     hw_slowdown: bool | None
     hw_slowdown_reasons: str
     fabric_state: str | None
