@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from nodetune.check.suite import load_suite
+from nodetune.facts.derived import derive
 from nodetune.facts.health import health_view
 from nodetune.facts.nvlink import links_down, nvlink_spec
 from nodetune.rules.evaluation import evaluate
@@ -72,3 +73,12 @@ def test_recorded_h100_machine_has_all_its_links_up() -> None:
     for device in devices:
         active = sum(1 for link in device["nvlink"] if link["active"])
         assert links_down(device["name"], active, len(device["nvlink"]) - active) == (0, 18)
+
+
+def test_audit_uses_the_same_count() -> None:
+    """The profile setting gpu.nvlink_inactive reads derived.gpus[*].nvlink_down."""
+    doc = {"gpus": [gpu("NVIDIA H100 NVL", active=12), gpu("NVIDIA H100 80GB HBM3", active=12)],
+           "gpu": {"nvml": {"available": True}}}
+    doc["gpus"][1]["index"] = 1
+    derived = derive(doc)
+    assert [(g["nvlink_down"], g["nvlink_expected"]) for g in derived["gpus"]] == [(0, 12), (6, 18)]

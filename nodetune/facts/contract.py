@@ -300,6 +300,8 @@ CONTRACT: dict[str, tuple[str, str]] = {
     "derived.gpus[*].nic.share_switch": ("bool", "derived"),
     "derived.gpus[*].nic.same_numa": ("bool", "derived"),
     "derived.gpus[*].acs_redirect_ports": ("list", "derived"),
+    "derived.gpus[*].nvlink_down": ("int", "derived"),
+    "derived.gpus[*].nvlink_expected": ("int", "derived"),
     "derived.nics[*].name": ("str", "derived"),
     "derived.nics[*].subject": ("str", "derived"),
     "derived.nics[*].pci_address": ("str", "derived"),

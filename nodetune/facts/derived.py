@@ -14,6 +14,7 @@ import re
 import shlex
 from typing import Any
 
+from nodetune.facts.nvlink import links_down
 from nodetune.facts.pcie import link_gbps
 
 # PCI device ids of NVIDIA data-centre GPUs (pci.ids), for nodes where NVML gives no name.
@@ -181,6 +182,11 @@ def _gpus(facts: dict[str, Any], gpus: list[dict[str, Any]], pci: dict[str, Any]
             "nic": nearest.get(pos),
             "acs_redirect_ports": None,
         }
+        nvlink = gpu.get("nvlink")
+        item["nvlink_down"], item["nvlink_expected"] = links_down(
+            gpu.get("name"), *((nvlink["active"], nvlink["inactive"]) if nvlink else (None, None)))
+        if nvlink is None:
+            unknown[f"gpus.{pos}.nvlink_down"] = "NVLink state needs NVML"
         if reasons is None:
             unknown[f"gpus.{pos}.idle"] = "no clock event reasons (NVML not used)"
         if item["nic"] is None and f"gpus.{pos}.nic" not in unknown:

@@ -58,6 +58,8 @@ class DerivedGpu(TypedDict):
     pcie: DerivedPcie
     nic: NearestNic | None
     acs_redirect_ports: list[str] | None
+    nvlink_down: int | None  # the product's NVLinks that are not active (nodetune.facts.nvlink)
+    nvlink_expected: int | None
 
 
 class DerivedNic(TypedDict):
