@@ -192,6 +192,20 @@ def test_planted_faults_on_gb200_tray(synth, synth_tmp: Path) -> None:
     assert (boot.actual, boot.persisted, boot.needs_reboot) == ("not set", "not persisted", False)
 
 
+def test_gb200_tray_under_the_dra_driver_wants_the_host_imex_stopped(
+        synth, synth_tmp: Path) -> None:
+    """The NVIDIA DRA driver runs IMEX per ComputeDomain in pods: apply must never enable the
+    host service there, and a running one is a finding whose fix stops it."""
+    host = synth.build_gb200_tray(synth_tmp, synth.Options(imex=True))
+    (host.root / "var/lib/kubelet/plugins/compute-domain.nvidia.com").mkdir(parents=True)
+    result = run_audit(collect(str(host.root), str(host.nvml)))
+    by_id = {f.id: f for f in result.findings}
+    assert by_id["gpu.imex"].status is Status.SKIPPED
+    off = by_id["gpu.imex_off_with_dra"]
+    assert (off.status, off.severity.value) == (Status.FAIL, "critical")
+    assert "disable --now nvidia-imex" in off.fix
+
+
 # -- the command ----------------------------------------------------------------------------
 
 @pytest.mark.slow

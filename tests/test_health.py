@@ -426,3 +426,22 @@ def test_gb200_tray_needs_imex(synth: Any, synth_tmp: Path,
     assert doc["summary"] == "nodetune: nvidia-imex not-running (multi-node NVLink needs it)"
     status = {c["id"]: c["status"] for c in doc["checks"]}
     assert status["fabric.imex_channels"] == "pass" and status["fabric.state"] == "pass"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("imex_running", [True, False])
+def test_gb200_tray_under_the_dra_driver_keeps_the_host_imex_off(
+        synth: Any, synth_tmp: Path, capsys: pytest.CaptureFixture[str],
+        imex_running: bool) -> None:
+    """With the NVIDIA DRA driver's ComputeDomain plugin, IMEX runs inside pods: the host service
+    is not required (no drain when it is off) and running it is reported."""
+    host = synth.build_gb200_tray(synth_tmp, synth.Options(imex=imex_running))
+    (host.root / "var/lib/kubelet/plugins/compute-domain.nvidia.com").mkdir(parents=True)
+    code, doc = run_check(capsys, "--root", str(host.root), "--nvml", str(host.nvml),
+                          "--profile", "gb200")
+    checks = {c["id"]: c for c in doc["checks"]}
+    assert checks["fabric.imex"]["status"] == "skipped"
+    assert checks["fabric.imex"]["note"] == (
+        "IMEX runs per ComputeDomain inside pods (NVIDIA DRA driver)")
+    assert checks["fabric.imex_host_off"]["status"] == ("fail" if imex_running else "pass")
+    assert code == 0 and "NT3004" not in codes(doc)  # a warning, never a drain

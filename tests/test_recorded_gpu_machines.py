@@ -93,8 +93,11 @@ def test_check_replays_the_live_check():
     rc, check = nodetune("check", "--json", "--from", str(SNAPSHOT))
     live = recorded("check")
     assert rc == 0 and check["healthy"] and live["healthy"]
-    assert {c["id"]: c["status"] for c in check["checks"]} == \
-        {c["id"]: c["status"] for c in live["checks"]}
+    replayed = {c["id"]: c["status"] for c in check["checks"]}
+    recorded_ids = {c["id"]: c["status"] for c in live["checks"]}
+    assert {k: v for k, v in replayed.items() if k in recorded_ids} == recorded_ids
+    # checks added after the recording was made: none of them may fault this healthy node
+    assert {v for k, v in replayed.items() if k not in recorded_ids} <= {"pass", "skipped"}
 
 
 @pytest.mark.parametrize("name", ["h100x2-fc-vm-bench.json", "h100x2-fc-vm-bench-quick.json"])

@@ -6,6 +6,9 @@
   GPU memory without nvidia_peermem (NVIDIA GPUDirect RDMA docs, "Using DMA-BUF").
 - `imex_channels`: device nodes under /dev/nvidia-caps-imex-channels (channel0, ...), which
   multi-node NVLink memory sharing needs (NVIDIA IMEX guide, "IMEX channels").
+- `dra_compute_domains`: the NVIDIA DRA driver's ComputeDomain kubelet plugin is installed
+  (/var/lib/kubelet/plugins/compute-domain.nvidia.com). IMEX daemons then run per ComputeDomain
+  inside pods, and a host nvidia-imex service must stay off (NVIDIA DRA driver docs).
 """
 
 from __future__ import annotations
@@ -18,12 +21,14 @@ from nodetune.facts.model import FactSet
 
 VERSION_FILE = "/proc/driver/nvidia/version"
 IMEX_DIR = "/dev/nvidia-caps-imex-channels"
+DRA_COMPUTE_DOMAIN_DIR = "/var/lib/kubelet/plugins/compute-domain.nvidia.com"
 
 
 @dataclass(frozen=True, kw_only=True)
 class DriverFacts(FactSet):
     open_kernel_modules: bool | None
     imex_channels: int | None  # None: the directory does not exist
+    dra_compute_domains: bool  # the NVIDIA DRA driver's ComputeDomain plugin is installed
 
 
 def parse_flavour(version_text: str) -> bool | None:
@@ -53,6 +58,8 @@ class NvidiaDriverCollector:
         else:
             unknown["imex_channels"] = f"{IMEX_DIR} absent (no IMEX channels created)"
         return DriverFacts(open_kernel_modules=flavour, imex_channels=channels,
+                           dra_compute_domains=root.isdir(DRA_COMPUTE_DOMAIN_DIR),
                            sources={"open_kernel_modules": VERSION_FILE,
-                                    "imex_channels": IMEX_DIR},
+                                    "imex_channels": IMEX_DIR,
+                                    "dra_compute_domains": DRA_COMPUTE_DOMAIN_DIR},
                            unknown=unknown)

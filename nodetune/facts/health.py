@@ -103,6 +103,7 @@ def health_view(facts: dict[str, Any], variables: dict[str, Any] | None = None,
                               and str(d.get("class") or "").startswith(NVSWITCH_CLASS))
         if "pci" in facts else None,
         "imex_required": _imex_required(gpus, var),
+        "imex_dra": (facts.get("nvidia_driver") or {}).get("dra_compute_domains"),
         "imex_channels": (facts.get("nvidia_driver") or {}).get("imex_channels"),
     }
 

@@ -273,7 +273,8 @@ class Health(TypedDict):
     sxids: list[SxidHealth] | None
     unknown: dict[str, str]  # why a health fact is null: "xids" -> the kernel log's absence
     nvswitch_count: int | None
-    imex_required: bool | None
+    imex_required: bool | None  # a multi-node NVLink system: it needs IMEX
+    imex_dra: bool | None  # IMEX runs in ComputeDomain pods: the host's nvidia-imex must not
     imex_channels: int | None
 
 

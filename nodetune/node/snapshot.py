@@ -72,6 +72,7 @@ ALLOWED_ELSEWHERE: Final = (
     "/usr/lib/systemd/system", "/lib/systemd/system", "/run/systemd/container",
     "/etc/os-release", "/usr/lib/os-release",
     "/dev/nvidia-caps-imex-channels",  # channel device names only, kept as empty files
+    "/var/lib/kubelet/plugins/compute-domain.nvidia.com",  # only whether it exists
 )
 # Never, even under an allowed prefix.
 DENIED: Final = (
