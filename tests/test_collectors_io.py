@@ -15,7 +15,10 @@ from nodetune.collectors.rdma import RdmaCollector, parse_rate, parse_state, roc
 from nodetune.collectors.services import ServicesCollector
 from nodetune.collectors.storage import StorageCollector, parse_scheduler
 from nodetune.errors import NoData
+from nodetune.facts.model import to_jsonable
 from nodetune.node.hostroot import HostRoot
+from nodetune.profiles.catalog import Library
+from nodetune.rules.evaluation import evaluate
 from tests.host_trees import context, write_tree
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -202,6 +205,19 @@ def test_services_running_enabled_and_masked(tmp_path: Path) -> None:
     assert (irq.state, irq.enabled, irq.installed) == ("running", False, True)
     imex = units["nvidia-imex"]
     assert (imex.state, imex.enabled, imex.installed) == ("not-running", False, False)
+
+
+def test_a_running_tuned_is_seen_and_flagged(tmp_path: Path) -> None:
+    """TuneD re-applies its profile over what nodetune applies: base reports it (info)."""
+    root = _services_tree(tmp_path)
+    (root / "proc/950").mkdir()
+    (root / "proc/950/comm").write_text("tuned\n", encoding="utf-8")
+    units = ServicesCollector().collect(context(root)).units
+    assert (units["tuned"].state, units["tuned"].source) == ("running", "/proc/950/comm")
+    doc = {"services": to_jsonable(ServicesCollector().collect(context(root)))}
+    setting = next(r for r in Library().load("base").rules if r.id == "cpu.tuning_daemon")
+    [finding] = evaluate([setting], doc, {})
+    assert (finding.status.value, finding.severity.value) == ("fail", "info")
 
 
 def test_services_unknown_in_a_tree_without_processes(host_tree) -> None:

@@ -85,7 +85,10 @@ def test_audit_replays_the_live_audit():
     rc, audit = nodetune("audit", "--json", "--from", str(SNAPSHOT))
     live = recorded("audit")
     assert audit["profile"]["name"] == live["profile"]["name"] == "cloud-vm"
-    assert _verdicts(audit) == _verdicts(live)
+    recorded_ids = {f["id"] for f in live["findings"]}
+    assert [v for v in _verdicts(audit) if v[0] in recorded_ids] == _verdicts(live)
+    # settings added after the recording was made: none of them may fail on this node
+    assert {v[2] for v in _verdicts(audit) if v[0] not in recorded_ids} <= {"pass", "skipped"}
     assert rc == live["summary"]["exit_code"]
 
 

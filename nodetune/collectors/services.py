@@ -17,6 +17,7 @@ SERVICES = {
     "nvidia-fabricmanager": "nv-fabricmanager",
     "nvidia-imex": "nvidia-imex",
     "irqbalance": "irqbalance",
+    "tuned": "tuned",  # re-applies its own profile over the settings nodetune applies
 }
 COMM_LEN = 15
 UNIT_DIRS = ("/etc/systemd/system", "/run/systemd/system", "/usr/local/lib/systemd/system",
@@ -73,8 +74,8 @@ def unit_enabled(root: HostRoot, unit: str) -> tuple[bool | None, bool | None]:
 
 @register("services")
 class ServicesCollector:
-    """State of nvidia-persistenced, nvidia-fabricmanager, nvidia-imex and irqbalance: running
-    (from /proc/<pid>/comm) and enabled (systemd .wants links)."""
+    """State of nvidia-persistenced, nvidia-fabricmanager, nvidia-imex, irqbalance and tuned:
+    running (from /proc/<pid>/comm) and enabled (systemd .wants links)."""
 
     requires = ("/proc", "/etc/systemd/system")
 
