@@ -119,3 +119,14 @@ def synth_tmp(tmp_path: Path):
     yield base or tmp_path
     if base is not None:
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def h200_facts(host_tree) -> dict:
+    """Facts of the real 2x H200 VM: its sysfs/procfs tree and its recorded NVML."""
+    from nodetune.node.source import open_node
+
+    root = host_tree("h200x2-vm-gather")
+    with open_node(root=str(root), nvml=str(FIXTURES / "nvml" / "h200x2-vm.json")) as node:
+        facts: dict = node.facts().to_json()
+    return facts

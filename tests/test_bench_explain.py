@@ -18,15 +18,6 @@ FIXTURES = Path(__file__).parent / "fixtures"
 BENCH = FIXTURES / "bench"
 
 
-@pytest.fixture(scope="module")
-def h200_facts(host_tree: Any) -> dict[str, Any]:
-    from nodetune.node.source import open_node
-
-    root = host_tree("h200x2-vm-gather")
-    with open_node(root=str(root), nvml=str(FIXTURES / "nvml" / "h200x2-vm.json")) as node:
-        facts: dict[str, Any] = node.facts().to_json()
-    return facts
-
 
 def memcpy_run() -> SuiteResult:
     doc = json.loads((BENCH / "h200x2-fc-vm-bench.json").read_text())

@@ -10,6 +10,7 @@ import pytest
 
 from nodetune.bench import multinode, session, torchdist
 from nodetune.bench.base import RunContext, RunOptions
+from tests.processes import stop_all
 
 A100_LOG = Path(__file__).parent / "fixtures" / "bench" / "a100x8-nccl-allreduce.log"
 RDMA_FACTS = {"rdma": {"devices": [{"ports": [{"state": "ACTIVE", "rate_gbps": 400}]}
@@ -198,13 +199,7 @@ def three_nodes(tmp_path_factory: pytest.TempPathFactory) -> Any:
             pytest.fail(f"the three slurmd did not register: {out}")
         yield nodes, env, tmp
     finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in reversed(procs):
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(procs)
 
 
 @pytest.mark.slow

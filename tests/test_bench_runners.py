@@ -27,16 +27,6 @@ H200_RATES = {"h2d_pinned": 55.5, "d2h_pinned": 55.0, "h2d_pageable": 20.6,
               "d2h_pageable": 20.0, "d2d": 4100.0, "p2p": 394.0}
 
 
-@pytest.fixture(scope="module")
-def h200_facts(host_tree: Any) -> dict[str, Any]:
-    """Facts of the real 2x H200 VM: its sysfs/procfs tree and its recorded NVML."""
-    from nodetune.node.source import open_node
-
-    root = host_tree("h200x2-vm-gather")
-    with open_node(root=str(root), nvml=str(FIXTURES / "nvml" / "h200x2-vm.json")) as node:
-        facts: dict[str, Any] = node.facts().to_json()
-    return facts
-
 
 # -- expectations ----------------------------------------------------------------------------
 @pytest.mark.parametrize(("gen", "width", "gbps"), [(5, 16, 63.02), (4, 16, 31.51), (3, 16, 15.75),

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import stop_all
+
 REPO = Path(__file__).resolve().parents[1]
 SLURM_DIR = REPO / "checks" / "slurm"
 NVML = REPO / "tests" / "fixtures" / "nvml" / "h200x2-vm.json"
@@ -172,13 +174,7 @@ PartitionName=debug Nodes={node} Default=YES State=UP
             raise AssertionError(f"the test cluster did not come up: {exc}{logs}") from exc
         yield c
     finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in reversed(procs):
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(procs)
 
 
 def healthcheck(c: Cluster, args: str, **env: str) -> subprocess.CompletedProcess[str]:
