@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from nodetune.collectors.nic import NicCollector, parse_speed
+from nodetune.collectors.pci import PciCollector, parse_aer_total
 from nodetune.collectors.rdma import RdmaCollector, parse_rate, parse_state, roce_active_mtu
 from nodetune.collectors.services import ServicesCollector
 from nodetune.collectors.storage import StorageCollector, parse_scheduler
@@ -246,3 +247,20 @@ def test_files_only_root_may_read_say_so(tmp_path: Path, monkeypatch) -> None:
     assert secret.exists()
     assert "run nodetune as root" in sysfs.why_unreadable(live, "/sys/kernel/secret")
     assert sysfs.why_unreadable(live, "/sys/kernel/absent").endswith("is not present")
+
+
+def test_aer_totals_are_read_per_device(synth, synth_tmp: Path) -> None:
+    """aer_dev_* files hold one counter per error type and a TOTAL_ERR_* line."""
+    assert parse_aer_total("RxErr 2\nBadTLP 1\nTOTAL_ERR_COR 3\n", "TOTAL_ERR_COR") == 3
+    assert parse_aer_total("DLP 0\n", "TOTAL_ERR_FATAL") is None
+    host = synth.build_dgx_h100(synth_tmp, synth.Options(gpu_aer={2: (5, 1, 0)}))
+    facts = PciCollector().collect(context(host.root))
+    by_kind = [d for d in facts.devices if d.kind == "gpu"]
+    assert [(d.aer.correctable, d.aer.nonfatal, d.aer.fatal) for d in by_kind][:3] == [
+        (0, 0, 0), (0, 0, 0), (5, 1, 0)]
+
+
+def test_aer_is_unknown_where_the_kernel_reports_none(host_tree) -> None:
+    facts = PciCollector().collect(context(host_tree("h200x2-vm-gather")))
+    assert all(d.aer is None for d in facts.devices)
+    assert any("no aer_dev_* files" in reason for reason in facts.unknown.values())

@@ -199,7 +199,8 @@ def test_clean_dgx_h100_is_healthy(synthetic_host: Callable[[str], Any],
     status = {c["id"]: c["status"] for c in doc["checks"]}
     # rdma.gpudirect: no nvidia_peermem in the tree, but the open kernel modules give DMA-BUF
     for check in ("gpu.count", "gpu.model", "rdma.port.state", "rdma.gpudirect", "fabric.manager",
-                  "fabric.state", "nvlink.inactive", "pcie.rdma.width", "fs.mounted"):
+                  "fabric.state", "nvlink.inactive", "pcie.rdma.width", "fs.mounted",
+                  "pcie.gpu.aer_fatal", "pcie.rdma.aer_fatal"):
         assert status[check] == "pass", check
     assert doc["variables"]["gpu_count"] == 8  # from the profile
 
@@ -221,6 +222,8 @@ DGX_FAULTS = [
      "/raid read-only (/raid mounted ro)"),
     ("module missing", {"missing_modules": ("nvidia_peermem",)}, _proprietary_driver, {"NT4003"},
      "no GPUDirect RDMA: nvidia_peermem not loaded and no DMA-BUF path"),
+    ("fatal PCIe error", {"gpu_aer": {6: (3, 0, 1)}}, None, {"NT2007"},
+     "GPU6 logged 1 fatal PCIe errors since boot"),
 ]
 
 

@@ -100,7 +100,9 @@ def test_check_replays_the_live_check():
     recorded_ids = {c["id"]: c["status"] for c in live["checks"]}
     assert {k: v for k, v in replayed.items() if k in recorded_ids} == recorded_ids
     # checks added after the recording was made: none of them may fault this healthy node
-    assert {v for k, v in replayed.items() if k not in recorded_ids} <= {"pass", "skipped"}
+    # (unknown where the VM does not expose the fact, e.g. PCIe AER counters)
+    assert {v for k, v in replayed.items() if k not in recorded_ids} <= {
+        "pass", "skipped", "unknown"}
 
 
 @pytest.mark.parametrize("name", ["h100x2-fc-vm-bench.json", "h100x2-fc-vm-bench-quick.json"])

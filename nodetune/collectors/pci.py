@@ -65,6 +65,15 @@ class PciAcs:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PciAer:
+    """PCIe Advanced Error Reporting totals since boot (aer_dev_*, Linux >= 4.17)."""
+
+    correctable: int | None
+    nonfatal: int | None
+    fatal: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
 class PciDevice:
     address: str
     pci_class: Annotated[str | None, JsonKey("class")]  # "0x030200"
@@ -85,6 +94,7 @@ class PciDevice:
     port_type: str | None  # PCIe port role from config space: root_port, upstream, downstream
     acs: PciAcs | None
     max_read_request_bytes: int | None
+    aer: PciAer | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -275,7 +285,33 @@ class _Raw:
     port_type: str | None
     acs: PciAcs | None
     max_read_request: int | None
+    aer: PciAer | None
     unknown: dict[str, str]
+
+
+AER_FILES = {"correctable": ("aer_dev_correctable", "TOTAL_ERR_COR"),
+             "nonfatal": ("aer_dev_nonfatal", "TOTAL_ERR_NONFATAL"),
+             "fatal": ("aer_dev_fatal", "TOTAL_ERR_FATAL")}
+
+
+def parse_aer_total(text: str | None, key: str) -> int | None:
+    """The TOTAL_ERR_* line of an aer_dev_* file ("TOTAL_ERR_FATAL 0"), None when absent."""
+    for line in (text or "").splitlines():
+        name, _, value = line.partition(" ")
+        if name == key and value.strip().isdigit():
+            return int(value)
+    return None
+
+
+def _aer(read: Any, names: set[str], unknown: dict[str, str]) -> PciAer | None:
+    if not any(f in names for f, _ in AER_FILES.values()):
+        unknown["aer"] = "no aer_dev_* files (no AER capability, or a kernel before 4.17)"
+        return None
+    totals = {field_: parse_aer_total(read(f), key) for field_, (f, key) in AER_FILES.items()}
+    for field_, value in totals.items():
+        if value is None:
+            unknown[f"aer.{field_}"] = f"no {AER_FILES[field_][1]} line in {AER_FILES[field_][0]}"
+    return PciAer(**totals)
 
 
 class _ConfigReasons:
@@ -393,7 +429,7 @@ def _read_device(root: HostRoot, address: str, reasons: _ConfigReasons,
                 unknown["acs"] = "no ACS capability"
     return _Raw(address=address, ids=ids, driver=driver, numa_node=numa_node,
                 local_cpus=local_cpus, link=link, chain=chain, port_type=port_type, acs=acs,
-                max_read_request=mrrs, unknown=unknown)
+                max_read_request=mrrs, aer=_aer(read, names, unknown), unknown=unknown)
 
 
 def _build(raws: list[_Raw]) -> PciFacts:
@@ -407,6 +443,7 @@ def _build(raws: list[_Raw]) -> PciFacts:
         "devices": f"{DEVICES_DIR}/*",
         "devices.*.acs": f"{DEVICES_DIR}/*/config (extended capability 0x000D)",
         "devices.*.max_read_request_bytes": f"{DEVICES_DIR}/*/config (PCIe Device Control)",
+        "devices.*.aer": f"{DEVICES_DIR}/*/aer_dev_correctable,aer_dev_nonfatal,aer_dev_fatal",
     }
     for index, raw in enumerate(raws):
         class_code = classes[raw.address]
@@ -433,7 +470,7 @@ def _build(raws: list[_Raw]) -> PciFacts:
             driver=raw.driver, numa_node=raw.numa_node, local_cpus=raw.local_cpus,
             link=raw.link, parent=parent, path=path, root_port=root_port, switch=switch,
             host_bridge=host_bridge, port_type=raw.port_type, acs=raw.acs,
-            max_read_request_bytes=raw.max_read_request,
+            max_read_request_bytes=raw.max_read_request, aer=raw.aer,
         ))
     return PciFacts(devices=devices, sources=sources, unknown=unknown)
 

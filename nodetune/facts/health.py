@@ -219,6 +219,7 @@ def _gpu(gpu: dict[str, Any], dev: dict[str, Any], nvml_errors: list[str],
         "fabric_state": state, "fabric_status": status, "fabric_ok": fabric_ok,
         "fabric_applies": None if gpu.get("source") != "nvml" else fabric_ok is not None,
         "nvml_errors": None if gpu.get("source") != "nvml" else ", ".join(nvml_errors),
+        **_aer_counts(dev),
     }
 
 
@@ -283,8 +284,15 @@ def _links(facts: dict[str, Any], pci: list[dict[str, Any]]) -> list[dict[str, A
             "current_speed_gts": cur_s, "max_speed_gts": max_s,
             "width_ok": None if not cur_w or not max_w else cur_w >= max_w,
             "speed_ok": None if not cur_s or not max_s else cur_s >= max_s,
+            **_aer_counts(dev),
         })
     return out
+
+
+def _aer_counts(dev: dict[str, Any]) -> dict[str, int | None]:
+    """PCIe AER totals since boot of a device (null without AER reporting)."""
+    aer = dev.get("aer") or {}
+    return {"aer_fatal": aer.get("fatal"), "aer_nonfatal": aer.get("nonfatal")}
 
 
 def _rdma_ports(facts: dict[str, Any], device_regex: str) -> list[dict[str, Any]]:

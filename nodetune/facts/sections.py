@@ -133,6 +133,8 @@ class HealthGpu(TypedDict):
     fabric_ok: bool | None
     fabric_applies: bool | None
     nvml_errors: str | None
+    aer_fatal: int | None  # PCIe AER totals since boot of the GPU (null without AER reporting)
+    aer_nonfatal: int | None
 
 
 class PciGpu(TypedDict):
@@ -152,6 +154,8 @@ class HealthLink(TypedDict):
     max_speed_gts: float | None
     width_ok: bool | None
     speed_ok: bool | None
+    aer_fatal: int | None  # PCIe AER totals since boot (null without AER reporting)
+    aer_nonfatal: int | None
 
 
 class RdmaPortHealth(TypedDict):
