@@ -241,6 +241,19 @@ def test_kernel_log_keeps_only_xid_lines(tmp_path):
     assert comparable(replay(out))["kernel_log"]["xids"][0]["code"] == 79
 
 
+def test_the_dra_compute_domain_plugin_replays_as_present(tmp_path):
+    """Only whether the NVIDIA DRA driver's ComputeDomain plugin directory exists is kept."""
+    tree = tmp_path / "tree"
+    _file(tree, "/proc/driver/nvidia/version",
+          "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.95  Release Build\n")
+    _file(tree, "/var/lib/kubelet/plugins/compute-domain.nvidia.com/checkpoint.json", "{}")
+    out = tmp_path / "s.tar.gz"
+    result = take(out, root=str(tree), nvml="off")
+    assert result.facts.to_json()["nvidia_driver"]["dra_compute_domains"] is True
+    assert replay(out)["nvidia_driver"]["dra_compute_domains"] is True
+    assert not any("checkpoint.json" in name for name in members(out))
+
+
 def test_allow_list():
     assert snap.allowed("/proc/meminfo")
     assert snap.allowed("/proc/self/mounts")
