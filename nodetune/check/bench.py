@@ -51,14 +51,16 @@ def bench_unit(suite: str, facts: dict[str, Any], live: bool) -> Callable[[], An
     return run
 
 
-def _floor(metric: Any, absolute: Any, ratio: Any) -> float | None:
+def _floor(metric: Any, absolute: Any, ratio: Any, digits: int = 2) -> float | None:
+    """A profile's absolute floor, else the metric's expectation times a ratio (the profile's,
+    else the suite's minimum); None when neither is known."""
     if absolute is not None:
         return float(absolute)
-    expected = metric.expected
+    expected = None if metric is None else metric.expected
     if expected is None:
         return None
     use = ratio if ratio is not None else expected.min_ratio
-    return None if use is None else round(expected.value * float(use), 2)
+    return None if use is None else round(expected.value * float(use), digits)
 
 
 _HOST = re.compile(r"memcpy\.(h2d|d2h)_pinned\.(GPU\d+)\.")
@@ -96,15 +98,6 @@ def allreduce_item(result: Any, variables: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _gpu_floor(metric: Any, absolute: Any, ratio: Any) -> float | None:
-    if absolute is not None:
-        return float(absolute)
-    if metric is None or metric.expected is None:
-        return None
-    use = ratio if ratio is not None else metric.expected.min_ratio
-    return None if use is None else round(metric.expected.value * float(use), 1)
-
-
 def gpu_items(result: Any, variables: dict[str, Any]) -> list[dict[str, Any]]:
     """One item per GPU the suite measured; a suite that did not run gives none (unknown)."""
     if result is None or result.status != "ok":
@@ -124,11 +117,11 @@ def gpu_items(result: Any, variables: dict[str, Any]) -> list[dict[str, Any]]:
             "subject": gpu,
             "name": seen.get("name") or "",
             "gemm_bf16_tflops": None if gemm is None else round(gemm.value, 1),
-            "gemm_floor_tflops": _gpu_floor(gemm, variables.get("gpu_gemm_min_tflops"),
-                                        variables.get("gpu_gemm_min_ratio")),
+            "gemm_floor_tflops": _floor(gemm, variables.get("gpu_gemm_min_tflops"),
+                                        variables.get("gpu_gemm_min_ratio"), digits=1),
             "hbm_copy_gbps": None if copy is None else round(copy.value, 1),
-            "hbm_floor_gbps": _gpu_floor(copy, variables.get("gpu_hbm_min_gbps"),
-                                     variables.get("gpu_hbm_min_ratio")),
+            "hbm_floor_gbps": _floor(copy, variables.get("gpu_hbm_min_gbps"),
+                                     variables.get("gpu_hbm_min_ratio"), digits=1),
             "slow": gpu in flagged,
             "why": "; ".join(flagged.get(gpu, [])),
             "sm_clock_mhz": (seen.get("sm_clock_mhz") or {}).get("median"),

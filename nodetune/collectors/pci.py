@@ -22,6 +22,8 @@ from nodetune.facts.model import FactSet, JsonKey, Keyed, to_jsonable
 from nodetune.facts.pcie import gen_of
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from nodetune.collectors import Context
     from nodetune.node.hostroot import HostRoot
 
@@ -303,7 +305,8 @@ def parse_aer_total(text: str | None, key: str) -> int | None:
     return None
 
 
-def _aer(read: Any, names: set[str], unknown: dict[str, str]) -> PciAer | None:
+def _aer(read: Callable[[str], str | None], names: set[str],
+         unknown: dict[str, str]) -> PciAer | None:
     if not any(f in names for f, _ in AER_FILES.values()):
         unknown["aer"] = "no aer_dev_* files (no AER capability, or a kernel before 4.17)"
         return None

@@ -184,7 +184,7 @@ def _gpus(facts: dict[str, Any], gpus: list[dict[str, Any]], pci: dict[str, Any]
         }
         nvlink = gpu.get("nvlink")
         item["nvlink_down"], item["nvlink_expected"] = links_down(
-            gpu.get("name"), *((nvlink["active"], nvlink["inactive"]) if nvlink else (None, None)))
+            gpu.get("name"), (nvlink or {}).get("active"), (nvlink or {}).get("inactive"))
         if nvlink is None:
             unknown[f"gpus.{pos}.nvlink_down"] = "NVLink state needs NVML"
         if reasons is None:
