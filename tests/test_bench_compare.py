@@ -141,3 +141,17 @@ def test_line_progress_prints_a_line_per_step_with_eta(capsys: pytest.CaptureFix
     assert err == ["cpu-mem triad: step 1/4, 2.0 s, ETA 6.0 s",
                    "cpu-mem triad: step 2/4 (node0 <- node1), 4.0 s, ETA 4.0 s",
                    "cpu-mem triad: step 4/4, 10.0 s, ETA 0.0 s"]
+
+
+@pytest.mark.parametrize("option", ["--save", "--plot"])
+def test_an_unwritable_output_is_one_line_and_exit_3(
+        option: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from nodetune.cli import main
+
+    target = tmp_path / "missing-dir" / "out"
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "import", str(FULL), option, str(target)])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 3
+    assert err == (f"nodetune: error: cannot write {target}: No such file or directory; "
+                   f"fix: give a writable path to {option}")

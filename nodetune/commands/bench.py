@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -106,6 +108,17 @@ def _output_options(func: Any) -> Any:
     func = click.option("--json", "as_json", is_flag=True,
                         help="Print the nodetune.bench/1 JSON document.")(func)
     return func
+
+
+
+@contextlib.contextmanager
+def output_file(path: str, option: str) -> Iterator[None]:
+    """Turn a failure to write `path` (given with `option`) into one line and exit 3."""
+    try:
+        yield
+    except OSError as exc:
+        raise BenchError(f"cannot write {path}: {exc.strerror}",
+                         fix=f"give a writable path to {option}") from exc
 
 
 @click.group(cls=BenchGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -251,19 +264,12 @@ def _finish(results: list[Any], facts: dict[str, Any], options: Any, as_json: bo
             compare_path, baseline, identity.fingerprint(facts))
     doc = session.document(results, facts, options, comparison, kind=kind)
     if save_path:
-        try:
-            with open(save_path, "w", encoding="utf-8") as fh:
-                json.dump(doc, fh, indent=2, default=str)
-                fh.write("\n")
-        except OSError as exc:
-            raise BenchError(f"cannot write {save_path}: {exc.strerror}",
-                             fix="give a writable path to --save") from exc
+        with output_file(save_path, "--save"), open(save_path, "w", encoding="utf-8") as fh:
+            json.dump(doc, fh, indent=2, default=str)
+            fh.write("\n")
     if plot_path:
-        try:
+        with output_file(plot_path, "--plot"):
             plot(plot_path, results, before)
-        except OSError as exc:
-            raise BenchError(f"cannot write {plot_path}: {exc.strerror}",
-                             fix="give a writable path to --plot") from exc
     if as_json:
         emit_json(doc, BENCH_SCHEMA)
     else:

@@ -14,8 +14,8 @@ from nodetune.apply import remediate
 from nodetune.bench import SUITES, identity
 from nodetune.bench.base import NullProgress, RunOptions
 from nodetune.commands.audit import profile_options
-from nodetune.commands.bench import _gpus_option, _sizes_option
-from nodetune.errors import ApplyError, BenchError, Refused
+from nodetune.commands.bench import _gpus_option, _sizes_option, output_file
+from nodetune.errors import ApplyError, Refused
 from nodetune.tune import TUNE_SCHEMA, benchstep, card, operation
 from nodetune.views import tune_png, tune_text
 from nodetune.views.bench_text import LineProgress, RichProgress
@@ -110,11 +110,8 @@ def cmd(suites: tuple[str, ...], profile: str | None, profiles_dirs: tuple[str, 
                 else tune_text.card_text(the_card))
         _write(card_path, text, "--card")
     if plot_path:
-        try:
+        with output_file(plot_path, "--plot"):
             tune_png.plot(plot_path, the_card)
-        except OSError as exc:
-            raise BenchError(f"cannot write {plot_path}: {exc.strerror}",
-                             fix="give a writable path to --plot") from exc
     if as_json:
         emit_json(doc, TUNE_SCHEMA)
     else:
@@ -125,11 +122,8 @@ def cmd(suites: tuple[str, ...], profile: str | None, profiles_dirs: tuple[str, 
 def _write(path: str | None, text: str, option: str) -> None:
     if not path:
         return
-    try:
+    with output_file(path, option):
         Path(path).write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise BenchError(f"cannot write {path}: {exc.strerror}",
-                         fix=f"give a writable path to {option}") from exc
 
 
 class ProgressFor:
