@@ -448,3 +448,12 @@ def test_gb200_tray_under_the_dra_driver_keeps_the_host_imex_off(
         "IMEX runs per ComputeDomain inside pods (NVIDIA DRA driver)")
     assert checks["fabric.imex_host_off"]["status"] == ("fail" if imex_running else "pass")
     assert code == 0 and "NT3004" not in codes(doc)  # a warning, never a drain
+
+
+def test_the_host_imex_check_does_not_apply_without_multi_node_nvlink(
+        host_tree: Callable[[str], Path], capsys: pytest.CaptureFixture[str]) -> None:
+    """A node without GPUs (a real hwloc tree) has no IMEX question: skipped, not unknown."""
+    _, doc = run_check(capsys, "--root", str(host_tree("8em64t-2s2ca2c")))
+    check = next(c for c in doc["checks"] if c["id"] == "fabric.imex_host_off")
+    assert (check["status"], check["note"]) == (
+        "skipped", "not a multi-node NVLink system (no fabric cluster UUID, require_imex unset)")
