@@ -135,3 +135,34 @@ def test_unreachable_api_backs_off_and_recovers():
         pub.next_attempt = 0.0
         assert pub.publish(HEALTHY)
         assert pub.failures == 0
+
+
+def test_condition_transition_time_moves_only_on_a_change_of_status():
+    old = "2026-01-01T00:00:00Z"
+    node = make_node()
+    node["status"]["conditions"].append({
+        "type": kube.CONDITION_TYPE, "status": "False", "reason": "ChecksFailed",
+        "message": "GPU3 PCIe x8", "lastHeartbeatTime": old, "lastTransitionTime": old,
+    })
+    with FakeKube(node) as fake:
+        pub = kube.NodePublisher(fake.core_api(), "gpu-node-1", taint_unhealthy=False)
+        assert pub.publish(SICK)  # still unhealthy: the transition stays where it was
+        cond = kube.current_condition(fake.node)
+        assert cond is not None
+        assert cond["lastTransitionTime"] == old
+        assert cond["lastHeartbeatTime"] != old
+        assert pub.publish(HEALTHY)  # a change of status: the transition moves
+        cond = kube.current_condition(fake.node)
+        assert cond is not None and cond["status"] == "True"
+        assert cond["lastTransitionTime"] != old
+        validate(fake.node)
+
+
+def test_condition_patch_keeps_transition_of_an_unchanged_status():
+    previous = {"type": kube.CONDITION_TYPE, "status": "True",
+                "lastTransitionTime": "2026-01-01T00:00:00Z"}
+    same = kube.condition_patch(HEALTHY, now=1.8e9, previous=previous)["status"]["conditions"][0]
+    assert same["lastTransitionTime"] == "2026-01-01T00:00:00Z"
+    assert same["lastHeartbeatTime"] == "2027-01-15T08:00:00Z"
+    flipped = kube.condition_patch(SICK, now=1.8e9, previous=previous)["status"]["conditions"][0]
+    assert flipped["lastTransitionTime"] == "2027-01-15T08:00:00Z"

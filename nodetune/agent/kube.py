@@ -8,6 +8,7 @@ removed. A taint or label a person set under the same key is left alone.
 
 from __future__ import annotations
 
+import datetime
 import json
 import time
 from dataclasses import dataclass
@@ -105,20 +106,46 @@ def plan_metadata_patch(
     return patch or None
 
 
-def condition_patch(verdict: Verdict, now: float | None = None) -> dict[str, Any]:
+def current_condition(node: dict[str, Any]) -> dict[str, Any] | None:
+    """nodetune's condition as the Node object holds it now, or None."""
+    conditions = (node.get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if isinstance(c, dict)
+                 and c.get("type") == CONDITION_TYPE), None)
+
+
+def _rfc3339(text: str) -> str | None:
+    """A timestamp as the API server writes it ("...Z"); the client reads them back as
+    "+00:00" datetimes."""
+    try:
+        parsed = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))  # 3.10: no "Z"
+    except ValueError:
+        return None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(datetime.timezone.utc)
+    return parsed.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def condition_patch(verdict: Verdict, now: float | None = None,
+                    previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The condition to publish. lastTransitionTime moves only when the status changes
+    (as the API conventions define it); lastHeartbeatTime moves on every publish."""
     stamp = time.strftime(
         "%Y-%m-%dT%H:%M:%SZ", time.gmtime(now if now is not None else time.time())
     )
+    status = "True" if verdict.healthy else "False"
+    transition = stamp
+    if previous and previous.get("status") == status and previous.get("lastTransitionTime"):
+        transition = _rfc3339(str(previous["lastTransitionTime"])) or stamp
     return {
         "status": {
             "conditions": [
                 {
                     "type": CONDITION_TYPE,
-                    "status": "True" if verdict.healthy else "False",
+                    "status": status,
                     "reason": "ChecksPassed" if verdict.healthy else "ChecksFailed",
                     "message": verdict.reason or "all nodetune health checks pass",
                     "lastHeartbeatTime": stamp,
-                    "lastTransitionTime": stamp,
+                    "lastTransitionTime": transition,
                 }
             ]
         }
@@ -195,7 +222,7 @@ class NodePublisher:
                 )
             self.api.patch_node_status(
                 self.node_name,
-                condition_patch(verdict),
+                condition_patch(verdict, previous=current_condition(node)),
                 _request_timeout=TIMEOUT,
                 _content_type="application/strategic-merge-patch+json",
             )

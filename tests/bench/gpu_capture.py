@@ -71,7 +71,8 @@ def compare_replay() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "check.tar.gz")
         start = time.perf_counter()
-        result = snapshot.take(path)
+        with open_node() as live_node:
+            result = snapshot.take(path, live_node)
         took = time.perf_counter() - start
         live = json.loads(json.dumps(result.facts.to_json(), default=str))
         with open_node(snapshot=path) as node:
