@@ -67,8 +67,11 @@ def cpu_mask(cpus: list[int], words: int) -> Any:
     return array
 
 
-def fill_fabric(ref: Any, state: int, status: int, clique: int, cluster: bytes) -> int:
+def fill_fabric(ref: Any, state: int, status: int, clique: int, cluster: bytes,
+                health_mask: int = 0) -> int:
     info = ref._obj  # the structure behind ctypes.byref()
+    if hasattr(info, "healthMask"):
+        info.healthMask = health_mask
     info.state = state
     info.status = status
     info.cliqueId = clique
@@ -273,10 +276,55 @@ def from_recording(doc: dict[str, Any]) -> types.ModuleType:
             raise error(NOT_SUPPORTED)
         cluster = bytes.fromhex(data["cluster_uuid"].replace("-", ""))
         return fill_fabric(ref, states[data["state"]], 0 if data["status"] == "success" else 999,
-                           data["clique_id"], cluster)
+                           data["clique_id"], cluster, health_mask(data.get("health")))
 
     _install(module, "nvmlDeviceGetGpuFabricInfoV", fabric)
+
+    def field_values(h: _Device, ids: list[int]) -> list[Any]:
+        out = []
+        for fid in ids:
+            value = real.c_nvmlFieldValue_t()
+            value.fieldId = fid
+            action = devices[h.index].get("recovery_action")
+            if fid != real.NVML_FI_DEV_GET_GPU_RECOVERY_ACTION or action is None:
+                value.nvmlReturn = NOT_SUPPORTED
+            else:
+                value.nvmlReturn = real.NVML_SUCCESS
+                value.valueType = real.NVML_VALUE_TYPE_UNSIGNED_INT
+                value.value.uiVal = RECOVERY_CODES[action]
+            out.append(value)
+        return out
+
+    _install(module, "nvmlDeviceGetFieldValues", field_values)
+    counter_names = {0: "replay", 1: "recovery", 2: "crc_flit", 3: "crc_data"}
+
+    def link_errors(h: _Device, n: int, counter: int) -> int:
+        errors = link(h, n).get("errors")
+        value = errors.get(counter_names.get(counter, "")) if isinstance(errors, dict) else None
+        if value is None:
+            raise error(NOT_SUPPORTED)
+        return int(value)
+
+    _install(module, "nvmlDeviceGetNvLinkErrorCounter", link_errors)
     return module
+
+
+RECOVERY_CODES = {"none": 0, "gpu_reset": 1, "node_reboot": 2, "drain_p2p": 3,
+                  "drain_and_reset": 4}
+FLAG_SHIFTS = {"degraded_bandwidth": 0, "route_recovery": 2, "route_unhealthy": 4,
+               "access_timeout_recovery": 6}
+CONFIG_CODES = {"none": 1, "incorrect_sysguid": 2, "incorrect_chassis_sn": 3, "no_partition": 4,
+                "insufficient_nvlinks": 5}
+
+
+def health_mask(health: dict[str, Any] | None) -> int:
+    """The NVML fabric health mask that decodes to `health` (a recording's fabric.health)."""
+    mask = 0
+    for name, shift in FLAG_SHIFTS.items():
+        value = (health or {}).get(name)
+        mask |= (0 if value is None else 1 if value else 2) << shift
+    config = (health or {}).get("configuration")
+    return mask | (CONFIG_CODES[config] << 8 if config is not None else 0)
 
 
 def failing_init(error_name: str) -> types.ModuleType:

@@ -79,7 +79,7 @@ def test_h200_vm_with_nvml(host_tree, h200_q):
         assert g["nvlink"]["active"] == 18 and g["nvlink"]["inactive"] == 0
         assert g["fabric"] == {"state": "completed", "status": "success",
                                "cluster_uuid": "00000000-0000-0000-0000-000000000000",
-                               "clique_id": 0}
+                               "clique_id": 0, "health": None}  # recorded before R550
     assert gpus[0]["nvlink"]["peers"] == {"0000:00:07.0": 18}
     assert gpus[1]["nvlink"]["peers"] == {"0000:00:06.0": 18}
     assert [g["power_draw_w"] for g in gpus] == [float(v) for v in re.findall(

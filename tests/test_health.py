@@ -200,7 +200,8 @@ def test_clean_dgx_h100_is_healthy(synthetic_host: Callable[[str], Any],
     # rdma.gpudirect: no nvidia_peermem in the tree, but the open kernel modules give DMA-BUF
     for check in ("gpu.count", "gpu.model", "rdma.port.state", "rdma.gpudirect", "fabric.manager",
                   "fabric.state", "nvlink.inactive", "pcie.rdma.width", "fs.mounted",
-                  "pcie.gpu.aer_fatal", "pcie.rdma.aer_fatal"):
+                  "pcie.gpu.aer_fatal", "pcie.rdma.aer_fatal", "gpu.recovery_action",
+                  "fabric.health", "nvlink.recovery_errors"):
         assert status[check] == "pass", check
     assert doc["variables"]["gpu_count"] == 8  # from the profile
 
@@ -224,7 +225,35 @@ DGX_FAULTS = [
      "no GPUDirect RDMA: nvidia_peermem not loaded and no DMA-BUF path"),
     ("fatal PCIe error", {"gpu_aer": {6: (3, 0, 1)}}, None, {"NT2007"},
      "GPU6 logged 1 fatal PCIe errors since boot"),
+    ("driver asks for a GPU reset", {"recovery_action": {2: "gpu_reset"}}, None, {"NT1031"},
+     "GPU2 driver asks for recovery: gpu_reset"),
+    ("fabric route unhealthy", {"fabric_health": {3: {"route_unhealthy": True}}}, None,
+     {"NT3008"}, "GPU3 NVLink fabric unhealthy: route_unhealthy"),
+    ("tray misconfigured", {"fabric_health": {0: {"configuration": "insufficient_nvlinks",
+                                                  "degraded_bandwidth": True}}}, None,
+     {"NT3008"},
+     "GPU0 NVLink fabric unhealthy: degraded_bandwidth, configuration: insufficient_nvlinks"),
 ]
+
+
+def test_nvlink_recoveries_warn_and_keep_the_node(synth: Any, synth_tmp: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    host = synth.build_dgx_h100(synth_tmp, synth.Options(nvlink_recovery_errors={4: 3}))
+    code, doc = run_check(capsys, "--root", str(host.root), "--nvml", str(host.nvml), *DGX_ARGS)
+    assert code == 0
+    warned = [c for c in doc["checks"] if c["id"] == "nvlink.recovery_errors"]
+    assert [c["status"] for c in warned] == ["fail"]
+    assert "GPU4 NVLink links recovered 3 times" in json.dumps(warned)
+
+
+def test_recovery_action_is_unknown_where_the_driver_does_not_report_it(
+        h200: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    """A recording made before R570 (no recovery_action field): unknown, never pass."""
+    root, nvml = h200
+    code, doc = run_check(capsys, "--root", str(root), "--nvml", str(nvml))
+    status = {c["id"]: c for c in doc["checks"]}
+    assert code == 0
+    assert status["gpu.recovery_action"]["status"] == "unknown"
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ import pytest
 from nodetune.errors import SourceError
 from nodetune.node import nvml
 from tests import fake_pynvml
+from tests.recorded_shape import as_recorded
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RAW_H100 = FIXTURES / "nvml" / "h100x2-fc-vm-pynvml-raw.json"
@@ -109,7 +110,7 @@ def test_pynvml_dump_agrees_with_nvidia_smi_of_the_same_machine(h100_raw_dump):
               "numa_node", "cpu_affinity", "nvlink_peers", "fabric")
     for dev, text in zip(doc["devices"], smi["devices"], strict=True):
         for key in stable:
-            assert dev[key] == text[key], key
+            assert as_recorded(dev[key], text[key]) == text[key], key
         assert dev["power_draw_w"] == pytest.approx(text["power_draw_w"], abs=0.1)
         assert [link["active"] for link in dev["nvlink"]] == \
                [link["active"] for link in text["nvlink"]]
@@ -130,7 +131,7 @@ def test_recording_round_trips_through_the_api(name, use_module):
         for key, value in want.items():
             if key in ("errors", "nvlink_peers"):  # error texts differ; peers need link ends
                 continue
-            assert got[key] == value, key
+            assert as_recorded(got[key], value) == value, key
         # Every field the text showed as N/A came back as an NVML error, never an exception.
         for field_name in want["errors"]:
             top = field_name.split(".")[0]
@@ -308,3 +309,33 @@ def test_converter_reproduces_the_committed_recordings(tmp_path):
         doc.pop("captured_from")
         assert doc == committed, name
         nvml.RecordedNvml(copy.deepcopy(doc), origin=name)  # and it is a valid recording
+
+
+def test_fabric_health_recovery_action_and_link_errors_come_through_the_api(
+        synth, synth_tmp, use_module):
+    """The health mask, the recovery-action field value and the per-link error counters of a
+    GB200 tray's recording, played through the NVML calls, decode back to the recording."""
+    host = synth.build(
+        "synthetic-gb200-tray", synth_tmp,
+        synth.Options(recovery_action={1: "drain_p2p"}, nvlink_recovery_errors={0: 2},
+                      fabric_health={3: {"route_unhealthy": True,
+                                         "configuration": "incorrect_chassis_sn"}}))
+    doc = json.loads(host.nvml.read_text())
+    use_module(fake_pynvml.from_recording(doc))
+    backend, _ = nvml.live_backend()
+    dumped = backend.dump()["devices"]
+    assert [d["recovery_action"] for d in dumped] == ["none", "drain_p2p", "none", "none"]
+    assert dumped[3]["fabric"]["health"] == {
+        "degraded_bandwidth": False, "route_recovery": False, "route_unhealthy": True,
+        "access_timeout_recovery": False, "configuration": "incorrect_chassis_sn"}
+    assert dumped[0]["nvlink"][0]["errors"] == {"replay": 0, "recovery": 2, "crc_flit": 0,
+                                                "crc_data": 0}
+    assert all(link["errors"] is None for d in dumped for link in d["nvlink"]
+               if not link["active"])
+
+
+def test_a_health_mask_that_supports_nothing_is_no_health():
+    assert nvml.fabric_health(0) is None
+    assert nvml.fabric_health(0x1 | 0x2 << 4 | 0x5 << 8) == {
+        "degraded_bandwidth": True, "route_recovery": None, "route_unhealthy": False,
+        "access_timeout_recovery": None, "configuration": "insufficient_nvlinks"}

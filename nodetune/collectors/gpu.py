@@ -78,11 +78,21 @@ class GpuPcie:
 
 
 @dataclass(frozen=True, kw_only=True)
+class NvlinkErrors:
+    """Data-link layer error counters of one link since the driver loaded (None: unsupported)."""
+    replay: int | None
+    recovery: int | None
+    crc_flit: int | None
+    crc_data: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
 class NvlinkLink:
     link: int
     active: bool
     peer_pci_address: str | None
     peer_kind: str | None  # "gpu", "switch", "cpu" or None
+    errors: NvlinkErrors | None  # active links only; None where NVML does not count them
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,6 +109,17 @@ class Fabric:
     status: str | None  # "success" or the NVML error text
     cluster_uuid: str | None
     clique_id: int | None
+    health: FabricHealth | None  # NVML's health mask (drivers R550+); None where not reported
+
+
+@dataclass(frozen=True, kw_only=True)
+class FabricHealth:
+    """NVML's fabric health mask; each flag None where the GPU does not report it."""
+    degraded_bandwidth: bool | None
+    route_recovery: bool | None  # the fabric is recovering a route
+    route_unhealthy: bool | None
+    access_timeout_recovery: bool | None
+    configuration: str | None  # "none" or what is misconfigured ("insufficient_nvlinks", ...)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -128,6 +149,7 @@ class Gpu:
     performance_state: int | None  # P-state: 0 is full speed; idle GPUs drop PCIe speed
     memory_numa_node: int | None  # NUMA node of the GPU's own memory (Grace coherent systems)
     device_minor: int | None  # N of the GPU's /dev/nvidiaN
+    recovery_action: str | None  # what the driver asks after a fault: "none", "gpu_reset", ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -328,6 +350,7 @@ class _Builder:
             performance_state=self.n("performance_state"),
             memory_numa_node=self.n("memory_numa_node", "numa_node"),
             device_minor=self._device_minor(),
+            recovery_action=self.n("recovery_action"),
         )
 
     def _named(self, fact: str) -> str | None:
@@ -404,7 +427,8 @@ class _Builder:
             self.why("nvlink")
         links = [NvlinkLink(link=int(link["link"]), active=bool(link["active"]),
                             peer_pci_address=normalize_bus_id(link.get("remote_pci_bus_id")),
-                            peer_kind=link.get("remote_kind")) for link in raw]
+                            peer_kind=link.get("remote_kind"),
+                            errors=_nvlink_errors(link.get("errors"))) for link in raw]
         peers = {normalize_bus_id(bus) or bus: int(count)
                  for bus, count in (self.nvml.get("nvlink_peers") or {}).items()}
         active = sum(1 for link in links if link.active)
@@ -414,8 +438,19 @@ class _Builder:
         data = self.n("fabric")
         if not isinstance(data, dict):
             return None
+        health = data.get("health")
         return Fabric(state=data.get("state"), status=data.get("status"),
-                      cluster_uuid=data.get("cluster_uuid"), clique_id=data.get("clique_id"))
+                      cluster_uuid=data.get("cluster_uuid"), clique_id=data.get("clique_id"),
+                      health=FabricHealth(**{k: health.get(k) for k in (
+                          "degraded_bandwidth", "route_recovery", "route_unhealthy",
+                          "access_timeout_recovery", "configuration")})
+                      if isinstance(health, dict) else None)
+
+
+def _nvlink_errors(data: Any) -> NvlinkErrors | None:
+    if not isinstance(data, dict):
+        return None
+    return NvlinkErrors(**{k: data.get(k) for k in ("replay", "recovery", "crc_flit", "crc_data")})
 
 
 # -- the collector ----------------------------------------------------------------------------
@@ -514,6 +549,7 @@ def _field_sources(with_nvml: bool) -> dict[str, str]:
         "gpus.*.nvlink": "nvmlDeviceGetNvLinkState, nvmlDeviceGetNvLinkRemotePciInfo, "
                          "nvmlDeviceGetNvLinkRemoteDeviceType, nvmlDeviceGetP2PStatus",
         "gpus.*.fabric": "nvmlDeviceGetGpuFabricInfoV",
+        "gpus.*.recovery_action": "nvmlDeviceGetFieldValues(NVML_FI_DEV_GET_GPU_RECOVERY_ACTION)",
         "gpus.*.performance_state": "nvmlDeviceGetPerformanceState",
         "gpus.*.memory_numa_node": "nvmlDeviceGetNumaNodeId",
         "gpus.*.device_minor": f"{driver_info_path('<address>')}, else nvmlDeviceGetMinorNumber",

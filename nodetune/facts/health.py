@@ -218,6 +218,9 @@ def _gpu(gpu: dict[str, Any], dev: dict[str, Any], nvml_errors: list[str],
         "hw_slowdown_reasons": ", ".join(hw),
         "fabric_state": state, "fabric_status": status, "fabric_ok": fabric_ok,
         "fabric_applies": None if gpu.get("source") != "nvml" else fabric_ok is not None,
+        **_fabric_health(fabric),
+        "recovery_action": gpu.get("recovery_action"),
+        **_nvlink_error_totals(links),
         "nvml_errors": None if gpu.get("source") != "nvml" else ", ".join(nvml_errors),
         **_aer_counts(dev),
     }
@@ -252,6 +255,35 @@ def _fabric(fabric: dict[str, Any] | None) -> tuple[str | None, str | None, bool
         return state, status, None
     ok = state.endswith("completed") and (status is None or status in ("success", "ok"))
     return state, status, ok
+
+
+def _fabric_health(fabric: Any) -> dict[str, Any]:
+    """NVML's fabric health flags; None where the driver or GPU does not report them."""
+    health = fabric.get("health") if isinstance(fabric, dict) else None
+    health = health if isinstance(health, dict) else {}
+    problems = [name for name in ("degraded_bandwidth", "route_unhealthy") if health.get(name)]
+    config = health.get("configuration")
+    if config not in (None, "none"):
+        problems.append(f"configuration: {config}")
+    known = health.get("route_unhealthy") is not None or config is not None
+    return {
+        "fabric_degraded_bandwidth": health.get("degraded_bandwidth"),
+        "fabric_healthy": (not problems) if known or problems else None,
+        "fabric_problems": ", ".join(problems),
+    }
+
+
+def _nvlink_error_totals(links: list[dict[str, Any]]) -> dict[str, int | None]:
+    """Error counters summed over the active links that report them (None: none report)."""
+    totals: dict[str, int | None] = {}
+    for name, keys in (("nvlink_recovery_errors", ("recovery",)),
+                       ("nvlink_replay_errors", ("replay",)),
+                       ("nvlink_crc_errors", ("crc_flit", "crc_data"))):
+        values = [int(errors[key]) for link in links if link.get("active")
+                  for errors in [link.get("errors")] if isinstance(errors, dict)
+                  for key in keys if isinstance(errors.get(key), int)]
+        totals[name] = sum(values) if values else None
+    return totals
 
 
 def _links(facts: dict[str, Any], pci: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -132,6 +132,13 @@ class HealthGpu(TypedDict):
     fabric_status: str | None
     fabric_ok: bool | None
     fabric_applies: bool | None
+    fabric_degraded_bandwidth: bool | None  # NVML fabric health mask (R550+ drivers)
+    fabric_healthy: bool | None  # no unhealthy route, degraded bandwidth or misconfiguration
+    fabric_problems: str  # what the health mask flags, comma separated
+    recovery_action: str | None  # the driver's recommended recovery: "none", "gpu_reset", ...
+    nvlink_recovery_errors: int | None  # summed over active links, since the driver loaded
+    nvlink_replay_errors: int | None
+    nvlink_crc_errors: int | None  # flit and data CRC errors
     nvml_errors: str | None
     aer_fatal: int | None  # PCIe AER totals since boot of the GPU (null without AER reporting)
     aer_nonfatal: int | None

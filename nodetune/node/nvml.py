@@ -37,6 +37,22 @@ CLOCK_EVENT_REASONS: Final = (
 FABRIC_STATES: Final = {0: "not_supported", 1: "not_started", 2: "in_progress", 3: "completed"}
 # nvmlNvLinkDeviceType_t; an IBM NPU is the CPU end of an NVLink (POWER9).
 NVLINK_REMOTE_KINDS: Final = {0: "gpu", 1: "cpu", 2: "switch"}
+# nvmlDeviceGpuRecoveryAction_t (nvml.h, R570 and later): what the driver asks an operator to
+# do after a fault, read as the field value NVML_FI_DEV_GET_GPU_RECOVERY_ACTION.
+FIELD_GPU_RECOVERY_ACTION: Final = 230
+GPU_RECOVERY_ACTIONS: Final = {0: "none", 1: "gpu_reset", 2: "node_reboot", 3: "drain_p2p",
+                               4: "drain_and_reset", 5: "recover_imex_domain", 6: "bus_reset",
+                               7: "system_reboot"}
+# nvmlNvLinkErrorCounter_t: data-link layer counters of one link since the driver loaded.
+NVLINK_ERROR_COUNTERS: Final = (("replay", 0), ("recovery", 1), ("crc_flit", 2), ("crc_data", 3))
+# healthMask of nvmlGpuFabricInfo_v2_t (nvml.h): two-bit fields, 0 not supported, 1 true,
+# 2 false; the configuration field is four bits wide and names what is wrong.
+FABRIC_HEALTH_FLAGS: Final = (("degraded_bandwidth", 0), ("route_recovery", 2),
+                              ("route_unhealthy", 4), ("access_timeout_recovery", 6))
+FABRIC_CONFIGURATION: Final = {1: "none", 2: "incorrect_sysguid", 3: "incorrect_chassis_sn",
+                               4: "no_partition", 5: "insufficient_nvlinks",
+                               6: "incompatible_gpu_fw", 7: "invalid_location",
+                               8: "gpu_state_invalid"}
 RECORDING_FIX: Final = "pass a nodetune.nvml/1 JSON file (a snapshot's nvml.json), or --nvml off"
 
 
@@ -57,6 +73,19 @@ def clock_event_reason_names(mask: int) -> list[str]:
     rest = mask & ~known
     names += [f"reason_{1 << i:#x}" for i in range(rest.bit_length()) if rest >> i & 1]
     return names
+
+
+def fabric_health(mask: int) -> dict[str, Any] | None:
+    """The fabric health mask of NVML's fabric info, decoded: each flag None where not
+    supported, and None for a mask that supports none."""
+    health: dict[str, Any] = {}
+    for name, shift in FABRIC_HEALTH_FLAGS:
+        value = mask >> shift & 0x3
+        health[name] = None if value == 0 else value == 1
+    config = mask >> 8 & 0xF
+    health["configuration"] = FABRIC_CONFIGURATION.get(config, None if config == 0
+                                                       else f"code_{config}")
+    return health if any(v is not None for v in health.values()) else None
 
 
 def normalize_bus_id(bus_id: str | bytes | None) -> str | None:
@@ -307,9 +336,31 @@ class _DeviceReader:
             "nvlink": self._nvlink(),
             "nvlink_peers": {},
             "fabric": self._fabric(),
+            "recovery_action": self._recovery_action(),
         }
         device["errors"] = self.errors
         return device
+
+    def _recovery_action(self) -> str | None:
+        values = self.q("recovery_action", "nvmlDeviceGetFieldValues", [FIELD_GPU_RECOVERY_ACTION])
+        if not values:
+            return None
+        value = values[0]
+        code = int(getattr(value, "nvmlReturn", 0))
+        if code != 0:
+            self.errors["recovery_action"] = _error_name(self.nvml, code)
+            return None
+        action = int(value.value.uiVal)
+        return GPU_RECOVERY_ACTIONS.get(action, f"action_{action}")
+
+    def _nvlink_errors(self, link: int) -> dict[str, int | None] | None:
+        probe: dict[str, str] = {}
+        counters = {name: _Caller(self.nvml, probe)(name, "nvmlDeviceGetNvLinkErrorCounter",
+                                                    self.handle, link, code)
+                    for name, code in NVLINK_ERROR_COUNTERS}
+        if all(v is None for v in counters.values()):
+            return None
+        return {k: None if v is None else int(v) for k, v in counters.items()}
 
     def _pair(self, field: str, func: str) -> dict[str, bool | None]:
         value = self.q(field, func)
@@ -370,7 +421,8 @@ class _DeviceReader:
                 first_error = first_error or probe.get("state")
                 continue
             entry: dict[str, Any] = {"link": link, "active": bool(state),
-                                     "remote_pci_bus_id": None, "remote_kind": None}
+                                     "remote_pci_bus_id": None, "remote_kind": None,
+                                     "errors": None}
             if state:
                 remote = _Caller(n, probe)("remote", "nvmlDeviceGetNvLinkRemotePciInfo",
                                            self.handle, link)
@@ -379,6 +431,7 @@ class _DeviceReader:
                 bus_id = _text(getattr(remote, "busId", None))
                 entry["remote_pci_bus_id"] = bus_id if normalize_bus_id(bus_id) else None
                 entry["remote_kind"] = NVLINK_REMOTE_KINDS.get(kind) if kind is not None else None
+                entry["errors"] = self._nvlink_errors(link)
             links.append(entry)
         if not links and first_error:
             self.errors["nvlink"] = first_error
@@ -408,8 +461,10 @@ class _DeviceReader:
         if state == "not_supported":
             self.errors["fabric"] = "fabric state: not supported"
             return None
+        mask = getattr(info, "healthMask", None)  # v2 and later of the structure
         return {"state": state, "status": self._status_text(int(info.status)),
-                "cluster_uuid": _uuid(bytes(info.clusterUuid)), "clique_id": int(info.cliqueId)}
+                "cluster_uuid": _uuid(bytes(info.clusterUuid)), "clique_id": int(info.cliqueId),
+                "health": None if mask is None else fabric_health(int(mask))}
 
     def _status_text(self, code: int) -> str:
         if code == 0:
@@ -447,6 +502,13 @@ def _add_nvlink_peers(nvml: Any, devices: list[dict[str, Any]], handles: list[An
                 nvml.NVML_P2P_CAPS_INDEX_NVLINK)
             if status == nvml.NVML_P2P_STATUS_OK:
                 dev["nvlink_peers"][other["pci_bus_id"]] = min(switch_links, other_links)
+
+
+def _error_name(nvml: Any, code: int) -> str:
+    try:
+        return type(nvml.NVMLError(code)).__name__
+    except Exception:
+        return f"NVMLError code {code}"
 
 
 def _word_bits(mask: Any) -> int:
