@@ -223,6 +223,10 @@ DGX_FAULTS = [
      "/raid read-only (/raid mounted ro)"),
     ("module missing", {"missing_modules": ("nvidia_peermem",)}, _proprietary_driver, {"NT4003"},
      "no GPUDirect RDMA: nvidia_peermem not loaded and no DMA-BUF path"),
+    ("peermem not registered", {"peer_memory_registered": False}, _proprietary_driver,
+     {"NT4003"}, "no GPUDirect RDMA: nvidia_peermem loaded but not registered with the RDMA "
+     "core (no /sys/kernel/mm/memory_peers/nv_mem: the RDMA stack lacks the peer-memory API) "
+     "and no DMA-BUF path"),
     ("fatal PCIe error", {"gpu_aer": {6: (3, 0, 1)}}, None, {"NT2007"},
      "GPU6 logged 1 fatal PCIe errors since boot"),
     ("driver asks for a GPU reset", {"recovery_action": {2: "gpu_reset"}}, None, {"NT1031"},
@@ -234,6 +238,15 @@ DGX_FAULTS = [
      {"NT3008"},
      "GPU0 NVLink fabric unhealthy: degraded_bandwidth, configuration: insufficient_nvlinks"),
 ]
+
+
+def test_registered_peermem_gives_gpudirect_with_the_proprietary_driver(
+        synth: Any, synth_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    host = synth.build_dgx_h100(synth_tmp, synth.Options())
+    _proprietary_driver(host.root)
+    code, doc = run_check(capsys, "--root", str(host.root), "--nvml", str(host.nvml), *DGX_ARGS)
+    assert code == 0, doc["summary"]
+    assert {c["id"]: c["status"] for c in doc["checks"]}["rdma.gpudirect"] == "pass"
 
 
 def test_nvlink_recoveries_warn_and_keep_the_node(synth: Any, synth_tmp: Path,

@@ -42,3 +42,16 @@ def test_imex_channels_and_missing_driver(tmp_path: Path) -> None:
     (tmp_path / "dev/nvidia-caps-imex-channels/channel0").write_text("")
     facts = collect(tmp_path)
     assert facts.imex_channels == 1 and facts.open_kernel_modules is False
+
+
+def test_peer_memory_clients_registered_absent_and_unknown(tmp_path: Path) -> None:
+    (tmp_path / "proc/driver/nvidia").mkdir(parents=True)
+    (tmp_path / "proc/driver/nvidia/version").write_text(PROPRIETARY)
+    facts = collect(tmp_path)  # a gathered tree without /sys/kernel/mm: unknown, with why
+    assert facts.peer_memory_clients is None
+    assert facts.unknown["peer_memory_clients"] == "the tree holds no /sys/kernel/mm"
+    (tmp_path / "sys/kernel/mm/transparent_hugepage").mkdir(parents=True)
+    assert collect(tmp_path).peer_memory_clients == []  # an RDMA core without peer memory
+    (tmp_path / "sys/kernel/mm/memory_peers/nv_mem").mkdir(parents=True)
+    (tmp_path / "sys/kernel/mm/memory_peers/nv_mem/version").write_text("1.2\n")
+    assert collect(tmp_path).peer_memory_clients == ["nv_mem"]

@@ -6,6 +6,11 @@
   GPU memory without nvidia_peermem (NVIDIA GPUDirect RDMA docs, "Using DMA-BUF").
 - `imex_channels`: device nodes under /dev/nvidia-caps-imex-channels (channel0, ...), which
   multi-node NVLink memory sharing needs (NVIDIA IMEX guide, "IMEX channels").
+- `peer_memory_clients`: the peer-memory clients registered with the RDMA core, one directory
+  each under /sys/kernel/mm/memory_peers (MLNX_OFED's ib_core, drivers/infiniband/core/peer_mem.c).
+  nvidia_peermem registers as `nv_mem`; loaded but absent there, the NIC cannot reach GPU
+  memory through it. Empty where the RDMA core has no peer-memory API (inbox kernels), null
+  where the tree holds no /sys/kernel/mm at all (a gathered tree).
 - `dra_compute_domains`: the NVIDIA DRA driver's ComputeDomain kubelet plugin is installed
   (/var/lib/kubelet/plugins/compute-domain.nvidia.com). IMEX daemons then run per ComputeDomain
   inside pods, and a host nvidia-imex service must stay off (NVIDIA DRA driver docs).
@@ -22,6 +27,7 @@ from nodetune.facts.model import FactSet
 VERSION_FILE = "/proc/driver/nvidia/version"
 IMEX_DIR = "/dev/nvidia-caps-imex-channels"
 DRA_COMPUTE_DOMAIN_DIR = "/var/lib/kubelet/plugins/compute-domain.nvidia.com"
+PEER_MEMORY_DIR = "/sys/kernel/mm/memory_peers"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,6 +35,7 @@ class DriverFacts(FactSet):
     open_kernel_modules: bool | None
     imex_channels: int | None  # None: the directory does not exist
     dra_compute_domains: bool  # the NVIDIA DRA driver's ComputeDomain plugin is installed
+    peer_memory_clients: list[str] | None  # "nv_mem": nvidia_peermem is registered
 
 
 def parse_flavour(version_text: str) -> bool | None:
@@ -57,9 +64,19 @@ class NvidiaDriverCollector:
             channels = sum(1 for n in root.listdir(IMEX_DIR) if n.startswith("channel"))
         else:
             unknown["imex_channels"] = f"{IMEX_DIR} absent (no IMEX channels created)"
+        peers: list[str] | None = None
+        if root.isdir(PEER_MEMORY_DIR):
+            peers = sorted(n for n in root.listdir(PEER_MEMORY_DIR)
+                           if root.isdir(f"{PEER_MEMORY_DIR}/{n}"))
+        elif root.isdir("/sys/kernel/mm"):
+            peers = []
+        else:
+            unknown["peer_memory_clients"] = "the tree holds no /sys/kernel/mm"
         return DriverFacts(open_kernel_modules=flavour, imex_channels=channels,
                            dra_compute_domains=root.isdir(DRA_COMPUTE_DOMAIN_DIR),
+                           peer_memory_clients=peers,
                            sources={"open_kernel_modules": VERSION_FILE,
                                     "imex_channels": IMEX_DIR,
-                                    "dra_compute_domains": DRA_COMPUTE_DOMAIN_DIR},
+                                    "dra_compute_domains": DRA_COMPUTE_DOMAIN_DIR,
+                                    "peer_memory_clients": PEER_MEMORY_DIR},
                            unknown=unknown)

@@ -346,19 +346,37 @@ def _rdma_ports(facts: dict[str, Any], device_regex: str) -> list[dict[str, Any]
 
 
 def _gpudirect(facts: dict[str, Any], modules: list[str] | None, has_gpu: bool) -> dict[str, Any]:
-    """GPUDirect RDMA kernel path: nvidia_peermem, or DMA-BUF (open kernel modules, Linux 5.12+)."""
+    """GPUDirect RDMA kernel path: nvidia_peermem registered with the RDMA core, or DMA-BUF
+    (open kernel modules, Linux 5.12+). `problem` says why neither path is there."""
     rdma = (facts.get("rdma") or {}).get("devices") or []
     needed = bool(has_gpu and any(d.get("pci_address") for d in rdma))
     if modules is None:
-        return {"needed": needed, "available": None, "via": None}
-    if "nvidia_peermem" in modules or "nv_peer_mem" in modules:
-        return {"needed": needed, "available": True, "via": "nvidia_peermem"}
-    open_modules = (facts.get("nvidia_driver") or {}).get("open_kernel_modules")
+        return {"needed": needed, "available": None, "via": None,
+                "problem": "the loaded modules could not be read"}
+    driver = facts.get("nvidia_driver") or {}
+    peers = driver.get("peer_memory_clients")
+    peermem = next((m for m in ("nvidia_peermem", "nv_peer_mem") if m in modules), None)
+    registered = None if peers is None else "nv_mem" in peers
+    if peermem and registered:
+        return {"needed": needed, "available": True, "via": "nvidia_peermem", "problem": ""}
+    open_modules = driver.get("open_kernel_modules")
     release = str((facts.get("kernel") or {}).get("release") or "")
     if open_modules and _kernel_at_least(release, (5, 12)):
-        return {"needed": needed, "available": True, "via": "dma-buf"}
+        return {"needed": needed, "available": True, "via": "dma-buf", "problem": ""}
+    if peermem and registered is None:
+        return {"needed": needed, "available": None, "via": None,
+                "problem": f"{peermem} loaded; whether it registered with the RDMA core is "
+                           "unknown (no /sys/kernel/mm in the tree)"}
+    if peermem:
+        problem = (f"{peermem} loaded but not registered with the RDMA core (no "
+                   "/sys/kernel/mm/memory_peers/nv_mem: the RDMA stack lacks the peer-memory "
+                   "API) and no DMA-BUF path")
+    else:
+        problem = "nvidia_peermem not loaded and no DMA-BUF path"
+    if open_modules is None:
+        problem += " known (the driver flavour, open or proprietary, is unknown)"
     return {"needed": needed, "available": False if open_modules is not None else None,
-            "via": None}
+            "via": None, "problem": problem}
 
 
 def _kernel_at_least(release: str, wanted: tuple[int, int]) -> bool:

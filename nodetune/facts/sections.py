@@ -179,7 +179,8 @@ class RdmaPortHealth(TypedDict):
 class GpuDirect(TypedDict):
     needed: bool
     available: bool | None
-    via: str | None
+    via: str | None  # "nvidia_peermem" (registered with the RDMA core) or "dma-buf"
+    problem: str  # why neither path is there (empty when one is)
 
 
 class RequiredModule(TypedDict):
