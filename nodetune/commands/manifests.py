@@ -10,7 +10,7 @@ import click
 
 from nodetune.cli import node_options
 from nodetune.errors import NoData
-from nodetune.manifests import TARGETS, Options, render
+from nodetune.manifests import TARGETS, Options, render, values
 from nodetune.node.source import open_node
 from nodetune.placement import inputs
 from nodetune.placement import plan as placement
@@ -54,9 +54,20 @@ def cmd(target: str, output_dir: str | None, as_json: bool, node_name: str | Non
     (gres.conf and slurm.conf/cgroup.conf settings), or all.
     """
 
+    # Every user string is checked before any fact is read or any file written.
+    if node_name is not None:
+        values.node_name(node_name)
+    values.namespace(namespace)
+    values.resource_name(rdma_resource)
+    if image is not None:
+        values.image(image, "--image")
+    if workload_image is not None:
+        values.image(workload_image, "--workload-image")
     with open_node(root=root, snapshot=snapshot, nvml=nvml) as node:
         facts = node.facts().to_json()
     name = node_name or inputs.node_name(facts)
+    if name is not None and node_name is None:
+        values.node_name(name)  # the tree's own host name lands in slurm.conf too
     minors = inputs.device_minors(facts)
     plan = placement.compute(facts, inputs.topology_doc(facts), reserve_cores=reserve_cores)
     targets = list(TARGETS) if target == "all" else [target]
