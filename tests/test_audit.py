@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import xml.etree.ElementTree as ET
@@ -285,3 +286,24 @@ def test_live_host_audits(capsys: pytest.CaptureFixture) -> None:
     if not doc["gpu_found"]:
         assert doc["profile"]["name"] == "base"
         assert doc["notes"][0].startswith("no NVIDIA GPU found")
+
+
+def test_blackwell_ultra_tray_gets_the_gb300_profile(facts_of) -> None:
+    """GB300 trays share the GB200 tray's layout: the synthetic tray with Blackwell Ultra
+    GPU names is recommended gb300 and passes what gb300 inherits from gb200."""
+    facts = copy.deepcopy(facts_of("synthetic-gb200-tray"))
+    for gpu in facts["gpus"]:
+        gpu["name"] = "NVIDIA GB300"
+    result = run_audit(facts)
+    assert result.profile.name == "gb300"
+    passed = {f.id for f in result.findings if f.status is Status.PASS}
+    assert {"gpu.count", "gpu.imex", "gpu.fabric_state", "memory.page_size"} <= passed
+    # 4 ConnectX HCAs and 2 BlueField-3 DPUs
+    assert [f.status for f in result.findings if f.id == "nic.hca_count"] == [Status.PASS]
+    gone = {d["pci_address"] for d in facts["rdma"]["devices"][3:]}  # 3 HCAs fell off the bus
+    facts["rdma"]["devices"] = facts["rdma"]["devices"][:3]
+    facts["pci"]["devices"] = [d for d in facts["pci"]["devices"] if d["address"] not in gone]
+    facts["nic"]["interfaces"] = [i for i in facts["nic"]["interfaces"]
+                                  if i.get("pci_address") not in gone]
+    lost = run_audit(facts)
+    assert [f.status for f in lost.findings if f.id == "nic.hca_count"] == [Status.FAIL]

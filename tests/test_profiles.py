@@ -21,8 +21,8 @@ from tests.audit_helpers import facts_getter
 # Source keys of profiles/SOURCES.md ("K1 kubernetes docs ..."): every `why` cites at least one.
 SOURCE_KEYS = set(re.findall(r"^([A-Z][0-9]+) ", (Path(__file__).parents[1] / "profiles" /
                                                   "SOURCES.md").read_text(), re.MULTILINE))
-SHIPPED = ["b200", "base", "cloud-vm", "dgx-h100", "gb200", "generic-x86-gpu", "gpu-common",
-           "h200", "hgx-h100"]
+SHIPPED = ["b200", "b300", "base", "cloud-vm", "dgx-h100", "gb200", "gb300", "generic-x86-gpu",
+           "gpu-common", "h200", "hgx-h100"]
 
 
 @pytest.fixture(scope="module")
