@@ -25,6 +25,7 @@ _FACTS: dict[str, dict[str, Any]] = {}
 SYNTHETIC = {
     "dgx-h100": ("synthetic-dgx-h100", synth.Options()),
     "gb200": ("synthetic-gb200-tray", synth.Options()),
+    "hgx-multirail": ("synthetic-dgx-h100", synth.Options(rails_per_gpu=2)),
     "dgx-h100-small": ("synthetic-dgx-h100", synth.Options(cores_per_socket=4, smt=False)),
 }
 

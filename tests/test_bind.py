@@ -49,7 +49,7 @@ def test_local_rank_picks_its_gpu_cores_memory_and_nic(dgx):
     assert doc["gpu"]["index"] == 5 and doc["gpu"]["numa_node"] == 1
     assert node_of(dgx, doc["cpus"]) == {1} and len(cpulist.parse(doc["cpus"])) == 24
     assert doc["memory_node"] == 1 and doc["mem_policy"] == "bind"
-    assert doc["env"] == {"NCCL_IB_HCA": "=mlx5_9"}
+    assert doc["env"] == {"NCCL_IB_HCA": "=mlx5_9", "UCX_NET_DEVICES": "mlx5_9:1"}
     if doc["method"] == "numactl":
         assert doc["argv"][1:] == [f"--physcpubind={doc['cpus']}", "--membind=1", "--",
                                    "python", "train.py"]
@@ -158,3 +158,36 @@ def test_real_bind_sets_the_planned_affinity_and_memory_policy(request, numactl)
         assert cpus == before and "runs unbound" in stderr
     if not os.path.exists("/sys/devices/system/node/node1"):
         assert policy == "default"
+
+
+def test_multi_rail_gpu_exports_every_rail_under_its_switch(request):
+    """Synthetic HGX with two ConnectX-7 per PCIe switch: each rank's env names both, PIX,
+    and the rails are the ones the sysfs tree really puts under the GPU's switch."""
+    tree = trees.tree(request, "hgx-multirail")
+    facts = trees.facts(*tree)
+    pci_of = {d["name"]: d["pci_address"] for d in facts["rdma"]["devices"]}
+    switch_of = {d["address"]: d.get("switch") for d in facts["pci"]["devices"]}
+    rails_seen: list[str] = []
+    for rank in range(8):
+        doc = plan_json(tree, "--nic-env", LOCAL_RANK=str(rank))
+        rails = doc["gpu"]["nics"]
+        assert len(rails) == 2 and doc["gpu"]["nic_paths"] == ["PIX", "PIX"]
+        assert doc["env"]["NCCL_IB_HCA"] == "=" + ",".join(rails)
+        assert doc["env"]["UCX_NET_DEVICES"] == ",".join(f"{n}:1" for n in rails)
+        gpu_switch = switch_of[doc["gpu"]["pci_address"]]
+        assert gpu_switch and {switch_of[pci_of[n]] for n in rails} == {gpu_switch}
+        rails_seen += rails
+    assert len(set(rails_seen)) == 16
+
+
+def test_efa_rails_set_libfabric_not_nccl_ib(request):
+    tree = trees.tree(request, "hgx-multirail")
+    doc = trees.facts(*tree)
+    for d in doc["rdma"]["devices"]:
+        d["name"] = "rdmap" + d["pci_address"].split(":")[1] + "s0"
+    plan = trees.plan(doc, reserve=False)
+    rank = binding.plan_rank(plan, {}, rank=0, nic_env=True)
+    rails = rank.gpu.nics
+    assert len(rails) == 2 and all(n.startswith("rdmap") for n in rails)
+    assert rank.env["FI_PROVIDER"] == "efa" and "NCCL_IB_HCA" not in rank.env
+    assert rank.env["UCX_NET_DEVICES"] == ",".join(f"{n}:1" for n in rails)

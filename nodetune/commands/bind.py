@@ -28,7 +28,8 @@ NIC_COLLECTORS = ("nic", "rdma")
 @click.option("--dry-run", is_flag=True, help="Print the plan; run nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON (implies --dry-run).")
 @click.option("--nic-env", is_flag=True,
-              help="Export NCCL_IB_HCA naming the GPU's nearest RDMA device.")
+              help="Export NCCL_IB_HCA and UCX_NET_DEVICES naming every rail of the GPU "
+                   "(FI_PROVIDER=efa for EFA).")
 @click.option("--mem-policy", type=click.Choice(["auto", "bind", "preferred", "none"]),
               default="auto", show_default=True,
               help="Memory policy on the GPU's NUMA node (auto: bind, or preferred where "
@@ -110,7 +111,8 @@ def _show(rank_plan: object, argv: list[str], method: str, as_json: bool) -> Non
     memory = (f"{doc['mem_policy']} node {doc['memory_node']}" if doc["mem_policy"] != "none"
               else "unchanged")
     click.echo(f"memory   {memory}")
-    nic = f"{g['nic']} ({g['nic_path']})" if g["nic"] else "none found"
+    rails = [f"{n} ({c})" for n, c in zip(g["nics"], g["nic_paths"], strict=False)]
+    nic = ", ".join(rails) if rails else "none found"
     click.echo(f"nic      {nic}")
     for key, value in doc["env"].items():
         click.echo(f"env      {key}={value}")

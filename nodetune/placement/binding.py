@@ -45,7 +45,9 @@ class RankPlan:
                 "gpu": None if g is None else {"index": g.index, "pci_address": g.pci_address,
                                                "name": g.name, "uuid": g.uuid,
                                                "numa_node": g.numa_node, "nic": g.nic,
-                                               "nic_path": g.nic_path},
+                                               "nic_path": g.nic_path,
+                                               "nics": list(g.nics),
+                                               "nic_paths": list(g.nic_paths)},
                 "cpus": cpulist.format(self.cpus), "memory_node": self.memory_node,
                 "mem_policy": self.mem_policy, "env": self.env, "notes": self.notes,
                 "warnings": self.warnings}
@@ -172,13 +174,39 @@ def plan_rank(plan: Placement, env: Mapping[str, str], *, rank: int | None = Non
         if not out.cpus:
             out.mem_policy = "none"
     if nic_env:
-        if gpu.nic:
-            # "=" makes NCCL match the name exactly (mlx5_1 would also match mlx5_10..19).
-            out.env["NCCL_IB_HCA"] = f"={gpu.nic}"
-        else:
-            out.notes.append("no RDMA device with an active port near this GPU: NCCL_IB_HCA "
-                             "not set")
+        _nic_env(gpu, out)
     return out
+
+
+def is_efa(rdma_name: str) -> bool:
+    """AWS EFA devices: the efa driver names them rdmapBUSsSLOT (rdma-core providers/efa)."""
+    return rdma_name.startswith(("rdmap", "efa"))
+
+
+def _nic_env(gpu: GpuPlacement, out: RankPlan) -> None:
+    """NCCL, UCX and libfabric variables naming every rail of the GPU, nearest first."""
+    rails = list(gpu.nics) or ([gpu.nic] if gpu.nic else [])
+    if not rails:
+        out.notes.append("no RDMA device with an active port near this GPU: NCCL_IB_HCA "
+                         "not set")
+        return
+    ports = list(gpu.nic_ports) or [1] * len(rails)
+    if all(is_efa(n) for n in rails):
+        # NCCL reaches EFA through the aws-ofi-nccl plugin and libfabric, not its IB
+        # transport: NCCL_IB_HCA would be ignored. The plugin picks the GPU's EFA devices by
+        # PCIe topology itself; FI_PROVIDER keeps libfabric from falling back to TCP.
+        out.env["FI_PROVIDER"] = "efa"
+        out.env["FI_EFA_USE_DEVICE_RDMA"] = "1"
+        out.notes.append(f"EFA devices of this GPU: {','.join(rails)} (aws-ofi-nccl chooses "
+                         "among them by topology)")
+    else:
+        # "=" makes NCCL match the names exactly (mlx5_1 would also match mlx5_10..19).
+        out.env["NCCL_IB_HCA"] = "=" + ",".join(rails)
+    out.env["UCX_NET_DEVICES"] = ",".join(f"{n}:{p}" for n, p in zip(rails, ports, strict=True))
+    if len(rails) > 1:
+        listed = ", ".join(f"{n} ({c})" for n, c in zip(rails, gpu.nic_paths, strict=False))
+        out.notes.append(f"GPU {gpu.index} has {len(rails)} rails under its PCIe switch: "
+                         f"{listed}")
 
 
 def _mem_policy(plan: Placement, wanted: str, out: RankPlan) -> str:

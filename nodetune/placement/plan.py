@@ -67,6 +67,11 @@ class GpuPlacement:
     nic: str | None = None  # nearest RDMA device, e.g. "mlx5_0"
     nic_pci_address: str | None = None
     nic_path: str | None = None  # PIX/PXB/PHB/NODE/SYS
+    # Every rail of this GPU, nearest first: `nic` and the other active RDMA devices under the
+    # same PCIe switch (PIX/PXB) as the GPU; just `nic` where none shares a switch with it.
+    nics: tuple[str, ...] = ()
+    nic_paths: tuple[str, ...] = ()  # the path class of each of `nics`
+    nic_ports: tuple[int, ...] = ()  # the active port of each of `nics` (UCX_NET_DEVICES)
     nvlinks: dict[int, int] = field(default_factory=dict)  # peer GPU index -> NVLink count
 
 
@@ -312,16 +317,25 @@ def _nics_by_device(topo: Mapping[str, Any] | None,
             continue
         ports = r.get("ports") or []
         up = not ports or any(p.get("state") == "ACTIVE" for p in ports)
-        out[dev["name"]] = {"rdma": r["name"], "pci_address": r.get("pci_address"), "up": up}
+        port = next((int(p["port"]) for p in ports if p.get("state") == "ACTIVE"
+                     and p.get("port") is not None), 1)
+        out[dev["name"]] = {"rdma": r["name"], "pci_address": r.get("pci_address"), "up": up,
+                            "port": port}
     return out
 
 
 _NicChoice = tuple[dict[str, Any], str]
+# Path classes of a NIC that shares a PCIe switch with the GPU: a rail of that GPU.
+RAIL_PATHS = ("PIX", "PXB")
 
 
 def _nearest_nics(topo: Mapping[str, Any] | None, facts: Mapping[str, Any],
-                  gpu_names: dict[int, str]) -> tuple[dict[int, _NicChoice], list[str]]:
-    """GPU index -> (NIC info, path class). Ties go to the NIC fewest GPUs already use."""
+                  gpu_names: dict[int, str]) -> tuple[dict[int, list[_NicChoice]], list[str]]:
+    """GPU index -> its rails, nearest first (NIC info, path class).
+
+    The first is the nearest NIC, ties going to the NIC fewest GPUs already use; the others
+    are the remaining NICs under the same PCIe switch (PIX, then PXB).
+    """
     nics = _nics_by_device(topo, facts)
     notes: list[str] = []
     down = sorted(n["rdma"] for n in nics.values() if not n["up"])
@@ -329,7 +343,7 @@ def _nearest_nics(topo: Mapping[str, Any] | None, facts: Mapping[str, Any],
         notes.append(f"RDMA devices with no active port are never chosen: {', '.join(down)}")
     matrix = (topo or {}).get("matrix") or {}
     used: dict[str, int] = {}
-    out: dict[int, tuple[dict[str, Any], str]] = {}
+    out: dict[int, list[_NicChoice]] = {}
     for index in sorted(gpu_names):
         row = matrix.get(gpu_names[index]) or {}
         candidates = [(_PATH_RANK.get(str(row.get(name)), 9), used.get(name, 0),
@@ -339,7 +353,12 @@ def _nearest_nics(topo: Mapping[str, Any] | None, facts: Mapping[str, Any],
             continue
         _, _, _, best = min(candidates)
         used[best] = used.get(best, 0) + 1
-        out[index] = (nics[best], str(row[best]))
+        rails = [(nics[best], str(row[best]))]
+        if str(row[best]) in RAIL_PATHS:
+            others = sorted((rank, natural, name) for rank, _, natural, name in candidates
+                            if name != best and str(row[name]) in RAIL_PATHS)
+            rails += [(nics[name], str(row[name])) for _, _, name in others]
+        out[index] = rails
     return out, notes
 
 
@@ -478,7 +497,8 @@ def compute(facts: Mapping[str, Any], topo: Mapping[str, Any] | None = None, *,
         i = int(g["index"])
         node = gpu_node[i]
         mine = shares.get(i, [])
-        nic = nic_of.get(i)
+        rails = nic_of.get(i, [])
+        nic = rails[0] if rails else None
         placed.append(GpuPlacement(
             index=i, pci_address=g.get("pci_address"), name=g.get("name"), uuid=g.get("uuid"),
             numa_node=node, numa_reason=gpu_reason[i],
@@ -486,7 +506,9 @@ def compute(facts: Mapping[str, Any], topo: Mapping[str, Any] | None = None, *,
             shares_cores=node in shared_nodes, memory_node=node if mine else None,
             nic=nic[0]["rdma"] if nic else None,
             nic_pci_address=nic[0]["pci_address"] if nic else None,
-            nic_path=nic[1] if nic else None, nvlinks=links.get(i, {})))
+            nic_path=nic[1] if nic else None, nics=tuple(r[0]["rdma"] for r in rails),
+            nic_paths=tuple(r[1] for r in rails), nic_ports=tuple(r[0]["port"] for r in rails),
+            nvlinks=links.get(i, {})))
 
     # A group (one container, one Slurm socket) may use every unreserved core of its node;
     # a group none of whose GPUs could be pinned gets no CPUs at all.
