@@ -167,9 +167,10 @@ def test_multi_rail_gpu_exports_every_rail_under_its_switch(request):
     facts = trees.facts(*tree)
     pci_of = {d["name"]: d["pci_address"] for d in facts["rdma"]["devices"]}
     switch_of = {d["address"]: d.get("switch") for d in facts["pci"]["devices"]}
+    plan = trees.plan(facts, reserve=False)
     rails_seen: list[str] = []
     for rank in range(8):
-        doc = plan_json(tree, "--nic-env", LOCAL_RANK=str(rank))
+        doc = binding.plan_rank(plan, {}, rank=rank, nic_env=True).to_json()
         rails = doc["gpu"]["nics"]
         assert len(rails) == 2 and doc["gpu"]["nic_paths"] == ["PIX", "PIX"]
         assert doc["env"]["NCCL_IB_HCA"] == "=" + ",".join(rails)
@@ -178,6 +179,8 @@ def test_multi_rail_gpu_exports_every_rail_under_its_switch(request):
         assert gpu_switch and {switch_of[pci_of[n]] for n in rails} == {gpu_switch}
         rails_seen += rails
     assert len(set(rails_seen)) == 16
+    cli_doc = plan_json(tree, "--nic-env", LOCAL_RANK="5")  # the command says the same
+    assert cli_doc["env"] == binding.plan_rank(plan, {}, rank=5, nic_env=True).env
 
 
 def test_efa_rails_set_libfabric_not_nccl_ib(request):
