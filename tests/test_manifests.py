@@ -279,7 +279,8 @@ def test_json_output_has_schema_first_and_every_target(request):
     result = CliRunner().invoke(cli, ["manifests", *trees.cli_args(root, nvml), "--json"])
     doc = json.loads(result.output)
     assert next(iter(doc)) == "schema" and doc["schema"] == "nodetune.manifests/1"
-    assert set(doc["targets"]) == {"kubelet", "k8s-pod", "daemonset", "docker", "slurm"}
+    assert set(doc["targets"]) == {"kubelet", "k8s-pod", "daemonset", "docker", "slurm",
+                                   "dra"}
     assert doc["placement"]["gpus"][0]["numa_node"] == 0
 
 

@@ -17,7 +17,7 @@ from nodetune.placement import plan as placement
 from nodetune.schemas import MANIFESTS_SCHEMA
 from nodetune.views.output import emit_json
 
-GPU_TARGETS = ("k8s-pod", "docker", "slurm")
+GPU_TARGETS = ("k8s-pod", "docker", "slurm", "dra")
 
 
 @click.command("manifests")
@@ -51,7 +51,8 @@ def cmd(target: str, output_dir: str | None, as_json: bool, node_name: str | Non
 
     Targets: kubelet (KubeletConfiguration fragment), k8s-pod (example Guaranteed pods),
     daemonset (the nodetune agent), docker (docker run lines and compose.yaml), slurm
-    (gres.conf and slurm.conf/cgroup.conf settings), or all.
+    (gres.conf and slurm.conf/cgroup.conf settings), dra (ResourceClaimTemplates pairing each
+    GPU with the RDMA NICs on its PCIe root), or all.
     """
 
     # Every user string is checked before any fact is read or any file written.
@@ -81,7 +82,8 @@ def cmd(target: str, output_dir: str | None, as_json: bool, node_name: str | Non
         gpu_minors={g.index: minors[g.pci_address] for g in plan.gpus
                     if g.pci_address is not None and g.pci_address in minors},
         memory_total_bytes=int((facts.get("memory") or {}).get("total_bytes") or 0),
-        sockets=cpu.get("sockets"))
+        sockets=cpu.get("sockets"), pcie_roots=inputs.pcie_roots(facts),
+        rdma_addresses=inputs.rdma_addresses(facts), nvlink_cluster=inputs.nvlink_cluster(facts))
     if image:
         options = replace(options, image=image)
     if workload_image:

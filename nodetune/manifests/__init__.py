@@ -23,6 +23,7 @@ TARGETS: dict[str, str] = {
     "daemonset": "daemonset",
     "docker": "docker",
     "slurm": "slurm",
+    "dra": "dra",
 }
 
 MIB = 1 << 20
@@ -41,6 +42,9 @@ class Options:
     gpu_minors: dict[int, int] = field(default_factory=dict)  # GPU index -> /dev/nvidiaN minor
     memory_total_bytes: int = 0  # MemTotal, for Slurm's RealMemory
     sockets: int | None = None
+    pcie_roots: dict[str, str] = field(default_factory=dict)  # PCI address -> "pci0000:17"
+    rdma_addresses: dict[str, str] = field(default_factory=dict)  # RDMA name -> PCI address
+    nvlink_cluster: bool = False  # multi-node NVLink fabric (ComputeDomain)
 
 
 @dataclass(frozen=True)

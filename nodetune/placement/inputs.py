@@ -28,3 +28,23 @@ def node_name(facts: Mapping[str, Any]) -> str | None:
     """The short host name (Slurm's NodeName, the kubelet's node name), or None when unknown."""
     name = (facts.get("kernel") or {}).get("hostname")
     return str(name).split(".")[0] or None if name else None
+
+
+def pcie_roots(facts: Mapping[str, Any]) -> dict[str, str]:
+    """PCI address -> PCIe root complex ("pci0000:17") of every device the facts list."""
+    return {str(d["address"]): str(d["host_bridge"])
+            for d in (facts.get("pci") or {}).get("devices") or []
+            if d.get("address") and d.get("host_bridge")}
+
+
+def rdma_addresses(facts: Mapping[str, Any]) -> dict[str, str]:
+    """RDMA device name -> its PCI address."""
+    return {str(d["name"]): str(d["pci_address"])
+            for d in (facts.get("rdma") or {}).get("devices") or []
+            if d.get("name") and d.get("pci_address")}
+
+
+def nvlink_cluster(facts: Mapping[str, Any]) -> bool:
+    """A GPU belongs to a multi-node NVLink fabric (a non-zero cluster UUID): GB200 NVL72."""
+    return any(str((g.get("fabric") or {}).get("cluster_uuid") or "").strip("0-")
+               for g in facts.get("gpus") or [])
