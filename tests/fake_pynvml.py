@@ -208,8 +208,11 @@ def from_recording(doc: dict[str, Any]) -> types.ModuleType:
     _install(module, "nvmlDeviceGetPciInfo_v3", field("pci_bus_id", convert=pci_info))
     _install(module, "nvmlDeviceGetName", field("name"))
     _install(module, "nvmlDeviceGetUUID", field("uuid"))
-    _install(module, "nvmlDeviceGetMemoryInfo",
-             field("memory_total_bytes", convert=lambda t: real.c_nvmlMemory_t(total=t)))
+    _install(module, "nvmlDeviceGetMemoryInfo", lambda h: real.c_nvmlMemory_t(
+        total=field("memory_total_bytes")(h),
+        used=devices[h.index].get("memory_used_bytes") or 0))
+    _install(module, "nvmlDeviceGetComputeRunningProcesses",
+             field("compute_processes", convert=lambda n: [object()] * n))
     _install(module, "nvmlDeviceGetPersistenceMode", field("persistence_mode", convert=int))
     _install(module, "nvmlDeviceGetEccMode", pair("ecc"))
     _install(module, "nvmlDeviceGetMigMode", pair("mig"))
@@ -234,6 +237,10 @@ def from_recording(doc: dict[str, Any]) -> types.ModuleType:
              lambda h, t: field("clocks", f"{clocks[t]}_mhz")(h))
     _install(module, "nvmlDeviceGetMaxClockInfo",
              lambda h, t: field("clocks", f"{clocks[t]}_max_mhz")(h))
+    _install(module, "nvmlDeviceGetApplicationsClock",
+             lambda h, t: field("clocks", f"{clocks[t]}_app_mhz")(h))
+    _install(module, "nvmlDeviceGetDefaultApplicationsClock",
+             lambda h, t: field("clocks", f"{clocks[t]}_default_app_mhz")(h))
     _install(module, "nvmlDeviceGetCurrentClocksEventReasons", field("clock_event_reasons_mask"))
     _install(module, "nvmlDeviceGetPerformanceState", field("performance_state"))
     _install(module, "nvmlDeviceGetPowerUsage", field("power_draw_w", convert=milli))

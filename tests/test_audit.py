@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from nodetune.audit.operation import AuditResult, run_audit
 from nodetune.cli import cli, main
 from nodetune.facts.model import Status
+from nodetune.node.source import open_node
 from tests.audit_helpers import collect, facts_getter, tree_and_nvml
 from tests.conftest import _ram_dir, real_tree_names
 
@@ -307,3 +308,13 @@ def test_blackwell_ultra_tray_gets_the_gb300_profile(facts_of) -> None:
                                   if i.get("pci_address") not in gone]
     lost = run_audit(facts)
     assert [f.status for f in lost.findings if f.id == "nic.hca_count"] == [Status.FAIL]
+
+
+def test_application_clocks_below_default_are_reported(synth, synth_tmp) -> None:
+    host = synth.build_dgx_h100(synth_tmp, synth.Options(app_clock_mhz={3: 1410}))
+    with open_node(root=str(host.root), nvml=str(host.nvml)) as node:
+        facts = node.facts().to_json()
+    result = run_audit(facts, profile="dgx-h100")
+    low = [f for f in result.findings if f.id == "gpu.app_clocks" and f.status is Status.FAIL]
+    assert [f.subject for f in low] == ["GPU3"]
+    assert "1410 MHz, below the default 1980 MHz" in low[0].message

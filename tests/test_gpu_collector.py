@@ -70,7 +70,9 @@ def test_h200_vm_with_nvml(host_tree, h200_q):
         assert g["remapped_rows"] == {"correctable": 0, "uncorrectable": 0, "pending": False,
                                       "failure": False}
         assert g["clocks"] == {"sm_mhz": 345, "mem_mhz": 3201, "sm_max_mhz": 1980,
-                               "mem_max_mhz": 3201}
+                               "mem_max_mhz": 3201, "sm_app_mhz": None, "mem_app_mhz": None,
+                               "sm_default_app_mhz": None,
+                               "mem_default_app_mhz": None}  # recorded before they were read
         assert g["clock_event_reasons"] == ["gpu_idle"]
         assert g["power_limit_w"] == 700.0
         assert g["mig"] == {"current": False, "pending": False}

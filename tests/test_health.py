@@ -188,7 +188,7 @@ def test_text_output_first_line_is_the_drain_reason(h200: tuple[Path, Path],
 
 # -- the synthetic DGX H100 ----------------------------------------------------------------------
 
-DGX_ARGS = ("--profile", "dgx-h100", "--mount", "/raid")
+DGX_ARGS = ("--profile", "dgx-h100", "--mount", "/raid", "--expect-idle")
 
 
 def test_clean_dgx_h100_is_healthy(synthetic_host: Callable[[str], Any],
@@ -229,6 +229,8 @@ DGX_FAULTS = [
      "and no DMA-BUF path"),
     ("fatal PCIe error", {"gpu_aer": {6: (3, 0, 1)}}, None, {"NT2007"},
      "GPU6 logged 1 fatal PCIe errors since boot"),
+    ("leftover process", {"gpu_processes": {4: 2}}, None, {"NT1032"},
+     "GPU4 held by 2 compute processes before the job"),
     ("driver asks for a GPU reset", {"recovery_action": {2: "gpu_reset"}}, None, {"NT1031"},
      "GPU2 driver asks for recovery: gpu_reset"),
     ("fabric route unhealthy", {"fabric_health": {3: {"route_unhealthy": True}}}, None,
@@ -247,6 +249,17 @@ def test_registered_peermem_gives_gpudirect_with_the_proprietary_driver(
     code, doc = run_check(capsys, "--root", str(host.root), "--nvml", str(host.nvml), *DGX_ARGS)
     assert code == 0, doc["summary"]
     assert {c["id"]: c["status"] for c in doc["checks"]}["rdma.gpudirect"] == "pass"
+
+
+def test_busy_gpus_are_judged_only_at_job_start(synth: Any, synth_tmp: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """The agent checks while jobs run: without --expect-idle a busy GPU is no fault."""
+    host = synth.build_dgx_h100(synth_tmp, synth.Options(gpu_processes={0: 1}))
+    code, doc = run_check(capsys, "--root", str(host.root), "--nvml", str(host.nvml),
+                          "--profile", "dgx-h100", "--mount", "/raid")
+    busy = [c for c in doc["checks"] if c["id"] == "gpu.busy"]
+    assert code == 0 and {c["status"] for c in busy} == {"skipped"}
+    assert "--expect-idle" in json.dumps(busy)
 
 
 def test_nvlink_recoveries_warn_and_keep_the_node(synth: Any, synth_tmp: Path,

@@ -270,3 +270,25 @@ def test_prolog_fails_the_job_and_drains_an_unhealthy_node(cluster: Cluster) -> 
     finally:
         c.run(_which("scancel") or "scancel", job)
         c.scontrol("update", f"nodename={c.node}", "state=resume")
+
+
+@pytest.mark.parametrize(("mode", "expect_idle", "passed"), [
+    ("prolog", "1", True), ("prolog", "0", False), ("healthcheck", "1", False)])
+def test_only_the_prolog_asks_for_idle_gpus_and_only_when_told(
+        tmp_path: Path, mode: str, expect_idle: str, passed: bool) -> None:
+    """NODETUNE_EXPECT_IDLE=1 adds --expect-idle to the prolog's check; the health check runs
+    beside jobs and never asks for it. A stand-in nodetune records its arguments."""
+    args_file = tmp_path / "args"
+    fake = tmp_path / "nodetune"
+    fake.write_text(f"#!/bin/sh\necho \"$@\" > {args_file}\necho 'nodetune: healthy'\n")
+    fake.chmod(0o755)
+    for tool in ("sinfo", "scontrol"):
+        (tmp_path / tool).write_text("#!/bin/sh\necho 'idle none'\n")
+        (tmp_path / tool).chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}", "NODETUNE": str(fake),
+           "NODETUNE_EXPECT_IDLE": expect_idle, "NODETUNE_SLURM_NODE": "n1",
+           "NODETUNE_DEFAULTS": str(tmp_path / "none")}
+    proc = subprocess.run(["bash", str(SLURM_DIR / "nodetune-slurm.sh"), mode], env=env,
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert ("--expect-idle" in args_file.read_text().split()) is passed

@@ -27,6 +27,9 @@
 #   NODETUNE_TIMEOUT          seconds `nodetune check` may take (default 30)
 #   NODETUNE_SCONTROL_TIMEOUT seconds each scontrol/sinfo call may take (default 10)
 #   NODETUNE_ON_ERROR         ignore (default) or drain when nodetune cannot give a result
+#   NODETUNE_EXPECT_IDLE      1: the prolog also requires every GPU free of compute processes
+#                             (--expect-idle); only for nodes given whole to one job, since
+#                             jobs sharing a node hold the other GPUs (default 0)
 #   NODETUNE_SLURM_NODE       node name (default: $SLURMD_NODENAME, else hostname -s)
 #   NODETUNE_PROFILES_DIR     site profile directories (":"-separated), searched before the
 #                             shipped profiles, as `--profiles-dir` (exported to nodetune check)
@@ -110,8 +113,11 @@ resume_if_ours() {
 errfile=$(mktemp "${TMPDIR:-/tmp}/nodetune-slurm.XXXXXX")
 trap 'rm -f "$errfile"' EXIT
 # shellcheck disable=SC2086  # NODETUNE_CHECK_ARGS is split on purpose
+mode_args=()
+[ "$MODE" = prolog ] && [ "${NODETUNE_EXPECT_IDLE:-0}" = 1 ] && mode_args=(--expect-idle)
 out=$(timeout -k 5 "$((CHECK_TIMEOUT + 10))" "$NODETUNE" check --tier "$TIER" \
-      --max-age "$MAX_AGE" --timeout "$CHECK_TIMEOUT" ${NODETUNE_CHECK_ARGS:-} 2>"$errfile")
+      --max-age "$MAX_AGE" --timeout "$CHECK_TIMEOUT" "${mode_args[@]}" \
+      ${NODETUNE_CHECK_ARGS:-} 2>"$errfile")
 rc=$?
 summary=$(printf '%s\n' "$out" | head -n 1 | tr -d '"\r' | cut -c 1-250)
 

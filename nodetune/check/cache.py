@@ -78,7 +78,7 @@ def request_key(fields: Mapping[str, Any]) -> str:
                        if overrides else None,
                        "gpus": fields["expect_gpus"], "model": fields["expect_model"],
                        "mounts": sorted(fields["mounts"]), "modules": sorted(fields["modules"]),
-                       "probe": fields["write_probe"]})
+                       "probe": fields["write_probe"], "idle": fields["expect_idle"]})
 
 
 def result_file(fields: Mapping[str, Any], key: str) -> str | None:

@@ -129,6 +129,8 @@ def request_variables(req: CheckRequest, suite_vars: dict[str, Any],
         variables["gpu_count"] = req.expect_gpus
     if req.expect_model:
         variables["gpu_model"] = gpu_model(req.expect_model) or req.expect_model
+    if req.expect_idle:
+        variables["gpu_processes_max"] = 0
     if req.mounts:
         mounts = list(variables.get("required_mounts") or [])
         variables["required_mounts"] = mounts + [m for m in req.mounts if m not in mounts]

@@ -74,6 +74,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(("--require-module",), "modules", "text", (), "A kernel module that must be loaded, "
            "e.g. nvidia_peermem (repeatable).", "NAME", multiple=True,
            variable="required_modules"),
+    Option(("--expect-idle",), "expect_idle", "flag", False, "GPUs must have no compute "
+           "process (at job start: a process left by the last job holds memory and SMs).",
+           "", variable="gpu_processes_max"),
     Option(("--write-probe",), "write_probe", "flag", False, "Also write and remove a small "
            "file in each required mount and in /, /tmp and /dev/shm (live host only)."),
     Option(("--cache-file",), "cache_file", "file", None, "Keep the cached result in PATH "
@@ -87,7 +90,7 @@ REQUEST_FIELDS: tuple[str, ...] = tuple(o.dest for o in OPTIONS if o.group != "o
 DEFAULTS: dict[str, Any] = {o.dest: o.default for o in OPTIONS if o.group != "output"}
 # A check skipped for want of a variable names the option that sets it.
 VARIABLE_FLAGS: dict[str, str] = {
-    o.variable: f"{o.flags[-1]} {o.metavar}" for o in OPTIONS if o.variable}
+    o.variable: f"{o.flags[-1]} {o.metavar}".strip() for o in OPTIONS if o.variable}
 
 
 def convert(opt: Option, text: str) -> Any:

@@ -30,6 +30,7 @@ class CheckRequest:
     expect_model: str | None = DEFAULTS["expect_model"]
     mounts: tuple[str, ...] = DEFAULTS["mounts"]
     modules: tuple[str, ...] = DEFAULTS["modules"]
+    expect_idle: bool = DEFAULTS["expect_idle"]
     write_probe: bool = DEFAULTS["write_probe"]
     cache_file: str | None = DEFAULTS["cache_file"]
 

@@ -61,6 +61,10 @@ class GpuClocks:
     mem_mhz: int | None
     sm_max_mhz: int | None
     mem_max_mhz: int | None
+    sm_app_mhz: int | None  # application clocks: what the GPU runs work at (nvidia-smi -ac)
+    mem_app_mhz: int | None
+    sm_default_app_mhz: int | None
+    mem_default_app_mhz: int | None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -150,6 +154,8 @@ class Gpu:
     memory_numa_node: int | None  # NUMA node of the GPU's own memory (Grace coherent systems)
     device_minor: int | None  # N of the GPU's /dev/nvidiaN
     recovery_action: str | None  # what the driver asks after a fault: "none", "gpu_reset", ...
+    compute_processes: int | None  # processes holding the GPU now (a job, or one left behind)
+    memory_used_bytes: int | None  # framebuffer in use, the driver's reservation included
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -334,7 +340,9 @@ class _Builder:
             retired_pages=self._retired_pages(),
             remapped_rows=self._remapped_rows(),
             clocks=GpuClocks(**{k: self.n(f"clocks.{k}", "clocks", k)
-                                for k in ("sm_mhz", "mem_mhz", "sm_max_mhz", "mem_max_mhz")}),
+                                for k in ("sm_mhz", "mem_mhz", "sm_max_mhz", "mem_max_mhz",
+                                          "sm_app_mhz", "mem_app_mhz", "sm_default_app_mhz",
+                                          "mem_default_app_mhz")}),
             clock_event_reasons=None if reasons_mask is None
             else clock_event_reason_names(reasons_mask),
             power_draw_w=self.n("power_draw_w"),
@@ -351,6 +359,8 @@ class _Builder:
             memory_numa_node=self.n("memory_numa_node", "numa_node"),
             device_minor=self._device_minor(),
             recovery_action=self.n("recovery_action"),
+            compute_processes=self.n("compute_processes"),
+            memory_used_bytes=self.n("memory_used_bytes"),
         )
 
     def _named(self, fact: str) -> str | None:
@@ -538,7 +548,8 @@ def _field_sources(with_nvml: bool) -> dict[str, str]:
         "gpus.*.ecc": "nvmlDeviceGetEccMode, nvmlDeviceGetTotalEccErrors",
         "gpus.*.retired_pages": "nvmlDeviceGetRetiredPages, nvmlDeviceGetRetiredPagesPendingStatus",
         "gpus.*.remapped_rows": "nvmlDeviceGetRemappedRows",
-        "gpus.*.clocks": "nvmlDeviceGetClockInfo, nvmlDeviceGetMaxClockInfo",
+        "gpus.*.clocks": "nvmlDeviceGetClockInfo, nvmlDeviceGetMaxClockInfo, "
+                         "nvmlDeviceGetApplicationsClock, nvmlDeviceGetDefaultApplicationsClock",
         "gpus.*.clock_event_reasons": "nvmlDeviceGetCurrentClocksEventReasons",
         "gpus.*.power_draw_w": "nvmlDeviceGetPowerUsage",
         "gpus.*.power_limit_w": "nvmlDeviceGetEnforcedPowerLimit",
@@ -550,6 +561,8 @@ def _field_sources(with_nvml: bool) -> dict[str, str]:
                          "nvmlDeviceGetNvLinkRemoteDeviceType, nvmlDeviceGetP2PStatus",
         "gpus.*.fabric": "nvmlDeviceGetGpuFabricInfoV",
         "gpus.*.recovery_action": "nvmlDeviceGetFieldValues(NVML_FI_DEV_GET_GPU_RECOVERY_ACTION)",
+        "gpus.*.compute_processes": "nvmlDeviceGetComputeRunningProcesses",
+        "gpus.*.memory_used_bytes": "nvmlDeviceGetMemoryInfo",
         "gpus.*.performance_state": "nvmlDeviceGetPerformanceState",
         "gpus.*.memory_numa_node": "nvmlDeviceGetNumaNodeId",
         "gpus.*.device_minor": f"{driver_info_path('<address>')}, else nvmlDeviceGetMinorNumber",

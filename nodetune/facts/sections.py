@@ -136,6 +136,7 @@ class HealthGpu(TypedDict):
     fabric_healthy: bool | None  # no unhealthy route, degraded bandwidth or misconfiguration
     fabric_problems: str  # what the health mask flags, comma separated
     recovery_action: str | None  # the driver's recommended recovery: "none", "gpu_reset", ...
+    compute_processes: int | None  # processes holding the GPU (NVML)
     nvlink_recovery_errors: int | None  # summed over active links, since the driver loaded
     nvlink_replay_errors: int | None
     nvlink_crc_errors: int | None  # flit and data CRC errors

@@ -306,6 +306,8 @@ class _DeviceReader:
             "uuid": _text(self.q("uuid", "nvmlDeviceGetUUID")),
             "minor_number": self.q("minor_number", "nvmlDeviceGetMinorNumber"),
             "memory_total_bytes": getattr(memory, "total", None),
+            "memory_used_bytes": getattr(memory, "used", None),
+            "compute_processes": self._compute_processes(),
             "persistence_mode": _enabled(persistence),
             "ecc": self._ecc(),
             "retired_pages": self._retired_pages(),
@@ -317,6 +319,16 @@ class _DeviceReader:
                                      n.NVML_CLOCK_SM),
                 "mem_max_mhz": self.q("clocks.mem_max_mhz", "nvmlDeviceGetMaxClockInfo",
                                       n.NVML_CLOCK_MEM),
+                "sm_app_mhz": self.q("clocks.sm_app_mhz", "nvmlDeviceGetApplicationsClock",
+                                     n.NVML_CLOCK_SM),
+                "mem_app_mhz": self.q("clocks.mem_app_mhz", "nvmlDeviceGetApplicationsClock",
+                                      n.NVML_CLOCK_MEM),
+                "sm_default_app_mhz": self.q("clocks.sm_default_app_mhz",
+                                             "nvmlDeviceGetDefaultApplicationsClock",
+                                             n.NVML_CLOCK_SM),
+                "mem_default_app_mhz": self.q("clocks.mem_default_app_mhz",
+                                              "nvmlDeviceGetDefaultApplicationsClock",
+                                              n.NVML_CLOCK_MEM),
             },
             "clock_event_reasons_mask": reasons,
             "clock_event_reasons": None if reasons is None else clock_event_reason_names(reasons),
@@ -340,6 +352,13 @@ class _DeviceReader:
         }
         device["errors"] = self.errors
         return device
+
+    def _compute_processes(self) -> int | None:
+        """How many compute processes hold the GPU (counted, never named)."""
+        procs = self.call.first("compute_processes", [
+            ("nvmlDeviceGetComputeRunningProcesses_v3", (self.handle,)),
+            ("nvmlDeviceGetComputeRunningProcesses", (self.handle,))])
+        return None if procs is None else len(procs)
 
     def _recovery_action(self) -> str | None:
         values = self.q("recovery_action", "nvmlDeviceGetFieldValues", [FIELD_GPU_RECOVERY_ACTION])
