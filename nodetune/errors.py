@@ -97,4 +97,4 @@ def internal_error_line(exc: BaseException) -> str:
     """The one line printed for an exception nodetune did not expect (a bug)."""
     text = " ".join(str(exc).split()) or "no message"
     return (f"nodetune: internal error: {type(exc).__name__}: {text}; "
-            f"rerun with {DEBUG_ENV}=1 for the traceback")
+            f"fix: report it ({DEBUG_ENV}=1 shows the traceback)")

@@ -109,7 +109,7 @@ def _command_lines(tmp_path: Path) -> Iterator[tuple[list[str], dict[str, str]]]
     yield [], {}
     yield ["--tier", "standard", "--json", "-v", "--verbose"], {}
     yield ["--tier=quick", "--timeout", "0.1", "--max-age=0", "--expect-gpus", "0"], {}
-    yield ["--timeout", "1e3", "--max-age", "inf", "--expect-gpus", "+8"], {}
+    yield ["--timeout", "1e3", "--max-age", "1e9", "--expect-gpus", "+8"], {}
     yield ["--mount", "/a", "--mount=/b", "--require-module", "x", "--mount", "--json"], {}
     yield ["--profile", "auto", "--profile", "dgx-h100", "--expect-model", "H100"], {}
     yield ["--root", str(a_dir), "--cache-file", str(a_file), "--nvml", "off"], {}
@@ -131,6 +131,11 @@ def _command_lines(tmp_path: Path) -> Iterator[tuple[list[str], dict[str, str]]]
     yield ["--expect-gpus", "-1"], {}
     yield ["--expect-gpus", "2.0"], {}
     yield ["--max-age", "nan"], {}
+    yield ["--max-age", "inf"], {}
+    yield ["--timeout", "-inf"], {}
+    yield ["--profile", ""], {}
+    yield ["--profile", "/etc/passwd"], {}
+    yield ["--profile", "../x"], {}
     yield ["--bogus"], {}
     yield ["--json=1"], {}
     yield ["-v=1"], {}
@@ -146,7 +151,7 @@ def test_fast_path_and_click_agree(tmp_path: Path) -> None:
     for argv, env in _command_lines(tmp_path):
         fast = parse(argv, environ=env)
         if fast is None:
-            if argv != ["--help"] and argv != ["--max-age", "nan"]:
+            if argv != ["--help"]:
                 assert _click_values(argv, env) is None, (argv, env)
             continue
         accepted += 1

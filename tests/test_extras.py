@@ -196,8 +196,8 @@ def test_an_unexpected_exception_is_one_line_and_exit_3(
         cli.main(["facts"])
     assert info.value.code == 3
     err = capsys.readouterr().err
-    assert err == ("nodetune: internal error: KeyError: 'gpus\\nsecond line'; rerun with "
-                   "NODETUNE_DEBUG=1 for the traceback\n")
+    assert err == ("nodetune: internal error: KeyError: 'gpus\\nsecond line'; fix: report it "
+                   "(NODETUNE_DEBUG=1 shows the traceback)\n")
 
 
 def test_nodetune_debug_shows_the_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -228,7 +228,7 @@ def test_the_check_fast_path_has_the_same_safety_net(debug: str, want_rc: int) -
         assert "Traceback" in proc.stderr and "ZeroDivisionError" in proc.stderr
     else:
         assert proc.stderr == ("nodetune: internal error: ZeroDivisionError: division by zero; "
-                               "rerun with NODETUNE_DEBUG=1 for the traceback\n")
+                               "fix: report it (NODETUNE_DEBUG=1 shows the traceback)\n")
 
 
 def test_python_m_nodetune_cli_is_the_cli(vm_root: Path) -> None:

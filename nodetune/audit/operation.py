@@ -44,16 +44,31 @@ class AuditResult:
     @property
     def compliance(self) -> float:
         """Percent of checked settings that pass, weighted by severity (critical 3, warning 2,
-        info 1); unknown and skipped settings do not count."""
+        info 1); unknown and skipped settings do not count. 0 when no setting could be checked
+        but some are unknown: a tree nodetune cannot read is not compliant."""
         checked = [f for f in self.findings if f.status in (Status.PASS, Status.FAIL)]
         total = sum(f.severity.rank for f in checked)
         if not total:
-            return 100.0
+            return 0.0 if self.nothing_checked else 100.0
         passed = sum(f.severity.rank for f in checked if f.status is Status.PASS)
         return round(100.0 * passed / total, 1)
 
     @property
+    def verdict(self) -> str:
+        return {exitcodes.CRITICAL: "critical findings", exitcodes.WARNINGS: "warnings",
+                exitcodes.ERROR: "not checked (no setting could be read)"}.get(
+                    self.exit_code, "compliant")
+
+    @property
+    def nothing_checked(self) -> bool:
+        """Every setting is unknown (or skipped): the audit could not read the node."""
+        return bool(self.count(Status.UNKNOWN)) and not any(
+            f.status in (Status.PASS, Status.FAIL) for f in self.findings)
+
+    @property
     def exit_code(self) -> int:
+        if self.nothing_checked:
+            return exitcodes.ERROR
         if self.count(Status.FAIL, Severity.CRITICAL):
             return exitcodes.CRITICAL
         if self.count(Status.FAIL, Severity.WARNING):
@@ -120,6 +135,8 @@ def run_audit(facts: Mapping[str, Any], *, profile: str | None = None,
     if "derived" not in facts:  # derive once: profile matching and every rule read it
         facts = {**facts, "derived": derive(dict(facts))}
     library = library or Library(profiles_dirs)
+    if not profile:
+        _can_match(facts)
     match = Match(profile=profile, reason="chosen with --profile", automatic=False) if profile \
         else library.match(facts)
     prof = library.load(match.profile, overrides)
@@ -131,8 +148,28 @@ def run_audit(facts: Mapping[str, Any], *, profile: str | None = None,
     threshold = Severity(severity).rank
     findings = sorted((f for f in findings if f.severity.rank >= threshold), key=sort_key)
     gpu_found = bool(facts.get("gpus"))
-    return AuditResult(profile=prof, match=match, findings=findings, gpu_found=gpu_found,
-                       notes=_notes(facts, gpu_found), source=source, overrides=overrides)
+    result = AuditResult(profile=prof, match=match, findings=findings, gpu_found=gpu_found,
+                         notes=_notes(facts, gpu_found), source=source, overrides=overrides)
+    if result.nothing_checked:
+        result.notes.append(f"no setting could be checked ({result.count(Status.UNKNOWN)} "
+                               "unknown): not compliant, exit 3")
+    return result
+
+
+# Collectors whose facts recommend.yaml matches on: when one of them failed, the first rule
+# that matches may be the catch-all `base` only because the GPUs or CPUs were not read.
+MATCH_COLLECTORS = ("cpu", "pci", "gpu")
+
+
+def _can_match(facts: Mapping[str, Any]) -> None:
+    """Refuse to pick a profile automatically from facts a failed collector left out."""
+    collectors = facts.get("collectors") or {}
+    failed = [f"{name} collector failed: {str(status.get('error')).split('; fix:')[0]}"
+              for name in MATCH_COLLECTORS
+              if isinstance(status := collectors.get(name), Mapping) and not status.get("ok", True)]
+    if failed:
+        raise ProfileError("cannot pick this node's profile: " + "; ".join(failed),
+                           fix="pass --profile NAME, or correct what the collector reports")
 
 
 def _notes(facts: Mapping[str, Any], gpu_found: bool) -> list[str]:

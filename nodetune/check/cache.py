@@ -151,7 +151,11 @@ def parsed_cache_path(cache_dir: str | None, kind: str, parts: dict[str, Any]) -
     data directory costs an importlib.resources import, which a warm start avoids this way.)"""
     if not cache_dir:
         return None
-    return os.path.join(cache_dir, f"{kind}-{result_key({'v': __version__, **parts})}.json")
+    # the package's own location is part of the key: two installs of one version (a checkout
+    # and a wheel) ship different files under the same "shipped" name
+    package = os.path.dirname(os.path.abspath(__file__))
+    key = result_key({"v": __version__, "pkg": package, **parts})
+    return os.path.join(cache_dir, f"{kind}-{key}.json")
 
 
 def stamps(paths: list[str]) -> list[list[Any]]:

@@ -39,6 +39,9 @@ from nodetune.schemas import CHECK_SCHEMA
 
 SUMMARY_LIMIT = 200  # characters of the one-line summary (a Slurm drain reason)
 PREFIX = "nodetune:"
+# A check that could not be evaluated because a collector it reads failed (nodetune's or the
+# tree's fault, not the node's health): never healthy, never a drain, exit 3.
+NOT_CHECKED_FAULT = "NT0001"
 _STATUS_RANK = {"timeout": 5, "fail": 4, "error": 3, "unknown": 2, "pass": 1, "skipped": 0}
 
 
@@ -141,10 +144,14 @@ class CheckOutcome:
     findings: list[Any] = field(default_factory=list)  # nodetune.facts.model.Finding
     note: str = ""
 
+    @property
+    def fault_code(self) -> Any:
+        return NOT_CHECKED_FAULT if self.status == "error" else self.check.rule.get("fault_code")
+
     def to_json(self) -> dict[str, Any]:
         rule = self.check.rule
         doc: dict[str, Any] = {
-            "id": self.check.id, "fault_code": rule.get("fault_code"),
+            "id": self.check.id, "fault_code": self.fault_code,
             "severity": rule.get("severity", "warning"), "action": self.check.action,
             "status": self.status, "seconds": round(self.seconds, 4),
         }
@@ -170,11 +177,20 @@ def _fault(outcome: CheckOutcome, finding: Any | None) -> dict[str, Any]:
 
 
 def summary_line(faults: list[dict[str, Any]], warnings: list[dict[str, Any]],
-                 counts: dict[str, int], tier: str, limit: int = SUMMARY_LIMIT) -> str:
-    """One line for people and for Slurm's drain reason (ASCII, at most `limit` characters)."""
+                 counts: dict[str, int], tier: str, limit: int = SUMMARY_LIMIT,
+                 unchecked: list[str] | None = None) -> str:
+    """One line for people and for Slurm's drain reason (ASCII, at most `limit` characters).
+
+    `unchecked`: why each drain check that could not be evaluated was not; the line then says
+    "not checked" (never "healthy"), and how many checks were evaluated."""
+    total = sum(counts.values())
+    evaluated = f"{total - counts.get('error', 0) - counts.get('timeout', 0)}/{total}"
     if faults:
         return join_limited(PREFIX, [f["message"] for f in faults], limit)
-    text = f"{PREFIX} healthy ({tier}: " + ", ".join(
+    if unchecked:
+        return join_limited(f"{PREFIX} not checked ({tier}: {evaluated} evaluated):",
+                            unchecked, limit)
+    text = f"{PREFIX} healthy ({tier}: {evaluated} evaluated; " + ", ".join(
         f"{n} {s}" for s, n in counts.items() if n and s in ("pass", "skipped", "unknown")) + ")"
     text = text.replace(" pass", " passed")
     if warnings:
@@ -239,6 +255,16 @@ class Report:
         return [f"{o.check.id}: {o.note}" for o in self.outcomes if o.status == "error"]
 
     @property
+    def unchecked(self) -> list[str]:
+        """Why each drain check that could not be evaluated was not (collector failures)."""
+        return [o.note.removeprefix("could not check: ") for o in self.outcomes
+                if o.status == "error" and o.check.action == "drain"]
+
+    @property
+    def healthy(self) -> bool:
+        return not self.faults and not self.unchecked
+
+    @property
     def exit_code(self) -> int:
         if self.faults:
             return exitcodes.UNHEALTHY
@@ -251,13 +277,14 @@ class Report:
         return counts
 
     def summary(self) -> str:
-        return summary_line(self.faults, self.warnings, self.counts(), self.tier)
+        return summary_line(self.faults, self.warnings, self.counts(), self.tier,
+                            unchecked=self.unchecked)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "schema": CHECK_SCHEMA, "nodetune_version": __version__, "node": self.node,
             "origin": self.origin, "tier": self.tier, "profile": self.profile,
-            "healthy": not self.faults, "exit_code": self.exit_code, "summary": self.summary(),
+            "healthy": self.healthy, "exit_code": self.exit_code, "summary": self.summary(),
             "started_at": round(self.started_at, 3),
             "finished_at": round(self.started_at + self.seconds, 3),
             "seconds": round(self.seconds, 4), "cached": False, "cache_age_s": None,
@@ -395,6 +422,18 @@ def _hostname(doc: dict[str, Any], node: Any) -> str:
     return str(name) if name else (socket.gethostname() if node.root.is_live else "?")
 
 
+def _failed_collectors(check: CheckDef, collectors: Mapping[str, Any]) -> list[str]:
+    """"gpu collector failed: ValueError: ..." for each collector the check reads that failed
+    (a subsystem that is absent, NoData, is not a failure: its checks see no items)."""
+    out = []
+    for name in check.needs:
+        status = collectors.get(name)
+        if isinstance(status, Mapping) and not status.get("ok", True) \
+                and not status.get("no_data") and not status.get("timed_out"):
+            out.append(f"{name} collector failed: {status.get('error') or 'no reason'}")
+    return out
+
+
 def _evaluate(check: CheckDef, doc: dict[str, Any], variables: dict[str, Any],
               results: dict[str, UnitResult], hints: Mapping[str, str]) -> CheckOutcome:
     for name in check.needs:
@@ -406,6 +445,9 @@ def _evaluate(check: CheckDef, doc: dict[str, Any], variables: dict[str, Any],
                 f"{name} answered only after {res.seconds:.1f} s"
             note = f"check {check.id} timed out after {check.timeout:g} s ({why})"
             return CheckOutcome(check, "timeout", res.seconds, note=note)
+    failed = _failed_collectors(check, doc.get("collectors") or {})
+    if failed:
+        return CheckOutcome(check, "error", note="could not check: " + "; ".join(failed))
     for name in check.needs:
         res = results.get(name)
         if name.startswith("bench:") and res is not None:

@@ -16,13 +16,16 @@ import os
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+from nodetune.profiles.names import is_profile_name
+
 TIERS = ("quick", "standard")
 
 
 class Option(NamedTuple):
     """One option: its flags, the CheckRequest field it fills and what it accepts.
 
-    kind: flag (on when given), tier (one of TIERS), float and int (at least `minimum`), text,
+    kind: flag (on when given), tier (one of TIERS), float and int (at least `minimum`,
+    finite), text, profile (a profile name, nodetune.profiles.names),
     file (a path that is not a directory), dir (a path that is not a file).
     group: check (declared here for click too), node (click gets it from cli.node_options),
     profile (from commands.audit.profile_options, exactly as `audit`), output (how the result
@@ -57,7 +60,7 @@ OPTIONS: tuple[Option, ...] = (
            "30 quick, 120 standard); each check also has its own timeout.", "S", minimum=0.1),
     Option(("--max-age",), "max_age", "float", None, "Reuse a cached result at most S seconds "
            "old (same node, tier, profile, expectations, boot).", "S", minimum=0),
-    Option(("--profile",), "profile", "text", None, "Take expectations (GPU count, model, port "
+    Option(("--profile",), "profile", "profile", None, "Take expectations (GPU count, model, port "
            "rate ...) from this profile; 'auto' picks the matching one.", "NAME|auto"),
     Option(("--profiles-dir",), "profiles_dirs", "dir", (), "Extra profile directory, searched "
            "before the shipped profiles (repeatable; env NODETUNE_PROFILES_DIR).", "DIR",
@@ -101,13 +104,15 @@ def convert(opt: Option, text: str) -> Any:
         return text
     if opt.kind in ("float", "int"):
         number: float = float(text) if opt.kind == "float" else int(text)
-        if number != number:  # NaN: click would take it; the fast path leaves it to click
-            raise ValueError(text)
+        if number != number or number in (float("inf"), float("-inf")):
+            raise ValueError(text)  # click refuses it (commands.params.FiniteFloatRange)
         if opt.minimum is not None and number < opt.minimum:
             raise ValueError(text)
         return number
     if opt.kind in ("file", "dir"):
         _check_path(opt.kind, text)
+    if opt.kind == "profile" and not is_profile_name(text):
+        raise ValueError(text)
     return text
 
 

@@ -26,6 +26,7 @@ from nodetune.check.cache import parsed_cache_path, read_parsed, stamps, write_j
 from nodetune.errors import ProfileError
 from nodetune.facts.health import NEEDS
 from nodetune.node.resources import data_dir
+from nodetune.profiles import yamldoc
 from nodetune.rules.schema import rule_problems
 
 if TYPE_CHECKING:
@@ -74,9 +75,9 @@ def load_suite(tier: str, directory: Path | None = None, cache_dir: str | None =
 
     where = os.path.abspath(directory) if directory else "shipped"
     cache_file = parsed_cache_path(cache_dir, f"suite-{tier}", {"tier": tier, "dir": where})
-    cached = read_parsed(cache_file)
-    if cached is not None and "checks" in cached:
-        return _from_json(cached)
+    cached = _from_json(read_parsed(cache_file))
+    if cached is not None:
+        return cached
     raw = _load_raw(directory or checks_dir(), tier, ())
     suite = _build(tier, raw)
     if cache_file:
@@ -87,19 +88,10 @@ def load_suite(tier: str, directory: Path | None = None, cache_dir: str | None =
 # -- YAML -------------------------------------------------------------------------------
 
 def _read_yaml(path: Path) -> Any:
-    # deferred: PyYAML costs 16 ms at start-up; a cached check never parses YAML
-    import yaml
-
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return yaml.load(fh, Loader=loader)
-    except FileNotFoundError as exc:
+    if not path.is_file():
         raise ProfileError(f"no check suite {path}", fix="reinstall nodetune, or use "
-                           f"--tier {' or '.join(TIERS)}") from exc
-    except yaml.YAMLError as exc:
-        raise ProfileError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}",
-                           fix="fix the YAML syntax") from exc
+                           f"--tier {' or '.join(TIERS)}")
+    return yamldoc.load(path, fix="fix the YAML syntax").data
 
 
 def _load_raw(directory: Path, tier: str, seen: tuple[str, ...]) -> dict[str, Any]:
@@ -218,9 +210,20 @@ def _write_cache(path: str, suite: Suite) -> None:
                     "bench": c.bench, "source": c.source} for c in suite.checks]})
 
 
-def _from_json(doc: dict[str, Any]) -> Suite:
-    checks = tuple(CheckDef(id=c["id"], rule=c["rule"], timeout=float(c["timeout"]),
-                            needs=tuple(c["needs"]), bench=c.get("bench"), source=c["source"])
-                   for c in doc["checks"])
-    return Suite(tier=doc["tier"], variables=doc["variables"], checks=checks,
-                 files=tuple(doc["files"]))
+def _from_json(doc: Any) -> Suite | None:
+    """The cached suite, or None when the cache is absent or not in the shape written above
+    (a corrupt or foreign cache is ignored and rebuilt, never trusted)."""
+    try:
+        checks = tuple(CheckDef(id=str(c["id"]), rule=dict(c["rule"]),
+                                timeout=float(c["timeout"]), needs=tuple(map(str, c["needs"])),
+                                bench=dict(c["bench"]) if c.get("bench") else None,
+                                source=str(c["source"]))
+                       for c in doc["checks"])
+        suite = Suite(tier=str(doc["tier"]), variables=dict(doc["variables"]),
+                      checks=checks, files=tuple(map(str, doc["files"])))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    if not checks or any(not isinstance(c.rule.get("fact"), str) or not c.timeout > 0
+                         for c in checks):
+        return None
+    return suite

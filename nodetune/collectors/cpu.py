@@ -182,9 +182,9 @@ def _topology(root: HostRoot, notes: FactNotes, online: list[int], node_of: dict
         sib = root.read_str(f"{base}/thread_siblings_list", None)
         if sib is None:
             mask = root.read_str(f"{base}/thread_siblings", None)
-            sib_ids = cpulist.parse_mask(mask) if mask is not None else None
+            sib_ids = cpulist.parse_or_none(mask, mask=True)
         else:
-            sib_ids = cpulist.parse(sib)
+            sib_ids = cpulist.parse_or_none(sib)
         if sib_ids:
             siblings.add(tuple(sib_ids))
         if socket is not None:
@@ -223,7 +223,7 @@ def _policies(root: HostRoot, online: list[int]) -> list[tuple[str, list[int]]]:
     for name in root.listdir(base):
         if re.fullmatch(r"policy\d+", name):
             text = root.read_str(f"{base}/{name}/affected_cpus", "")
-            cpus = cpulist.parse(text.replace(" ", ","))
+            cpus = cpulist.parse_or_none(text.replace(" ", ",")) or []
             cpus = [c for c in cpus if c in alive]
             if cpus:
                 out.append((f"{base}/{name}", cpus))
@@ -359,10 +359,10 @@ def _cache_groups(root: HostRoot, notes: FactNotes) -> list[CacheGroup]:
                 continue
             shared = root.read_str(f"{base}/{index}/shared_cpu_list", None)
             if shared is not None:
-                group = tuple(cpulist.parse(shared))
+                group = tuple(cpulist.parse_or_none(shared) or ())
             else:  # older kernels have only the mask (the hwloc gathers 16em64t, 256ppc)
                 mask = root.read_str(f"{base}/{index}/shared_cpu_map", None)
-                group = tuple(cpulist.parse_mask(mask)) if mask else ()
+                group = tuple(cpulist.parse_or_none(mask, mask=True) or ())
             if not group:
                 continue
             covered.setdefault(index, set()).update(group)
@@ -382,7 +382,7 @@ def _special_cpus(root: HostRoot, notes: FactNotes, fact: str, cmd_key: str) -> 
     text = root.read_str(path, None)
     if text is not None:
         notes.source(fact, path)
-        return [] if text == "(null)" else cpulist.parse(text)
+        return [] if text == "(null)" else cpulist.parse_or_none(text) or []
     cmdline = root.read_str("/proc/cmdline", None)
     if cmdline is not None:
         notes.source(fact, f"/proc/cmdline {cmd_key}=")

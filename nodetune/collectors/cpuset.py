@@ -34,8 +34,9 @@ def cpu_dirs(root: HostRoot) -> list[int]:
 def online_cpus(root: HostRoot) -> CpuSet | None:
     """The online CPUs and where that came from; None when the tree cannot tell."""
     text = root.read_str(f"{CPU_DIR}/online", None)
-    if text is not None:
-        return CpuSet(cpulist.parse(text), f"{CPU_DIR}/online")
+    online = cpulist.parse_or_none(text)
+    if online:  # an unreadable or corrupt file: the other sources below
+        return CpuSet(online, f"{CPU_DIR}/online")
     dirs = cpu_dirs(root)
     if dirs:
         # cpu0 usually has no `online` file: it cannot be taken offline.
@@ -56,7 +57,7 @@ def online_cpus(root: HostRoot) -> CpuSet | None:
 
 def present_cpus(root: HostRoot) -> list[int]:
     text = root.read_str(f"{CPU_DIR}/present", None)
-    return cpulist.parse(text) if text is not None else cpu_dirs(root)
+    return cpulist.parse_or_none(text) or cpu_dirs(root)
 
 
 @dataclass(frozen=True)
@@ -80,12 +81,14 @@ def node_cpus(root: HostRoot, online: list[int]) -> NodeCpus:
     for node in ids:
         base = f"{NODE_DIR}/node{node}"
         text = root.read_str(f"{base}/cpulist", None)
-        if text is not None:
-            cpus = cpulist.parse(text)
+        parsed = cpulist.parse_or_none(text)
+        if parsed is not None:
+            cpus = parsed
         else:
             mask = root.read_str(f"{base}/cpumap", None)
-            if mask is not None:
-                cpus = cpulist.parse_mask(mask)
+            from_mask = cpulist.parse_or_none(mask, mask=True)
+            if from_mask is not None:
+                cpus = from_mask
             else:
                 cpus = [int(m.group(1)) for n in root.listdir(base) if (m := _CPU_ENTRY.match(n))]
         out[node] = sorted(c for c in cpus if c in alive)

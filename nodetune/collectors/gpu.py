@@ -220,7 +220,7 @@ def _read_sysfs_gpu(root: HostRoot, address: str) -> _SysfsGpu:
         address=address,
         numa_node=numa if numa is not None and numa >= 0 else None,
         raw_numa_node=raw_numa,
-        local_cpus=cpulist.parse(cpus_text) if cpus_text else None,
+        local_cpus=cpulist.parse_or_none(cpus_text) if cpus_text else None,
         local_cpus_source=cpus_source if cpus_text else None,
         pcie=GpuPcie(
             current_gen=gen_of(parse_link_speed(root.read_str(f"{base}/current_link_speed", None))),

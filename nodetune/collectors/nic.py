@@ -65,7 +65,7 @@ def _irq_cpus(root: HostRoot, notes: FactNotes, name: str, device: str) -> list[
     for irq in irqs:
         text = root.read_str(f"/proc/irq/{irq}/smp_affinity_list", None)
         if text is not None:
-            cpus.update(cpulist.parse(text))
+            cpus.update(cpulist.parse_or_none(text) or ())
             read += 1
     if not read:
         notes.missing(f"interfaces.{name}.irq_cpus",

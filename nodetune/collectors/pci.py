@@ -382,11 +382,13 @@ def _read_device(root: HostRoot, address: str, reasons: _ConfigReasons,
     local_cpus: list[int] | None = None
     cpus_text = read("local_cpulist")
     if cpus_text is not None:
-        local_cpus = cpulist.parse(cpus_text)
+        local_cpus = cpulist.parse_or_none(cpus_text)
+        if local_cpus is None:
+            unknown["local_cpus"] = f"local_cpulist holds {cpus_text[:40]!r}, not a CPU list"
     else:
         mask = read("local_cpus")
         if mask is not None:
-            local_cpus = cpulist.parse_mask(mask)
+            local_cpus = cpulist.parse_or_none(mask, mask=True)
         else:
             unknown["local_cpus"] = "no local_cpulist or local_cpus file"
 

@@ -20,6 +20,7 @@ from nodetune.agent.state import AgentState
 from nodetune.check.operation import check_profile_dirs
 from nodetune.cli import node_options
 from nodetune.commands.audit import profile_options
+from nodetune.commands.params import PROFILE_NAME, FiniteFloatRange
 from nodetune.errors import MissingExtra, NodetuneError
 from nodetune.node.hostroot import HostRoot
 from nodetune.schemas import AGENT_REPORT_SCHEMA
@@ -32,7 +33,7 @@ SHUTDOWN_GRACE_S = 4.0
 @node_options
 @click.option(
     "--interval",
-    type=click.FloatRange(min=0),
+    type=FiniteFloatRange(min=0),
     default=300.0,
     show_default=True,
     metavar="S",
@@ -40,7 +41,7 @@ SHUTDOWN_GRACE_S = 4.0
 )
 @click.option(
     "--jitter",
-    type=click.FloatRange(0, 1),
+    type=FiniteFloatRange(0, 1),
     default=0.1,
     show_default=True,
     help="Spread each interval by up to this fraction, so nodes do not run in step.",
@@ -53,7 +54,7 @@ SHUTDOWN_GRACE_S = 4.0
     help="Address of /metrics, /healthz, /readyz and /report.",
 )
 @click.option(
-    "--profile",
+    "--profile", type=PROFILE_NAME,
     default=None,
     metavar="NAME",
     help="Audit against this profile (default: the one the node matches).",
@@ -61,7 +62,7 @@ SHUTDOWN_GRACE_S = 4.0
 @profile_options
 @click.option(
     "--check-timeout",
-    type=click.FloatRange(min=1),
+    type=FiniteFloatRange(min=1),
     default=30.0,
     show_default=True,
     metavar="S",
@@ -69,7 +70,7 @@ SHUTDOWN_GRACE_S = 4.0
 )
 @click.option(
     "--bench-interval",
-    type=click.FloatRange(min=0),
+    type=FiniteFloatRange(min=0),
     default=0.0,
     show_default=True,
     metavar="S",

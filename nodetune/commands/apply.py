@@ -12,6 +12,7 @@ import click
 from nodetune import exitcodes
 from nodetune.apply import remediate
 from nodetune.commands.audit import profile_options
+from nodetune.commands.params import PROFILE_NAME, non_empty_items
 from nodetune.errors import ApplyError, Refused
 from nodetune.views import apply_text as view
 
@@ -30,7 +31,8 @@ state reset not allowed, profile does not match the hardware).
 
 
 @click.command("apply", help=HELP)
-@click.option("--profile", metavar="NAME", help="Profile to apply (default: the one matching "
+@click.option("--profile", type=PROFILE_NAME, metavar="NAME",
+              help="Profile to apply (default: the one matching "
               "this node, as `nodetune audit` picks it).")
 @profile_options
 @click.option("--nvml", default="auto", show_default=True, metavar="auto|live|off|FILE",
@@ -41,7 +43,8 @@ state reset not allowed, profile does not match the hardware).
 @click.option("--allow-reboot", is_flag=True, help="Allow changes that need a reboot "
               "(kernel command line, module options).")
 @click.option("--allow-disruptive", is_flag=True, help="Allow changes that reset kubelet state.")
-@click.option("--only", multiple=True, metavar="ID", help="Fix only these settings "
+@click.option("--only", multiple=True, callback=non_empty_items, metavar="ID",
+              help="Fix only these settings "
               "(repeatable; an id, a glob such as 'storage.*', or ID[subject]).")
 @click.option("--inventory", "-i", type=click.Path(exists=True, path_type=Path),
               metavar="FILE", help="Ansible inventory: apply to its hosts instead of this one.")

@@ -10,6 +10,7 @@ import click
 
 from nodetune.audit.operation import run_audit
 from nodetune.cli import node_options
+from nodetune.commands.params import PROFILE_NAME, non_empty_items
 from nodetune.node.source import open_node
 from nodetune.profiles.catalog import Library
 from nodetune.schemas import AUDIT_SCHEMA
@@ -37,14 +38,14 @@ def profile_options(func: F) -> F:
 
 @click.command("audit")
 @node_options
-@click.option("--profile", "profile", default=None, metavar="NAME",
+@click.option("--profile", "profile", type=PROFILE_NAME, default=None, metavar="NAME",
               help="Audit against this profile instead of the one the node matches.")
 @profile_options
 @click.option("--json", "as_json", is_flag=True,
               help="Print the audit as JSON (schema nodetune.audit/1).")
 @click.option("--junit", "junit", type=click.Path(dir_okay=False), default=None,
               metavar="FILE", help="Also write a JUnit XML report to FILE.")
-@click.option("--only", multiple=True, metavar="ID[,ID]",
+@click.option("--only", multiple=True, callback=non_empty_items, metavar="ID[,ID]",
               help="Audit only these settings (ids or globs like 'gpu.*'; repeatable).")
 @click.option("--skip", multiple=True, metavar="ID[,ID]",
               help="Skip these settings (ids or globs; repeatable).")

@@ -21,15 +21,18 @@ from nodetune.check.operation import CheckRequest, run
 from nodetune.check.options import OPTIONS, TIERS, Option, request_fields
 from nodetune.cli import node_options
 from nodetune.commands.audit import profile_options
+from nodetune.commands.params import PROFILE_NAME, FiniteFloatRange
 
 
 def _click_type(opt: Option) -> Any:
     if opt.kind == "tier":
         return click.Choice(TIERS)
     if opt.kind == "float":
-        return click.FloatRange(min=opt.minimum)
+        return FiniteFloatRange(min=opt.minimum)
     if opt.kind == "int":
         return click.IntRange(min=None if opt.minimum is None else int(opt.minimum))
+    if opt.kind == "profile":
+        return PROFILE_NAME
     if opt.kind == "file":
         return click.Path(dir_okay=False)
     if opt.kind == "dir":

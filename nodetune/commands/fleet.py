@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from nodetune.commands.params import FiniteFloatRange
 from nodetune.fleet import collect, report
 from nodetune.schemas import FLEET_COLLECT_SCHEMA, FLEET_SCHEMA
 from nodetune.views.fleet_html import write_html
@@ -80,9 +81,9 @@ def collect_cmd(inventory: Path, limit: str | None, forks: int, out: Path, bench
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
               default=None, metavar="FILE",
               help="Also write a self-contained HTML report with plots to FILE.")
-@click.option("--k", "k", type=click.FloatRange(min=0.5), default=3.5, show_default=True,
+@click.option("--k", "k", type=FiniteFloatRange(min=0.5), default=3.5, show_default=True,
               metavar="MADS", help="Benchmark outlier threshold: robust z-score (in MADs).")
-@click.option("--mad-floor", type=click.FloatRange(min=0.0, max=1.0), default=0.01,
+@click.option("--mad-floor", type=FiniteFloatRange(min=0.0, max=1.0), default=0.01,
               show_default=True, metavar="FRACTION",
               help="Smallest MAD used, as a fraction of the median.")
 @click.option("--top", type=click.IntRange(min=1), default=20, show_default=True, metavar="N",

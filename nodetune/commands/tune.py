@@ -15,6 +15,7 @@ from nodetune.bench import SUITES, identity
 from nodetune.bench.base import NullProgress, RunOptions
 from nodetune.commands.audit import profile_options
 from nodetune.commands.bench import _gpus_option, _sizes_option, output_file
+from nodetune.commands.params import PROFILE_NAME, non_empty_items
 from nodetune.errors import ApplyError, Refused
 from nodetune.tune import TUNE_SCHEMA, benchstep, card, operation
 from nodetune.views import tune_png, tune_text
@@ -41,12 +42,14 @@ compared; 4 refused, nothing was changed.
 @click.command("tune", help=HELP)
 @click.argument("suites", nargs=-1, required=True, type=click.Choice(list(SUITES)),
                 metavar="SUITE...")
-@click.option("--profile", metavar="NAME", help="Profile to apply (default: the one matching "
+@click.option("--profile", type=PROFILE_NAME, metavar="NAME",
+              help="Profile to apply (default: the one matching "
               "this node).")
 @profile_options
 @click.option("--nvml", default="auto", show_default=True, metavar="auto|live|off|FILE",
               help="NVML source for the audit.")
-@click.option("--only", multiple=True, metavar="ID", help="Apply only these settings "
+@click.option("--only", multiple=True, callback=non_empty_items, metavar="ID",
+              help="Apply only these settings "
               "(repeatable; an id, a glob, or ID[subject]).")
 @click.option("--allow-reboot", is_flag=True, help="Allow changes that need a reboot (they "
               "are not measured: the second run comes before the reboot).")

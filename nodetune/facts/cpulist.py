@@ -1,8 +1,27 @@
-"""Linux CPU/node list strings ("0-3,8,10-11") to sorted ids and back."""
+"""Linux CPU/node list strings ("0-3,8,10-11") to sorted ids and back.
+
+`parse` raises ValueError on anything the kernel does not write ("-", "-5-3", "3-1", binary
+bytes, ids beyond MAX_ID); collectors reading an optional file use `parse_or_none`, so one
+corrupt file makes one fact unknown instead of failing the whole collector.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+
+# Linux's NR_CPUS is at most 8192 (x86 MAXSMP, include/linux/threads.h); ids past this bound
+# are garbage, and a range up to them would allocate without limit.
+MAX_ID = 1 << 16
+
+
+def parse_or_none(text: str | None, *, mask: bool = False) -> list[int] | None:
+    """`parse(text)` (`parse_mask` with mask=True), or None when the text is not one."""
+    if text is None:
+        return None
+    try:
+        return parse_mask(text) if mask else parse(text)
+    except ValueError:
+        return None
 
 
 def parse(text: str | None) -> list[int]:
@@ -24,15 +43,30 @@ def parse(text: str | None) -> list[int]:
         if "-" in part:
             lo, _, hi = part.partition("-")
             hi, _, stride = hi.partition(":")
-            ids.update(range(int(lo), int(hi) + 1, int(stride) if stride else 1))
+            first, last, step = _id(lo), _id(hi), _id(stride) if stride else 1
+            if last < first or step < 1:
+                raise ValueError(f"bad CPU range {part!r}")
+            ids.update(range(first, last + 1, step))
         else:
-            ids.add(int(part))
+            ids.add(_id(part))
     return sorted(ids)
+
+
+def _id(text: str) -> int:
+    if not text.isdigit() or not text.isascii():
+        raise ValueError(f"not a CPU id: {text!r}")
+    value = int(text)
+    if value > MAX_ID:
+        raise ValueError(f"CPU id {value} is beyond {MAX_ID}")
+    return value
 
 
 def parse_mask(text: str) -> list[int]:
     """Parse a sysfs hex CPU mask ("00000000,0000ffff")."""
-    value = int(text.replace(",", "").replace("\x00", "").strip() or "0", 16)
+    digits = text.replace(",", "").replace("\x00", "").strip() or "0"
+    if len(digits) > MAX_ID // 4:
+        raise ValueError("CPU mask longer than MAX_ID bits")
+    value = int(digits, 16)
     return [i for i in range(value.bit_length()) if value >> i & 1]
 
 

@@ -19,6 +19,7 @@ from typing import Any, Final, Protocol
 
 from nodetune.errors import SourceError
 from nodetune.facts.pcie import normalize_address
+from nodetune.node import nvmlcheck
 from nodetune.schemas import NVML_SCHEMA
 
 # nvmlClocksEventReason* bits (nvml.h), in the order nvidia-smi prints them.
@@ -53,6 +54,7 @@ FABRIC_CONFIGURATION: Final = {1: "none", 2: "incorrect_sysguid", 3: "incorrect_
                                4: "no_partition", 5: "insufficient_nvlinks",
                                6: "incompatible_gpu_fw", 7: "invalid_location",
                                8: "gpu_state_invalid"}
+MAX_RECORDING_BYTES: Final = 64 << 20
 RECORDING_FIX: Final = "pass a nodetune.nvml/1 JSON file (a snapshot's nvml.json), or --nvml off"
 
 
@@ -113,8 +115,12 @@ class RecordedNvml:
     @classmethod
     def from_file(cls, path: str) -> RecordedNvml:
         try:
-            with open(path, encoding="utf-8") as fh:
-                doc = json.load(fh)
+            with open(path, "rb") as fh:
+                data = fh.read(MAX_RECORDING_BYTES + 1)
+            if len(data) > MAX_RECORDING_BYTES:
+                raise SourceError(f"NVML recording {path} is larger than "
+                                  f"{MAX_RECORDING_BYTES >> 20} MiB", fix=RECORDING_FIX)
+            doc = nvmlcheck.loads(data)
         except FileNotFoundError:
             raise SourceError(f"NVML recording {path} does not exist", fix=RECORDING_FIX) from None
         except (OSError, UnicodeDecodeError) as exc:
@@ -123,14 +129,17 @@ class RecordedNvml:
         except json.JSONDecodeError as exc:
             raise SourceError(f"NVML recording {path} is not JSON ({exc.msg} at line {exc.lineno})",
                               fix=RECORDING_FIX) from None
+        except (ValueError, RecursionError) as exc:
+            raise SourceError(f"NVML recording {path} is not JSON ({exc})",
+                              fix=RECORDING_FIX) from None
         return cls(doc, origin=path)
 
     @classmethod
     def from_text(cls, data: bytes, origin: str) -> RecordedNvml:
         """A recording held in memory (a snapshot's nvml.json)."""
         try:
-            doc = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as exc:
+            doc = nvmlcheck.loads(data)
+        except (ValueError, RecursionError) as exc:
             raise SourceError(f"NVML recording {origin} is not JSON ({exc})",
                               fix=RECORDING_FIX) from None
         return cls(doc, origin=origin)
@@ -156,6 +165,9 @@ def _validate(doc: Any, origin: str) -> None:
     for i, dev in enumerate(devices):
         if not isinstance(dev, dict) or not isinstance(dev.get("pci_bus_id"), str):
             raise bad(f"devices[{i}] has no 'pci_bus_id'")
+    problem = nvmlcheck.problems(doc)
+    if problem:
+        raise bad(problem)
 
 
 # -- the live library -------------------------------------------------------------------------

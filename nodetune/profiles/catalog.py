@@ -55,6 +55,7 @@ from nodetune.facts import paths as factpaths
 from nodetune.facts.paths import is_known
 from nodetune.node.resources import data_dir
 from nodetune.profiles import tunables
+from nodetune.profiles.names import NAME_RULE, is_profile_name
 from nodetune.profiles.yamldoc import YamlDoc, load
 from nodetune.rules.evaluation import conditions_hold
 from nodetune.rules.operators import OPERATORS, describe, satisfied
@@ -170,6 +171,8 @@ class Library:
         return sorted(found)
 
     def path(self, name: str) -> Path:
+        if not is_profile_name(name):
+            raise ProfileError(f"{name!r} is not a profile name", fix=NAME_RULE)
         for d in self.dirs:
             candidate = d / f"{name}.yaml"
             if candidate.is_file() and candidate.name != RECOMMEND_FILE:

@@ -120,9 +120,7 @@ def _tail(f: Finding) -> str:
 def summary_line(result: AuditResult) -> str:
     s = result.summary()
     failed = s["failed"]
-    verdict = ("critical findings" if result.exit_code == 2 else
-               "warnings" if result.exit_code == 1 else "compliant")
-    parts = [f"{result.profile.name}: {verdict}",
+    parts = [f"{result.profile.name}: {result.verdict}",
              f"{failed['critical']} critical, {failed['warning']} warning, "
              f"{failed['info']} info failed",
              f"{s['pass']} passed, {s['unknown']} unknown, {s['skipped']} skipped"]
