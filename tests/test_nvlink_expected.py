@@ -4,6 +4,8 @@ with 6 of 18 slots inactive is healthy; an H100 SXM (18 links) with the same is 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -82,3 +84,25 @@ def test_audit_uses_the_same_count() -> None:
     doc["gpus"][1]["index"] = 1
     derived = derive(doc)
     assert [(g["nvlink_down"], g["nvlink_expected"]) for g in derived["gpus"]] == [(0, 12), (6, 18)]
+
+
+def test_a_gpu_whose_nvlinks_nvml_does_not_show_is_unknown_not_down() -> None:
+    """A single H200 in a VM: NVML answers NotSupported for every link slot (real capture:
+    tests/fixtures/snapshots/h200x1-fc-vm.tar.gz). The links may exist; nothing says so."""
+    assert links_down("NVIDIA H200", active=0, inactive=0) == (None, 18)
+    assert nt3001([gpu("NVIDIA H200", active=0, slots=0)])[0][0] == "unknown"
+    assert links_down("NVIDIA L40S", active=0, inactive=0) == (0, 0)  # no NVLink product
+    assert links_down("NVIDIA H100 NVL", active=0, inactive=0) == (0, 0)  # no bridge
+
+
+SNAPSHOTS = sorted((Path(__file__).parent / "fixtures" / "snapshots").glob("*.tar.gz"))
+
+
+@pytest.mark.parametrize("snapshot", SNAPSHOTS, ids=[s.name for s in SNAPSHOTS])
+def test_no_real_capture_is_drained(snapshot: Path) -> None:
+    """Zero false drains: every real node we captured was healthy when captured."""
+    proc = subprocess.run([sys.executable, "-m", "nodetune", "check", "--from", str(snapshot),
+                           "--json"], capture_output=True, text=True, timeout=120, check=False)
+    doc = json.loads(proc.stdout)
+    assert proc.returncode == 0, doc["summary"]
+    assert not [f for f in doc["faults"] if f.get("action") == "drain"]

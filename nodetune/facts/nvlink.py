@@ -45,12 +45,19 @@ def links_down(name: str | None, active: int | None, inactive: int | None,
     """(links down, links the GPU should have) from NVML's active / inactive link counts.
 
     `expected` (a profile's `nvlink_links`) overrides the product's figure. Without a known
-    figure every inactive slot counts, as NVML reports them.
+    figure every inactive slot counts, as NVML reports them. A GPU whose product has NVLinks
+    but for which NVML reports no link slot at all (NotSupported: a VM given the GPU without
+    its NVLinks, as single-GPU cloud VMs are) is unknown, not down: nothing says the links
+    exist on this host.
     """
     if active is None or inactive is None:
         return None, None
     spec = nvlink_spec(name)
     wanted = expected if expected is not None else spec.links if spec else None
+    if active + inactive == 0:
+        if wanted and not (spec is not None and spec.bridged and expected is None):
+            return None, wanted
+        return 0, 0
     if wanted is None:
         return inactive, active + inactive
     if spec is not None and spec.bridged and active == 0 and expected is None:
