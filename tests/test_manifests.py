@@ -4,6 +4,7 @@ pinned sets inside each GPU's NUMA node, and golden files for DGX H100, GB200 an
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -313,3 +314,19 @@ def test_hugepage_pools_become_pod_hugepage_requests(request):
         one["spec"]["volumes"]
     for pod in pods.values():
         kubernetes_validate.validate(pod, K8S_VERSIONS[-1], strict=True)
+
+
+@pytest.mark.parametrize("name", TREES)
+def test_kubelet_file_says_each_policy_option_its_version_and_dra(outputs, name):
+    text = outputs[name]["kubelet-config.yaml"]
+    (config,) = documents(text)
+    comments = " ".join(ln.lstrip("# ").strip() for ln in text.splitlines() if ln.startswith("#"))
+    written = {**config.get("cpuManagerPolicyOptions", {}),
+               **config.get("topologyManagerPolicyOptions", {})}
+    for option in ("full-pcpus-only", "distribute-cpus-across-numa", "strict-cpu-reservation",
+                   "prefer-closest-numa-nodes", "max-allowable-numa-nodes"):
+        said = re.search(rf"option {option} \(([^)]*\d\.\d\d[^)]*)\): (written|not written)",
+                         comments)
+        assert said, option
+        assert (said.group(2) == "written") == (option in written), option
+    assert "does not align DRA-allocated" in comments

@@ -22,6 +22,46 @@ EVICTION_DEFAULTS = {"nodefs.available": "10%", "nodefs.inodesFree": "5%",
                      "imagefs.available": "15%", "imagefs.inodesFree": "5%"}
 
 
+# Policy options nodetune writes or weighs: (option, manager, Kubernetes status). Sources: the
+# kubelet's CPU/Topology manager docs and KEP-2625/2902/4540/3545/4622.
+POLICY_OPTIONS = (
+    ("full-pcpus-only", "CPU Manager", "beta 1.22, on by default; GA 1.33"),
+    ("distribute-cpus-across-numa", "CPU Manager",
+     "alpha 1.23 behind CPUManagerPolicyAlphaOptions; beta 1.33"),
+    ("strict-cpu-reservation", "CPU Manager", "alpha 1.32; beta 1.33; GA 1.35"),
+    ("prefer-closest-numa-nodes", "Topology Manager", "beta 1.28; GA 1.32"),
+    ("max-allowable-numa-nodes", "Topology Manager", "beta 1.31; GA 1.35"),
+)
+
+
+def option_notes(config: dict[str, Any], plan: Placement) -> list[str]:
+    """For each option: written or not, the version it needs, and what DRA leaves moot."""
+    written = {**config.get("cpuManagerPolicyOptions", {}),
+               **config.get("topologyManagerPolicyOptions", {})}
+    spans = len([g for g in plan.groups if g.numa_node is not None]) > 1
+    why_not = {
+        "full-pcpus-only": "SMT is off, so every CPU is a whole core already",
+        "distribute-cpus-across-numa": ("a pod spanning NUMA nodes would get its CPUs spread "
+                                        "evenly; left off because it needs kubelet 1.33+"
+                                        if spans else "every GPU group fits one NUMA node"),
+        "strict-cpu-reservation": ("keeps Burstable and BestEffort pods off reservedSystemCPUs "
+                                   "too; left off because it needs kubelet 1.33+ and "
+                                   "system pods then share the reserved cores only"),
+        "prefer-closest-numa-nodes": "chooses the nearest NUMA set when a pod must span nodes; "
+                                     "left off (needs 1.32 GA; no effect with 2 nodes)",
+        "max-allowable-numa-nodes": f"{len(plan.numa_nodes)} NUMA nodes, within the default "
+                                    f"limit of {TOPOLOGY_MANAGER_NUMA_LIMIT}",
+    }
+    notes = []
+    for option, manager, status in POLICY_OPTIONS:
+        state = "written" if option in written else f"not written: {why_not[option]}"
+        notes.append(f"{manager} option {option} ({status}): {state}")
+    notes.append("with DRA (resource.k8s.io/v1, 1.34+) the Topology Manager does not align "
+                 "DRA-allocated GPUs or NICs: its policy then aligns CPUs and memory only, and "
+                 "GPU+NIC alignment comes from the claims of `manifests --target dra`")
+    return notes
+
+
 def reserved_memory_bytes(node_bytes: int) -> int:
     """System memory to reserve on one NUMA node: 1 GiB + 1 %, at most 10 % of the node."""
     want = GIB + node_bytes // 100
@@ -88,7 +128,8 @@ def kubelet_config(plan: Placement) -> tuple[dict[str, Any], list[str]]:
     if cpuless:
         notes.append(f"NUMA nodes {cpulist.format(cpuless)} have memory but no CPUs (GPU or CXL "
                      "memory); they get a reservation too, so the per-node sum matches")
-    return config, [f"topologyManagerPolicy {policy}: {why}", *notes]
+    return config, [f"topologyManagerPolicy {policy}: {why}", *notes,
+                    *option_notes(config, plan)]
 
 
 def render(plan: Placement, options: Options) -> Rendered:
