@@ -77,7 +77,7 @@ def test_numa_distances_memory_and_hugepages_of_32em64t(host_tree) -> None:
     assert numa.balancing is None and "balancing" in numa.unknown
 
 
-def test_power7_sparse_nodes_and_unknown_sockets(host_tree) -> None:
+def test_power7_sparse_nodes_and_sockets_from_core_siblings(host_tree) -> None:
     tree = host_tree("256ppc-8n8s4t")
     cpu = CpuCollector().collect(context(tree))
     numa = NumaCollector().collect(context(tree))
@@ -85,7 +85,9 @@ def test_power7_sparse_nodes_and_unknown_sockets(host_tree) -> None:
     assert numa.nodes[0].distances == [10, 20, 40, 40, 40, 40, 40, 40]
     assert cpu.architecture == "ppc64" and cpu.model_name == "POWER7 (architected)"
     assert (cpu.cores, cpu.threads_per_core) == (64, 4)
-    assert cpu.sockets is None and "sockets" in cpu.unknown  # physical_package_id is -1
+    # physical_package_id is -1; core_siblings (0-3, 4-7, ...) gives the packages, and
+    # `lstopo-no-graphics --input 256ppc-8n8s4t` shows 64 of them
+    assert cpu.sockets == 64 and "sockets" not in cpu.unknown
 
 
 def test_arm_identities(host_tree) -> None:

@@ -1,4 +1,5 @@
-"""CPU facts: model, sockets/cores/threads, online and isolated CPUs, cpufreq and C-states."""
+"""CPU facts: model, sockets/cores/threads, online and isolated CPUs, cpufreq (limits per CPU
+set), core kinds of hybrid CPUs, thermal throttling and C-states."""
 
 from __future__ import annotations
 
@@ -65,6 +66,37 @@ class CacheGroup:
 
 
 @dataclass(frozen=True, kw_only=True)
+class FreqLimits:
+    """The cpufreq limits one set of CPUs shares (hybrid and big.LITTLE CPUs, or an operator's
+    cap on some cores, give several sets)."""
+
+    cpus: str  # a CPU list, "0-4,10-14"
+    min_khz: int | None  # scaling_min_freq
+    max_khz: int | None  # scaling_max_freq
+    cpuinfo_min_khz: int | None  # what the hardware allows
+    cpuinfo_max_khz: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CpuKind:
+    """One kind of core on a hybrid or heterogeneous CPU: Intel P-cores and E-cores, Arm
+    big.LITTLE parts (one kind on a homogeneous CPU)."""
+
+    name: str  # "P-core", "E-core", "Cortex-X925"
+    cpus: str  # a CPU list
+    cpuinfo_max_freq_khz: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ThermalThrottle:
+    """Thermal throttling events since boot, x86 `cpu*/thermal_throttle/*_count`."""
+
+    core_events: int | None  # sum over CPUs of core_throttle_count
+    package_events: int | None  # sum over packages of package_throttle_count
+    cpus_throttled: str  # CPUs whose core counter is not 0, a CPU list ("" when none)
+
+
+@dataclass(frozen=True, kw_only=True)
 class CpuFacts(FactSet):
     architecture: str | None = None
     vendor: str | None = None
@@ -89,6 +121,9 @@ class CpuFacts(FactSet):
     max_freq_khz: int | None = None
     cpuinfo_min_freq_khz: int | None = None
     cpuinfo_max_freq_khz: int | None = None
+    freq_limits: list[FreqLimits] = field(default_factory=list)
+    kinds: list[CpuKind] = field(default_factory=list)
+    thermal_throttle: ThermalThrottle | None = None
     cpuidle_driver: str | None = None
     cstates: list[CState] = field(default_factory=list)
     cstates_enabled: list[str] = field(default_factory=list)
@@ -168,31 +203,60 @@ def common_value(values: list[str]) -> str | None:
 
 
 # -- reading -----------------------------------------------------------------------------------
+def _cpuset_file(root: HostRoot, base: str, names: tuple[str, str]) -> list[int] | None:
+    """A topology CPU set: the `*_list` file, else the mask (older kernels, some gathers)."""
+    text = root.read_str(f"{base}/{names[0]}", None)
+    if text is not None:
+        return cpulist.parse_or_none(text)
+    return cpulist.parse_or_none(root.read_str(f"{base}/{names[1]}", None), mask=True)
+
+
 def _topology(root: HostRoot, notes: FactNotes, online: list[int], node_of: dict[int, int],
               blocks: list[dict[str, str]]) -> dict[str, Any]:
+    """Sockets, cores and threads per core counted as hwloc counts them (Slurm uses hwloc):
+
+    - a package is a set of CPUs sharing `package_cpus` (`core_siblings`), so POWER LPARs with
+      physical_package_id -1 and firmware that reuses one id for two packages count right;
+      the ids count when no tree file gives the sets;
+    - a core is a set of CPUs sharing `thread_siblings` *and* `core_id`: the two cores of an
+      AMD Bulldozer compute unit share thread_siblings but not core_id, and hwloc makes them
+      two cores (hwloc topology-linux.c, look_sysfscpu); without thread_siblings, a core is
+      a (package, core_id) pair.
+    """
+    alive = set(online)
     cpus: list[CpuInfo] = []
-    siblings: set[tuple[int, ...]] = set()
-    sockets: set[int] = set()
+    packages: set[tuple[int, ...]] = set()
+    package_ids: set[int] = set()
+    cores: dict[tuple[Any, ...], int] = {}
     for cpu in online:
         base = f"{CPU_DIR}/cpu{cpu}/topology"
         core = root.read_int(f"{base}/core_id", None)
         socket = root.read_int(f"{base}/physical_package_id", None)
         if socket is not None and socket < 0:  # POWER LPARs report -1: no package known
             socket = None
-        sib = root.read_str(f"{base}/thread_siblings_list", None)
-        if sib is None:
-            mask = root.read_str(f"{base}/thread_siblings", None)
-            sib_ids = cpulist.parse_or_none(mask, mask=True)
-        else:
-            sib_ids = cpulist.parse_or_none(sib)
-        if sib_ids:
-            siblings.add(tuple(sib_ids))
+        package = _cpuset_file(root, base, ("package_cpus_list", "package_cpus")) or \
+            _cpuset_file(root, base, ("core_siblings_list", "core_siblings"))
+        package_set = tuple(c for c in package if c in alive) if package else None
+        if package_set:
+            packages.add(package_set)
         if socket is not None:
-            sockets.add(socket)
+            package_ids.add(socket)
+        sib = _cpuset_file(root, base, ("core_cpus_list", "core_cpus")) or \
+            _cpuset_file(root, base, ("thread_siblings_list", "thread_siblings"))
+        key: tuple[Any, ...] | None = None
+        if sib:
+            key = ("siblings", tuple(c for c in sib if c in alive), core)
+        elif core is not None and (package_set or socket is not None):
+            key = ("package", package_set or socket, core)
+        if key is not None:
+            cores[key] = cores.get(key, 0) + 1
         cpus.append(CpuInfo(id=cpu, core_id=core, socket_id=socket, numa_node=node_of.get(cpu)))
     out: dict[str, Any] = {"cpus": cpus, "sockets": None, "cores": None, "threads_per_core": None}
-    if sockets:
-        out["sockets"] = len(sockets)
+    if packages:
+        out["sockets"] = len(packages)
+        notes.source("sockets", f"{CPU_DIR}/cpu*/topology/package_cpus_list (core_siblings)")
+    elif package_ids:
+        out["sockets"] = len(package_ids)
         notes.source("sockets", f"{CPU_DIR}/cpu*/topology/physical_package_id")
     else:
         ids = {b["physical id"] for b in blocks if "physical id" in b}
@@ -200,19 +264,88 @@ def _topology(root: HostRoot, notes: FactNotes, online: list[int], node_of: dict
             out["sockets"] = len(ids)
             notes.source("sockets", "/proc/cpuinfo")
         else:
-            notes.missing("sockets", "no physical_package_id (or it is -1) and no 'physical id' "
-                                     "in /proc/cpuinfo")
-    if siblings:
-        out["cores"] = len(siblings)
-        out["threads_per_core"] = max(len(s) for s in siblings)
-        src = f"{CPU_DIR}/cpu*/topology/thread_siblings_list"
+            notes.missing("sockets", "no core_siblings, no physical_package_id (or it is -1) "
+                                     "and no 'physical id' in /proc/cpuinfo")
+    if cores:
+        out["cores"] = len(cores)
+        out["threads_per_core"] = max(cores.values())
+        src = f"{CPU_DIR}/cpu*/topology/thread_siblings_list,core_id"
         notes.source("cores", src)
         notes.source("threads_per_core", src)
     else:
         for fact in ("cores", "threads_per_core"):
-            notes.missing(fact, f"no {CPU_DIR}/cpu*/topology/thread_siblings in this tree")
+            notes.missing(fact, f"no {CPU_DIR}/cpu*/topology/thread_siblings or core_id with "
+                                "a package in this tree")
     notes.source("cpus", f"{CPU_DIR}/cpu*/topology")
     return out
+
+
+def _kinds(root: HostRoot, notes: FactNotes, online: list[int],
+           blocks: list[dict[str, str]]) -> list[CpuKind]:
+    """Core kinds: Intel hybrid CPUs name their P- and E-cores in the perf PMU directories
+    /sys/devices/cpu_core/cpus and cpu_atom/cpus (Linux >= 5.13); Arm CPUs give each CPU's
+    part in /proc/cpuinfo. One kind on a homogeneous CPU; none when the tree cannot tell."""
+    alive = set(online)
+    groups: dict[str, list[int]] = {}
+    for pmu, name in (("cpu_core", "P-core"), ("cpu_atom", "E-core")):
+        text = root.read_str(f"/sys/devices/{pmu}/cpus", None)
+        if text is not None:
+            groups[name] = [c for c in cpulist.parse_or_none(text) or [] if c in alive]
+    source = "/sys/devices/cpu_core/cpus,cpu_atom/cpus"
+    if not groups:
+        source = "/proc/cpuinfo CPU implementer/part"
+        for b in blocks:
+            if "cpu part" not in b or not b.get("processor", "").isdigit():
+                continue
+            impl, part = int(b.get("cpu implementer", "0"), 16), int(b["cpu part"], 16)
+            name = ARM_PARTS.get((impl, part), f"part {part:#x}")
+            if int(b["processor"]) in alive:
+                groups.setdefault(name, []).append(int(b["processor"]))
+    if not groups:
+        notes.missing("kinds", "neither /sys/devices/cpu_core/cpus (Intel hybrid) nor Arm "
+                               "CPU parts in /proc/cpuinfo")
+        return []
+    notes.source("kinds", source)
+    out = []
+    for name, ids in sorted(groups.items(), key=lambda item: min(item[1], default=0)):
+        maxes = [v for c in ids if (v := root.read_int(
+            f"{CPU_DIR}/cpu{c}/cpufreq/cpuinfo_max_freq", None)) is not None]
+        out.append(CpuKind(name=name, cpus=cpulist.format(sorted(ids)),
+                           cpuinfo_max_freq_khz=max(maxes) if maxes else None))
+    return out
+
+
+def _thermal_throttle(root: HostRoot, notes: FactNotes, online: list[int],
+                      cpus: list[CpuInfo]) -> ThermalThrottle | None:
+    """Sums of the x86 thermal-throttle counters (drivers/thermal/intel/therm_throt.c)."""
+    core_total, package_total, hit = 0, 0, False
+    throttled: list[int] = []
+    by_package: dict[Any, int] = {}
+    socket_of = {c.id: c.socket_id for c in cpus}
+    for cpu in online:
+        base = f"{CPU_DIR}/cpu{cpu}/thermal_throttle"
+        core = root.read_int(f"{base}/core_throttle_count", None)
+        if core is None:  # the name before Linux 2.6.31
+            core = root.read_int(f"{base}/count", None)
+        if core is not None:
+            hit = True
+            core_total += core
+            if core:
+                throttled.append(cpu)
+        package = root.read_int(f"{base}/package_throttle_count", None)
+        if package is not None:
+            hit = True
+            by_package[socket_of.get(cpu)] = max(package, by_package.get(socket_of.get(cpu), 0))
+    if not hit:
+        notes.missing("thermal_throttle", f"no {CPU_DIR}/cpu*/thermal_throttle (x86 only)")
+        return None
+    package_total = sum(by_package.values())
+    notes.source("thermal_throttle", f"{CPU_DIR}/cpu*/thermal_throttle/*_throttle_count")
+    return ThermalThrottle(core_events=core_total, package_events=package_total if by_package
+                           else None, cpus_throttled=cpulist.format(throttled))
+
+
+_POLICY_FILES = ("scaling_governor", "scaling_max_freq", "cpuinfo_max_freq", "scaling_driver")
 
 
 def _policies(root: HostRoot, online: list[int]) -> list[tuple[str, list[int]]]:
@@ -229,8 +362,23 @@ def _policies(root: HostRoot, online: list[int]) -> list[tuple[str, list[int]]]:
                 out.append((f"{base}/{name}", cpus))
     if out:
         return out
-    return [(f"{CPU_DIR}/cpu{c}/cpufreq", [c]) for c in online
-            if root.exists(f"{CPU_DIR}/cpu{c}/cpufreq/scaling_governor")]
+    # old kernels, and gathered trees that keep cpuN/cpufreq but not cpufreq/policyN (the
+    # link target); a policy shared by several CPUs is read once, by its first CPU
+    out, seen = [], set()
+    for c in online:
+        path = f"{CPU_DIR}/cpu{c}/cpufreq"
+        if c in seen or not any(root.exists(f"{path}/{name}") for name in _POLICY_FILES):
+            continue
+        shared = root.read_str(f"{path}/affected_cpus", None)
+        cpus = [x for x in cpulist.parse_or_none(shared.replace(" ", ",")) or [] if x in alive] \
+            if shared else [c]
+        seen.update(cpus or [c])
+        out.append((path, cpus or [c]))
+    return out
+
+
+def src_of(policy: str) -> str:
+    return f"{CPU_DIR}/cpufreq/policy*" if "/policy" in policy else f"{CPU_DIR}/cpu*/cpufreq"
 
 
 def _cpufreq(root: HostRoot, notes: FactNotes, online: list[int]) -> dict[str, Any]:
@@ -240,7 +388,7 @@ def _cpufreq(root: HostRoot, notes: FactNotes, online: list[int]) -> dict[str, A
         why = (f"no cpufreq driver: {CPU_DIR}/cpufreq is empty or absent "
                "(common in VMs, or cpufreq disabled in firmware)")
         for fact in ("frequency_driver", "governor", "energy_performance_preference", "boost",
-                     "min_freq_khz", "max_freq_khz"):
+                     "min_freq_khz", "max_freq_khz", "freq_limits"):
             notes.missing(fact, why)
         return out
     first = policies[0][0]
@@ -251,6 +399,7 @@ def _cpufreq(root: HostRoot, notes: FactNotes, online: list[int]) -> dict[str, A
     maxs: list[int] = []
     hw_mins: list[int] = []
     hw_maxs: list[int] = []
+    by_limits: dict[tuple[int | None, ...], list[int]] = {}
     for path, cpus in policies:
         gov = root.read_str(f"{path}/scaling_governor", None)
         if gov is not None:
@@ -258,14 +407,24 @@ def _cpufreq(root: HostRoot, notes: FactNotes, online: list[int]) -> dict[str, A
         epp = root.read_str(f"{path}/energy_performance_preference", None)
         if epp is not None:
             epps.append(epp)
+        limits: list[int | None] = []
         for name, into in (("scaling_min_freq", mins), ("scaling_max_freq", maxs),
                            ("cpuinfo_min_freq", hw_mins), ("cpuinfo_max_freq", hw_maxs)):
             value = root.read_int(f"{path}/{name}", None)
+            limits.append(value)
             if value is not None:
                 into.append(value)
+        if any(v is not None for v in limits):
+            by_limits.setdefault(tuple(limits), []).extend(cpus)
     out["governors"] = {g: cpulist.format(c) for g, c in sorted(by_gov.items())}
+    out["freq_limits"] = [
+        FreqLimits(cpus=cpulist.format(sorted(c)), min_khz=k[0], max_khz=k[1],
+                   cpuinfo_min_khz=k[2], cpuinfo_max_khz=k[3])
+        for k, c in sorted(by_limits.items(), key=lambda item: min(item[1]))]
+    if out["freq_limits"]:
+        notes.source("freq_limits", f"{src_of(first)}/scaling_*_freq,cpuinfo_*_freq")
     out["governor"] = common_value(list(by_gov))
-    src = f"{CPU_DIR}/cpufreq/policy*" if "/policy" in first else f"{CPU_DIR}/cpu*/cpufreq"
+    src = src_of(first)
     for fact, values in (("governor", by_gov), ("energy_performance_preference", epps)):
         if values:
             notes.source(fact, f"{src}/{'scaling_governor' if fact == 'governor' else fact}")
@@ -460,6 +619,9 @@ class CpuCollector:
             cpuidle_driver=idle["cpuidle_driver"], cstates=idle["cstates"],
             cstates_enabled=idle["cstates_enabled"],
             cache_groups=_cache_groups(root, notes),
+            freq_limits=freq.get("freq_limits", []),
+            kinds=_kinds(root, notes, online, blocks),
+            thermal_throttle=_thermal_throttle(root, notes, online, topo["cpus"]),
             sources=notes.sources, unknown=notes.unknown,
         )
 

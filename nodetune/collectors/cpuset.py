@@ -1,7 +1,8 @@
 """Which CPUs are online and which NUMA node holds each: shared by the cpu and numa collectors.
 
 Real trees differ: old kernels have no `cpu/online` (then every `cpuN` directory whose own
-`online` file is not "0" is online), hwloc gathers of single-node machines have no
+`online` file is not "0" is online; gathered trees may keep `cpu/offline` alone: then the present
+CPUs less those are online), hwloc gathers of single-node machines have no
 `/sys/devices/system/node` (then one implicit node 0 holds every online CPU), node ids can be
 sparse (POWER: 0,1,4,5,...), and a node may list only a `cpumap` mask.
 """
@@ -38,6 +39,12 @@ def online_cpus(root: HostRoot) -> CpuSet | None:
     if online:  # an unreadable or corrupt file: the other sources below
         return CpuSet(online, f"{CPU_DIR}/online")
     dirs = cpu_dirs(root)
+    offline = root.read_str(f"{CPU_DIR}/offline", None)
+    if offline is not None and (dirs or root.exists(f"{CPU_DIR}/present")):
+        # a gathered tree may keep cpu/offline without cpu/online
+        gone = set(cpulist.parse_or_none(offline) or [])
+        return CpuSet([c for c in present_cpus(root) if c not in gone],
+                      f"{CPU_DIR}/present (or cpu*) minus {CPU_DIR}/offline")
     if dirs:
         # cpu0 usually has no `online` file: it cannot be taken offline.
         ids = [i for i in dirs if root.read_str(f"{CPU_DIR}/cpu{i}/online", "1") != "0"]

@@ -1,4 +1,5 @@
-"""Network interface facts: driver, speed, MTU, state, PCI device, NUMA node, IRQ CPUs."""
+"""Network interface facts: driver, speed, MTU, state, PCI device, NUMA node, IRQ CPUs,
+carrier changes, bonding members and SR-IOV virtual functions."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from nodetune.collectors.sysfs import (
     FactNotes,
     device_pci_address,
     link_name,
+    pci_address_in,
     pci_numa_node,
     why_unreadable,
 )
@@ -35,6 +37,11 @@ class Interface:
     irq_cpus: list[int] | None
     virtual: bool
     rdma_device: str | None
+    carrier_changes: int | None  # link ups and downs since boot (flaps)
+    bond_slaves: list[str] | None  # a bonding master's member interfaces; None if not a bond
+    bond_mode: str | None
+    sriov_numvfs: int | None  # SR-IOV virtual functions enabled (None: no SR-IOV)
+    sriov_totalvfs: int | None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,8 +86,10 @@ def read_interface(root: HostRoot, notes: FactNotes, name: str) -> Interface:
     device = f"{base}/device"
     target = root.readlink(base) or ""
     has_device = root.exists(device) or root.readlink(device) is not None
-    virtual = "/devices/virtual/" in target or not has_device
-    address = device_pci_address(root, base) if has_device else None
+    # a gathered tree may keep the class link into the PCI device but not its `device` link
+    address = device_pci_address(root, base) if has_device else pci_address_in(
+        root.realpath(base))
+    virtual = "/devices/virtual/" in target or (not has_device and address is None)
     driver = link_name(root, f"{device}/driver") if has_device else None
     if has_device and driver is None:
         notes.missing(f"interfaces.{name}.driver", f"{device}/driver is not present")
@@ -101,6 +110,8 @@ def read_interface(root: HostRoot, notes: FactNotes, name: str) -> Interface:
         notes.missing(f"interfaces.{name}.pci_address",
                       f"{device} does not resolve to a PCI device")
     rdma = root.listdir(f"{device}/infiniband") if has_device else []
+    slaves_text = root.read_str(f"{base}/bonding/slaves", None)
+    bond_mode = root.read_str(f"{base}/bonding/mode", None)
     return Interface(
         name=name, driver=driver, speed_mbps=speed, mtu=root.read_int(f"{base}/mtu", None),
         operstate=root.read_str(f"{base}/operstate", None),
@@ -109,7 +120,25 @@ def read_interface(root: HostRoot, notes: FactNotes, name: str) -> Interface:
         irq_cpus=_irq_cpus(root, notes, name, f"/sys/bus/pci/devices/{address}" if address
                            else device) if has_device else None,
         virtual=virtual, rdma_device=rdma[0] if rdma else None,
+        carrier_changes=root.read_int(f"{base}/carrier_changes", None),
+        bond_slaves=slaves_text.split() if slaves_text is not None else None,
+        bond_mode=bond_mode.split()[0] if bond_mode else None,
+        sriov_numvfs=root.read_int(f"{device}/sriov_numvfs", None) if has_device else None,
+        sriov_totalvfs=root.read_int(f"{device}/sriov_totalvfs", None) if has_device else None,
     )
+
+
+def interface_names(root: HostRoot) -> list[str]:
+    """The interfaces of /sys/class/net: its links and directories, not lo, not its regular
+    files (`bonding_masters`, written by the bonding driver, lists bonds; it is no interface)."""
+    out = []
+    for name in root.listdir(NET_DIR):
+        path = f"{NET_DIR}/{name}"
+        if name == "lo" or name.startswith("."):
+            continue
+        if root.islink(path) or root.isdir(path) or root.readlink(path) is not None:
+            out.append(name)
+    return out
 
 
 @register("nic")
@@ -123,8 +152,7 @@ class NicCollector:
         if not root.isdir(NET_DIR):
             raise NoData(f"{NET_DIR} is not present")
         notes = FactNotes(root)
-        names = [n for n in root.listdir(NET_DIR) if n != "lo" and not n.startswith(".")]
-        interfaces = [read_interface(root, notes, n) for n in names]
+        interfaces = [read_interface(root, notes, n) for n in interface_names(root)]
         notes.source("interfaces", f"{NET_DIR}/*")
         notes.source("interfaces.*.irq_cpus",
                      "/proc/irq/*/smp_affinity_list of the device's msi_irqs")

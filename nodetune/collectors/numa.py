@@ -88,8 +88,24 @@ def _node(root: HostRoot, notes: FactNotes, node: int, cpus: list[int]) -> NumaN
         id=node, cpus=cpus, memory_total_bytes=mem.get("MemTotal"),
         memory_free_bytes=mem.get("MemFree"),
         distances=parse_distances(distance_text) if distance_text else [],
-        has_cpus=bool(cpus), hugepages=hugepage_pools(root, f"{base}/hugepages"),
+        has_cpus=bool(cpus), hugepages=hugepage_pools(root, f"{base}/hugepages")
+        or _meminfo_pool(root, notes, node, mem),
     )
+
+
+def _meminfo_pool(root: HostRoot, notes: FactNotes, node: int,
+                  mem: dict[str, int]) -> dict[str, NodeHugepages]:
+    """The default-size pool from a node's meminfo (HugePages_Total/Free), for trees without
+    nodeN/hugepages (kernels before 2.6.27, gathered trees); its size is /proc/meminfo's
+    Hugepagesize, which node meminfo files do not repeat."""
+    if "HugePages_Total" not in mem:
+        return {}
+    text = root.read_text("/proc/meminfo", None)
+    size = parse_meminfo(text).get("Hugepagesize") if text is not None else None
+    if size is None:
+        return {}
+    notes.source(f"nodes.{node}.hugepages", f"{NODE_DIR}/node{node}/meminfo HugePages_*")
+    return {str(size // 1024): {"total": mem["HugePages_Total"], "free": mem.get("HugePages_Free")}}
 
 
 def _implicit_node(root: HostRoot, notes: FactNotes, cpus: list[int]) -> NumaNode:

@@ -19,7 +19,7 @@ from nodetune.collectors import register
 from nodetune.errors import NoData
 from nodetune.facts import cpulist
 from nodetune.facts.model import FactSet, JsonKey, Keyed, to_jsonable
-from nodetune.facts.pcie import gen_of
+from nodetune.facts.pcie import gen_of, sysfs_address
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -42,7 +42,6 @@ PORT_TYPES: dict[int, str] = {
     0x4: "root_port", 0x5: "upstream", 0x6: "downstream", 0x7: "pcie_to_pci", 0x8: "pci_to_pcie",
 }
 
-_ADDRESS = re.compile(r"^[0-9a-fA-F]{4,}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
 _HOST_BRIDGE = re.compile(r"^pci[0-9a-fA-F]{4,}:[0-9a-fA-F]{2}$")
 _SPEED = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*GT/s")
 
@@ -157,7 +156,7 @@ def parse_chain(resolved: str) -> tuple[str, list[str]] | None:
             bridge_at = i
     if bridge_at < 0:
         return None
-    chain = [p.lower() for p in parts[bridge_at + 1:] if _ADDRESS.match(p)]
+    chain = [p.lower() for p in parts[bridge_at + 1:] if sysfs_address(p)]
     return parts[bridge_at].lower(), chain[:-1]
 
 
@@ -481,7 +480,7 @@ def _build(raws: list[_Raw]) -> PciFacts:
 
 
 def collect_pci(root: HostRoot) -> PciFacts:
-    addresses = [a for a in root.listdir(DEVICES_DIR) if _ADDRESS.match(a.removesuffix(".link"))]
+    addresses = [a for a in root.listdir(DEVICES_DIR) if sysfs_address(a.removesuffix(".link"))]
     if not addresses:
         raise NoData(f"no PCI devices under {DEVICES_DIR}")
     addresses = sorted({a.removesuffix(".link").lower() for a in addresses}, key=_address_key)

@@ -1,4 +1,5 @@
-"""RDMA facts: /sys/class/infiniband devices, their ports, rates, link layers and netdevs."""
+"""RDMA facts: /sys/class/infiniband devices, their ports (rates, link layers, LIDs, GUIDs,
+error and traffic counters) and netdevs."""
 
 from __future__ import annotations
 
@@ -24,6 +25,12 @@ class Port:
     rate_gbps: float | None
     link_layer: str | None
     active_mtu: int | None
+    lid: int | None  # the port's base LID (InfiniBand; 0 on RoCE)
+    sm_lid: int | None  # the LID of the subnet manager the port answers to
+    lmc: int | None
+    port_guid: str | None  # from the port's GID 0, as ibstat prints it ("0x946dae0300cde72c")
+    counters: dict[str, int] = field(default_factory=dict)  # ports/N/counters/*
+    hw_counters: dict[str, int] = field(default_factory=dict)  # ports/N/hw_counters/*
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,6 +41,8 @@ class RdmaDevice:
     fw_ver: str | None
     hca_type: str | None
     board_id: str | None
+    node_guid: str | None  # as ibstat prints it ("0x946dae0300cde72c")
+    sys_image_guid: str | None
     netdevs: list[str]
     ports: list[Port]
 
@@ -54,6 +63,39 @@ def parse_rate(text: str | None) -> float | None:
     """"400 Gb/sec (4X NDR)" -> 400.0; "2.5 Gb/sec (1X SDR)" -> 2.5."""
     m = re.match(r"\s*([\d.]+)\s*Gb/sec", text or "")
     return float(m.group(1)) if m else None
+
+
+def parse_lid(text: str | None) -> int | None:
+    """A sysfs LID ("0x4b", ibstat's "Base lid: 75") as a number."""
+    try:
+        return int(text, 0) if text else None
+    except ValueError:
+        return None
+
+
+def parse_guid(text: str | None) -> str | None:
+    """A sysfs GUID ("946d:ae03:00cd:e72c") as ibstat prints it ("0x946dae0300cde72c")."""
+    digits = (text or "").strip().replace(":", "").lower()
+    if len(digits) != 16 or any(c not in "0123456789abcdef" for c in digits):
+        return None
+    return "0x" + digits
+
+
+def port_guid_of_gid(text: str | None) -> str | None:
+    """The port GUID in GID 0 (its low 64 bits: "fe80:0000:0000:0000:946d:ae03:00cd:e72c")."""
+    groups = (text or "").strip().split(":")
+    return parse_guid(":".join(groups[4:])) if len(groups) == 8 else None
+
+
+def read_counters(root: HostRoot, directory: str) -> dict[str, int]:
+    """{file name: value} of a port's counters/ or hw_counters/ directory (unreadable or
+    non-numeric files left out: some need root, and the kernel answers N/A for a few)."""
+    out: dict[str, int] = {}
+    for name in sorted(root.listdir(directory)):
+        value = root.read_int(f"{directory}/{name}", None)
+        if value is not None:
+            out[name] = value
+    return out
 
 
 def roce_active_mtu(netdev_mtu: int) -> int:
@@ -83,7 +125,13 @@ def _port(root: HostRoot, base: str, port: str, netdevs: list[str]) -> Port:
         mtu = roce_active_mtu(netdev_mtu) if netdev_mtu is not None else None
     return Port(port=int(port), state=parse_state(root.read_str(f"{path}/state", None)),
                 phys_state=parse_state(root.read_str(f"{path}/phys_state", None)),
-                rate=rate, rate_gbps=parse_rate(rate), link_layer=link_layer, active_mtu=mtu)
+                rate=rate, rate_gbps=parse_rate(rate), link_layer=link_layer, active_mtu=mtu,
+                lid=parse_lid(root.read_str(f"{path}/lid", None)),
+                sm_lid=parse_lid(root.read_str(f"{path}/sm_lid", None)),
+                lmc=root.read_int(f"{path}/lid_mask_count", None),
+                port_guid=port_guid_of_gid(root.read_str(f"{path}/gids/0", None)),
+                counters=read_counters(root, f"{path}/counters"),
+                hw_counters=read_counters(root, f"{path}/hw_counters"))
 
 
 def read_device(root: HostRoot, notes: FactNotes, name: str) -> RdmaDevice:
@@ -102,7 +150,10 @@ def read_device(root: HostRoot, notes: FactNotes, name: str) -> RdmaDevice:
         name=name, pci_address=address, numa_node=pci_numa_node(root, address, base),
         fw_ver=root.read_str(f"{base}/fw_ver", None),
         hca_type=root.read_str(f"{base}/hca_type", None),
-        board_id=root.read_str(f"{base}/board_id", None), netdevs=netdevs, ports=ports,
+        board_id=root.read_str(f"{base}/board_id", None),
+        node_guid=parse_guid(root.read_str(f"{base}/node_guid", None)),
+        sys_image_guid=parse_guid(root.read_str(f"{base}/sys_image_guid", None)),
+        netdevs=netdevs, ports=ports,
     )
 
 
@@ -122,4 +173,6 @@ class RdmaCollector:
         devices = [read_device(root, notes, n) for n in names]
         notes.source("devices", f"{IB_DIR}/*")
         notes.source("devices.*.ports", f"{IB_DIR}/*/ports/*")
+        notes.source("devices.*.ports.*.counters", f"{IB_DIR}/*/ports/*/counters/*")
+        notes.source("devices.*.ports.*.hw_counters", f"{IB_DIR}/*/ports/*/hw_counters/*")
         return RdmaFacts(devices=devices, sources=notes.sources, unknown=notes.unknown)

@@ -7,15 +7,13 @@ not be read (`unknown`), so every collector reports missing files the same way.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
 from typing import TypeVar
 
+from nodetune.facts.pcie import sysfs_address
 from nodetune.node.hostroot import HostRoot
 
 T = TypeVar("T")
-
-PCI_ADDRESS = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 
 
 def why_unreadable(root: HostRoot, path: str) -> str:
@@ -86,8 +84,9 @@ def numa_node(text: str | None) -> int | None:
 def pci_address_in(hostpath: str) -> str | None:
     """The last PCI address among the components of a resolved sysfs path."""
     for part in reversed(hostpath.split("/")):
-        if PCI_ADDRESS.match(part):
-            return part
+        address = sysfs_address(part)
+        if address is not None:
+            return address
     return None
 
 

@@ -52,3 +52,13 @@ def normalize_address(text: str | bytes | None) -> str | None:
     if numbers[0] >= 0xFFFFFFFF or numbers[1] > 0xFF or numbers[2] > 0x1F or numbers[3] > 7:
         return None
     return "{:04x}:{:02x}:{:02x}.{:x}".format(*numbers)
+
+
+def sysfs_address(text: str) -> str | None:
+    """`text` as sysfs writes it when it is one full PCI address ("0000:18:00.0", Intel VMD's
+    "10000:e0:00.0"), else None: a path component that only looks like one ("pci0000:00",
+    "0000:18:00") is not."""
+    if text.count(":") != 2 or "." not in text:
+        return None
+    address = normalize_address(text)
+    return address if address is not None and address == text.lower() else None
