@@ -120,6 +120,15 @@ def _hugepages(f: dict[str, Any]) -> str | None:
     return ", ".join(used) or "none"
 
 
+def _freq_limits(f: dict[str, Any]) -> str | None:
+    """"0-4,10-14: 338-2808 MHz; 5-9,15-19: 1378-3900 MHz" (hybrid and capped CPUs)."""
+    limits = _get(f, "cpu", "freq_limits")
+    if not isinstance(limits, list) or not limits:
+        return None
+    return "; ".join(f"{x.get('cpus')}: {(x.get('min_khz') or 0) // 1000}-"
+                     f"{(x.get('max_khz') or 0) // 1000} MHz" for x in limits)
+
+
 def _thp(f: dict[str, Any]) -> str | None:
     thp = _get(f, "memory", "thp")
     if not isinstance(thp, dict) or thp.get("enabled") is None:
@@ -169,6 +178,7 @@ FACTS: tuple[DriftFact, ...] = (
     DriftFact("cpufreq_driver", "cpufreq driver", _path("cpu", "frequency_driver")),
     DriftFact("max_freq", "CPU max frequency",
               _path("cpu", "max_freq_khz", fmt=lambda v: f"{v / 1000:.0f} MHz")),
+    DriftFact("freq_limits", "CPU frequency limits per CPU set", _freq_limits, separator="; "),
     DriftFact("cstates", "C-states enabled",
               _path("cpu", "cstates_enabled", fmt=lambda v: ", ".join(v) or "none")),
     DriftFact("epp", "energy/performance preference",

@@ -18,7 +18,8 @@ FACTS_KEEP: dict[str, Any] = {
     "cpu": {k: None for k in (
         "architecture", "vendor", "model_name", "sockets", "cores", "threads_per_core",
         "smt_active", "hypervisor", "frequency_driver", "governor",
-        "energy_performance_preference", "boost", "max_freq_khz", "cstates_enabled")},
+        "energy_performance_preference", "boost", "max_freq_khz", "freq_limits",
+        "cstates_enabled")},
     "numa": {"nodes": [{"id": None, "cpus": None, "has_cpus": None}],
              "cpuless_nodes": None, "balancing": None},
     "memory": {"total_bytes": None, "hugepages": None, "thp": None},

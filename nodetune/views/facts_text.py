@@ -83,6 +83,14 @@ def _cpu(s: dict[str, Any]) -> Any:
                       f"{show(s.get('governor'))}, boost {show(s.get('boost'))}, {freq}"),
         ("energy", f"EPP {show(s.get('energy_performance_preference'))}, "
                    f"EPB {show(s.get('energy_perf_bias'))}"),
+        ("frequency limits", "; ".join(
+            f"{f['cpus']}: {show(f.get('min_khz'))}-{show(f.get('max_khz'))} kHz"
+            for f in s.get("freq_limits") or []) or UNKNOWN),
+        ("core kinds", "; ".join(f"{k['name']} {k['cpus']}" for k in s.get("kinds") or [])
+         or UNKNOWN),
+        ("thermal throttling", UNKNOWN if not s.get("thermal_throttle") else
+         f"{show(s['thermal_throttle'].get('core_events'))} core, "
+         f"{show(s['thermal_throttle'].get('package_events'))} package events"),
         ("C-states enabled", s.get("cstates_enabled")),
         ("hypervisor", s.get("hypervisor")),
     ])
@@ -174,7 +182,7 @@ def _gpus(gpus: list[dict[str, Any]]) -> Any:
 
 def _nic(s: dict[str, Any]) -> Any:
     table = _table("Network interfaces", "name", "driver", "Gb/s", "MTU", "state", "PCI",
-                   "NUMA", "IRQ CPUs", "RDMA", wrap=("IRQ CPUs",))
+                   "NUMA", "IRQ CPUs", "RDMA", "flaps", "VFs", wrap=("IRQ CPUs",))
     virtual = [n["name"] for n in s.get("interfaces", []) if n.get("virtual")]
     for nic in s.get("interfaces", []):
         if nic.get("virtual"):
@@ -183,25 +191,33 @@ def _nic(s: dict[str, Any]) -> Any:
         table.add_row(nic["name"], show(nic.get("driver")), speed, show(nic.get("mtu")),
                       show(nic.get("operstate")), show(nic.get("pci_address")),
                       show(nic.get("numa_node")), show(nic.get("irq_cpus")),
-                      show(nic.get("rdma_device")))
+                      show(nic.get("rdma_device")), show(nic.get("carrier_changes")),
+                      show(nic.get("sriov_numvfs")))
+    bonds = [f"{n['name']}: {' '.join(n['bond_slaves'])}" for n in s.get("interfaces", [])
+             if n.get("bond_slaves") is not None]
     if virtual:
         table.caption = f"virtual: {', '.join(virtual[:10])}" + (
-            f" and {len(virtual) - 10} more" if len(virtual) > 10 else "")
+            f" and {len(virtual) - 10} more" if len(virtual) > 10 else "") + (
+            f"; bonds: {'; '.join(bonds)}" if bonds else "")
         table.caption_justify = "left"
     return table
 
 
 def _rdma(s: dict[str, Any]) -> Any:
     table = _table("RDMA devices", "device", "port", "state", "rate", "link layer", "MTU",
-                   "PCI", "NUMA", "netdevs", "firmware", wrap=("netdevs", "rate"))
+                   "LID", "SM LID", "PCI", "NUMA", "netdevs", "firmware", "link downed",
+                   "symbol errors", wrap=("netdevs", "rate"))
     for dev in s.get("devices", []):
         for port in dev.get("ports", []) or [{}]:
             table.add_row(dev["name"], show(port.get("port")),
                           f"{show(port.get('state'))}/{show(port.get('phys_state'))}",
                           show(port.get("rate")), show(port.get("link_layer")),
-                          show(port.get("active_mtu")), show(dev.get("pci_address")),
+                          show(port.get("active_mtu")), show(port.get("lid")),
+                          show(port.get("sm_lid")), show(dev.get("pci_address")),
                           show(dev.get("numa_node")), show(dev.get("netdevs")),
-                          show(dev.get("fw_ver")))
+                          show(dev.get("fw_ver")),
+                          show((port.get("counters") or {}).get("link_downed")),
+                          show((port.get("counters") or {}).get("symbol_error")))
     return table
 
 
