@@ -74,6 +74,36 @@ def test_plan_merges_variables_across_settings_and_subjects():
     assert [f.id for f in plan.manual] == ["cpu.deep_cstates"]
 
 
+def test_free_form_remediation_shows_the_value_it_writes_not_the_rule():
+    plan = planning.build([
+        finding("kernel.iommu", {"kernel_cmdline": {"iommu": "pt"}}, actual="translated",
+                expected="one of off, passthrough", disruption=Disruption.REBOOT),
+        finding("pcie.acs", {"gpu_acs_disable": ["0000:19:01.0"]}, actual="0000:19:01.0",
+                expected="none")])
+    assert [(c.current, c.wanted) for c in plan.changes] == [("translated", "iommu=pt"),
+                                                            ("0000:19:01.0", "none")]
+
+
+def test_next_command_keeps_the_target_and_adds_the_flags_refused_changes_need(tmp_path):
+    from nodetune.apply import remediate
+    from nodetune.commands.apply import next_command
+
+    nvml = tmp_path / "nvml.json"
+    nvml.write_text("{}")
+    request = remediate.Request(root=str(tmp_path), nvml=str(nvml), profile="hgx-h100",
+                                overrides="site.yaml", only=("memory.*",))
+    change = planning.build([finding("kernel.iommu", {"kernel_cmdline": {"iommu": "pt"}},
+                                     disruption=Disruption.REBOOT)]).changes[0]
+    prepared = remediate.Plan(request=request, audit=remediate.Audit("hgx-h100", [], {}),
+                              plan=planning.Plan(changes=[change]), refused=[change])
+    assert next_command(request, prepared) == (
+        f"nodetune apply --root {tmp_path} --nvml {nvml} --profile hgx-h100 "
+        "--overrides site.yaml --only 'memory.*' --allow-reboot")
+    assert request.target() == f"the host tree {tmp_path} (--root)"
+    remote = remediate.Request(inventory=Path("hosts.ini"), limit="gpu*")
+    assert remote.target(["n1", "n2"]) == "host(s) n1, n2 of inventory hosts.ini (limit gpu*)"
+
+
 def test_plan_refuses_two_settings_that_want_different_values():
     with pytest.raises(RenderError, match=r"memory.swappiness and tuned.swappiness want different "
                                           r"values for kernel_sysctl.vm.swappiness"):

@@ -110,6 +110,23 @@ def test_dry_run_and_refusals_change_nothing(synth, synth_tmp):
     paths = {d["path"] for c in plan["changes"] for d in c["diff"]}
     assert {"/sys/kernel/mm/transparent_hugepage/enabled", "/etc/default/grub",
             "/etc/modules-load.d/nodetune.conf"} <= paths
+    # the value that will be written, not the rule it satisfies
+    assert (iommu["current"], iommu["wanted"]) == ("translated", "iommu=pt")
+    swappiness = next(s for s in plan["settings"] if s["id"] == "memory.swappiness")
+    assert (swappiness["current"], swappiness["wanted"]) == ("60", "10")
+
+    # The text dry run: the whole unified diff, the command to run next, exit 2 for CI.
+    text = nodetune("apply", "--root", str(root), "--nvml", str(host.nvml), "--dry-run",
+                    "--detailed-exitcode")
+    assert text.returncode == 2, text.stderr
+    assert "more (--json shows all)" not in text.stdout
+    assert "--- a/etc/default/grub\n+++ b/etc/default/grub\n" in text.stdout
+    assert '-GRUB_CMDLINE_LINUX=""\n+GRUB_CMDLINE_LINUX="iommu=pt"\n' in text.stdout
+    cpus = len(list((root / "sys/devices/system/cpu").glob("cpu[0-9]*/cpufreq/scaling_governor")))
+    assert text.stdout.count("cpufreq/scaling_governor\n@@ -1 +1 @@\n-powersave\n"
+                             "+performance\n") == cpus
+    assert (f"To apply: nodetune apply --root {root} --nvml {host.nvml} --allow-reboot\n"
+            in text.stdout)
     assert tree(root) == original
     assert not (root / STATE).exists()
 

@@ -58,6 +58,16 @@ class Request:
     def local(self) -> bool:
         return self.inventory is None
 
+    def target(self, hosts: Sequence[str] = ()) -> str:
+        """What an apply changes, in words: this host, a --root tree, or inventory hosts."""
+        if not self.local:
+            limit = f" (limit {self.limit})" if self.limit else ""
+            names = f" {', '.join(hosts)}" if hosts else ""
+            return f"host(s){names} of inventory {self.inventory}{limit}"
+        if self.host_root != "/":
+            return f"the host tree {self.host_root} (--root)"
+        return "this host (localhost)"
+
     def allowed(self, disruption: Disruption) -> bool:
         if disruption is Disruption.REBOOT:
             return self.allow_reboot
@@ -112,6 +122,7 @@ class Report:
     render_dir: Path | None = None
     render_inventory: Path | None = None
     hosts: list[str] = field(default_factory=list)
+    next_command: str = ""  # the command that applies this plan (dry run)
 
     @property
     def failed(self) -> list[SettingOutcome]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,11 @@ check mode to show, per setting, current -> new value and how disruptive the cha
 for confirmation, records the previous values in a state file, applies, and audits again:
 each setting ends fixed, pending reboot, or failed.
 
-Exit codes: 0 applied (or nothing to do, or a dry run); 1 some settings failed; 3 nodetune
-could not run (unknown profile, no Ansible, unreachable host, a task failed: see the state
-file to roll back); 4 refused, nothing was changed (no confirmation, a reboot or kubelet
-state reset not allowed, profile does not match the hardware).
+Exit codes: 0 applied (or nothing to do, or a dry run); 1 some settings failed; 2 with
+--detailed-exitcode: changes pending (dry run) or made (apply); 3 nodetune could not run
+(unknown profile, no Ansible, unreachable host, a task failed: see the state file to roll
+back); 4 refused, nothing was changed (no confirmation, a reboot or kubelet state reset not
+allowed, profile does not match the hardware).
 """
 
 
@@ -61,13 +63,16 @@ state reset not allowed, profile does not match the hardware).
 @click.option("--state-file", type=click.Path(dir_okay=False, path_type=Path), metavar="PATH",
               help="Where to record the previous values (default: "
               "/var/lib/nodetune/state/<time>.json, inside --root).")
+@click.option("--detailed-exitcode", is_flag=True, help="Exit 2 when there are changes: "
+              "pending (with --dry-run) or made; 0 when there is nothing to change.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report "
               "(schema nodetune.apply/1).")
 def cmd(profile: str | None, profiles_dirs: tuple[str, ...], overrides: str | None, nvml: str,
         dry_run: bool, yes: bool,
         allow_reboot: bool, allow_disruptive: bool, only: tuple[str, ...],
         inventory: Path | None, limit: str | None, root: str | None,
-        render_only: Path | None, force: bool, state_file: Path | None, as_json: bool) -> int:
+        render_only: Path | None, force: bool, state_file: Path | None,
+        detailed_exitcode: bool, as_json: bool) -> int:
 
     if limit and inventory is None:
         raise click.UsageError("--limit needs --inventory")
@@ -90,22 +95,62 @@ def cmd(profile: str | None, profiles_dirs: tuple[str, ...], overrides: str | No
                               fix="review with --dry-run, then pass --yes")
         remediate.check_plan(prepared)
         plan_report = remediate.dry_run_report(prepared)
+        plan_report.next_command = next_command(request, prepared)
         if dry_run or not prepared.changes or not plan_report.tasks:
             # nothing to do also when every change is already made and waits for a reboot
             if not dry_run:
                 plan_report.mode = "apply"
             view.show(plan_report, prepared, as_json=as_json)
-            return exitcodes.OK
+            pending = dry_run and any(s.status in ("would-change", "refused")
+                                      for s in plan_report.settings)
+            return exitcodes.CHANGES if detailed_exitcode and pending else exitcodes.OK
         if not as_json:
             view.show(plan_report, prepared, as_json=False)
         if not yes:
-            hosts = ", ".join(plan_report.hosts) or "the inventory"
-            if not click.confirm(f"Apply {len(prepared.changes)} change(s) to {hosts}?",
+            target = request.target(plan_report.hosts)
+            if not click.confirm(f"Apply {len(prepared.changes)} setting(s) to {target}?",
                                  err=True):
                 raise Refused("not confirmed; nothing was changed")
         report = remediate.execute(prepared)
         view.show(report, prepared, as_json=as_json)
-    return exitcodes.FAILED if report.failed or report.rejected else exitcodes.OK
+    if report.failed or report.rejected:
+        return exitcodes.FAILED
+    return exitcodes.CHANGES if detailed_exitcode and report.changed else exitcodes.OK
+
+
+def next_command(request: remediate.Request, prepared: remediate.Plan) -> str:
+    """The `nodetune apply` command that applies this plan: the same target, NVML source,
+    profile and overrides, plus the flags the refused changes need."""
+    args = ["nodetune", "apply"]
+    if request.root:
+        args += ["--root", request.host_root]
+    if request.nvml != "auto":
+        args += ["--nvml", os.path.abspath(request.nvml) if os.path.exists(request.nvml)
+                 else request.nvml]
+    if request.profile:
+        args += ["--profile", request.profile]
+    for directory in request.profiles_dirs:
+        args += ["--profiles-dir", directory]
+    if request.overrides:
+        args += ["--overrides", request.overrides]
+    for item in request.only:
+        args += ["--only", item]
+    if request.inventory is not None:
+        args += ["--inventory", str(request.inventory)]
+    if request.limit:
+        args += ["--limit", request.limit]
+    if request.state_file is not None:
+        args += ["--state-file", str(request.state_file)]
+    if request.force:
+        args.append("--force")
+    needed = {remediate.GATED[c.disruption] for c in prepared.refused}
+    if request.allow_reboot or "--allow-reboot" in needed:
+        args.append("--allow-reboot")
+    if request.allow_disruptive or "--allow-disruptive" in needed:
+        args.append("--allow-disruptive")
+    if request.local and request.host_root == "/" and os.geteuid() != 0:
+        args.insert(0, "sudo")
+    return shlex.join(args)
 
 
 def _render_only(request: Any, directory: Path, as_json: bool) -> int:

@@ -86,6 +86,10 @@ class Tunable:
     role: ClassVar[str] = ""
     task: ClassVar[str] = ""
 
+    def shown(self, value: Any) -> str:
+        """The value as the host will hold it, for a plan or a diff ("iommu=pt")."""
+        return format_value(value)
+
     def remediation(self, value: Any) -> dict[str, Any]:
         return {"role": self.role, "task": self.task, "vars": self.variables(value),
                 "value": value}
@@ -251,6 +255,9 @@ class CmdlineArg(Tunable):
 
     def fix(self, value: Any) -> str:
         return f"add {self.arg}={_text_of(value)} to the kernel command line and reboot"
+
+    def shown(self, value: Any) -> str:
+        return f"{self.arg}={_text_of(value)}"
 
     def variables(self, value: Any) -> dict[str, Any]:
         return {"kernel_cmdline": {self.arg: _text_of(value)}}

@@ -3,7 +3,10 @@ rich tables. Rejected kernel values are printed loudly: they are the failures pe
 
 from __future__ import annotations
 
+import difflib
 from typing import TYPE_CHECKING, Any
+
+import click
 
 from nodetune.schemas import APPLY_SCHEMA, ROLLBACK_SCHEMA
 from nodetune.views.output import console, emit_json
@@ -94,55 +97,70 @@ def _settings_table(report: Report) -> Any:
     return table
 
 
-def _print_tasks(out: Any, report: Report, limit: int = 4) -> None:
+def _print_tasks(out: Any, report: Report) -> None:
+    """Every change Ansible made or would make, as a whole unified diff: through a pager on a
+    terminal when it does not fit, printed whole when piped."""
     if not report.tasks:
         return
     verb = "would change" if report.mode in ("dry-run", "rollback-plan") else "changed"
-    out.print(f"Ansible {verb} {report.changed} item(s):")
-    for task in report.tasks:
+    text = f"Ansible {verb} {report.changed} item(s):\n" + diff_text(report.tasks)
+    if out.is_terminal and text.count("\n") > out.height - 2:
+        click.echo_via_pager(text)
+    else:
+        out.print(text, markup=False, highlight=False, end="", soft_wrap=True)
+
+
+def diff_text(tasks: list[TaskOutcome]) -> str:
+    """The tasks' changes as one unified diff, each preceded by `# host: task (item)`."""
+    parts = []
+    for task in tasks:
         label = f" ({task.item})" if task.item else ""
-        out.print(f"  {task.host}: {task.task}{label}", markup=False)
-        lines = [line for diff in task.diffs for line in diff_lines(diff)]
-        for line in lines[:limit]:
-            out.print(f"    {line}", markup=False, overflow="ellipsis", no_wrap=True)
-        if len(lines) > limit:
-            out.print(f"    ... and {len(lines) - limit} more (--json shows all)")
+        parts.append(f"# {task.host}: {task.task}{label}\n")
+        parts.extend(diff_lines(d) for d in task.diffs)
+    return "".join(parts)
 
 
-def diff_lines(diff: dict[str, Any]) -> list[str]:
-    """One short line per changed value or file line of an Ansible diff."""
+def diff_lines(diff: dict[str, Any]) -> str:
+    """One Ansible diff as unified diff text (file state changes as `path: key old -> new`)."""
     path = _diff_path(diff)
     before, after = diff.get("before", ""), diff.get("after", "")
-    if isinstance(before, dict) and isinstance(after, dict):  # file module: state changes
-        keys = [k for k in after if k != "path" and before.get(k) != after.get(k)]
-        return [f"{path}: {k} {before.get(k)} -> {after.get(k)}" for k in keys]
-    before, after = str(before), str(after)
-    if before.count("\n") <= 1 and after.count("\n") <= 1:
-        return [f"{path}: {before.strip() or '(none)'} -> {after.strip() or '(none)'}"]
-    old, new = before.splitlines(), after.splitlines()
-    return ([f"{path}: +{line}" for line in new if line not in old]
-            + [f"{path}: -{line}" for line in old if line not in new])
+    if isinstance(before, dict) or isinstance(after, dict):  # file module: state changes
+        old = before if isinstance(before, dict) else {}
+        new = after if isinstance(after, dict) else {}
+        return "".join(f"{path}: {k} {old.get(k)} -> {new.get(k)}\n"
+                       for k in new if k != "path" and old.get(k) != new.get(k))
+    lines = difflib.unified_diff(_lines(before), _lines(after), fromfile=f"a{path}",
+                                 tofile=f"b{path}")
+    return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+
+
+def _lines(text: Any) -> list[str]:
+    return str(text or "").splitlines(keepends=True)
 
 
 def _print_footer(out: Any, report: Report) -> None:
     if report.mode == "dry-run":
-        out.print("dry run: nothing was changed. Apply with `nodetune apply` (add --yes to skip "
-                  "the question).")
+        pending = sum(1 for s in report.settings if s.status in ("would-change", "refused"))
+        out.print(f"dry run: nothing was changed; {pending} of {len(report.settings)} "
+                  "setting(s) would change.", markup=False)
+        if pending and report.next_command:
+            out.print(f"To apply: {report.next_command}", markup=False, soft_wrap=True)
     elif report.mode == "render-only":
         if report.render_inventory is None:
             out.print("nothing to render: no setting that nodetune can fix is failing")
         else:
-            out.print(f"wrote the playbook, its variables and inventory to {report.render_dir} "
-                      f"(run: ansible-playbook -i {report.render_inventory} "
-                      f"{report.render_dir}/apply.yml --check --diff)")
+            out.print(f"wrote an Ansible project to {report.render_dir} (run: cd "
+                      f"{report.render_dir} && ansible-playbook apply.yml --check --diff)",
+                      markup=False, soft_wrap=True)
     elif report.mode == "apply" and report.state_file is None:
         out.print("nothing changed: the host already holds every value this apply would set")
     elif report.mode == "apply":
         counts = {k: sum(1 for s in report.settings if s.status == k)
-                  for k in ("fixed", "pending-reboot", "failed")}
-        out.print(f"{report.changed} change(s) made: {counts['fixed']} fixed, "
-                  f"{counts['pending-reboot']} pending reboot, {counts['failed']} failed. "
-                  f"Previous values: {report.state_file} (undo: nodetune rollback "
-                  f"--state-file {report.state_file})")
+                  for k in ("fixed", "applied", "pending-reboot", "failed", "unknown")}
+        done = ", ".join(f"{n} {k.replace('-', ' ')}" for k, n in counts.items()
+                         if n or k in ("fixed", "failed"))
+        out.print(f"{len(report.settings)} setting(s): {done}. Previous values: "
+                  f"{report.state_file} (undo: nodetune rollback --state-file "
+                  f"{report.state_file})", markup=False, soft_wrap=True)
     elif report.mode == "rollback":
         out.print(f"rolled back {report.changed} change(s) recorded in {report.state_file}")

@@ -14,6 +14,7 @@ from typing import Any
 from nodetune.apply.render import roles
 from nodetune.errors import RenderError
 from nodetune.facts.model import Disruption, Finding, Status
+from nodetune.profiles import tunables
 from nodetune.rules.operators import format_value
 
 
@@ -67,13 +68,22 @@ def change_of(finding: Finding) -> Change | None:
         raise RenderError(f"setting {finding.id}: remediation variable {unknown[0]!r} belongs "
                           "to no nodetune role",
                           fix="use a variable declared in playbooks/roles/*/defaults/main.yml")
-    # a tunable's remediation names the value it writes; a free-form one only its expectation
-    wanted = (format_value(finding.remediation["value"]) if "value" in finding.remediation
-              else finding.expected)
+    wanted = written_value(finding.remediation, variables) or finding.expected
     return Change(id=finding.id, subject=finding.subject, area=finding.area,
                   severity=finding.severity.value, current=finding.actual,
                   wanted=wanted, disruption=finding.disruption,
                   variables=dict(variables), why=finding.why)
+
+
+def written_value(remediation: Mapping[str, Any], variables: Mapping[str, Any]) -> str:
+    """The exact value a remediation writes ("10", "iommu=pt"), "" when it names none.
+
+    A tunable's remediation carries it; a free-form one is read from its role variables through
+    the same tunable declarations (`tunables.written_by`)."""
+    if "value" in remediation:
+        return format_value(remediation["value"])
+    written = [t.shown(v) for t, v in tunables.written_by(variables)]
+    return ", ".join(written)
 
 
 def build(findings: Iterable[Finding], facts: Mapping[str, Any] | None = None) -> Plan:
