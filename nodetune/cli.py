@@ -27,12 +27,14 @@ if sys.argv[1:2] == ["check"] and sys.argv[0].endswith(
         sys.exit(exitcodes.ERROR)
 
 import importlib
+import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
 from nodetune import __version__
+from nodetune.schemas import ERROR_SCHEMA
 
 # name -> (module under nodetune.commands, one-line help shown by `nodetune --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -111,11 +113,9 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("nodetune: aborted", err=True)
         sys.exit(exitcodes.REFUSED)
     except click.ClickException as exc:  # usage errors: exit 3, not click's 2
-        click.echo(f"nodetune: error: {exc.format_message()}", err=True)
-        sys.exit(exitcodes.ERROR)
+        _fail(f"nodetune: error: {exc.format_message()}", exitcodes.ERROR, argv)
     except NodetuneError as exc:
-        click.echo(f"nodetune: error: {exc.one_line()}", err=True)
-        sys.exit(exc.exit_code)
+        _fail(f"nodetune: error: {exc.one_line()}", exc.exit_code, argv)
     except KeyboardInterrupt:
         click.echo("nodetune: interrupted", err=True)
         sys.exit(130)
@@ -124,9 +124,19 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # a bug: one line, not a traceback, unless NODETUNE_DEBUG is set
         if debug_enabled():
             raise
-        click.echo(internal_error_line(exc), err=True)
-        sys.exit(exitcodes.ERROR)
+        _fail(internal_error_line(exc), exitcodes.ERROR, argv)
     sys.exit(rc if isinstance(rc, int) else exitcodes.OK)
+
+
+def _fail(line: str, code: int, argv: list[str] | None) -> NoReturn:
+    """The line on stderr; with --json also a nodetune.error/1 document on stdout, same exit."""
+    click.echo(line, err=True)
+    args = sys.argv[1:] if argv is None else argv
+    if "--json" in args:
+        error = line.removeprefix("nodetune: ").removeprefix("error: ")
+        doc = {"schema": ERROR_SCHEMA, "error": error, "exit_code": code}
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    sys.exit(code)
 
 
 if __name__ == "__main__":  # `python -m nodetune.cli ...` behaves as `nodetune ...`

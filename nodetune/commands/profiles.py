@@ -1,4 +1,4 @@
-"""`nodetune profiles list|show`: the hardware profiles, after inheritance is resolved."""
+"""`nodetune profiles list|show|recommend`: the hardware profiles, after inheritance is resolved."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from typing import Any
 import click
 
 from nodetune import exitcodes
+from nodetune.cli import node_options
 from nodetune.commands.audit import profile_options
+from nodetune.node.source import open_node
 from nodetune.profiles.catalog import Library, describe_rules, load_all
 from nodetune.schemas import PROFILE_SCHEMA
 from nodetune.views.output import emit_json
@@ -52,4 +54,26 @@ def show_cmd(name: str, profiles_dirs: tuple[str, ...], overrides: str | None,
         emit_json({"profiles": [doc]}, PROFILE_SCHEMA)
         return exitcodes.OK
     print_profile(doc)
+    return exitcodes.OK
+
+
+@cmd.command("recommend", short_help="Print the name of the profile this node matches.")
+@node_options
+@click.option("--profiles-dir", "profiles_dirs", multiple=True, type=click.Path(file_okay=False),
+              envvar="NODETUNE_PROFILES_DIR", metavar="DIR",
+              help="Extra profile directory, searched first (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (schema nodetune.profile/1).")
+def recommend_cmd(root: str | None, snapshot: str | None, nvml: str,
+                  profiles_dirs: tuple[str, ...], as_json: bool) -> int:
+    """Print one word, the profile `audit` would pick for this node (as `tuned-adm recommend`).
+
+    Exit codes: 0 a profile matched, 3 none matched or the node could not be read.
+    """
+    with open_node(root=root, snapshot=snapshot, nvml=nvml) as node:
+        facts = node.facts().to_json()
+    match = Library(profiles_dirs).match(facts)
+    if as_json:
+        emit_json({"recommended": match.profile, "reason": match.reason}, PROFILE_SCHEMA)
+        return exitcodes.OK
+    click.echo(match.profile)
     return exitcodes.OK
