@@ -10,6 +10,7 @@ import pytest
 
 from nodetune.collectors import Context
 from nodetune.collectors.pci import (
+    LazyConfig,
     PciCollector,
     collect_pci,
     device_kind,
@@ -116,6 +117,33 @@ def test_acs_and_max_read_request_at_the_offsets_of_a_real_lspci_capture() -> No
         assert acs.ctl == port["flags"], port["address"]
         assert acs.source_validation == port["flags"]["SrcValid"]
         assert parse_max_read_request(config) == port["mrrs"], port["address"]
+
+
+def test_lazy_config_reads_audit_acs_and_max_read_request_from_few_dwords(
+        tmp_path: Path) -> None:
+    """Read lazily, the config images of the real lspci capture give the same ACS control,
+    MaxReadReq and port type as the whole 4 KiB, from the header and a few extended dwords."""
+    types = {"Root Port": 0x4, "Downstream Port": 0x6, "Upstream Port": 0x5, "Endpoint": 0x0}
+    for i, port in enumerate(_lspci_ports()):
+        ctl = sum(1 << bit for bit, name in enumerate(ACS_FLAGS) if port["flags"][name])
+        whole = _config(port["pcie_at"], types.get(port["port"], 0), port["mrrs"],
+                        port["acs_at"], ctl)
+        path = tmp_path / f"config{i}"
+        path.write_bytes(whole)
+        lazy = LazyConfig.open(str(path))
+        assert isinstance(lazy, LazyConfig) and len(lazy) == 4096
+        try:
+            assert parse_acs(lazy) == parse_acs(whole), port["address"]
+            assert parse_max_read_request(lazy) == parse_max_read_request(whole) == port["mrrs"]
+            assert parse_port_type(lazy) == parse_port_type(whole)
+            assert lazy[0x100:0x108] == whole[0x100:0x108]
+            assert lazy.reads <= 6, lazy.reads  # header, then extended-list entries only
+        finally:
+            lazy.close()
+    short = tmp_path / "unprivileged"
+    short.write_bytes(whole[:64])  # what a non-root reader gets from sysfs
+    assert LazyConfig.open(str(short)) == whole[:64]
+    assert LazyConfig.open(str(tmp_path / "absent")) is None
 
 
 def test_config_space_edge_cases() -> None:

@@ -13,19 +13,19 @@ import os
 import posixpath
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, overload
 
 from nodetune.collectors import register
 from nodetune.errors import NoData
 from nodetune.facts import cpulist
 from nodetune.facts.model import FactSet, JsonKey, Keyed, to_jsonable
 from nodetune.facts.pcie import gen_of, sysfs_address
+from nodetune.node.hostroot import HostRoot
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from nodetune.collectors import Context
-    from nodetune.node.hostroot import HostRoot
 
 DEVICES_DIR = "/sys/bus/pci/devices"
 
@@ -194,15 +194,107 @@ def nearest_switch(chain: list[str], roles: list[str | None]) -> str | None:
     return None
 
 
-def _u16(data: bytes, offset: int) -> int:
+class LazyConfig:
+    """A device's config space read on demand: the 256-byte header at once, the extended
+    space (0x100-0xFFF) only where a parser looks, in aligned dwords. The kernel reads config
+    space one dword at a time (drivers/pci/pci-sysfs.c `pci_read_config`), ~10 us each on a
+    KVM guest, so reading all 4 KiB of every device cost more than everything else `check`
+    reads; the capabilities parsed here sit in the header and a few extended-list entries."""
+
+    __slots__ = ("_fd", "_head", "_size", "_words", "reads")
+
+    def __init__(self, fd: int, head: bytes, size: int) -> None:
+        self._fd = fd
+        self._head = head
+        self._size = size
+        self._words: dict[int, bytes] = {}
+        self.reads = 1  # pread calls made, for tests and benchmarks
+
+    @classmethod
+    def open(cls, path: str) -> LazyConfig | bytes | None:
+        """The config space at `path`: plain bytes when it is no longer than the header
+        (an unprivileged reader gets 64 bytes), else a LazyConfig; None when unreadable."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            head = os.pread(fd, 0x100, 0)
+            size = os.fstat(fd).st_size
+        except OSError:
+            os.close(fd)
+            return None
+        if len(head) < 0x100 or size <= 0x100:
+            os.close(fd)
+            return head
+        return cls(fd, head, size)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __len__(self) -> int:
+        return self._size
+
+    def _word(self, offset: int) -> bytes:
+        word = self._words.get(offset)
+        if word is None:
+            word = b""
+            if self._fd >= 0:
+                try:
+                    word = os.pread(self._fd, 4, offset)
+                except OSError:
+                    word = b""
+                self.reads += 1
+            word = word.ljust(4, b"\xff")  # unreadable reads as absent (all ones)
+            self._words[offset] = word
+        return word
+
+    def _bytes(self, start: int, stop: int) -> bytes:
+        stop = min(stop, self._size)
+        if stop <= 0x100:
+            return self._head[start:stop]
+        parts = [self._head[start:0x100]] if start < 0x100 else []
+        first = max(start, 0x100)
+        for aligned in range(first & ~3, stop, 4):
+            word = self._word(aligned)
+            parts.append(word[max(first - aligned, 0):stop - aligned])
+        return b"".join(parts)
+
+    @overload
+    def __getitem__(self, key: int) -> int: ...
+    @overload
+    def __getitem__(self, key: slice) -> bytes: ...
+    def __getitem__(self, key: int | slice) -> int | bytes:
+        if isinstance(key, slice):
+            start, stop, _ = key.indices(self._size)
+            return self._bytes(start, stop)
+        if not 0 <= key < self._size:
+            raise IndexError(key)
+        return self._head[key] if key < 0x100 else self._word(key & ~3)[key & 3]
+
+
+def read_config(root: HostRoot, path: str) -> bytes | LazyConfig | None:
+    """The config space of a device: read lazily from a plain tree or the live host, whole
+    through `root` where it records what it reads (snapshots) or serves it from memory."""
+    if type(root) is HostRoot and not root.recording:
+        found = LazyConfig.open(root.path(path))
+        if found is not None:
+            return found
+    data: bytes | None = root.read_bytes(path, None)
+    return data
+
+
+def _u16(data: bytes | LazyConfig, offset: int) -> int:
     return int.from_bytes(data[offset:offset + 2], "little")
 
 
-def _u32(data: bytes, offset: int) -> int:
+def _u32(data: bytes | LazyConfig, offset: int) -> int:
     return int.from_bytes(data[offset:offset + 4], "little")
 
 
-def find_capability(config: bytes, cap_id: int) -> int | None:
+def find_capability(config: bytes | LazyConfig, cap_id: int) -> int | None:
     """Offset of a standard capability in config space (the list starts at 0x34)."""
     if len(config) < 0x40 or not _u16(config, 0x06) & 0x10:  # Status: Capabilities List
         return None
@@ -216,7 +308,7 @@ def find_capability(config: bytes, cap_id: int) -> int | None:
     return None
 
 
-def find_ext_capability(config: bytes, cap_id: int) -> int | None:
+def find_ext_capability(config: bytes | LazyConfig, cap_id: int) -> int | None:
     """Offset of an extended capability (the list starts at 0x100)."""
     offset = 0x100
     for _ in range(960):
@@ -231,7 +323,7 @@ def find_ext_capability(config: bytes, cap_id: int) -> int | None:
     return None
 
 
-def parse_max_read_request(config: bytes) -> int | None:
+def parse_max_read_request(config: bytes | LazyConfig) -> int | None:
     """MaxReadReq in bytes: PCIe Device Control bits 14:12 (128 << value)."""
     cap = find_capability(config, CAP_PCIE)
     if cap is None or cap + 0x0A > len(config):
@@ -239,14 +331,14 @@ def parse_max_read_request(config: bytes) -> int | None:
     return 128 << ((_u16(config, cap + 0x08) >> 12) & 0x7)
 
 
-def parse_port_type(config: bytes) -> str | None:
+def parse_port_type(config: bytes | LazyConfig) -> str | None:
     cap = find_capability(config, CAP_PCIE)
     if cap is None or cap + 4 > len(config):
         return None
     return PORT_TYPES.get((_u16(config, cap + 0x02) >> 4) & 0xF)
 
 
-def parse_acs(config: bytes) -> PciAcs | None:
+def parse_acs(config: bytes | LazyConfig) -> PciAcs | None:
     """The ACS Control register, or None when the device has no ACS capability."""
     cap = find_ext_capability(config, EXT_CAP_ACS)
     if cap is None or cap + 8 > len(config):
@@ -406,8 +498,21 @@ def _read_device(root: HostRoot, address: str, reasons: _ConfigReasons,
         unknown["path"] = ("the tree stores the device as a plain directory, not a link into "
                            "/sys/devices/pci*: parent bridges unknown")
 
+    config = read_config(root, f"{base}/config") if "config" in names else None
+    try:
+        port_type, acs, mrrs = _config_facts(config, reasons, unknown)
+    finally:
+        if isinstance(config, LazyConfig):
+            config.close()
+    return _Raw(address=address, ids=ids, driver=driver, numa_node=numa_node,
+                local_cpus=local_cpus, link=link, chain=chain, port_type=port_type, acs=acs,
+                max_read_request=mrrs, aer=_aer(read, names, unknown), unknown=unknown)
+
+
+def _config_facts(config: bytes | LazyConfig | None, reasons: _ConfigReasons,
+                  unknown: dict[str, str]) -> tuple[str | None, PciAcs | None, int | None]:
+    """Port type, ACS and MaxReadReq from config space; why not, in `unknown`."""
     port_type = acs = mrrs = None
-    config = root.read_bytes(f"{base}/config", None) if "config" in names else None
     if config is None:
         unknown["acs"] = unknown["max_read_request_bytes"] = "no readable config file"
     else:
@@ -431,9 +536,7 @@ def _read_device(root: HostRoot, address: str, reasons: _ConfigReasons,
             acs = parse_acs(config)
             if acs is None:
                 unknown["acs"] = "no ACS capability"
-    return _Raw(address=address, ids=ids, driver=driver, numa_node=numa_node,
-                local_cpus=local_cpus, link=link, chain=chain, port_type=port_type, acs=acs,
-                max_read_request=mrrs, aer=_aer(read, names, unknown), unknown=unknown)
+    return port_type, acs, mrrs
 
 
 def _build(raws: list[_Raw]) -> PciFacts:
