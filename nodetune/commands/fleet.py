@@ -9,8 +9,9 @@ from typing import Any
 import click
 
 from nodetune.commands.params import FiniteFloatRange
-from nodetune.fleet import collect, report
-from nodetune.schemas import FLEET_COLLECT_SCHEMA, FLEET_SCHEMA
+from nodetune.fleet import collect, domains, report
+from nodetune.schemas import FLEET_COLLECT_SCHEMA, FLEET_SCHEMA, FLEET_TOPOLOGY_SCHEMA
+from nodetune.views import fleet_topology
 from nodetune.views.fleet_html import write_html
 from nodetune.views.fleet_text import CollectProgress, render_collection, render_report
 from nodetune.views.output import console, emit_json
@@ -24,6 +25,7 @@ def cmd() -> None:
       collect  run nodetune facts/audit (and bench) on every inventory host,
                one DIR/<host>.json per host
       report   compliance per setting, worst nodes, drift, benchmark outliers
+      topology NVLink domains as Slurm topology.conf or Kubernetes node labels
     """
 
 
@@ -112,3 +114,35 @@ def report_cmd(directory: Path, as_json: bool, html_path: Path | None, k: float,
             out.print(f"\nHTML report written to {html_path}")
     exit_code: int = doc["summary"]["exit_code"]
     return exit_code
+
+
+_RENDER = {"slurm": fleet_topology.slurm_block, "slurm-tree": fleet_topology.slurm_tree,
+           "labels": fleet_topology.labels}
+
+
+@cmd.command("topology")
+@click.argument("target", type=click.Path(path_type=Path), metavar="REPORT_OR_DIR")
+@click.option("--format", "fmt", type=click.Choice(["slurm", "slurm-tree", "labels", "json"]),
+              default="slurm", show_default=True,
+              help="slurm: topology.conf BlockName= lines (topology/block, Slurm 23.11+); "
+                   "slurm-tree: SwitchName= lines (topology/tree, any Slurm); labels: "
+                   "kubectl label commands; json: the nodetune.fleet-topology/1 document.")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+def topology_cmd(target: Path, fmt: str, as_json: bool) -> int:
+    """NVLink domains (GPU fabric cluster UUID + clique id) of the nodes in REPORT_OR_DIR.
+
+    Reads fleet reports and agent /report documents (a `fleet collect` directory or one
+    file). Nodes of a domain that fail (critical audit findings, failed health check, GPU
+    fabric not registered, fewer GPUs in the clique than their peers) are left out of the
+    domain's block and listed in a comment, so no job is placed across a broken tray.
+
+    Exit codes: 0 every domain healthy; 1 a domain is partly healthy or a report could not
+    be read or has no GPU facts; 3 nodetune could not run (no such file or directory, no
+    node reports).
+    """
+    topo = domains.build(target)
+    if as_json or fmt == "json":
+        emit_json(topo.to_json(), FLEET_TOPOLOGY_SCHEMA)
+    else:
+        click.echo(_RENDER[fmt](topo), nl=False)
+    return topo.exit_code

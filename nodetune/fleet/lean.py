@@ -27,7 +27,7 @@ FACTS_KEEP: dict[str, Any] = {
                "virtualization": None},
     "gpu": {"count": None, "driver_version": None, "cuda_driver_version": None},
     "gpus": [{k: None for k in ("index", "pci_address", "name", "uuid", "vbios_version",
-                                "memory_total_bytes")}],
+                                "memory_total_bytes", "fabric")}],
     "rdma": {"devices": [{k: None for k in ("name", "pci_address", "fw_ver", "hca_type",
                                             "board_id")}]},
 }
