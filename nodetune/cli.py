@@ -41,6 +41,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "facts": ("facts", "Show everything nodetune knows about this node."),
     "topo": ("topo", "Show the GPU/NIC/NVMe topology matrix, or draw it."),
     "snapshot": ("snapshot", "Capture this node into a shareable .tar.gz."),
+    "import": ("imports", "Turn nvidia-smi text into an NVML recording to replay."),
     "collectors": ("collectors", "List the fact collectors."),
     "audit": ("audit", "Compare the node with its hardware profile."),
     "profiles": ("profiles", "List or show hardware profiles."),

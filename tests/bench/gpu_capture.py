@@ -11,7 +11,6 @@ Expects OUTDIR to hold nvidia-smi-q.txt, nvidia-smi-topo-m.txt and nvidia-smi-nv
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 import tempfile
@@ -22,7 +21,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from nodetune.node import nvml, snapshot  # noqa: E402
+from nodetune.node import nvml, smi_text, snapshot  # noqa: E402
 from nodetune.node.source import open_node  # noqa: E402
 
 STABLE = ("pci_bus_id", "name", "uuid", "memory_total_bytes", "persistence_mode", "ecc",
@@ -32,20 +31,11 @@ VOLATILE = ("clocks", "clock_event_reasons_mask", "performance_state", "power_dr
             "temperature_c", "pcie")
 
 
-def converter() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "nvml_from_smi", REPO / "tests" / "fixtures" / "nvml_from_smi.py")
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
-
-
 def compare_with_smi(out: Path, dump: dict[str, Any]) -> int:
-    conv = converter()
     text = {name: (out / name).read_text() for name in
             ("nvidia-smi-q.txt", "nvidia-smi-topo-m.txt", "nvidia-smi-nvlink-s.txt")
             if (out / name).is_file()}
-    smi = conv.convert(text.get("nvidia-smi-q.txt", ""), text.get("nvidia-smi-topo-m.txt"),
+    smi = smi_text.convert(text.get("nvidia-smi-q.txt", ""), text.get("nvidia-smi-topo-m.txt"),
                        text.get("nvidia-smi-nvlink-s.txt"))
     problems = 0
     print(f"nvidia-smi: driver {smi['driver_version']}, {len(smi['devices'])} GPUs; "
