@@ -214,3 +214,16 @@ def test_import_rejects_other_files(tmp_path: Path) -> None:
         importer.import_file(str(other))
     with pytest.raises(BenchError, match="cannot read"):
         importer.import_file(str(tmp_path / "missing.log"))
+
+
+def test_nccl_rows_with_inf_or_nan_are_no_measurement() -> None:
+    """Real a100x8 row with `inf` in the #wrong columns (was OverflowError) or the time."""
+    parse_row = nccltests.parse_row
+    real = ("           0             0   float     sum    35.20    0.00    0.00    N/A"
+            "    34.05    0.00    0.00    N/A")
+    assert parse_row(real) is not None
+    row = parse_row(real.replace("N/A", "inf"))
+    assert row is not None and row.wrong is None and row.in_place is not None
+    assert row.in_place.wrong is None
+    assert parse_row(real.replace("35.20", "inf")) is None
+    assert parse_row(real.replace("0.00    0.00    N/A    34", "nan    0.00    N/A    34")) is None

@@ -8,6 +8,7 @@ prints it), and several tables in one file.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -69,7 +70,7 @@ def _wrong(text: str | None) -> int | None:
         return None
     try:
         return int(float(text))
-    except ValueError:
+    except (ValueError, OverflowError):  # "inf", "nan": not a count
         return None
 
 
@@ -78,6 +79,9 @@ def parse_row(line: str) -> NcclRow | None:
     m = _ROW.search(line)
     if m is None:
         return None
+    numbers = [m[k] for k in ("t1", "a1", "b1", "t2", "a2", "b2") if m[k] is not None]
+    if not all(math.isfinite(float(n)) for n in numbers):
+        return None  # a row with inf or nan is no measurement
     in_place = None
     if m["t2"] is not None:
         in_place = NcclPoint(time_us=float(m["t2"]), algbw_gbps=float(m["a2"]),
