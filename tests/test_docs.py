@@ -278,3 +278,17 @@ def test_every_option_is_on_its_command_page(page: manpage.Page) -> None:
                 re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", text) for n in names):
             missing.append(names[0])
     assert not missing, f"docs/commands/{doc.name} does not mention {missing}"
+
+
+def test_the_quick_start_is_for_users_and_development_for_developers() -> None:
+    """The Quick start installs, puts `nodetune` on the PATH and audits; the tests are elsewhere."""
+    text = README.read_text(encoding="utf-8")
+    quick = text.split("\n## Quick start\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"^```sh\n(.*?)^```$", quick, re.M | re.S)
+    assert blocks
+    for block in blocks:
+        assert "tests/run.sh" not in block and "pytest" not in block
+        assert re.search(r"ln -sf \S+/bin/nodetune \S+/bin/nodetune", block)
+        assert block.rstrip().endswith("nodetune audit")
+    development = text.split("\n## Development\n", 1)[1].split("\n## ", 1)[0]
+    assert "bash tests/run.sh" in development

@@ -14,7 +14,7 @@ import click
 from nodetune import exitcodes
 from nodetune.cli import node_options
 from nodetune.collectors import load_all
-from nodetune.commands.params import non_empty_items
+from nodetune.commands.params import complete_collectors, non_empty_items
 from nodetune.facts import schema
 from nodetune.facts.model import Disruption, Severity
 from nodetune.facts.schema import ProfileLanguage
@@ -81,6 +81,7 @@ def _profile_language() -> ProfileLanguage:
 @click.option("--timings", is_flag=True, help="Show how long each collector took "
               "(on stderr with --json).")
 @click.option("--only", multiple=True, callback=non_empty_items, metavar="NAME[,NAME]",
+              shell_complete=complete_collectors,
               help="Run only these collectors (repeatable; see `nodetune collectors`).")
 @click.option("--schema", type=click.Choice(["facts", "profile"]), is_flag=False,
               flag_value="facts", default=None, metavar="[facts|profile]",

@@ -9,6 +9,7 @@ import click
 from nodetune import exitcodes
 from nodetune.cli import node_options
 from nodetune.commands.audit import profile_options
+from nodetune.commands.params import complete_profiles
 from nodetune.node.source import open_node
 from nodetune.profiles.catalog import Library, describe_rules, load_all
 from nodetune.schemas import PROFILE_SCHEMA
@@ -39,7 +40,7 @@ def list_cmd(profiles_dirs: tuple[str, ...], as_json: bool) -> int:
 
 
 @cmd.command("show", short_help="Show one profile, inheritance resolved.")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_profiles)
 @profile_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (schema nodetune.profile/1).")
 def show_cmd(name: str, profiles_dirs: tuple[str, ...], overrides: str | None,
