@@ -48,9 +48,10 @@ def test_an_nvme_behind_vmd_maps_to_itself_not_to_the_vmd_controller(tmp_path: P
                           f"{vmd}/numa_node": "0",
                           f"{vmd}/nvme/nvme0/model": "INTEL SSDPE2KX080T8"})
     (tmp_path / "sys/block").mkdir(parents=True)
-    (tmp_path / "sys/block/nvme0n1").symlink_to(tmp_path / ns.lstrip("/"))
-    (tmp_path / f"{ns.lstrip('/')}/device").symlink_to(tmp_path / f"{vmd.lstrip('/')}/nvme/nvme0")
-    (tmp_path / f"{vmd.lstrip('/')}/nvme/nvme0/device").symlink_to(tmp_path / vmd.lstrip("/"))
+    # absolute targets, as in a chroot: resolved inside the tree
+    (tmp_path / "sys/block/nvme0n1").symlink_to(ns)
+    (tmp_path / f"{ns.lstrip('/')}/device").symlink_to(f"{vmd}/nvme/nvme0")
+    (tmp_path / f"{vmd.lstrip('/')}/nvme/nvme0/device").symlink_to(vmd)
     block = StorageCollector().collect(context(tmp_path)).block
     assert [(b.name, b.pci_address) for b in block] == [("nvme0n1", "10000:e1:00.0")]
 
@@ -163,13 +164,12 @@ def test_thermal_throttle_counts(host_tree) -> None:
 def test_bonding_masters_is_no_interface_and_bonds_list_their_slaves(tmp_path: Path) -> None:
     """Values of prometheus/node_exporter's fixtures: bonding_masters "bond0 dmz int", the
     slaves of dmz "eth0 eth4"."""
-    virtual = tmp_path / "sys/devices/virtual/net"
     write_tree(tmp_path, {"/sys/class/net/bonding_masters": "bond0 dmz int\n",
                           "/sys/devices/virtual/net/dmz/bonding/slaves": "eth0 eth4\n",
                           "/sys/devices/virtual/net/dmz/bonding/mode": "active-backup 1\n",
                           "/sys/devices/virtual/net/dmz/carrier_changes": "2\n",
                           "/sys/devices/virtual/net/dmz/operstate": "up\n"})
-    (tmp_path / "sys/class/net/dmz").symlink_to(virtual / "dmz")
+    (tmp_path / "sys/class/net/dmz").symlink_to("/sys/devices/virtual/net/dmz")  # as in a chroot
     nics = NicCollector().collect(context(tmp_path)).interfaces
     assert [(n.name, n.bond_slaves, n.bond_mode, n.carrier_changes) for n in nics] == [
         ("dmz", ["eth0", "eth4"], "active-backup", 2)]

@@ -325,16 +325,44 @@ def test_total_timeout_names_what_did_not_run() -> None:
         "the total --timeout ran out first"
 
 
-def test_a_hanging_read_is_reported_by_check_name(h200: tuple[Path, Path], tmp_path: Path) -> None:
-    """/proc/meminfo as a FIFO without a writer blocks like a hung filesystem: the memory checks
-    time out by name, the node is unhealthy, and the process exits without waiting for it."""
+HANG_MEMINFO = """
+import sys, time
+from nodetune.node import hostroot
+read = hostroot._read_fd
+def hang(fd, hostpath, *args):
+    if hostpath == "/proc/meminfo":
+        time.sleep(3600)
+    return read(fd, hostpath, *args)
+hostroot._read_fd = hang
+from nodetune.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_a_fifo_in_place_of_a_file_is_unknown_at_once(h200: tuple[Path, Path]) -> None:
+    """/proc/meminfo as a FIFO without a writer: never opened for a blocking read, the memory
+    checks are unknown, and check finishes well within its timeout."""
     root, nvml = h200
     (root / "proc/meminfo").unlink()
     os.mkfifo(root / "proc/meminfo")
     start = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "nodetune", "check", "--json", "--root", str(root),
-                           "--nvml", str(nvml), "--timeout", "1.5"],
+                           "--nvml", str(nvml), "--timeout", "30"],
                           capture_output=True, text=True, timeout=60, check=False)
+    assert time.monotonic() - start < 30
+    status = {c["id"]: c for c in json.loads(proc.stdout)["checks"]}
+    assert status["memory.available"]["status"] == "unknown", status["memory.available"]
+
+
+def test_a_hanging_read_is_reported_by_check_name(h200: tuple[Path, Path], tmp_path: Path) -> None:
+    """A read of /proc/meminfo that blocks like a hung filesystem (made to sleep): the memory
+    checks time out by name, the node is unhealthy, and the process exits without waiting."""
+    root, nvml = h200
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", HANG_MEMINFO, "check", "--json", "--root",
+                           str(root), "--nvml", str(nvml), "--timeout", "1.5"],
+                          capture_output=True, text=True, timeout=60, check=False,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
     assert time.monotonic() - start < 30
     doc = json.loads(proc.stdout)
     assert proc.returncode == 1

@@ -79,6 +79,8 @@ class MemoryRoot(HostRoot):
         # no file of this tree is on disk: callers that open real paths find nothing
         return "/nonexistent-nodetune-memory-root" + hostpath
 
+    raw_path = path
+
     def check_tree(self) -> None:
         return None
 
@@ -101,9 +103,9 @@ class MemoryRoot(HostRoot):
         self._resolved[hostpath] = result
         return result
 
-    def _link_target(self, hostpath: str) -> str | None:
+    def _component(self, hostpath: str) -> tuple[str | None, Any]:
         entry = self.entries.get(hostpath)
-        return entry[1] if entry is not None and entry[0] == "link" else None
+        return (entry[1] if entry is not None and entry[0] == "link" else None), entry
 
     def _entry(self, hostpath: str) -> tuple[str, Any] | None:
         return self.entries.get(self.realpath(hostpath))

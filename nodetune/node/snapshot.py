@@ -218,13 +218,7 @@ class _Planner:
     def link_target(self, hostpath: str) -> str | None:
         if hostpath in _SELF_LINKS and self.src.is_live:
             return None  # keep the reader's own /proc/self as a plain directory
-        real = self.src.path(hostpath)
-        if os.path.islink(real):
-            return os.readlink(real)
-        if not self.src.is_live and not os.path.lexists(real) and os.path.isfile(real + ".link"):
-            with open(real + ".link", encoding="utf-8") as fh:
-                return fh.read().strip()
-        return None
+        return self.src.link_at(hostpath)
 
     def walk(self, hostpath: str) -> tuple[str, list[tuple[str, str]]] | None:
         """(resolved host path, [(link, target)] passed on the way); None on a link loop."""
@@ -266,16 +260,23 @@ class _Planner:
             self.plan.put(resolved, leaf)
         return resolved
 
+    def is_dir(self, hostpath: str) -> bool:
+        """Whether `hostpath` (already resolved) is a directory in the source tree."""
+        try:
+            return stat.S_ISDIR(os.lstat(self.src.raw_path(hostpath)).st_mode)
+        except OSError:
+            return False
+
     def kind_of(self, hostpath: str) -> _Entry | None:
         """A placeholder for what `hostpath` (already resolved) is in the source tree."""
         try:
-            mode = os.lstat(self.src.path(hostpath)).st_mode
+            mode = os.lstat(self.src.raw_path(hostpath)).st_mode
         except OSError:
             return None
         if stat.S_ISDIR(mode):
             return _Entry("dir")
         if stat.S_ISLNK(mode):
-            return _Entry("link", target=os.readlink(self.src.path(hostpath)))
+            return _Entry("link", target=self.src.link_at(hostpath) or "")
         if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
             return _Entry("file")  # a device node: its name is the fact, never its data
         return _Entry("file") if stat.S_ISREG(mode) else None
@@ -286,7 +287,7 @@ class _Planner:
             self.place(path, _Entry("file", data))
         for path, entries in src.listings.items():
             walked = self.walk(path)
-            is_dir = walked is not None and os.path.isdir(src.path(walked[0]))
+            is_dir = walked is not None and self.is_dir(walked[0])
             resolved = self.place(path, _Entry("dir")) if is_dir else None
             if resolved is not None:
                 self.list_entries(resolved.rstrip("/"), entries)
@@ -302,7 +303,8 @@ class _Planner:
                 continue
             entry = self.kind_of(child)
             if entry is not None and entry.kind == "file" and name.endswith(".link") and \
-                    not self.src.is_live and not os.path.lexists(self.src.path(child[:-5])):
+                    not self.src.is_live and \
+                    not os.path.lexists(self.src.raw_path(child[:-5])):
                 # a gathered tree's "<name>.link" file stands for a link called <name>
                 child = child[:-5]
                 entry = _Entry("link", target=self.link_target(child) or "")
@@ -354,23 +356,12 @@ def kernel_log_files(src: CapturingRoot, facts: NodeFacts) -> dict[str, bytes]:
             text = src.contents.get("/dev/kmsg", b"").decode("utf-8", "replace")
             lines = [line for line in text.splitlines() if "Xid" in line]
     elif source in kernel_log.SYSLOG_FILES:
-        text = _tail(src.path(source), kernel_log.SYSLOG_TAIL_BYTES)
+        tail = src.read_tail(source, kernel_log.SYSLOG_TAIL_BYTES)
+        text = "" if tail is None else tail.decode("utf-8", "replace")
         lines = [line for _, line in kernel_log.parse_syslog(text)]
     else:
         return {}
     return {source: "".join(line + "\n" for line in lines).encode()}
-
-
-def _tail(path: str, size: int) -> str:
-    try:
-        with open(path, "rb") as fh:
-            total = os.fstat(fh.fileno()).st_size
-            if total > size:
-                fh.seek(total - size)
-                fh.readline()
-            return fh.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
 
 
 @dataclass
