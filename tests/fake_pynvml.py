@@ -208,6 +208,7 @@ def from_recording(doc: dict[str, Any]) -> types.ModuleType:
     _install(module, "nvmlDeviceGetPciInfo_v3", field("pci_bus_id", convert=pci_info))
     _install(module, "nvmlDeviceGetName", field("name"))
     _install(module, "nvmlDeviceGetUUID", field("uuid"))
+    _install(module, "nvmlDeviceGetVbiosVersion", field("vbios_version"))
     _install(module, "nvmlDeviceGetMemoryInfo", lambda h: real.c_nvmlMemory_t(
         total=field("memory_total_bytes")(h),
         used=devices[h.index].get("memory_used_bytes") or 0))

@@ -24,6 +24,7 @@ _MODULES = (
     "numa",
     "memory",
     "kernel",
+    "system",
     "pci",
     "gpu",
     "nic",

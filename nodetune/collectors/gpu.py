@@ -132,6 +132,7 @@ class Gpu:
     pci_address: str
     name: str | None
     uuid: str | None
+    vbios_version: str | None  # as nvidia-smi prints it: "96.00.A5.00.1A"
     numa_node: int | None
     local_cpus: list[int] | None
     memory_total_bytes: int | None
@@ -187,6 +188,7 @@ class _SysfsGpu:
     driver: str | None
     name: str | None
     uuid: str | None
+    vbios_version: str | None
     minor: int | None  # "Device Minor" of the driver's information file
 
 
@@ -231,8 +233,17 @@ def _read_sysfs_gpu(root: HostRoot, address: str) -> _SysfsGpu:
         driver=driver.rstrip("/").rsplit("/", 1)[-1] if driver else None,
         name=info.get("Model"),
         uuid=info.get("GPU UUID"),
+        vbios_version=normalize_vbios(info.get("Video BIOS")),
         minor=int(info["Device Minor"]) if info.get("Device Minor", "").isdigit() else None,
     )
+
+
+def normalize_vbios(text: str | None) -> str | None:
+    """A VBIOS version as NVML and nvidia-smi print it: the driver's information file writes
+    "96.00.a5.00.1a", NVML "96.00.A5.00.1A"; "??.??.??.??.??" means the driver could not read it."""
+    if not text or "?" in text:
+        return None
+    return text.strip().upper()
 
 
 def driver_info_path(address: str) -> str:
@@ -321,6 +332,7 @@ class _Builder:
             pci_address=address,
             name=self._named("name"),
             uuid=self._named("uuid"),
+            vbios_version=self._vbios(),
             numa_node=self._numa_node(root),
             local_cpus=self._local_cpus(),
             memory_total_bytes=self.n("memory_total_bytes"),
@@ -369,6 +381,15 @@ class _Builder:
             value = getattr(self.sysfs, fact)
         if value is None:
             self.why(fact)
+        return value
+
+    def _vbios(self) -> str | None:
+        """NVML's VBIOS version, else the driver's information file."""
+        value = normalize_vbios((self.nvml or {}).get("vbios_version"))
+        if value is None and self.sysfs is not None:
+            value = self.sysfs.vbios_version
+        if value is None:
+            self.why("vbios_version")
         return value
 
     def _device_minor(self) -> int | None:
@@ -536,6 +557,7 @@ def _field_sources(with_nvml: bool) -> dict[str, str]:
     if not with_nvml:
         info = driver_info_path("<address>")
         out.update({"gpus.*.name": info, "gpus.*.uuid": info, "gpus.*.device_minor": info,
+                    "gpus.*.vbios_version": info,
                     "gpus.*.pcie": f"{base}/current_link_speed,current_link_width,"
                                    "max_link_speed,max_link_width"})
         return out
@@ -543,6 +565,7 @@ def _field_sources(with_nvml: bool) -> dict[str, str]:
         "gpus.*.index": "nvmlDeviceGetHandleByIndex",
         "gpus.*.name": "nvmlDeviceGetName",
         "gpus.*.uuid": "nvmlDeviceGetUUID",
+        "gpus.*.vbios_version": f"nvmlDeviceGetVbiosVersion, else {driver_info_path('<address>')}",
         "gpus.*.memory_total_bytes": "nvmlDeviceGetMemoryInfo",
         "gpus.*.persistence_mode": "nvmlDeviceGetPersistenceMode",
         "gpus.*.ecc": "nvmlDeviceGetEccMode, nvmlDeviceGetTotalEccErrors",

@@ -1,4 +1,5 @@
-"""Kernel facts: release, command line, modules, sysctls in effect and persisted, cgroup, IOMMU."""
+"""Kernel facts: release, command line, modules, sysctls in effect and persisted, cgroup, IOMMU,
+clock source."""
 
 from __future__ import annotations
 
@@ -45,6 +46,12 @@ class Iommu:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Clocksource:
+    current: str | None  # "tsc" is what timing-heavy jobs want on x86; "hpet" costs ~us a read
+    available: list[str] | None
+
+
+@dataclass(frozen=True, kw_only=True)
 class KernelFacts(FactSet):
     release: str | None = None
     version: str | None = None
@@ -57,6 +64,8 @@ class KernelFacts(FactSet):
     cgroup_version: int | None = None
     iommu: Iommu = field(default_factory=lambda: Iommu(mode="unknown", groups=None))
     virtualization: str | None = None
+    clocksource: Clocksource = field(
+        default_factory=lambda: Clocksource(current=None, available=None))
 
 
 # -- pure parsers ------------------------------------------------------------------------------
@@ -219,6 +228,16 @@ def _virtualization(root: HostRoot, notes: FactNotes) -> str | None:
     return None
 
 
+CLOCKSOURCE_DIR = "/sys/devices/system/clocksource/clocksource0"
+
+
+def _clocksource(notes: FactNotes) -> Clocksource:
+    current = notes.text("clocksource.current", f"{CLOCKSOURCE_DIR}/current_clocksource")
+    available = notes.parsed("clocksource.available", f"{CLOCKSOURCE_DIR}/available_clocksource",
+                             str.split)
+    return Clocksource(current=current or None, available=available)
+
+
 @register("kernel")
 class KernelCollector:
     """Kernel release, command line, modules, relevant sysctls (in effect and persisted),
@@ -286,5 +305,6 @@ class KernelCollector:
             cmdline_args=args or {}, modules=modules, sysctl=sysctl, persisted=persisted,
             cgroup_version=cgroup,
             iommu=_iommu(root, notes, args), virtualization=_virtualization(root, notes),
+            clocksource=_clocksource(notes),
             sources=notes.sources, unknown=notes.unknown,
         )

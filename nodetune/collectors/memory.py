@@ -36,6 +36,21 @@ class Thp:
 
 
 @dataclass(frozen=True, kw_only=True)
+class EdacController:
+    name: str  # "mc0"
+    mc_name: str | None  # the EDAC driver's name for it: "Skylake Socket#0 IMC#0"
+    corrected: int | None  # ce_count: corrected ECC errors since the driver loaded
+    uncorrected: int | None  # ue_count
+
+
+@dataclass(frozen=True, kw_only=True)
+class Edac:
+    controllers: list[EdacController]
+    corrected: int | None  # sums over the controllers; None when one could not be read
+    uncorrected: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
 class MemoryFacts(FactSet):
     total_bytes: int | None = None
     available_bytes: int | None = None
@@ -48,6 +63,7 @@ class MemoryFacts(FactSet):
     default_hugepage_size_kb: int | None = None
     hugepages: list[HugepagePool] = field(default_factory=list)
     thp: Thp = field(default_factory=lambda: Thp(enabled=None, defrag=None, size_bytes=None))
+    edac: Edac | None = None  # None without an EDAC driver (most VMs, or not loaded)
 
 
 def page_size_from_pmd(pmd_bytes: int) -> int | None:
@@ -112,6 +128,31 @@ def _page_size(root: HostRoot, notes: FactNotes, thp: Thp) -> int | None:
     return None
 
 
+EDAC_DIR = "/sys/devices/system/edac/mc"
+
+
+def _edac(root: HostRoot, notes: FactNotes) -> Edac | None:
+    names = [n for n in root.listdir(EDAC_DIR) if re.fullmatch(r"mc\d+", n)]
+    if not names:
+        notes.missing("edac", f"no {EDAC_DIR}/mc* (no EDAC driver for this memory controller: "
+                              "usual in VMs; on bare metal load the platform's EDAC module)")
+        return None
+    controllers = []
+    for name in sorted(names, key=lambda n: int(n[2:])):
+        base = f"{EDAC_DIR}/{name}"
+        controllers.append(EdacController(
+            name=name, mc_name=root.read_str(f"{base}/mc_name", None),
+            corrected=notes.int(f"edac.{name}.corrected", f"{base}/ce_count"),
+            uncorrected=notes.int(f"edac.{name}.uncorrected", f"{base}/ue_count")))
+
+    def total(values: list[int | None]) -> int | None:
+        return None if any(v is None for v in values) else sum(v or 0 for v in values)
+
+    return Edac(controllers=controllers,
+                corrected=total([c.corrected for c in controllers]),
+                uncorrected=total([c.uncorrected for c in controllers]))
+
+
 @register("memory")
 class MemoryCollector:
     """Memory totals, swap, hugepage pools, THP mode, base page size, vm.* sysctls."""
@@ -148,6 +189,6 @@ class MemoryCollector:
             swappiness=vm["swappiness"], zone_reclaim_mode=vm["zone_reclaim_mode"],
             dirty_ratio=vm["dirty_ratio"], dirty_background_ratio=vm["dirty_background_ratio"],
             default_hugepage_size_kb=hugepagesize // 1024 if hugepagesize is not None else None,
-            hugepages=_pools(root, notes, mem), thp=thp,
+            hugepages=_pools(root, notes, mem), thp=thp, edac=_edac(root, notes),
             sources=notes.sources, unknown=notes.unknown,
         )

@@ -1,4 +1,5 @@
-"""Storage facts: block devices with their queue settings and PCI placement, and mounts."""
+"""Storage facts: block devices with their queue settings and PCI placement, NVMe controllers
+(model, firmware, state) and mounts."""
 
 from __future__ import annotations
 
@@ -40,8 +41,20 @@ class Mount:
 
 
 @dataclass(frozen=True, kw_only=True)
+class NvmeController:
+    name: str  # "nvme0"
+    model: str | None
+    firmware_rev: str | None
+    state: str | None  # "live" when usable; "resetting", "connecting", "dead" otherwise
+    transport: str | None  # "pcie", "tcp", "rdma", "fc"
+    pci_address: str | None
+    numa_node: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
 class StorageFacts(FactSet):
     block: list[BlockDevice] = field(default_factory=list)
+    nvme: list[NvmeController] = field(default_factory=list)
     mounts: list[Mount] | None = None
 
 
@@ -127,6 +140,36 @@ def read_block(root: HostRoot, notes: FactNotes, name: str) -> BlockDevice:
     )
 
 
+NVME_CLASS = "/sys/class/nvme"
+
+
+def read_nvme_controllers(root: HostRoot, notes: FactNotes) -> list[NvmeController]:
+    """NVMe controllers (/sys/class/nvme/nvmeN): model, firmware, state, transport, PCI place.
+    The serial number is never read."""
+    out = []
+    for name in root.listdir(NVME_CLASS):
+        if not re.fullmatch(r"nvme\d+", name):
+            continue
+        base = f"{NVME_CLASS}/{name}"
+
+        def text(leaf: str, base: str = base) -> str | None:
+            value = root.read_str(f"{base}/{leaf}", None)
+            return value.replace("\x00", "").strip() or None if value is not None else None
+
+        transport = text("transport")
+        address = device_pci_address(root, base) if transport in (None, "pcie") else None
+        out.append(NvmeController(
+            name=name, model=text("model"), firmware_rev=text("firmware_rev"),
+            state=text("state"), transport=transport, pci_address=address,
+            numa_node=pci_numa_node(root, address, base)))
+        for leaf in ("model", "firmware_rev", "state"):
+            if getattr(out[-1], leaf) is None:
+                notes.missing(f"nvme.{name}.{leaf}", f"{base}/{leaf} is not readable")
+    if out:
+        notes.source("nvme", f"{NVME_CLASS}/*/model,firmware_rev,state,transport")
+    return sorted(out, key=lambda c: int(c.name[4:]))
+
+
 @register("storage")
 class StorageCollector:
     """Block devices (kind, rotational, scheduler, read-ahead, queue depth, size, NVMe PCI address
@@ -150,5 +193,6 @@ class StorageCollector:
             notes.source("mounts", str(path))
             mounts = [Mount(device=dev, mountpoint=mp, fstype=fs, options=opts.split(","),
                             read_only="ro" in opts.split(",")) for dev, mp, fs, opts in parsed]
-        return StorageFacts(block=block, mounts=mounts, sources=notes.sources,
+        return StorageFacts(block=block, nvme=read_nvme_controllers(root, notes), mounts=mounts,
+                            sources=notes.sources,
                             unknown=notes.unknown)

@@ -146,9 +146,37 @@ def _rdma_addresses(facts: dict[str, Any], pci: dict[str, Any]) -> list[str]:
     return sorted(seen)
 
 
+def gpu_memory_owners(nodes: list[dict[str, Any]], gpus: list[dict[str, Any]]) -> dict[int, int]:
+    """CPU-less NUMA node id -> index of the GPU whose memory it is.
+
+    NVML names one node per GPU (nvmlDeviceGetNumaNodeId). On Grace systems the driver adds
+    seven more CPU-less nodes after it for MIG partitions (GB200: 2, 10, 18, 26 and the seven
+    after each; PROFILE-FACTS S3-S5), so a CPU-less node belongs to the GPU with the nearest
+    first node at or below it, up to the next CPU node or the next GPU's first node.
+    """
+    cpuless = sorted(n["id"] for n in nodes
+                     if isinstance(n.get("id"), int) and not n.get("cpus"))
+    with_cpus = {n["id"] for n in nodes if isinstance(n.get("id"), int) and n.get("cpus")}
+    first = {g["memory_numa_node"]: g["index"] for g in gpus
+             if isinstance(g.get("memory_numa_node"), int) and isinstance(g.get("index"), int)}
+    owners: dict[int, int] = {}
+    owner: int | None = None
+    last = -1
+    for nid in cpuless:
+        if any(last < c < nid for c in with_cpus):
+            owner = None  # a CPU node in between: the run of GPU nodes ended
+        if nid in first:
+            owner = first[nid]
+        if owner is not None:
+            owners[nid] = owner
+        last = nid
+    return owners
+
+
 def _numa(facts: dict[str, Any], gpus: list[dict[str, Any]], rdma_addrs: list[str],
           pci: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     nodes = _list(facts, "numa", "nodes")
+    owners = gpu_memory_owners(nodes, gpus)
     per_node = []
     for node in nodes:
         nid = node.get("id")
@@ -158,6 +186,7 @@ def _numa(facts: dict[str, Any], gpus: list[dict[str, Any]], rdma_addrs: list[st
             "gpu_count": len(on_node), "gpus": on_node,
             "rdma_nic_count": sum(1 for a in rdma_addrs
                                   if _device(pci, a).get("numa_node") == nid),
+            "memory_of_gpu": owners.get(nid) if isinstance(nid, int) else None,
         })
     cpu_nodes = sum(1 for n in per_node if n["has_cpus"])
     summary = {"node_count": len(nodes) if nodes else None,

@@ -65,7 +65,7 @@ def health_view(facts: dict[str, Any], variables: dict[str, Any] | None = None,
     modules = (facts.get("kernel") or {}).get("modules")
     by_addr = {g.get("pci_address"): g for g in gpus}
     nvml_count = sum(1 for g in gpus if g.get("source") == "nvml")
-    pci_by_addr = {d.get("address"): d for d in pci}
+    pci_by_addr = {str(d.get("address")): d for d in pci}
     no_log = _kernel_log_missing(facts)
     return {
         "gpu": {
@@ -78,12 +78,12 @@ def health_view(facts: dict[str, Any], variables: dict[str, Any] | None = None,
             "nvml_note": nvml.get("note"),
             "nvml_requested": nvml_requested,
         },
-        "gpus": [_gpu(g, pci_by_addr.get(g.get("pci_address")) or {},
+        "gpus": [_gpu(g, pci_by_addr.get(str(g.get("pci_address"))) or {},
                       _slot_errors(gpu_section.get("unknown") or {}, slot),
-                      var.get("nvlink_links"))
+                      var.get("nvlink_links"), pci_by_addr)
                  for slot, g in enumerate(gpus)],
         "pci_gpus": [_pci_gpu(g, nvml_ok) for g in gpus],
-        "links": _links(facts, pci),
+        "links": _links(facts, pci, pci_by_addr),
         "rdma_ports": _rdma_ports(facts, str(var.get("rdma_devices") or ".*")),
         "gpudirect": _gpudirect(facts, modules, bool(pci_gpus)),
         "required_modules": [{"subject": m, "loaded": None if modules is None else m in modules}
@@ -171,7 +171,8 @@ def _imex_required(gpus: list[dict[str, Any]], var: dict[str, Any]) -> bool | No
 
 
 def _gpu(gpu: dict[str, Any], dev: dict[str, Any], nvml_errors: list[str],
-         nvlink_links: int | None = None) -> dict[str, Any]:
+         nvlink_links: int | None = None,
+         pci_by_addr: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     pcie = gpu.get("pcie") or {}
     link = dev.get("link") or {}
     cur_w = _first(pcie.get("current_width"), link.get("current_width"))
@@ -223,7 +224,7 @@ def _gpu(gpu: dict[str, Any], dev: dict[str, Any], nvml_errors: list[str],
         "compute_processes": gpu.get("compute_processes"),
         **_nvlink_error_totals(links),
         "nvml_errors": None if gpu.get("source") != "nvml" else ", ".join(nvml_errors),
-        **_aer_counts(dev),
+        **_aer_counts(dev, pci_by_addr or {}),
     }
 
 
@@ -287,7 +288,8 @@ def _nvlink_error_totals(links: list[dict[str, Any]]) -> dict[str, int | None]:
     return totals
 
 
-def _links(facts: dict[str, Any], pci: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _links(facts: dict[str, Any], pci: list[dict[str, Any]],
+           pci_by_addr: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """PCIe links of NICs, HCAs and NVMe drives that have trained below their maximum."""
     names: dict[str, str] = {}
     rdma_addrs = set()
@@ -317,15 +319,29 @@ def _links(facts: dict[str, Any], pci: list[dict[str, Any]]) -> list[dict[str, A
             "current_speed_gts": cur_s, "max_speed_gts": max_s,
             "width_ok": None if not cur_w or not max_w else cur_w >= max_w,
             "speed_ok": None if not cur_s or not max_s else cur_s >= max_s,
-            **_aer_counts(dev),
+            **_aer_counts(dev, pci_by_addr),
         })
     return out
 
 
-def _aer_counts(dev: dict[str, Any]) -> dict[str, int | None]:
-    """PCIe AER totals since boot of a device (null without AER reporting)."""
+def _aer_counts(dev: dict[str, Any], pci_by_addr: dict[str, dict[str, Any]]
+                ) -> dict[str, Any]:
+    """PCIe AER totals since boot of a device and of the ports above it (null without AER
+    reporting): a failing switch or root port logs the errors of the link, not the device."""
     aer = dev.get("aer") or {}
-    return {"aer_fatal": aer.get("fatal"), "aer_nonfatal": aer.get("nonfatal")}
+    ports = [pci_by_addr.get(a) or {} for a in dev.get("path") or []]
+    reported = [p for p in ports if isinstance(p.get("aer"), dict)]
+
+    def total(kind: str) -> int | None:
+        values = [p["aer"].get(kind) for p in reported]
+        values = [v for v in values if isinstance(v, int)]
+        return sum(values) if values else None
+
+    failing = [str(p.get("address")) for p in reported
+               if (p["aer"].get("fatal") or 0) > 0 or (p["aer"].get("nonfatal") or 0) > 0]
+    return {"aer_fatal": aer.get("fatal"), "aer_nonfatal": aer.get("nonfatal"),
+            "upstream_aer_fatal": total("fatal"), "upstream_aer_nonfatal": total("nonfatal"),
+            "upstream_aer_ports": ", ".join(failing)}
 
 
 def _rdma_ports(facts: dict[str, Any], device_regex: str) -> list[dict[str, Any]]:

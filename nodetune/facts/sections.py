@@ -29,6 +29,7 @@ class DerivedNumaNode(TypedDict):
     gpu_count: int
     gpus: list[int | None]
     rdma_nic_count: int
+    memory_of_gpu: int | None  # a CPU-less node holding this GPU's memory (Grace, POWER9)
 
 
 class DerivedPcie(TypedDict):
@@ -143,6 +144,9 @@ class HealthGpu(TypedDict):
     nvml_errors: str | None
     aer_fatal: int | None  # PCIe AER totals since boot of the GPU (null without AER reporting)
     aer_nonfatal: int | None
+    upstream_aer_fatal: int | None  # summed over the switch and root ports above the GPU
+    upstream_aer_nonfatal: int | None
+    upstream_aer_ports: str
 
 
 class PciGpu(TypedDict):
@@ -164,6 +168,9 @@ class HealthLink(TypedDict):
     speed_ok: bool | None
     aer_fatal: int | None  # PCIe AER totals since boot (null without AER reporting)
     aer_nonfatal: int | None
+    upstream_aer_fatal: int | None  # summed over the switch and root ports above the device
+    upstream_aer_nonfatal: int | None
+    upstream_aer_ports: str  # the ports above it that logged fatal or non-fatal errors
 
 
 class RdmaPortHealth(TypedDict):

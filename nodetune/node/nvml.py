@@ -316,6 +316,7 @@ class _DeviceReader:
             "pci_bus_id": _text(getattr(pci, "busId", None)) or "",
             "name": _text(self.q("name", "nvmlDeviceGetName")),
             "uuid": _text(self.q("uuid", "nvmlDeviceGetUUID")),
+            "vbios_version": _text(self.q("vbios_version", "nvmlDeviceGetVbiosVersion")),
             "minor_number": self.q("minor_number", "nvmlDeviceGetMinorNumber"),
             "memory_total_bytes": getattr(memory, "total", None),
             "memory_used_bytes": getattr(memory, "used", None),

@@ -22,6 +22,7 @@ LINK: dict[str, Any] = {"link": INT, "active": BOOL, "remote_pci_bus_id": STR,
                         "remote_kind": STR}
 DEVICE: dict[str, Any] = {
     "index": INT, "pci_bus_id": STR, "name": STR, "uuid": STR, "minor_number": INT,
+    "vbios_version": STR,
     "memory_total_bytes": INT, "persistence_mode": BOOL,
     "ecc": {"current": BOOL, "pending": BOOL, "volatile": COUNTERS, "aggregate": COUNTERS},
     "retired_pages": {"single_bit": INT, "double_bit": INT, "pending": BOOL},

@@ -214,6 +214,7 @@ class DeviceReader:
             "pci_bus_id": header.group(1).upper(),
             "name": self.string("name", ("Product Name",)),
             "uuid": self.string("uuid", ("GPU UUID",)),
+            "vbios_version": self.string("vbios_version", ("VBIOS Version",)),
             "memory_total_bytes": None if mib is None else mib * 1024 * 1024,
             "persistence_mode": self.flag("persistence_mode", ("Persistence Mode",)),
             "ecc": self.ecc(),

@@ -125,6 +125,31 @@ def _memory(s: dict[str, Any]) -> Any:
         ("vm", f"swappiness {show(s.get('swappiness'))}, zone_reclaim_mode "
                f"{show(s.get('zone_reclaim_mode'))}, dirty_ratio {show(s.get('dirty_ratio'))}, "
                f"dirty_background_ratio {show(s.get('dirty_background_ratio'))}"),
+        ("EDAC (ECC)", _edac(s.get("edac"))),
+    ])
+
+
+def _edac(edac: dict[str, Any] | None) -> str:
+    if not edac:
+        return UNKNOWN
+    return (f"{show(edac.get('corrected'))} corrected, {show(edac.get('uncorrected'))} "
+            f"uncorrected on {len(edac.get('controllers') or [])} memory controllers")
+
+
+def _system(s: dict[str, Any]) -> Any:
+    dmi = s.get("dmi") or {}
+    osr = s.get("os") or {}
+
+    def joined(*values: Any) -> str:
+        return " ".join(str(v) for v in values if v) or UNKNOWN
+
+    return _pairs("System", [
+        ("product", joined(dmi.get("sys_vendor"), dmi.get("product_name"),
+                           dmi.get("product_version"))),
+        ("board", joined(dmi.get("board_vendor"), dmi.get("board_name"))),
+        ("BIOS", joined(dmi.get("bios_vendor"), dmi.get("bios_version"),
+                        f"({dmi['bios_date']})" if dmi.get("bios_date") else None)),
+        ("OS", osr.get("pretty_name") or joined(osr.get("id"), osr.get("version_id"))),
     ])
 
 
@@ -146,6 +171,8 @@ def _kernel(s: dict[str, Any]) -> Any:
         ("cgroup", s.get("cgroup_version")),
         ("IOMMU", f"{iommu.get('mode')}, {show(iommu.get('groups'))} groups"),
         ("virtualization", s.get("virtualization") or "none seen"),
+        ("clocksource", f"{show((s.get('clocksource') or {}).get('current'))} (available: "
+                        f"{show((s.get('clocksource') or {}).get('available'))})"),
         ("sysctl", f"{len(s.get('sysctl', {}))} read, "
                    f"{len(persisted.get('sysctl', {}))} persisted"),
         ("boot cmdline", persisted.get("cmdline")),
@@ -177,6 +204,10 @@ def _gpus(gpus: list[dict[str, Any]]) -> Any:
                       show(gpu.get("numa_node")), show(gpu.get("local_cpus")),
                       f"Gen{show(pcie.get('current_gen'))} x{show(pcie.get('current_width'))}",
                       show(gpu.get("persistence_mode")), show(gpu.get("source")))
+    vbios = sorted({str(g["vbios_version"]) for g in gpus if g.get("vbios_version")})
+    if vbios:
+        table.caption = f"VBIOS {', '.join(vbios)}"
+        table.caption_justify = "left"
     return table
 
 
@@ -238,7 +269,16 @@ def _storage(s: dict[str, Any]) -> Any:
                          + (f"; +{len(disk) - 8} more" if len(disk) > 8 else "")
                          + f" [{len(mounts)} mounts in all]")
         table.caption_justify = "left"
-    return table
+    if not s.get("nvme"):
+        return table
+    nvme = _table("NVMe controllers", "name", "model", "firmware", "state", "transport", "PCI",
+                  "NUMA", wrap=("model",))
+    for ctrl in s["nvme"]:
+        nvme.add_row(ctrl["name"], show(ctrl.get("model")), show(ctrl.get("firmware_rev")),
+                     show(ctrl.get("state")), show(ctrl.get("transport")),
+                     show(ctrl.get("pci_address")), show(ctrl.get("numa_node")))
+    from rich.console import Group  # deferred, as in _table
+    return Group(table, nvme)
 
 
 def _services(s: dict[str, Any]) -> Any:
@@ -263,7 +303,8 @@ def _generic(name: str, s: Any) -> Any:
 
 
 RENDERERS: dict[str, Callable[[Any], Any]] = {
-    "cpu": _cpu, "numa": _numa, "memory": _memory, "kernel": _kernel, "pci": _pci,
+    "cpu": _cpu, "numa": _numa, "memory": _memory, "kernel": _kernel, "system": _system,
+    "pci": _pci,
     "gpus": _gpus, "nic": _nic, "rdma": _rdma, "storage": _storage, "services": _services,
 }
 SKIP = {"schema", "nodetune_version", "root", "collectors"}
