@@ -58,6 +58,18 @@ def test_vbios_normalisation(raw: str | None, wanted: str | None) -> None:
     assert normalize_vbios(raw) == wanted
 
 
+def test_the_live_h200_capture_replays_its_identity_facts() -> None:
+    """The snapshot taken on a real H200 node gives the facts `nodetune facts` printed live."""
+    live = json.loads((FIXTURES / "snapshots" / "h200x1-fc-vm-2026-12-03-facts.json").read_text())
+    replay = facts_json("--from", str(FIXTURES / "snapshots" / "h200x1-fc-vm-2026-12-03.tar.gz"))
+    for doc in (live, replay):
+        assert doc["system"]["os"] == {"id": "ubuntu", "version_id": "24.04",
+                                       "pretty_name": "Ubuntu 24.04.3 LTS"}
+        assert doc["kernel"]["clocksource"] == {"current": "tsc", "available": ["tsc", "kvm-clock"]}
+        assert [g["vbios_version"] for g in doc["gpus"]] == ["96.00.A5.00.1A"]
+    assert live["gpu"]["sources"]["gpus.*.vbios_version"].startswith("nvmlDeviceGetVbiosVersion")
+
+
 # -- DMI and OS release ----------------------------------------------------------------------
 
 def test_dmi_of_a_real_server_and_its_placeholders(host_tree) -> None:
