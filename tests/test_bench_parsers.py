@@ -36,6 +36,26 @@ def test_nccl_tests_real_log_rows_and_summary() -> None:
     assert row.in_place is not None and row.in_place.busbw_gbps == 229.81
 
 
+def test_older_nccl_tests_layouts_without_the_redop_column() -> None:
+    """nccl-tests before 2.10 on an 8x A100 node: all_gather prints "type time ...", broadcast
+    "type root time ...", both with N/A in the error column (-c 0)."""
+    [gather] = nccltests.parse((BENCH / "a100x8-nccl-tests-old-all_gather.txt").read_text(),
+                               name_hint="a100x8-nccl-tests-old-all_gather.txt")
+    assert gather.collective == "all_gather" and gather.ranks == 8 and len(gather.rows) == 34
+    big = gather.rows[-1]
+    assert (big.size_bytes, big.count, big.type, big.redop, big.root) == (
+        8589934592, 268435456, "float", "none", None)
+    assert (big.time_us, big.algbw_gbps, big.busbw_gbps, big.wrong) == (33646, 255.31, 223.39,
+                                                                       None)
+    assert big.busbw_gbps == pytest.approx(big.algbw_gbps * 7 / 8, rel=1e-3)
+    assert gather.avg_busbw_gbps == pytest.approx(58.2651) and gather.wrong_total is None
+    [bcast] = nccltests.parse((BENCH / "a100x8-nccl-tests-old-broadcast.txt").read_text(),
+                              name_hint="broadcast")
+    assert bcast.collective == "broadcast" and len(bcast.rows) == 34
+    assert {r.root for r in bcast.rows} == {0} and {r.redop for r in bcast.rows} == {"none"}
+    assert bcast.rows[-1].in_place is not None and bcast.rows[-1].in_place.busbw_gbps == 234.70
+
+
 def test_nccl_tests_busbw_is_algbw_times_2_n_minus_1_over_n() -> None:
     """The log's own numbers obey nccl-tests' formula, which the built-in runner reuses."""
     from nodetune.bench.allreduce import busbw
@@ -202,7 +222,9 @@ def test_nvbandwidth_argv() -> None:
 @pytest.mark.parametrize(("name", "kind"), [("a100x8-nccl-allreduce.log", "nccl-tests"),
                                             ("fio2-sample.json", "fio"),
                                             ("nvbandwidth-readme-8gpu.txt", "nvbandwidth"),
-                                            ("nvbandwidth-v0.5-a10.txt", "nvbandwidth")])
+                                            ("nvbandwidth-v0.5-a10.txt", "nvbandwidth"),
+                                            ("a100x8-nccl-tests-old-all_gather.txt", "nccl-tests"),
+                                            ("a100x8-nccl-tests-old-broadcast.txt", "nccl-tests")])
 def test_import_detects_format(name: str, kind: str) -> None:
     assert importer.detect((BENCH / name).read_text()) == kind
 

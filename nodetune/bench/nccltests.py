@@ -3,7 +3,9 @@
 The parser reads what real launches print: lines prefixed by the launcher (`[1,0]<stdout>:` from
 Open MPI's --tag-output, `0: ` from `srun -l`, `(head, rank=0, pid=1) ` from Ray), NCCL INFO or
 other log lines inside the table, tables with or without the `root` column (nccl-tests >= 2.12
-prints it), and several tables in one file.
+prints it) or the `redop` column (older releases print none for all_gather, broadcast and
+alltoall; such rows read as redop "none", as newer releases print), `N/A` in the error column
+(`-c 0`), and several tables in one file.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ from nodetune.bench.ncclib import version_string
 from nodetune.bench.results import NcclPoint, NcclRow
 
 _ROW = re.compile(
-    r"(?P<size>\d+)\s+(?P<count>\d+)\s+(?P<type>[A-Za-z]\w*)\s+(?P<redop>[A-Za-z]\w*)"
+    r"(?P<size>\d+)\s+(?P<count>\d+)\s+(?P<type>[A-Za-z]\w*)(?:\s+(?P<redop>[A-Za-z]\w*))?"
     r"(?:\s+(?P<root>-?\d+))?"
     r"\s+(?P<t1>\d+(?:\.\d+)?)\s+(?P<a1>\d+(?:\.\d+)?)\s+(?P<b1>\d+(?:\.\d+)?)\s+(?P<w1>\S+)"
     r"(?:\s+(?P<t2>\d+(?:\.\d+)?)\s+(?P<a2>\d+(?:\.\d+)?)\s+(?P<b2>\d+(?:\.\d+)?)\s+(?P<w2>\S+))?"
     r"\s*$"
 )
-_HEADER = re.compile(r"#\s*size\s+count\s+type\s+redop")
+# nccl-tests before 2.10 print no redop column (all_gather: "type time", broadcast: "type root")
+_HEADER = re.compile(r"#\s*size\s+count\s+type\s+(?:redop|root|time)\b")
 _RANK = re.compile(r"#\s+Rank\s+(?P<rank>\d+)\s+(?:Group\s+\d+\s+)?Pid\s+\d+\s+on\s+(?P<host>\S+)"
                    r"\s+device\s+(?P<dev>\d+)\s+\[(?P<bus>[^\]]*)\]\s+(?P<name>.*?)\s*$")
 _AVG = re.compile(r"#\s*Avg bus bandwidth\s*:\s*(?P<v>[\d.]+)")
@@ -87,7 +90,8 @@ def parse_row(line: str) -> NcclRow | None:
         in_place = NcclPoint(time_us=float(m["t2"]), algbw_gbps=float(m["a2"]),
                              busbw_gbps=float(m["b2"]), wrong=_wrong(m["w2"]))
     return NcclRow(size_bytes=int(m["size"]), count=int(m["count"]), type=m["type"],
-                   redop=m["redop"], root=int(m["root"]) if m["root"] is not None else None,
+                   redop=m["redop"] or "none",
+                   root=int(m["root"]) if m["root"] is not None else None,
                    time_us=float(m["t1"]), algbw_gbps=float(m["a1"]), busbw_gbps=float(m["b1"]),
                    wrong=_wrong(m["w1"]), in_place=in_place)
 
