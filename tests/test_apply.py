@@ -18,7 +18,7 @@ from nodetune.facts.model import Disruption, Finding, Severity, Status
 from nodetune.node.resources import data_dir
 
 GOLDEN = Path(__file__).parent / "golden" / "ansible"
-PLAYBOOKS = data_dir("playbooks")
+COLLECTION = data_dir("playbooks") / "ansible_collections" / "nodetune" / "node"
 
 
 def finding(id_: str, variables: dict | None, *, subject: str | None = None,
@@ -31,12 +31,13 @@ def finding(id_: str, variables: dict | None, *, subject: str | None = None,
 
 
 def load_module_file(name: str):
-    """A playbooks/library or module_utils file as a Python module (for its pure helpers)."""
-    host_utils = _load("ansible.module_utils.nodetune_host",
-                       PLAYBOOKS / "module_utils" / "nodetune_host.py")
+    """A module or module_utils file of the collection as a Python module (for its pure
+    helpers); module_utils under the name the modules import it by."""
+    host_utils = _load("ansible_collections.nodetune.node.plugins.module_utils.nodetune_host",
+                       COLLECTION / "plugins" / "module_utils" / "nodetune_host.py")
     if name == "nodetune_host":
         return host_utils
-    return _load(f"nodetune_test_{name}", PLAYBOOKS / "library" / f"{name}.py")
+    return _load(f"nodetune_test_{name}", COLLECTION / "plugins" / "modules" / f"{name}.py")
 
 
 def _load(modname: str, path: Path):
@@ -166,16 +167,24 @@ def test_rendered_project_matches_golden_files(tmp_path, update_golden):
                 expected="one of madvise, never"),
         finding("kernel.iommu", {"kernel_cmdline": {"iommu": "pt"}}, actual="translated",
                 expected="one of off, passthrough", disruption=Disruption.REBOOT),
+        finding("storage.nvme_scheduler", {"storage_block": {"nvme0n1": {"scheduler": "none"}}},
+                subject="nvme0n1", actual="mq-deadline", expected="none"),
     ])
     out = project.write_apply(tmp_path, changes=plan.changes, variables=plan.variables,
                               profile="golden", root="/srv/node",
                               inventory=project.Inventory(python="/usr/bin/python3"),
                               become=True)
-    _golden("apply.yml", out.playbook.read_text(), update_golden)
-    _golden("vars.yml", (tmp_path / project.VARS_FILE).read_text(), update_golden)
+    _golden("site.yml", out.playbook.read_text(), update_golden)
+    _golden("group_vars.yml", (tmp_path / project.VARS_FILE).read_text(), update_golden)
+    _golden("host_vars_apply.yml", (tmp_path / "host_vars" / "localhost.yml").read_text(),
+            update_golden)
     _golden("inventory.ini", out.inventory.read_text(), update_golden)
-    assert sorted(p.name for p in (tmp_path / "roles").iterdir()) == ["kernel", "memory"]
-    assert (tmp_path / "library" / "nodetune_sysfs.py").is_file()
+    _golden("ansible.cfg", (tmp_path / "ansible.cfg").read_text(), update_golden)
+    copied = tmp_path / "collections" / "ansible_collections" / "nodetune" / "node"
+    assert sorted(p.name for p in (copied / "roles").iterdir()) == sorted(
+        p.name for p in (COLLECTION / "roles").iterdir())
+    assert (copied / "plugins" / "modules" / "nodetune_sysfs.py").is_file()
+    assert (copied / "galaxy.yml").read_text() == (COLLECTION / "galaxy.yml").read_text()
 
     back = project.write_rollback(
         tmp_path / "rb", per_host={"localhost": {"rollback_files": [

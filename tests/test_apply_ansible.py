@@ -219,7 +219,37 @@ def test_unreachable_host_is_a_one_line_error(host_tree, tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_rendered_and_static_playbooks_pass_ansible_lint(synth, synth_tmp, tmp_path):
+def ansible_lint() -> str | None:
+    beside = Path(sys.executable).parent / "ansible-lint"
+    return str(beside) if beside.is_file() else shutil.which("ansible-lint")
+
+
+def lint_production(directory: Path, tmp_path: Path) -> None:
+    """`ansible-lint --offline --profile production` of every file in `directory` passes."""
+    lint = ansible_lint()
+    if lint is None:
+        pytest.skip("ansible-lint is not installed (pip install ansible-lint; "
+                    "dependency group lint)")
+    env = {**os.environ, "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp"),
+           "ANSIBLE_HOME": str(tmp_path / "ansible-home"), "NO_COLOR": "1"}
+    env.pop("ANSIBLE_COLLECTIONS_PATH", None)  # the directory's ansible.cfg names its own
+    checked = subprocess.run([lint, "--offline", "--profile", "production"],
+                             cwd=directory, capture_output=True, text=True, env=env,
+                             timeout=300, check=False)
+    output = checked.stdout + checked.stderr
+    assert checked.returncode == 0, output
+    assert "Profile 'production' was required, and it passed" in output
+
+
+def test_shipped_collection_and_playbooks_pass_ansible_lint(tmp_path):
+    lint_production(data_dir("playbooks"), tmp_path)
+
+
+def test_rendered_project_is_a_site_project_that_passes_ansible_lint(synth, synth_tmp,
+                                                                      tmp_path):
+    """--render-only writes ansible.cfg, site.yml with FQCN roles, group_vars for every host,
+    host_vars for this host's own values and a copy of the collection; it lints clean, and
+    ansible-playbook runs it from the directory with no other option (check mode)."""
     host = synth.build_dgx_h100(synth_tmp, synth.Options(
         thp="always", numa_balancing=1, nvme_scheduler="mq-deadline", acs_enabled=True,
         nic_max_read_request=512, iommu="translated", persistenced=False,
@@ -229,28 +259,39 @@ def test_rendered_and_static_playbooks_pass_ansible_lint(synth, synth_tmp, tmp_p
     assert result.returncode == 0, result.stderr
     report = as_json(result)
     assert report["mode"] == "render-only" and report["render_dir"] == str(out)
-    assert {p.name for p in out.iterdir()} >= {"apply.yml", "vars", "inventory.ini", "roles",
-                                                "library", "module_utils"}
-    variables = (out / "vars" / "nodetune.yml").read_text()
-    assert f"nodetune_root: {host.root}" in variables and "gpu_acs_disable:" in variables
-    beside = Path(sys.executable).parent / "ansible-lint"
-    lint = str(beside) if beside.is_file() else shutil.which("ansible-lint")
-    assert lint, "ansible-lint is a test dependency"
+    assert {p.name for p in out.iterdir()} == {"ansible.cfg", "site.yml", "inventory.ini",
+                                               "group_vars", "host_vars", "collections"}
+    config = (out / "ansible.cfg").read_text()
+    assert "collections_path = ./collections" in config
+    assert "interpreter_python = /usr/bin/python3" in config
+    assert "ansible_python_interpreter='{{ ansible_playbook_python }}'" in (
+        out / "inventory.ini").read_text()
+    playbook = (out / "site.yml").read_text()
+    assert "- role: nodetune.node.kernel" in playbook and "vars_files" not in playbook
+    shared = (out / "group_vars" / "all" / "nodetune.yml").read_text()
+    own = (out / "host_vars" / "localhost.yml").read_text()
+    assert "memory_thp_enabled: madvise" in shared and "nodetune_root: ''" in shared
+    assert str(host.root) not in shared
+    assert f"nodetune_root: {host.root}" in own and "gpu_acs_disable:" in own
+    assert "gpu_acs_disable" not in shared
+    assert (out / "collections/ansible_collections/nodetune/node/galaxy.yml").is_file()
+
     env = {**os.environ, "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp"),
-           "ANSIBLE_HOME": str(tmp_path / "ansible-home"), "NO_COLOR": "1"}
+           "ANSIBLE_HOME": str(tmp_path / "ansible-home"), "ANSIBLE_NOCOLOR": "1"}
+    env.pop("ANSIBLE_COLLECTIONS_PATH", None)
+    playbook_bin = Path(sys.executable).parent / "ansible-playbook"
+    ran = subprocess.run([str(playbook_bin), "site.yml", "--check", "--diff"], cwd=out,
+                         capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "localhost" in ran.stdout and "failed=0" in ran.stdout
+
     back = project.write_rollback(
         tmp_path / "rollback", per_host={"localhost": {"rollback_files": [
             {"path": "/etc/sysctl.d/99-nodetune.conf", "state": "absent", "missing_dirs": []}]}},
         root="", inventory=project.Inventory(), become=True, state_file="state.json",
         created="2026-01-01T00:00:00Z")
-    for directory, playbook in ((out, "apply.yml"), (back.directory, "rollback.yml"),
-                                (data_dir("playbooks"), "site.yml")):
-        checked = subprocess.run([lint, "--offline", "--profile", "production", playbook],
-                                 cwd=directory, capture_output=True, text=True, env=env,
-                                 timeout=300, check=False)
-        assert checked.returncode == 0, checked.stdout + checked.stderr
-        assert "Profile 'production' was required, and it passed" in checked.stdout \
-            + checked.stderr
+    for directory in (out, back.directory):
+        lint_production(directory, tmp_path)
 
 
 def test_kernel_rejected_hugepage_size_is_reported_loudly(synth, synth_tmp, tmp_path):

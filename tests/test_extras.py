@@ -89,7 +89,8 @@ def test_apply_render_only_needs_no_extra(vm_root: Path, tmp_path: Path) -> None
                                     "off", "--render-only", str(tmp_path / "project"))
     assert rc == 0, err
     assert not imported
-    assert (tmp_path / "project" / "apply.yml").is_file()
+    assert (tmp_path / "project" / "site.yml").is_file()
+    assert (tmp_path / "project" / "ansible.cfg").is_file()
 
 
 def test_fleet_collect_without_its_extra_names_it(tmp_path: Path) -> None:

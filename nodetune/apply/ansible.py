@@ -132,10 +132,13 @@ def run(project: Path, playbook: Path, inventory: Path, *, check: bool,
     binary = ansible_playbook()
     cmdline = "--diff --check" if check else "--diff"
     with tempfile.TemporaryDirectory(prefix="nodetune-runner-") as private:
+        # the project's own copy of the collection nodetune.node (its ansible.cfg says so too)
+        envvars = {**runner_env(private, binary),
+                   "ANSIBLE_COLLECTIONS_PATH": str(project / "collections")}
         result = runner.run(
             private_data_dir=private, project_dir=str(project), playbook=str(playbook),
             inventory=str(inventory), limit=limit, cmdline=cmdline,
-            envvars=runner_env(private, binary), quiet=True, timeout=timeout,
+            envvars=envvars, quiet=True, timeout=timeout,
             event_handler=_log_event)
         outcomes = list(_outcomes(result.events))
         stdout = _read(result.stdout)

@@ -204,8 +204,9 @@ def check_plan(prepared: Plan) -> None:
 
 def render(prepared: Plan, directory: Path, *, for_user: bool = False) -> projects.Project:
     request = prepared.request
-    inventory = projects.Inventory(path=request.inventory, copy=for_user,
-                                   python="auto_silent" if for_user else sys.executable)
+    inventory = projects.Inventory(
+        path=request.inventory, copy=for_user,
+        python=projects.PLAYBOOK_PYTHON if for_user else sys.executable)
     become = for_user or not request.local  # local changes need root: the command checks
     # With an inventory, --root only names the node the plan came from; the hosts are live.
     root = "" if request.host_root == "/" or not request.local else request.host_root

@@ -56,8 +56,8 @@ allowed, profile does not match the hardware).
               metavar="DIR", help="Apply to the host tree in DIR (a copy of a node) instead "
               "of /; boot-time tools are not run, reboot-only changes stay pending.")
 @click.option("--render-only", type=click.Path(file_okay=False, path_type=Path),
-              metavar="DIR", help="Write the playbook, its variables and inventory to DIR "
-              "and stop.")
+              metavar="DIR", help="Write an Ansible project to DIR and stop: ansible.cfg, "
+              "site.yml, group_vars/, host_vars/, the inventory and the collection nodetune.node.")
 @click.option("--force", is_flag=True, help="Apply a --profile that does not match this "
               "node's hardware.")
 @click.option("--state-file", type=click.Path(dir_okay=False, path_type=Path), metavar="PATH",

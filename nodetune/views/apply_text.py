@@ -150,7 +150,7 @@ def _print_footer(out: Any, report: Report) -> None:
             out.print("nothing to render: no setting that nodetune can fix is failing")
         else:
             out.print(f"wrote an Ansible project to {report.render_dir} (run: cd "
-                      f"{report.render_dir} && ansible-playbook apply.yml --check --diff)",
+                      f"{report.render_dir} && ansible-playbook site.yml --check --diff)",
                       markup=False, soft_wrap=True)
     elif report.mode == "apply" and report.state_file is None:
         out.print("nothing changed: the host already holds every value this apply would set")

@@ -12,14 +12,20 @@ from typing import Any
 from nodetune.errors import RenderError
 
 
-def to_yaml(value: Any) -> str:
-    """Block YAML in key order, without anchors/aliases for repeated objects."""
+def to_yaml(value: Any, indent_sequences: bool = False) -> str:
+    """Block YAML in key order, without anchors/aliases for repeated objects.
+
+    `indent_sequences` indents a list under its key (`key:\n  - item`), as yamllint's
+    default `indent-sequences` (and so ansible-lint) wants."""
     # deferred: PyYAML costs 16 ms at start-up; a cached check never parses YAML
     import yaml
 
     class Dumper(yaml.SafeDumper):
         def ignore_aliases(self, data: Any) -> bool:
             return True
+
+        def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+            super().increase_indent(flow, indentless and not indent_sequences)
 
     text: str = yaml.dump(value, Dumper=Dumper, sort_keys=False, default_flow_style=False,
                           width=100)

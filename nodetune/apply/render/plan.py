@@ -67,7 +67,8 @@ def change_of(finding: Finding) -> Change | None:
     if unknown:
         raise RenderError(f"setting {finding.id}: remediation variable {unknown[0]!r} belongs "
                           "to no nodetune role",
-                          fix="use a variable declared in playbooks/roles/*/defaults/main.yml")
+                          fix="use a variable declared in a role's defaults/main.yml "
+                              f"({roles.roles_dir()})")
     wanted = written_value(finding.remediation, variables) or finding.expected
     return Change(id=finding.id, subject=finding.subject, area=finding.area,
                   severity=finding.severity.value, current=finding.actual,
@@ -117,7 +118,8 @@ def _merge(into: dict[str, Any], name: str, value: Any, by: str,
     if isinstance(default, dict) or isinstance(value, Mapping):
         if not isinstance(value, Mapping):
             raise RenderError(f"setting {by}: {name} must be a mapping, not {value!r}",
-                              fix=f"see playbooks/roles/{roles.owner(name)}/defaults/main.yml")
+                              fix=f"see the defaults of role {roles.COLLECTION}."
+                                  f"{roles.owner(name)}")
         _merge_mapping(into.setdefault(name, {}), value, (name,), by, owners)
     elif isinstance(default, list) or isinstance(value, list):
         items = value if isinstance(value, list) else [value]

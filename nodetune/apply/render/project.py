@@ -1,16 +1,23 @@
-"""Write an Ansible project: a thin playbook, its variables, an inventory, and the roles it uses.
+"""Write an Ansible project a site can commit: a thin playbook, its variables, an inventory,
+its ansible.cfg, and the collection nodetune.node it uses.
 
-    DIR/apply.yml (or rollback.yml)   the playbook: vars_files + role includes
-    DIR/vars/nodetune.yml             every role variable, computed by nodetune
-    DIR/host_vars/<host>.yml          per-host values (rollback records)
-    DIR/inventory.ini                 localhost, unless an inventory was given
-    DIR/roles/, DIR/library/, DIR/module_utils/   copies of nodetune's static roles and modules
+    DIR/ansible.cfg                       collections_path ./collections, inventory, interpreter
+    DIR/site.yml (or rollback.yml)        the playbook: role includes by FQCN (nodetune.node.kernel)
+    DIR/group_vars/all/nodetune.yml       the profile's values, the same on every host
+    DIR/host_vars/<host>.yml              what holds for one host only: its --root, the files that
+                                          already persist a sysctl, its devices and PCI addresses
+                                          (rollback: what each host held before)
+    DIR/inventory.ini                     localhost, unless an inventory was given (then a copy)
+    DIR/collections/ansible_collections/nodetune/node/   a copy of the shipped collection
 
 The same layout serves `nodetune apply --render-only DIR` and the project ansible-runner runs.
+Our variables go into group_vars/all/ (a directory), so a site's own group_vars/all.yml copied
+with its inventory sits beside them.
 """
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import sys
 from collections.abc import Mapping, Sequence
@@ -21,16 +28,21 @@ from typing import Any
 from nodetune import __version__
 from nodetune.apply.render import roles
 from nodetune.apply.render.plan import Change
-from nodetune.node.resources import data_dir
 from nodetune.views.templating import render
 
-APPLY_PLAYBOOK = "apply.yml"
+APPLY_PLAYBOOK = "site.yml"
 ROLLBACK_PLAYBOOK = "rollback.yml"
-VARS_FILE = "vars/nodetune.yml"
+CONFIG_FILE = "ansible.cfg"
+VARS_FILE = "group_vars/all/nodetune.yml"
 INVENTORY_FILE = "inventory.ini"
-
-# roles that other roles include
-_ROLE_DEPENDENCIES = {"gpu": ("setpci",), "nic": ("setpci",)}
+COLLECTIONS_DIR = "collections"
+LOCAL_HOST = "localhost"
+# the interpreter of hosts that do not name their own (ansible_python_interpreter)
+INTERPRETER = "/usr/bin/python3"
+# the localhost of a rendered project runs modules with the Python that runs ansible-playbook
+PLAYBOOK_PYTHON = "{{ ansible_playbook_python }}"
+# role variables computed from one node's facts rather than from the profile
+_HOST_FACT_VARIABLES = frozenset({"kernel_sysctl_files"})
 
 
 @dataclass(frozen=True)
@@ -41,9 +53,14 @@ class Inventory:
     python: str = sys.executable  # interpreter for the local connection
     copy: bool = False  # copy the user's inventory into the project (--render-only)
 
+    @property
+    def local(self) -> bool:
+        return self.path is None
+
     def local_host(self) -> dict[str, Any]:
-        return {"name": "localhost",
-                "vars": {"ansible_connection": "local", "ansible_python_interpreter": self.python}}
+        return {"name": LOCAL_HOST,
+                "vars": {"ansible_connection": "local",
+                         "ansible_python_interpreter": shlex.quote(self.python)}}
 
 
 @dataclass
@@ -75,16 +92,32 @@ def write_inventory(directory: Path, inventory: Inventory) -> Path:
     return target
 
 
-def copy_roles(directory: Path, names: Sequence[str]) -> None:
-    """Copy the named roles (with the roles they include) and nodetune's modules."""
-    source = data_dir("playbooks")
-    wanted = list(dict.fromkeys(n for r in names for n in (r, *_ROLE_DEPENDENCIES.get(r, ()))))
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name in wanted:
-        shutil.copytree(source / "roles" / name, directory / "roles" / name,
-                        dirs_exist_ok=True, ignore=ignore)
-    for sub in ("library", "module_utils"):
-        shutil.copytree(source / sub, directory / sub, dirs_exist_ok=True, ignore=ignore)
+def copy_collection(directory: Path) -> Path:
+    """Copy the shipped collection nodetune.node into DIR/collections/; its path there."""
+    target = directory / COLLECTIONS_DIR / roles.COLLECTION_PATH
+    shutil.copytree(roles.collection_dir(), target, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return target
+
+
+def write_config(directory: Path, inventory: Path) -> Path:
+    """DIR/ansible.cfg: the copied collection first, the inventory, no interpreter discovery."""
+    relative = inventory.relative_to(directory) if inventory.is_relative_to(directory) else None
+    return _write(directory / CONFIG_FILE, render(
+        "ansible/ansible.cfg.j2", version=__version__,
+        inventory=str(relative) if relative is not None else str(inventory),
+        interpreter=INTERPRETER))
+
+
+def split_host_variables(changes: Sequence[Change], variables: Mapping[str, Any]
+                         ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the same on every host, one host's own): a variable that a change of one subject sets
+    (a device, an interface, a PCI address of the audited node) or that comes from the node's
+    facts belongs to that host."""
+    own = {str(v) for c in changes if c.subject for v in c.variables} | _HOST_FACT_VARIABLES
+    shared = {k: v for k, v in variables.items() if k not in own}
+    host = {k: v for k, v in variables.items() if k in own}
+    return shared, host
 
 
 def _write(path: Path, text: str) -> Path:
@@ -96,20 +129,31 @@ def _write(path: Path, text: str) -> Path:
 def write_apply(directory: Path, *, changes: Sequence[Change], variables: Mapping[str, Any],
                 profile: str, root: str, inventory: Inventory, become: bool,
                 hosts: str = "all") -> Project:
-    """Write the apply project for these changes into `directory`."""
+    """Write the apply project for these changes into `directory`.
+
+    On this machine (no inventory) the host's own values go to host_vars/localhost.yml; with
+    an inventory the plan is one node's, for a uniform group, so all of it is group_vars."""
     used = [r for r in roles.ROLE_ORDER if any(roles.owner(v) == r for v in variables)]
     directory.mkdir(parents=True, exist_ok=True)
+    shared, own = (split_host_variables(changes, variables) if inventory.local
+                   else (dict(variables), {}))
+    if root:
+        own = {"nodetune_root": root, **own}
+    host_files = [_write(directory / "host_vars" / f"{LOCAL_HOST}.yml", render(
+        "ansible/vars.yml.j2", variables=own,
+        comment=f"nodetune {__version__}: what holds for {LOCAL_HOST} only (profile {profile})"))
+        ] if own else []
     playbook = _write(directory / APPLY_PLAYBOOK, render(
-        "ansible/apply.yml.j2", version=__version__, profile=profile, changes=changes,
-        hosts=hosts, become=become, roles=used))
-    all_vars = {"nodetune_root": root, **variables}
+        "ansible/site.yml.j2", version=__version__, profile=profile, changes=changes,
+        hosts=hosts, become=become, roles=used, host_files=bool(host_files)))
     vars_file = _write(directory / VARS_FILE, render(
-        "ansible/vars.yml.j2", variables=all_vars,
+        "ansible/vars.yml.j2", variables={"nodetune_root": "", **shared},
         comment=f"nodetune {__version__}: role variables for {APPLY_PLAYBOOK} "
-                f"(profile {profile})"))
-    copy_roles(directory, used)
+                f"(profile {profile}), the same on every host"))
+    copy_collection(directory)
     inv = write_inventory(directory, inventory)
-    return Project(directory, playbook, inv, [playbook, vars_file, inv])
+    config = write_config(directory, inv)
+    return Project(directory, playbook, inv, [config, playbook, vars_file, *host_files, inv])
 
 
 def write_rollback(directory: Path, *, per_host: Mapping[str, Mapping[str, Any]], root: str,
@@ -127,6 +171,6 @@ def write_rollback(directory: Path, *, per_host: Mapping[str, Mapping[str, Any]]
         files.append(_write(directory / "host_vars" / f"{host}.yml", render(
             "ansible/vars.yml.j2", variables=dict(values),
             comment=f"nodetune: what {host} held before the apply of {created}")))
-    copy_roles(directory, ["rollback"])
+    copy_collection(directory)
     inv = write_inventory(directory, inventory)
-    return Project(directory, playbook, inv, [*files, inv])
+    return Project(directory, playbook, inv, [write_config(directory, inv), *files, inv])

@@ -1,5 +1,8 @@
 """The variables nodetune's Ansible roles accept, read from each role's defaults/main.yml.
 
+The roles are those of the collection nodetune.node, shipped as
+playbooks/ansible_collections/nodetune/node (a playbooks/ that is itself a collections path).
+
 A setting's remediation names role variables (`{kernel_sysctl: {vm.swappiness: 10}}`); the role
 that owns a variable is the one whose defaults declare it, so a rendered playbook includes
 exactly the roles its variables need.
@@ -23,8 +26,17 @@ LIVE_ONLY_RUNTIME = frozenset({"modules_load", "services_enabled", "services_dis
                                "gpu_acs_disable", "nic_max_read_request"})
 
 
+COLLECTION = "nodetune.node"
+COLLECTION_PATH = Path("ansible_collections", *COLLECTION.split("."))
+
+
+def collection_dir() -> Path:
+    """The shipped collection nodetune.node (galaxy.yml, roles/, plugins/)."""
+    return data_dir("playbooks") / COLLECTION_PATH
+
+
 def roles_dir() -> Path:
-    return data_dir("playbooks") / "roles"
+    return collection_dir() / "roles"
 
 
 @functools.cache
