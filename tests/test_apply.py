@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
+from nodetune import __version__
 from nodetune.apply.render import plan as planning
 from nodetune.apply.render import project, roles
 from nodetune.errors import RenderError, SourceError
@@ -226,6 +228,137 @@ def test_corrupt_or_missing_state_file_is_a_one_line_error(tmp_path):
         statefile.load(bad)
     with pytest.raises(SourceError, match="no state file to roll back"):
         statefile.latest(str(tmp_path))
+
+
+# -- the collection ------------------------------------------------------------------------
+
+def test_collection_is_nodetune_node_and_ships_in_the_wheel():
+    galaxy = yaml.safe_load((COLLECTION / "galaxy.yml").read_text())
+    assert f"{galaxy['namespace']}.{galaxy['name']}" == roles.COLLECTION == "nodetune.node"
+    assert galaxy["version"] == __version__
+    assert roles.collection_dir() == COLLECTION
+    pyproject = (Path(__file__).parent.parent / "pyproject.toml").read_text()
+    assert '"playbooks" = "nodetune/_data/playbooks"' in pyproject
+    config = (data_dir("playbooks") / "ansible.cfg").read_text()
+    assert "collections_path = .\n" in config
+    present = {p.name for p in (COLLECTION / "roles").iterdir()}
+    assert present == {*roles.ROLE_ORDER, "setpci", "rollback"}
+    for module in (COLLECTION / "plugins" / "modules").glob("*.py"):
+        assert f"module: {module.stem}\n" in module.read_text(), module
+
+
+def _tasks(path: Path) -> list[dict]:
+    return [t for t in yaml.safe_load(path.read_text()) or [] if isinstance(t, dict)]
+
+
+def test_every_task_names_its_module_and_role_by_fqcn():
+    """A site's own roles named kernel or memory, or its own library/, cannot shadow ours."""
+    keywords = {"name", "when", "register", "loop", "loop_control", "notify", "listen",
+                "changed_when", "failed_when", "environment", "vars", "become", "tags"}
+    playbooks = [data_dir("playbooks") / "site.yml", data_dir("playbooks") / "fleet-collect.yml"]
+    files = [*COLLECTION.glob("roles/*/tasks/*.yml"), *COLLECTION.glob("roles/*/handlers/*.yml")]
+    for path in files:
+        for task in _tasks(path):
+            actions = [k for k in task if k not in keywords]
+            assert len(actions) == 1 and actions[0].count(".") == 2, (path, actions)
+            if actions[0] == "ansible.builtin.include_role":
+                assert task[actions[0]]["name"].startswith("nodetune.node."), path
+    for path in playbooks:
+        for play in _tasks(path):
+            for role in play.get("roles", []):
+                assert role["role"].startswith("nodetune.node."), path
+            for task in play.get("tasks", []):
+                assert any(k.startswith("ansible.builtin.") for k in task), (path, task)
+
+
+def load_filters():
+    return _load("nodetune_test_filters", COLLECTION / "plugins" / "filter" / "nodetune.py")
+
+
+def test_filters_turn_role_variables_into_module_arguments():
+    import re
+
+    filters = load_filters().FilterModule().filters()
+    assert filters["sysctl_writes"]({"vm.swappiness": 10, "net.core.rmem_max": "4194304"}) == [
+        {"path": "/proc/sys/vm/swappiness", "value": "10"},
+        {"path": "/proc/sys/net/core/rmem_max", "value": "4194304"}]
+    lines = filters["sysctl_lines"]({"vm.swappiness": 10, "kernel.numa_balancing": 0},
+                                    {"vm.swappiness": "/etc/sysctl.conf"},
+                                    "/etc/sysctl.d/99-nodetune.conf")
+    assert lines == {
+        "/etc/sysctl.conf": [{"regexp": r"^\s*-?\s*vm[./]swappiness\s*=",
+                              "line": "vm.swappiness = 10"}],
+        "/etc/sysctl.d/99-nodetune.conf": [{"regexp": r"^\s*-?\s*kernel[./]numa_balancing\s*=",
+                                            "line": "kernel.numa_balancing = 0"}]}
+    regexp = lines["/etc/sysctl.conf"][0]["regexp"]
+    assert re.match(regexp, "- vm/swappiness=60") and not re.match(regexp, "vm.swappinessX = 1")
+    assert filters["cmdline_args"]({"iommu": "pt", "nosmt": True, "quiet": False,
+                                    "mitigations": ""}) == "iommu=pt nosmt mitigations"
+    assert filters["memory_writes"]("madvise", "", [
+        {"size_kb": 2048, "pages": 1024}, {"size_kb": 1048576, "pages": 4, "node": 1}]) == [
+        {"path": "/sys/kernel/mm/transparent_hugepage/enabled", "value": "madvise"},
+        {"path": "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages", "value": "1024"},
+        {"path": "/sys/devices/system/node/node1/hugepages/hugepages-1048576kB/nr_hugepages",
+         "value": "4"}]
+    results = [{"paths": [
+        {"path": "/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor", "after": "performance",
+         "pattern": "/sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_governor"},
+        {"path": "/sys/devices/system/cpu/cpu1/cpufreq/scaling_governor", "after": "performance",
+         "pattern": "/sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_governor"},
+        {"path": "/sys/x", "after": "1", "pattern": "/sys/x", "rejected": True}]},
+        {"skipped": True}]
+    assert filters["tmpfiles_lines"](results, key="pattern") == [{
+        "regexp": r"^w\s+/sys/devices/system/cpu/cpu\[0\-9\]\*/cpufreq/scaling_governor\s",
+        "line": "w /sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_governor - - - - "
+                "performance"}]
+    assert len(filters["tmpfiles_lines"](results)) == 2
+    assert filters["mrrs_writes"]({"0000:1a:00.0": 4096}) == [
+        {"address": "0000:1a:00.0", "register": "CAP_EXP+0x8.w", "value": "5000",
+         "mask": "7000"}]
+    with pytest.raises(ValueError, match="Max_Read_Request_Size 3000"):
+        filters["mrrs_writes"]({"0000:1a:00.0": 3000})
+    assert filters["acs_writes"](["0000:18:00.0"])[0]["register"] == "ECAP_ACS+0x6.w"
+    assert filters["block_udev_lines"]({"nvme*n[0-9]": {"scheduler": "none"}}) == [{
+        "regexp": re.escape('KERNEL=="nvme*n[0-9]", ATTR{queue/scheduler}='),
+        "line": 'ACTION=="add|change", SUBSYSTEM=="block", ENV{DEVTYPE}=="disk", '
+                'KERNEL=="nvme*n[0-9]", ATTR{queue/scheduler}="none"'}]
+    assert filters["mtu_udev_lines"]({"ens1np0": 9000})[0]["line"] == \
+        'ACTION=="add", SUBSYSTEM=="net", KERNEL=="ens1np0", ATTR{mtu}="9000"'
+    assert filters["modprobe_lines"]({"nvidia": "NVreg_EnableGpuFirmware=0"}, ["nouveau"]) == [
+        {"regexp": r"^\s*options\s+nvidia\s", "line": "options nvidia NVreg_EnableGpuFirmware=0"},
+        {"regexp": r"^\s*blacklist\s+nouveau\s*$", "line": "blacklist nouveau"}]
+    runtime = [{"path": "/proc/sys/vm/swappiness", "raw": "60\n", "value": "60"}]
+    assert filters["rollback_writes"](runtime, True) == [
+        {"path": "/proc/sys/vm/swappiness", "value": "60\n"}]
+    assert filters["rollback_writes"](runtime, False)[0]["value"] == "60"
+
+
+def test_local_values_go_to_host_vars_and_profile_values_to_group_vars(tmp_path):
+    plan = planning.build([
+        finding("memory.swappiness", {"kernel_sysctl": {"vm.swappiness": "10"}}),
+        finding("nic.max_read_request", {"nic_max_read_request": {"0000:1a:00.0": 4096}},
+                subject="0000:1a:00.0"),
+    ])
+    plan.variables["kernel_sysctl_files"] = {"vm.swappiness": "/etc/sysctl.conf"}
+    local = project.write_apply(tmp_path / "local", changes=plan.changes,
+                                variables=plan.variables, profile="p", root="",
+                                inventory=project.Inventory(), become=True)
+    shared = yaml.safe_load((local.directory / project.VARS_FILE).read_text())
+    own = yaml.safe_load((local.directory / "host_vars" / "localhost.yml").read_text())
+    assert shared == {"nodetune_root": "", "kernel_sysctl": {"vm.swappiness": "10"}}
+    assert own == {"nic_max_read_request": {"0000:1a:00.0": 4096},
+                   "kernel_sysctl_files": {"vm.swappiness": "/etc/sysctl.conf"}}
+    hosts = tmp_path / "hosts.ini"
+    hosts.write_text("[gpu]\nnode1\n")
+    (tmp_path / "group_vars").mkdir()
+    (tmp_path / "group_vars" / "all.yml").write_text("---\nsite_value: 1\n")
+    fleet = project.write_apply(tmp_path / "fleet", changes=plan.changes,
+                                variables=plan.variables, profile="p", root="",
+                                inventory=project.Inventory(path=hosts, copy=True), become=True)
+    assert not (fleet.directory / "host_vars").exists()
+    assert (fleet.directory / "group_vars" / "all.yml").read_text() == "---\nsite_value: 1\n"
+    assert "nic_max_read_request" in (fleet.directory / project.VARS_FILE).read_text()
+    assert "inventory = hosts.ini\n" in (fleet.directory / "ansible.cfg").read_text()
 
 
 # -- module helpers -----------------------------------------------------------------------

@@ -10,10 +10,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from nodetune.apply.render.roles import roles_dir
 from nodetune.cli import cli
 from nodetune.errors import ProfileError
 from nodetune.facts import paths as factpaths
-from nodetune.node.resources import data_dir
 from nodetune.profiles.catalog import REMEDIATION_ROLES, Library, merge, merge_section
 from nodetune.rules.operators import OPERATORS
 from tests.audit_helpers import facts_getter
@@ -76,7 +76,7 @@ def test_every_why_cites_a_source_and_respects_its_confidence(shipped: dict) -> 
 
 
 def _role_defaults(role: str) -> dict:
-    path = data_dir("playbooks") / "roles" / role / "defaults" / "main.yml"
+    path = roles_dir() / role / "defaults" / "main.yml"
     return yaml.safe_load(path.read_text()) or {}
 
 
