@@ -42,6 +42,14 @@ def test_the_wheel_holds_the_man_pages_and_the_data(tmp_path: Path) -> None:
     assert man == shipped and {"nodetune.1", "nodetune-audit.1"} <= man
     assert "nodetune/_data/profiles/SOURCES.md" in names
     assert "nodetune/_data/checks/quick.yaml" in names
+    # the collection nodetune.node, every file of it
+    source = REPO / "playbooks"
+    collection = {f"nodetune/_data/playbooks/{p.relative_to(source).as_posix()}"
+                  for p in (source / "ansible_collections").rglob("*")
+                  if p.is_file() and "__pycache__" not in p.parts}
+    assert "nodetune/_data/playbooks/ansible_collections/nodetune/node/galaxy.yml" in collection
+    assert collection | {"nodetune/_data/playbooks/ansible.cfg",
+                         "nodetune/_data/playbooks/site.yml"} <= names
     entry_points = zipfile.ZipFile(wheel).read(
         f"nodetune-{__version__}.dist-info/entry_points.txt").decode()
     assert "nodetune = nodetune.cli:main" in entry_points
