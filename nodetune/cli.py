@@ -97,7 +97,9 @@ def node_options(func: Callable[..., Any]) -> Callable[..., Any]:
                         help="NVML source: live on the live host, off, or a recorded NVML JSON "
                              "file.")(func)
     func = click.option("--from", "snapshot", type=click.Path(dir_okay=False), default=None,
-                        metavar="FILE.tar.gz", help="Replay a node from a snapshot.")(func)
+                        metavar="FILE",
+                        help="Replay a node from a snapshot (.tar.gz) or an hwloc XML "
+                             "topology (lstopo).")(func)
     func = click.option("--root", "root", type=click.Path(file_okay=False), default=None,
                         envvar="NODETUNE_ROOT", metavar="DIR",
                         help="Read the host from DIR laid out like / (env NODETUNE_ROOT).")(func)

@@ -48,8 +48,8 @@ class Option(NamedTuple):
 OPTIONS: tuple[Option, ...] = (
     Option(("--root",), "root", "dir", None, "Read the host from DIR laid out like / "
            "(env NODETUNE_ROOT).", "DIR", envvar="NODETUNE_ROOT", group="node"),
-    Option(("--from",), "snapshot", "file", None, "Replay a node from a snapshot.",
-           "FILE.tar.gz", group="node"),
+    Option(("--from",), "snapshot", "file", None, "Replay a node from a snapshot (.tar.gz) or "
+           "an hwloc XML topology (lstopo).", "FILE", group="node"),
     Option(("--nvml",), "nvml", "text", "auto", "NVML source: live on the live host, off, or a "
            "recorded NVML JSON file.", "auto|live|off|FILE", group="node"),
     Option(("--tier",), "tier", "tier", "quick", "quick: files and NVML only (every job "

@@ -1,4 +1,5 @@
-"""Where a read-only command gets its node from: the live host, --root DIR, or --from snapshot.
+"""Where a read-only command gets its node from: the live host, --root DIR, --from snapshot, or
+--from an hwloc XML topology.
 
     with open_node(root=..., snapshot=..., nvml=...) as node:
         facts = node.facts()
@@ -33,12 +34,29 @@ def _nvml_backend(choice: str, root: HostRoot) -> tuple[Any, str | None]:
     return nvml_mod.live_backend()
 
 
+def _is_hwloc_xml(path: str) -> bool:
+    """--from FILE is an hwloc XML (`lstopo --of xml`) rather than a snapshot."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512)
+    except OSError:
+        return False  # open_snapshot says what is wrong with the file
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    return text.startswith((b"<?xml", b"<topology"))
+
+
 @contextlib.contextmanager
 def open_node(root: str | None = None, snapshot: str | None = None,
               nvml: str = "auto", recording: bool = False) -> Iterator[Node]:
     if root and snapshot:
         raise SourceError("--root and --from cannot be used together",
                           fix="give one: a host tree (--root) or a snapshot (--from)")
+    if snapshot and _is_hwloc_xml(snapshot):
+        from nodetune.node.hwloc_xml import open_hwloc_xml  # only for --from FILE.xml
+
+        with open_hwloc_xml(snapshot) as topology:
+            yield topology
+        return
     if snapshot:
         # Imported only for --from: its tarfile, gzip and tempfile imports add ~16 ms to the
         # start-up of every command (measured), `nodetune check` before each job included.
