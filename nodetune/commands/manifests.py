@@ -17,7 +17,7 @@ from nodetune.placement import plan as placement
 from nodetune.schemas import MANIFESTS_SCHEMA
 from nodetune.views.output import emit_json
 
-GPU_TARGETS = ("k8s-pod", "docker", "slurm", "dra")
+GPU_TARGETS = ("k8s-pod", "docker", "slurm", "dra", "nccl-topo")
 
 
 @click.command("manifests")
@@ -52,7 +52,8 @@ def cmd(target: str, output_dir: str | None, as_json: bool, node_name: str | Non
     Targets: kubelet (KubeletConfiguration fragment), k8s-pod (example Guaranteed pods),
     daemonset (the nodetune agent), docker (docker run lines and compose.yaml), slurm
     (gres.conf and slurm.conf/cgroup.conf settings), dra (ResourceClaimTemplates pairing each
-    GPU with the RDMA NICs on its PCIe root), or all.
+    GPU with the RDMA NICs on its PCIe root), nccl-topo (an NCCL_TOPO_FILE placing each GPU
+    and its rails under one PCIe switch, for VMs whose sysfs hides the real tree), or all.
     """
 
     # Every user string is checked before any fact is read or any file written.
@@ -83,7 +84,8 @@ def cmd(target: str, output_dir: str | None, as_json: bool, node_name: str | Non
                     if g.pci_address is not None and g.pci_address in minors},
         memory_total_bytes=int((facts.get("memory") or {}).get("total_bytes") or 0),
         sockets=cpu.get("sockets"), pcie_roots=inputs.pcie_roots(facts),
-        rdma_addresses=inputs.rdma_addresses(facts), nvlink_cluster=inputs.nvlink_cluster(facts))
+        rdma_addresses=inputs.rdma_addresses(facts), nvlink_cluster=inputs.nvlink_cluster(facts),
+        pci_ids=inputs.pci_ids(facts), virtual_machine=inputs.virtual_machine(facts))
     if image:
         options = replace(options, image=image)
     if workload_image:

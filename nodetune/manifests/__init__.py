@@ -24,6 +24,7 @@ TARGETS: dict[str, str] = {
     "docker": "docker",
     "slurm": "slurm",
     "dra": "dra",
+    "nccl-topo": "nccl_topo",
 }
 
 MIB = 1 << 20
@@ -45,6 +46,8 @@ class Options:
     pcie_roots: dict[str, str] = field(default_factory=dict)  # PCI address -> "pci0000:17"
     rdma_addresses: dict[str, str] = field(default_factory=dict)  # RDMA name -> PCI address
     nvlink_cluster: bool = False  # multi-node NVLink fabric (ComputeDomain)
+    pci_ids: dict[str, dict[str, Any]] = field(default_factory=dict)  # address -> class, ids, link
+    virtual_machine: bool = False  # a hypervisor's guest: its sysfs PCIe tree may be flattened
 
 
 @dataclass(frozen=True)

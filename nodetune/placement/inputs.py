@@ -48,3 +48,25 @@ def nvlink_cluster(facts: Mapping[str, Any]) -> bool:
     """A GPU belongs to a multi-node NVLink fabric (a non-zero cluster UUID): GB200 NVL72."""
     return any(str((g.get("fabric") or {}).get("cluster_uuid") or "").strip("0-")
                for g in facts.get("gpus") or [])
+
+
+def pci_ids(facts: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """PCI address -> class, vendor, device and the link's maximum speed (GT/s) and width."""
+    out = {}
+    for d in (facts.get("pci") or {}).get("devices") or []:
+        if not d.get("address"):
+            continue
+        link = d.get("link") or {}
+        out[str(d["address"])] = {"class": d.get("class"), "vendor": d.get("vendor"),
+                                  "device": d.get("device"),
+                                  "speed_gts": link.get("max_speed_gts"),
+                                  "width": link.get("max_width")}
+    return out
+
+
+def virtual_machine(facts: Mapping[str, Any]) -> bool:
+    """A hypervisor's guest (not a container): systemd-detect-virt names or the CPU flag."""
+    virt = (facts.get("kernel") or {}).get("virtualization")
+    containers = {"docker", "podman", "lxc", "lxc-libvirt", "systemd-nspawn", "rkt", "wsl",
+                  "container-other", "openvz"}
+    return bool(virt) and str(virt) not in containers
