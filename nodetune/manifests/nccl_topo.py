@@ -62,7 +62,7 @@ def _rails(g: GpuPlacement, options: Options) -> list[str]:
     names = g.nics or ((g.nic,) if g.nic else ())
     paths = g.nic_paths or ((g.nic_path or "",) if g.nic else ())
     wanted = {"PIX", "PXB"} | ({"PHB", "NODE"} if options.virtual_machine else set())
-    return [n for n, path in zip(names, paths) if path in wanted]
+    return [n for n, path in zip(names, paths, strict=False) if path in wanted]
 
 
 def render(plan: Placement, options: Options) -> Rendered:
