@@ -11,6 +11,7 @@ from __future__ import annotations
 from array import array
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from nodetune.fleet.load import FAIL, NodeReport, Unreadable
 
@@ -79,6 +80,9 @@ class Fleet:
     settings: dict[str, Setting] = field(default_factory=dict)
     metrics: dict[tuple[str, str], MetricValues] = field(default_factory=dict)
     unreadable: list[Unreadable] = field(default_factory=list)
+    # profile -> metric key -> the entry of `metrics`: one dict lookup a value
+    _by_profile: dict[str, dict[Any, MetricValues]] = field(default_factory=dict, repr=False,
+                                                             compare=False)
 
     def add(self, item: NodeReport | Unreadable) -> None:
         if isinstance(item, Unreadable):
@@ -103,25 +107,28 @@ class Fleet:
             else:
                 self.settings[rule] = setting
         for slot, m in other.metrics.items():
-            nodes = array("l", (i + offset for i in m.nodes))
+            nodes = array("l", (i + offset for i in m.nodes)) if offset else m.nodes
             mine = self.metrics.get(slot)
             if mine is None:
                 m.nodes = nodes
                 self.metrics[slot] = m
+                self._by_profile.setdefault(slot[0], {})[slot[1]] = m
             else:
                 mine.values += m.values
                 mine.nodes += nodes
         self.unreadable += other.unreadable
 
     def _add_settings(self, node: NodeReport) -> None:
+        settings = self.settings
+        profile = node.profile
         for rule, (area, severity, rank, subjects, actual) in node.settings.items():
-            setting = self.settings.get(rule)
+            setting = settings.get(rule)
             if setting is None:
-                setting = self.settings[rule] = Setting(rule, str(area or ""),
-                                                        str(severity or "info"))
+                setting = settings[rule] = Setting(rule, str(area or ""),
+                                                   str(severity or "info"))
             elif SEVERITY_RANK.get(severity, 0) > SEVERITY_RANK.get(setting.severity, 0):
                 setting.severity = str(severity)
-            setting.profiles.add(node.profile)
+            setting.profiles.add(profile)
             if rank == FAIL:
                 setting.failed += 1
                 setting.failed_subjects += subjects
@@ -135,17 +142,15 @@ class Fleet:
                 setting.skipped += 1
 
     def _add_metrics(self, index: int, node: NodeReport) -> None:
-        metrics = self.metrics
         profile = node.profile
-        for m in node.metrics:
-            try:
-                key, value = m["key"], float(m["value"])
-            except (TypeError, KeyError, ValueError):  # a malformed or unmeasured metric
-                continue
-            values = metrics.get((profile, key))
+        slots = self._by_profile.get(profile)
+        if slots is None:
+            slots = self._by_profile[profile] = {}
+        for key, value, name, unit, higher_is_better in node.metrics:
+            values = slots.get(key)
             if values is None:
-                values = metrics[(profile, key)] = MetricValues(
-                    key=str(key), name=str(m.get("name") or key), unit=str(m.get("unit") or ""),
-                    higher_is_better=m.get("higher_is_better") is not False)
+                values = slots[key] = self.metrics[(profile, key)] = MetricValues(
+                    key=str(key), name=str(name or key), unit=str(unit or ""),
+                    higher_is_better=higher_is_better is not False)
             values.values.append(value)
             values.nodes.append(index)

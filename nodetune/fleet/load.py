@@ -38,7 +38,9 @@ class NodeReport:
     # setting id -> [area, severity, worst status, failing subjects, first failing value]
     settings: dict[str, list[Any]] = field(default_factory=dict)
     drift: tuple[str | None, ...] = ()
-    metrics: list[dict[str, Any]] = field(default_factory=list)
+    # the benchmark values: (key, value, name, unit, higher_is_better) as the document has
+    # them (name, unit and higher_is_better None where missing); malformed ones left out
+    metrics: list[tuple[Any, float, Any, Any, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -158,8 +160,17 @@ def _collected_at(kind: str, doc: dict[str, Any]) -> str | None:
     return None
 
 
-def _metrics(bench: Any) -> list[dict[str, Any]]:
-    """The bench document's metrics (each checked when it is added to the fleet)."""
+def _metrics(bench: Any) -> list[tuple[Any, float, Any, Any, Any]]:
+    """The bench document's measured metrics; one without a key or a numeric value (a
+    malformed or unmeasured metric) is left out."""
     if not isinstance(bench, dict):
         return []
-    return [m for s in bench.get("suites") or () for m in s.get("metrics") or ()]
+    out = []
+    for s in bench.get("suites") or ():
+        for m in s.get("metrics") or ():
+            try:
+                key, value = m["key"], float(m["value"])
+            except (TypeError, KeyError, ValueError):
+                continue
+            out.append((key, value, m.get("name"), m.get("unit"), m.get("higher_is_better")))
+    return out

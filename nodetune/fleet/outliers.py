@@ -10,6 +10,7 @@ outliers. With the defaults a node has to be more than ~5.2% worse than the medi
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,19 +39,44 @@ class MetricStats:
     outliers: tuple[Outlier, ...]
 
 
+def _median(ordered: Sequence[float]) -> float:
+    """statistics.median of values already sorted."""
+    n = len(ordered)
+    if n % 2 == 1:
+        return ordered[n // 2]
+    i = n // 2
+    return (ordered[i - 1] + ordered[i]) / 2
+
+
 def analyse(values: Sequence[float], *, higher_is_better: bool = True, k: float = K_DEFAULT,
             mad_floor: float = MAD_FLOOR_DEFAULT) -> MetricStats:
     """Median, MAD and the nodes more than k robust standard deviations on the worse side."""
     count = len(values)
-    median = statistics.median(values) if values else 0.0
-    mad = statistics.median([abs(v - median) for v in values]) if values else 0.0
+    if not count:
+        return MetricStats(0, 0.0, 0.0, 0.0, None, ())
+    ordered = sorted(values)
+    unordered = math.isnan(sum(ordered))
+    if unordered:  # NaN (or inf - inf) does not sort: statistics' own order
+        median = statistics.median(values)
+        mad = statistics.median([abs(v - median) for v in values])
+    else:
+        median = _median(ordered)
+        # from sorted values the deviations form two sorted runs: sorting them is linear
+        mad = _median(sorted([abs(v - median) for v in ordered]))
     mad_used = max(mad, mad_floor * abs(median))
     if count < MIN_NODES or mad_used <= 0:
         return MetricStats(count, median, mad, mad_used, None, ())
     sign = 1.0 if higher_is_better else -1.0
+    reach = k * mad_used / _Z
     threshold = median - sign * k * mad_used / _Z
+    # only values past half the reach can be outliers; the exact test decides for those
+    worst = ordered[0] if higher_is_better else ordered[-1]
+    if not unordered and not sign * (worst - median) < -reach / 2:
+        return MetricStats(count, median, mad, mad_used, threshold, ())
     outliers = []
     for i, value in enumerate(values):
+        if not sign * (value - median) < -reach / 2:
+            continue
         z = _Z * (value - median) / mad_used
         if sign * z < -k:
             relative = (value - median) / median if median else 0.0
