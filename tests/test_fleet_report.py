@@ -303,3 +303,74 @@ def test_report_files_skip_the_collection_summary(tmp_path: Path) -> None:
     assert [p.name for p in load.report_files(tmp_path)] == ["a.json"]
     node = load.read(tmp_path / "a.json")
     assert isinstance(node, load.NodeReport) and node.errors == ["no audit in this report"]
+
+
+# -- the fast paths give the same answer ---------------------------------------------------
+
+def _same(one: dict, two: dict) -> None:
+    for key in ("summary", "settings", "nodes", "drift", "outliers", "unreadable"):
+        assert json.dumps(one[key]) == json.dumps(two[key]), key  # as printed: NaN is NaN
+
+
+def test_parallel_reading_gives_what_serial_reading_gives(seeds, tmp_path: Path,
+                                                          monkeypatch) -> None:
+    truth = fleet_synth.generate(seeds, tmp_path, 60, inject=True, seed=6)
+    (tmp_path / "broken.json").write_text("{")
+    serial, serial_fleet = report.build(tmp_path, workers=1)
+    monkeypatch.setattr(report, "FILES_PER_WORKER", 10)  # 61 files: 2 workers, 8 chunks
+    parallel, parallel_fleet = report.build(tmp_path, workers=2)
+    _same(serial, parallel)
+    assert fleet_bench.check(parallel, truth) == []
+    assert [n.host for n in parallel_fleet.nodes] == [n.host for n in serial_fleet.nodes]
+    for slot, m in serial_fleet.metrics.items():
+        other = parallel_fleet.metrics[slot]
+        assert (list(other.values), list(other.nodes)) == (list(m.values), list(m.nodes))
+
+
+def _odd_documents(seed: dict) -> dict[str, object]:
+    """Node reports the typed decoder must hand to json: odd shapes, NaN, UTF-16, no audit."""
+    bench = json.loads(json.dumps(seed["bench"]))
+    metrics = bench["suites"][0]["metrics"]
+    metrics[0]["value"] = None
+    metrics[1]["value"] = "fast"
+    del metrics[2]["key"]
+    metrics[3]["value"] = "12.5"
+    metrics[4]["higher_is_better"] = False
+    return {
+        "odd-metrics": {**seed, "bench": bench},
+        "no-audit": {**seed, "audit": {}},
+        "audit-list": {**seed, "audit": [1, 2]},
+        "audit-other-keys": {**seed, "audit": {"schema": "x"}},
+        "facts-list": {**seed, "facts": [1]},
+        "findings-dict": {**seed, "audit": {**seed["audit"], "findings": {"a": 1}}},
+        "finding-string": {**seed, "audit": {**seed["audit"], "findings": ["x"]}},
+        "bench-string": {**seed, "bench": "none"},
+        "suite-number": {**seed, "bench": {"suites": [5]}},
+        "metric-number": {**seed, "bench": {"suites": [{"metrics": [7]}]}},
+        "errors-string": {**seed, "errors": "ab"},
+        "not-object": [seed],
+        "other-schema": {**seed, "schema": "nodetune.facts/1"},
+    }
+
+
+def test_typed_decoding_gives_what_json_gives(seeds, tmp_path: Path, monkeypatch) -> None:
+    if load._DECODER is None:
+        pytest.skip("msgspec is not installed: json reads every report")
+    fleet_synth.generate(seeds, tmp_path, 60, inject=True, seed=7)
+    for name, doc in _odd_documents(seeds["dgx"]).items():
+        write(tmp_path / f"{name}.json", doc)
+    (tmp_path / "nan.json").write_text(json.dumps({**seeds["dgx"], "bench": {"suites": [
+        {"metrics": [{"key": "k", "value": float("nan")}]}]}}))
+    (tmp_path / "utf16.json").write_bytes(json.dumps(seeds["vm-h200"]).encode("utf-16"))
+    (tmp_path / "truncated.json").write_text(json.dumps(seeds["dgx"])[:-9])
+    typed = {p.name: load.read(p) for p in load.report_files(tmp_path)}
+    typed_doc, _ = report.build(tmp_path, workers=1)
+    monkeypatch.setattr(load, "_DECODER", None)
+    plain = {p.name: load.read(p) for p in load.report_files(tmp_path)}
+    plain_doc, _ = report.build(tmp_path, workers=1)
+    assert typed == plain
+    _same(typed_doc, plain_doc)
+    assert isinstance(plain["utf16.json"], load.NodeReport)
+    odd = plain["odd-metrics.json"].metrics  # no value, "fast", no key: left out; "12.5" read
+    assert len(odd) == len(load._metrics(seeds["dgx"]["bench"])) - 3
+    assert odd[0][1] == 12.5 and odd[1][4] is False

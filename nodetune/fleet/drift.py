@@ -194,6 +194,10 @@ FACTS: tuple[DriftFact, ...] = (
 )
 
 
+# The facts sections FACTS reads (a reader of the facts document may skip the others).
+SECTIONS = ("cpu", "numa", "memory", "kernel", "gpu", "gpus", "rdma")
+
+
 def _diff(fact: DriftFact, majority: str, value: str) -> str | None:
     """"+added -removed" items of a set-valued fact, relative to the majority."""
     if fact.separator is None:
