@@ -27,6 +27,7 @@ EXTRA_OF = {
     "ansible": "apply", "ansible_runner": "apply",
     "prometheus_client": "agent", "kubernetes": "agent", "psutil": "agent",
     "matplotlib": "plot", "numpy": "bench", "cuda": "gpu", "cupy": "gpu", "torch": "gpu",
+    "msgspec": "fleet",
 }
 HEAVY = (*EXTRA_OF, "pyudev")
 
