@@ -36,7 +36,12 @@ def test_the_c_triad_computes_what_numpy_computes(cache: Path) -> None:
     assert lib is not None and Path(lib).parent == cache and built.startswith("gcc ")
     rng = np.random.default_rng(7)
     b, c = rng.standard_normal(1001), rng.standard_normal(1001) * 1e3
-    got = np.array(stream.c_triad(lib, b.tolist(), c.tolist(), 3.7, cpus=[0]))
+    # in a process of its own: OpenMP's threads stay out of the test process
+    code = ("import json, sys; from nodetune.bench import stream; b, c = json.load(sys.stdin); "
+            f"print(json.dumps(stream.c_triad({lib!r}, b, c, 3.7, cpus=[0])))")
+    out = subprocess.run([sys.executable, "-c", code], input=json.dumps([b.tolist(), c.tolist()]),
+                         capture_output=True, text=True, check=True, timeout=120).stdout
+    got = np.array(json.loads(out))
     want = np.add(b, np.multiply(c, 3.7))  # numpy's triad arithmetic: multiply, then add
     assert np.array_equal(got, want)  # bit for bit: no fused multiply-add in the C kernel
 

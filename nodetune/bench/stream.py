@@ -177,10 +177,14 @@ def c_triad(lib: str, b: Any, c: Any, scalar: float = SCALAR,
     """a = b + scalar*c by the C kernel over the caller's values (sequences of floats)."""
     n = len(b)
     arrays = [(ctypes.c_double * n)(), (ctypes.c_double * n)(*b), (ctypes.c_double * n)(*c)]
-    cpus = cpus or sorted(os.sched_getaffinity(0))[:1]
+    allowed = os.sched_getaffinity(0)
+    cpus = cpus or sorted(allowed)[:1]
     times, threads = (ctypes.c_double * 2)(), ctypes.c_int(0)
-    _load(lib)(*arrays, n, scalar, 1, (ctypes.c_int * len(cpus))(*cpus), len(cpus), 0, times,
-               ctypes.byref(threads))
+    try:
+        _load(lib)(*arrays, n, scalar, 1, (ctypes.c_int * len(cpus))(*cpus), len(cpus), 0,
+                   times, ctypes.byref(threads))
+    finally:
+        os.sched_setaffinity(0, allowed)  # the calling thread ran as the kernel's thread 0
     return list(arrays[0])
 
 
