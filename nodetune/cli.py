@@ -45,6 +45,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "collectors": ("collectors", "List the fact collectors."),
     "audit": ("audit", "Compare the node with its hardware profile."),
     "profiles": ("profiles", "List or show hardware profiles."),
+    "explain": ("explain", "Explain a setting, check or fault code: why, sources, fix."),
     "apply": ("apply", "Fix audit findings through Ansible (dry-run first)."),
     "rollback": ("rollback", "Restore the values the last apply changed."),
     "tune": ("tune", "Apply fixes, prove them with benchmarks, roll back a regression."),

@@ -39,7 +39,7 @@ def test_the_wheel_holds_the_man_pages_and_the_data(tmp_path: Path) -> None:
     man = {n.rsplit("/", 1)[1] for n in names
            if n.startswith(f"nodetune-{__version__}.data/data/share/man/man1/")}
     shipped = {p.name for p in (REPO / "docs" / "man").glob("*.1")}
-    assert man == shipped and {"nodetune.1", "nodetune-audit.1"} <= man
+    assert man == shipped and {"nodetune.1", "nodetune-audit.1", "nodetune-explain.1"} <= man
     assert "nodetune/_data/profiles/SOURCES.md" in names
     assert "nodetune/_data/checks/quick.yaml" in names
     # the collection nodetune.node, every file of it
@@ -50,6 +50,7 @@ def test_the_wheel_holds_the_man_pages_and_the_data(tmp_path: Path) -> None:
     assert "nodetune/_data/playbooks/ansible_collections/nodetune/node/galaxy.yml" in collection
     assert collection | {"nodetune/_data/playbooks/ansible.cfg",
                          "nodetune/_data/playbooks/site.yml"} <= names
+    assert "nodetune/commands/explain.py" in names
     entry_points = zipfile.ZipFile(wheel).read(
         f"nodetune-{__version__}.dist-info/entry_points.txt").decode()
     assert "nodetune = nodetune.cli:main" in entry_points
