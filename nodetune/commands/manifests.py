@@ -38,6 +38,11 @@ GPU_TARGETS = ("k8s-pod", "docker", "slurm", "dra", "nccl-topo")
               help="Namespace of the agent DaemonSet.")
 @click.option("--rdma-resource", default="rdma/rdma_shared_device_a", show_default=True,
               metavar="NAME", help="Extended resource that gives pods RDMA devices.")
+@click.option("--kubernetes-version", "kubernetes_version", default=None, metavar="X.Y",
+              help="The kubelet version the config is for: policy options that version has "
+                   "(prefer-closest-numa-nodes 1.32+, distribute-cpus-across-numa and "
+                   "strict-cpu-reservation 1.33+) are written where they help. Default: only "
+                   "options every supported kubelet has.")
 @click.option("--interval", type=click.IntRange(min=1), default=300, show_default=True,
               metavar="SECONDS", help="The agent's audit/check interval.")
 @click.option("--taint-unhealthy", is_flag=True,
@@ -45,7 +50,8 @@ GPU_TARGETS = ("k8s-pod", "docker", "slurm", "dra", "nccl-topo")
 @node_options
 def cmd(target: str, output_dir: str | None, as_json: bool, node_name: str | None,
         reserve_cores: int | None, image: str | None, workload_image: str | None,
-        namespace: str, rdma_resource: str, interval: int, taint_unhealthy: bool,
+        namespace: str, rdma_resource: str, kubernetes_version: str | None, interval: int,
+        taint_unhealthy: bool,
         root: str | None, snapshot: str | None, nvml: str) -> None:
     """Generate the configuration that pins each GPU's work to its NUMA node.
 
@@ -61,6 +67,8 @@ def cmd(target: str, output_dir: str | None, as_json: bool, node_name: str | Non
         values.node_name(node_name)
     values.namespace(namespace)
     values.resource_name(rdma_resource)
+    kubelet_version = values.kubernetes_version(kubernetes_version) \
+        if kubernetes_version is not None else None
     if image is not None:
         values.image(image, "--image")
     if workload_image is not None:
@@ -85,7 +93,8 @@ def cmd(target: str, output_dir: str | None, as_json: bool, node_name: str | Non
         memory_total_bytes=int((facts.get("memory") or {}).get("total_bytes") or 0),
         sockets=cpu.get("sockets"), pcie_roots=inputs.pcie_roots(facts),
         rdma_addresses=inputs.rdma_addresses(facts), nvlink_cluster=inputs.nvlink_cluster(facts),
-        pci_ids=inputs.pci_ids(facts), virtual_machine=inputs.virtual_machine(facts))
+        pci_ids=inputs.pci_ids(facts), virtual_machine=inputs.virtual_machine(facts),
+        kubelet_version=kubelet_version)
     if image:
         options = replace(options, image=image)
     if workload_image:

@@ -46,6 +46,7 @@ class Options:
     pcie_roots: dict[str, str] = field(default_factory=dict)  # PCI address -> "pci0000:17"
     rdma_addresses: dict[str, str] = field(default_factory=dict)  # RDMA name -> PCI address
     nvlink_cluster: bool = False  # multi-node NVLink fabric (ComputeDomain)
+    kubelet_version: tuple[int, int] | None = None  # the kubelet the config is for, if given
     pci_ids: dict[str, dict[str, Any]] = field(default_factory=dict)  # address -> class, ids, link
     virtual_machine: bool = False  # a hypervisor's guest: its sysfs PCIe tree may be flattened
 

@@ -34,21 +34,57 @@ POLICY_OPTIONS = (
 )
 
 
-def option_notes(config: dict[str, Any], plan: Placement) -> list[str]:
+# The kubelet minor version from which nodetune writes an option (its beta or GA default-on
+# release; before it the option needs a feature gate).
+OPTION_SINCE = {"prefer-closest-numa-nodes": 32, "distribute-cpus-across-numa": 33,
+                "strict-cpu-reservation": 33}
+
+
+def versioned_options(plan: Placement, version: tuple[int, int] | None
+                      ) -> tuple[dict[str, str], dict[str, str]]:
+    """(cpuManagerPolicyOptions, topologyManagerPolicyOptions) the given kubelet has and this
+    node gains from: distribute-cpus-across-numa where a GPU pod spans NUMA nodes,
+    prefer-closest-numa-nodes above two CPU NUMA nodes (with two, every set is the closest),
+    strict-cpu-reservation so that no pod lands on the reserved system cores."""
+    if version is None:
+        return {}, {}
+    minor = version[1]
+    spans = len([g for g in plan.groups if g.numa_node is not None]) > 1
+    cpu: dict[str, str] = {}
+    topology: dict[str, str] = {}
+    if minor >= OPTION_SINCE["distribute-cpus-across-numa"] and spans:
+        cpu["distribute-cpus-across-numa"] = "true"
+    if minor >= OPTION_SINCE["strict-cpu-reservation"] and plan.reserved_cpus:
+        cpu["strict-cpu-reservation"] = "true"
+    if minor >= OPTION_SINCE["prefer-closest-numa-nodes"] and len(plan.cpu_numa_nodes) > 2:
+        topology["prefer-closest-numa-nodes"] = "true"
+    return cpu, topology
+
+
+def option_notes(config: dict[str, Any], plan: Placement,
+                 version: tuple[int, int] | None = None) -> list[str]:
     """For each option: written or not, the version it needs, and what DRA leaves moot."""
     written = {**config.get("cpuManagerPolicyOptions", {}),
                **config.get("topologyManagerPolicyOptions", {})}
     spans = len([g for g in plan.groups if g.numa_node is not None]) > 1
+    target = f"kubelet 1.{version[1]}" if version else "no --kubernetes-version"
+
+    def needs(option: str) -> str:
+        return (f"left off: needs kubelet 1.{OPTION_SINCE[option]}+ ({target}; pass "
+                f"--kubernetes-version 1.{OPTION_SINCE[option]} or later to write it)")
+
     why_not = {
         "full-pcpus-only": "SMT is off, so every CPU is a whole core already",
         "distribute-cpus-across-numa": ("a pod spanning NUMA nodes would get its CPUs spread "
-                                        "evenly; left off because it needs kubelet 1.33+"
+                                        f"evenly; {needs('distribute-cpus-across-numa')}"
                                         if spans else "every GPU group fits one NUMA node"),
         "strict-cpu-reservation": ("keeps Burstable and BestEffort pods off reservedSystemCPUs "
-                                   "too; left off because it needs kubelet 1.33+ and "
-                                   "system pods then share the reserved cores only"),
-        "prefer-closest-numa-nodes": "chooses the nearest NUMA set when a pod must span nodes; "
-                                     "left off (needs 1.32 GA; no effect with 2 nodes)",
+                                   f"too; {needs('strict-cpu-reservation')}"
+                                   if plan.reserved_cpus else "no CPUs are reserved"),
+        "prefer-closest-numa-nodes": ("chooses the nearest NUMA set when a pod must span "
+                                      f"nodes; {needs('prefer-closest-numa-nodes')}"
+                                      if len(plan.cpu_numa_nodes) > 2 else
+                                      "no effect with two CPU NUMA nodes or fewer"),
         "max-allowable-numa-nodes": f"{len(plan.numa_nodes)} NUMA nodes, within the default "
                                     f"limit of {TOPOLOGY_MANAGER_NUMA_LIMIT}",
     }
@@ -89,7 +125,8 @@ def topology_policy(plan: Placement) -> tuple[str, str]:
     return "restricted", why
 
 
-def kubelet_config(plan: Placement) -> tuple[dict[str, Any], list[str]]:
+def kubelet_config(plan: Placement, version: tuple[int, int] | None = None
+                   ) -> tuple[dict[str, Any], list[str]]:
     notes: list[str] = []
     policy, why = topology_policy(plan)
     config: dict[str, Any] = {
@@ -100,12 +137,20 @@ def kubelet_config(plan: Placement) -> tuple[dict[str, Any], list[str]]:
     if plan.threads_per_core > 1:
         # Beta option, on by default since 1.23: a container only ever gets whole cores.
         config["cpuManagerPolicyOptions"] = {"full-pcpus-only": "true"}
+    cpu_options, topology_options = versioned_options(plan, version)
+    if cpu_options:
+        config["cpuManagerPolicyOptions"] = {**config.get("cpuManagerPolicyOptions", {}),
+                                             **cpu_options}
     config["reservedSystemCPUs"] = cpulist.format(plan.reserved_cpus)
     config["topologyManagerPolicy"] = policy
     config["topologyManagerScope"] = "pod"
+    if topology_options:
+        config["topologyManagerPolicyOptions"] = dict(topology_options)
     numa_count = len(plan.numa_nodes)
     if numa_count > TOPOLOGY_MANAGER_NUMA_LIMIT:
-        config["topologyManagerPolicyOptions"] = {"max-allowable-numa-nodes": str(numa_count)}
+        config["topologyManagerPolicyOptions"] = {
+            **config.get("topologyManagerPolicyOptions", {}),
+            "max-allowable-numa-nodes": str(numa_count)}
         notes.append(f"{numa_count} NUMA nodes exceed the Topology Manager's default limit of "
                      f"{TOPOLOGY_MANAGER_NUMA_LIMIT}: max-allowable-numa-nodes needs kubelet >= "
                      "1.31 (beta, GA in 1.35), and hint generation grows as 2^nodes, so pod "
@@ -129,11 +174,11 @@ def kubelet_config(plan: Placement) -> tuple[dict[str, Any], list[str]]:
         notes.append(f"NUMA nodes {cpulist.format(cpuless)} have memory but no CPUs (GPU or CXL "
                      "memory); they get a reservation too, so the per-node sum matches")
     return config, [f"topologyManagerPolicy {policy}: {why}", *notes,
-                    *option_notes(config, plan)]
+                    *option_notes(config, plan, version)]
 
 
 def render(plan: Placement, options: Options) -> Rendered:
-    config, notes = kubelet_config(plan)
+    config, notes = kubelet_config(plan, options.kubelet_version)
     per_node = {n.id: [c for c in plan.reserved_cpus if c in n.cpus] for n in plan.cpu_numa_nodes}
     text = templating.render(
         "manifests/kubelet-config.yaml.j2", config=config, notes=notes + list(plan.notes),

@@ -62,3 +62,15 @@ def resource_name(value: str) -> str:
     return _check(value, RESOURCE_NAME, "extended resource", "DOMAIN/NAME (a DNS-1123 "
                   "subdomain, '/', a qualified name)", "pass --rdma-resource like "
                   "rdma/rdma_shared_device_a")
+
+
+KUBERNETES_VERSION = re.compile(r"v?1\.(\d{1,2})(?:\.\d{1,3})?")
+
+
+def kubernetes_version(value: str) -> tuple[int, int]:
+    """"1.33", "v1.34.2" -> (1, 33); BadValue for anything else."""
+    _check(value, KUBERNETES_VERSION, "--kubernetes-version", "a Kubernetes version "
+           "(1.MINOR or v1.MINOR.PATCH)", "pass --kubernetes-version like 1.33", 16)
+    minor = KUBERNETES_VERSION.fullmatch(value)
+    assert minor is not None
+    return 1, int(minor[1])
