@@ -224,7 +224,9 @@ def test_exit_codes_json_and_junit(faulty_dgx, synthetic_host, tmp_path: Path) -
     code, out = invoke("audit", "--root", root, "--nvml", nvml)
     assert code == 2
     assert "hgx-h100: critical findings" in out and "compliance" in out
-    assert "PCIe/topology" in out and "GPU5" in out
+    assert "pcie.gpu_link_width" in out and "GPU5" in out and "PCIe/topology" not in out
+    code, out = invoke("audit", "--root", root, "--nvml", nvml, "-v")
+    assert code == 2 and "PCIe/topology" in out and "fix: " in out and "Sources:" in out
     code, _ = invoke("audit", "--root", root, "--nvml", nvml, "--only", "numa.*,cpu.governor")
     assert code == 1  # warnings only
     code, _ = invoke("audit", "--root", root, "--nvml", nvml, "--skip", "pcie.*,kernel.*")

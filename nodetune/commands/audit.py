@@ -10,13 +10,13 @@ import click
 
 from nodetune.audit.operation import run_audit
 from nodetune.cli import node_options
-from nodetune.commands.params import PROFILE_NAME, non_empty_items
+from nodetune.commands.params import PROFILE_NAME, format_option, non_empty_items
 from nodetune.node.source import open_node
 from nodetune.profiles.catalog import Library
 from nodetune.schemas import AUDIT_SCHEMA
 from nodetune.views import junit as junit_report
 from nodetune.views.audit_text import render
-from nodetune.views.output import console, emit_json
+from nodetune.views.output import console, emit_json, view
 
 SEVERITIES = ("info", "warning", "critical")
 
@@ -51,13 +51,18 @@ def profile_options(func: F) -> F:
               help="Skip these settings (ids or globs; repeatable).")
 @click.option("--severity", type=click.Choice(SEVERITIES), default="info", show_default=True,
               help="Report only findings of this severity or worse.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Explain each finding: why it matters, how to fix it, the sources cited.")
+@format_option
 def cmd(root: str | None, snapshot: str | None, nvml: str, profile: str | None,
         profiles_dirs: tuple[str, ...], overrides: str | None, as_json: bool,
-        junit: str | None, only: tuple[str, ...], skip: tuple[str, ...], severity: str) -> int:
+        junit: str | None, only: tuple[str, ...], skip: tuple[str, ...], severity: str,
+        verbose: bool, fmt: str | None) -> int:
     """Compare this node (or a --root tree / --from snapshot) with its hardware profile.
 
-    Findings are grouped by area, worst first, each with what the profile wants, what is
-    persisted and what is in effect now, why it matters and how to fix it.
+    One line per failing or unknown setting, worst first: what the profile wants and what
+    is in effect now (and persisted), then a summary line. -v adds why each finding matters,
+    how to fix it and a legend of the sources cited.
 
     Exit codes: 0 compliant, 1 warnings only, 2 critical findings, 3 nodetune could not run
     (bad profile, bad snapshot or --root, usage error).
@@ -78,5 +83,6 @@ def cmd(root: str | None, snapshot: str | None, nvml: str, profile: str | None,
     if as_json:
         emit_json(result.to_json(), AUDIT_SCHEMA)
     else:
-        render(result, console())
+        v = view(fmt)
+        render(result, console(v=v), v, verbose=verbose)
     return result.exit_code

@@ -14,7 +14,7 @@ import click
 from nodetune import exitcodes
 from nodetune.cli import node_options
 from nodetune.collectors import load_all
-from nodetune.commands.params import complete_collectors, non_empty_items
+from nodetune.commands.params import complete_collectors, format_option, non_empty_items
 from nodetune.facts import schema
 from nodetune.facts.model import Disruption, Severity
 from nodetune.facts.schema import ProfileLanguage
@@ -25,7 +25,7 @@ from nodetune.rules.operators import OPERATORS
 from nodetune.rules.schema import AREAS, CONDITION_KEYS, RULE_KEYS
 from nodetune.schemas import FACTS_SCHEMA
 from nodetune.views.facts_text import render
-from nodetune.views.output import console, emit_json
+from nodetune.views.output import console, emit_json, view
 
 if TYPE_CHECKING:
     from nodetune.facts.schema import ProfileLanguage
@@ -87,8 +87,9 @@ def _profile_language() -> ProfileLanguage:
               flag_value="facts", default=None, metavar="[facts|profile]",
               help="Print a JSON Schema instead of reading the node: the facts contract "
                    "(default), or profile files with completion of fact paths.")
+@format_option
 def cmd(root: str | None, snapshot: str | None, nvml: str, as_json: bool, timings: bool,
-        only: tuple[str, ...], schema: str | None) -> int:
+        only: tuple[str, ...], schema: str | None, fmt: str | None) -> int:
     """Show everything nodetune knows about this node (or a --root tree / --from snapshot).
 
     A collector that fails is reported (in the tables, and under `collectors` in JSON) and the
@@ -107,5 +108,6 @@ def cmd(root: str | None, snapshot: str | None, nvml: str, as_json: bool, timing
         if timings:
             _print_timings(doc["collectors"])
     else:
-        render(doc, console(), timings=timings)
+        v = view(fmt)
+        render(doc, console(v=v), timings=timings, v=v)
     return exitcodes.OK

@@ -1,5 +1,6 @@
 """Option types several commands share: finite numbers, profile names, non-empty id lists,
-and the shell completion of profile names, collector names and comma-separated lists.
+and the shell completion of profile names, collector names and comma-separated lists,
+and the text format.
 
 click's FloatRange takes `nan` and `inf` (a comparison with NaN is always false), and an
 `--only ''` or `--only ,` names nothing; each is an input error (exit 3, one line), not a
@@ -11,12 +12,13 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from click.shell_completion import CompletionItem
 
 from nodetune.profiles.names import NAME_RULE, is_profile_name
+from nodetune.views.output import FORMATS
 
 
 class FiniteFloatRange(click.FloatRange):
@@ -122,3 +124,15 @@ def complete_profiles(ctx: click.Context, param: click.Parameter,
                       incomplete: str) -> list[CompletionItem]:
     """shell_complete for an argument that names a profile (`profiles show NAME`)."""
     return PROFILE_NAME.shell_complete(ctx, param, incomplete)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def format_option(func: F) -> F:
+    """--format table|plain for the text views (nodetune.views.output says what each is)."""
+    option = click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+                          help="Text layout: table (boxed, sized to the terminal) or plain "
+                               "(aligned columns, no box drawing). Default: table on a "
+                               "terminal, plain when piped or under a non-UTF-8 locale.")
+    return option(func)

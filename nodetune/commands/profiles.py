@@ -9,11 +9,11 @@ import click
 from nodetune import exitcodes
 from nodetune.cli import node_options
 from nodetune.commands.audit import profile_options
-from nodetune.commands.params import complete_profiles
+from nodetune.commands.params import complete_profiles, format_option
 from nodetune.node.source import open_node
 from nodetune.profiles.catalog import Library, describe_rules, load_all
 from nodetune.schemas import PROFILE_SCHEMA
-from nodetune.views.output import emit_json
+from nodetune.views.output import emit_json, view
 from nodetune.views.profiles_text import print_profile, print_profile_list
 
 
@@ -27,7 +27,8 @@ def cmd() -> None:
               envvar="NODETUNE_PROFILES_DIR", metavar="DIR",
               help="Extra profile directory, searched first (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (schema nodetune.profile/1).")
-def list_cmd(profiles_dirs: tuple[str, ...], as_json: bool) -> int:
+@format_option
+def list_cmd(profiles_dirs: tuple[str, ...], as_json: bool, fmt: str | None) -> int:
     """List every profile with what it extends and how many settings it has."""
     profiles = load_all(Library(profiles_dirs))
     rows: list[dict[str, Any]] = [{"name": p.name, "summary": p.summary, "extends": list(p.extends),
@@ -35,7 +36,7 @@ def list_cmd(profiles_dirs: tuple[str, ...], as_json: bool) -> int:
     if as_json:
         emit_json({"profiles": rows}, PROFILE_SCHEMA)
         return exitcodes.OK
-    print_profile_list(rows)
+    print_profile_list(rows, view(fmt))
     return exitcodes.OK
 
 
@@ -43,9 +44,11 @@ def list_cmd(profiles_dirs: tuple[str, ...], as_json: bool) -> int:
 @click.argument("name", shell_complete=complete_profiles)
 @profile_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (schema nodetune.profile/1).")
+@format_option
 def show_cmd(name: str, profiles_dirs: tuple[str, ...], overrides: str | None,
-             as_json: bool) -> int:
-    """Show profile NAME with inheritance resolved (and --overrides applied)."""
+             as_json: bool, fmt: str | None) -> int:
+    """Show profile NAME with inheritance resolved (and --overrides applied), with a legend
+    of the sources its settings cite."""
     prof = Library(profiles_dirs).load(name, overrides)
     doc: dict[str, Any] = {"name": prof.name, "summary": prof.summary,
                            "extends": list(prof.extends), "chain": list(prof.chain),
@@ -54,7 +57,7 @@ def show_cmd(name: str, profiles_dirs: tuple[str, ...], overrides: str | None,
     if as_json:
         emit_json({"profiles": [doc]}, PROFILE_SCHEMA)
         return exitcodes.OK
-    print_profile(doc)
+    print_profile(doc, view(fmt))
     return exitcodes.OK
 
 

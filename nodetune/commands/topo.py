@@ -14,6 +14,7 @@ from nodetune.errors import RenderError
 from nodetune.facts.topology import build_topology
 from nodetune.node.source import open_node
 from nodetune.schemas import TOPO_SCHEMA
+from nodetune.views.ascii import ascii_only, to_ascii
 from nodetune.views.output import emit_json
 from nodetune.views.topo_image import draw
 from nodetune.views.topo_text import render_matrix
@@ -53,7 +54,8 @@ def cmd(root: str | None, snapshot: str | None, nvml: str, as_json: bool, png: s
     elif not topo.devices:
         click.echo("no GPUs, NICs or NVMe drives found")
     else:
-        click.echo(render_matrix(topo, color=sys.stdout.isatty()))
+        text = render_matrix(topo, color=sys.stdout.isatty())
+        click.echo(to_ascii(text) if ascii_only() else text)
     return exitcodes.OK
 
 

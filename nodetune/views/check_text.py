@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from nodetune.views.ascii import ascii_only, to_ascii
+
 
 def render_text(doc: dict[str, Any], verbose: bool = False) -> str:
     """The summary line, then one line per fault, warning, timeout and error."""
@@ -21,7 +23,8 @@ def render_text(doc: dict[str, Any], verbose: bool = False) -> str:
             lines.append(f"  {c['status']:<8} {c['fault_code']} {c['id']}{note}")
     if doc.get("cached"):
         lines.append(f"  (cached result, {doc.get('cache_age_s')} s old)")
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    return to_ascii(text) if ascii_only() else text
 
 
 def _detail(item: dict[str, Any]) -> str:

@@ -6,11 +6,11 @@ live host look the same. Sections nodetune does not know are shown as key/value 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
 from nodetune.facts import cpulist
+from nodetune.views.output import View, print_table, view
 
 UNKNOWN = "[dim]?[/dim]"
 MAX_UNKNOWN_LINES = 4
@@ -43,21 +43,20 @@ def show(value: Any) -> str:
 
 
 def _table(title: str, *columns: str, wrap: tuple[str, ...] = ()) -> Any:
-    """A compact table; columns not named in `wrap` never wrap (long values are cut with ...)."""
+    """A compact table; columns not named in `wrap` never wrap (the first names the row).
+    Columns named in `wrap` wrap at spaces only: no value is cut or broken in two."""
     # deferred: rich costs 30-45 ms at start-up; only text output needs it, --json does not
     from rich import box
     from rich.table import Table
 
     table = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD,
-                  pad_edge=False, show_header=bool(columns), expand=False)
+                  pad_edge=False, padding=(0, 1, 0, 0), show_header=bool(columns),
+                  expand=False)
     if not columns:
         table.add_column("", no_wrap=True)
-        table.add_column("", overflow="fold")
-    for i, column in enumerate(columns):
-        if column in wrap or i == 0:  # the first column names the row: never cut it
-            table.add_column(column, overflow="fold")
-        else:
-            table.add_column(column, no_wrap=True, overflow="ellipsis")
+        table.add_column("")
+    for column in columns:
+        table.add_column(column, no_wrap=column not in wrap)
     return table
 
 
@@ -353,20 +352,26 @@ def collectors_table(status: dict[str, dict[str, Any]], timings: bool) -> Any | 
     return table
 
 
-def render(doc: dict[str, Any], console: Any, timings: bool = False) -> None:
-    """Print every section of a facts document; piped output gets 160 columns unless
-    COLUMNS says otherwise, so tables are not cut to 80."""
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        console.width = 160
-    console.print(f"[bold]nodetune facts[/bold] of {doc.get('root')} "
+def render(doc: dict[str, Any], console: Any, timings: bool = False,
+           v: View | None = None) -> None:
+    """Print every section of a facts document, each table laid out by `print_table`."""
+    # deferred: rich costs 30-45 ms at start-up; only text output needs it, --json does not
+    from rich.markup import escape
+
+    v = v or view()
+    console.print(f"[bold]nodetune facts[/bold] of {escape(str(doc.get('root')))} "
                   f"[dim](schema {doc.get('schema')})[/dim]")
     for name, section in doc.items():
         if name in SKIP:
             continue
         renderer = RENDERERS.get(name)
-        console.print(renderer(section) if renderer else _generic(name, section))
+        if v.plain:
+            console.print()  # no box: a blank line between sections instead
+        print_table(console, renderer(section) if renderer else _generic(name, section), v)
         for line in _unknown_lines(section):
             console.print(line)
     table = collectors_table(doc.get("collectors", {}), timings)
     if table is not None:
-        console.print(table)
+        if v.plain:
+            console.print()
+        print_table(console, table, v)
