@@ -228,6 +228,13 @@ def fit_table(out: Any, table: Any, v: View, prose: Iterable[str] = ()) -> int:
 def print_table(out: Any, table: Any, v: View, prose: Iterable[str] = ()) -> None:
     """Print a rich Table laid out by `fit_table`; a table that needs more than the width
     runs wider rather than cutting a value in two."""
+    if not hasattr(table, "columns"):  # a Group of tables: each laid out on its own
+        for part in getattr(table, "renderables", [table]):
+            if hasattr(part, "columns"):
+                print_table(out, part, v, prose)
+            else:
+                out.print(part)
+        return
     needed = fit_table(out, table, v, prose)
     if needed <= out.width:
         out.print(table)
