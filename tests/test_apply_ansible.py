@@ -182,32 +182,6 @@ def test_apply_fixes_a_faulty_node_and_rollback_restores_it(synth, synth_tmp):
     assert nodetune("rollback", "--root", str(root), "--yes").returncode == 3
 
 
-def test_task_failing_half_way_leaves_a_state_file_that_rolls_back(host_tree, tmp_path):
-    root = tmp_path / "node"
-    shutil.copytree(host_tree("h200x2-vm-gather"), root, symlinks=True)
-    (root / "sys/kernel/mm/transparent_hugepage/enabled").write_text("[always] madvise never\n")
-    # procfs takes no new files, not even from root: the real run fails there, check mode
-    # (which only reads) does not
-    (root / "etc").mkdir()
-    (root / "etc/tmpfiles.d").symlink_to("/proc/sys")
-    original = tree(root)
-    result = nodetune("apply", "--root", str(root), "--yes")
-    assert result.returncode == 3
-    line = result.stderr.strip()
-    assert len(line.splitlines()) == 1
-    assert "apply failed on localhost at task 'Persist them for every boot'" in line
-    assert "/etc/tmpfiles.d/nodetune.conf" in line
-    assert "nodetune rollback --state-file" in line
-    # the kernel role (vm.swappiness) ran before the failing task
-    assert (root / "proc/sys/vm/swappiness").read_text() == "10\n"
-    assert (root / "etc/sysctl.d/99-nodetune.conf").read_text() == "vm.swappiness = 10\n"
-    state_file = line.rsplit("nodetune rollback --state-file ", 1)[1].strip()
-    assert json.loads(Path(state_file).read_text())["status"] == "failed"
-    rolled = nodetune("rollback", "--state-file", state_file, "--yes")
-    assert rolled.returncode == 0, rolled.stderr
-    assert tree(root) == original
-
-
 def test_unreachable_host_is_a_one_line_error(host_tree, tmp_path):
     inventory = tmp_path / "hosts.ini"
     inventory.write_text("gpu-node-1 ansible_host=127.0.0.1 ansible_port=1 "

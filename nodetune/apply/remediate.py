@@ -197,9 +197,47 @@ def prepare(request: Request, workdir: Path, audit: AuditFn = audit_node,
 
 
 def check_plan(prepared: Plan) -> None:
-    """Run the rendered project in check mode with diff (no-op without changes)."""
+    """Run the rendered project in check mode with diff (no-op without changes), then refuse
+    a plan that would write outside --root."""
     if prepared.project is not None and prepared.check is None:
         prepared.check = run_checked(prepared.project, prepared.request, check=True)
+        refuse_escapes(prepared)
+
+
+def touched(check: ansible.RunResult) -> list[tuple[str, bool]]:
+    """(host path, written through its last link) for every file a real run may write or
+    remove: the paths the state file records, and the files written in place."""
+    paths: list[tuple[str, bool]] = []
+    for outcome in check.outcomes:
+        if outcome.status != "ok":
+            continue
+        action, result = outcome.action.rsplit(".", 1)[-1], outcome.result
+        if action == "nodetune_backup":
+            paths += [(p, False) for p in result.get("files") or {}]
+            paths += [(d, False) for r in (result.get("files") or {}).values()
+                      if isinstance(r, dict) for d in r.get("missing_dirs") or []]
+        elif action in ("nodetune_lines", "nodetune_files"):
+            paths += [(p, False) for p in result.get("previous") or {}]
+        elif action == "nodetune_sysfs":
+            paths += [(e["path"], True) for e in result.get("paths") or [] if e.get("changed")]
+        elif action == "nodetune_cmdline" and result.get("file"):
+            paths.append((str(result["file"]), True))
+    return paths
+
+
+def refuse_escapes(prepared: Plan) -> None:
+    """Refuse (nothing changed) a --root plan that reaches a file outside the tree: every
+    path is resolved, links included, the way the kernel will resolve it when written."""
+    request = prepared.request
+    if prepared.check is None or not request.local or request.host_root == "/":
+        return
+    root = request.host_root
+    for hostpath, follow in touched(prepared.check):
+        outside = statefile.escape(root, hostpath, follow_last=follow)
+        if outside is not None:
+            raise Refused(f"{hostpath} in {root} leads to {outside}, outside the tree (a link "
+                          "leaves --root); nothing was changed",
+                          fix="make the link point inside the tree (relative), or remove it")
 
 
 def render(prepared: Plan, directory: Path, *, for_user: bool = False) -> projects.Project:
@@ -315,6 +353,7 @@ def _record(into: dict[str, Any], found: Any) -> None:
 def execute(prepared: Plan, audit: AuditFn = audit_node) -> Report:
     """Record the state, apply for real, re-audit; raise ApplyError when a task fails."""
     assert prepared.project is not None
+    refuse_escapes(prepared)  # again: a link may have changed since the check-mode run
     state = record_state(prepared)
     result = ansible.run(prepared.project.directory, prepared.project.playbook,
                          prepared.project.inventory, check=False, limit=prepared.request.limit)
@@ -382,12 +421,14 @@ class RollbackPlan:
     state: statefile.State
     project: projects.Project
     check: ansible.RunResult
+    notes: list[str] = field(default_factory=list)
 
 
 def prepare_rollback(state_path: Path | None, root: str | None, workdir: Path) -> RollbackPlan:
     host_root = os.path.abspath(root) if root else "/"
     path = state_path or statefile.latest(host_root)
     state = statefile.load(Path(path))
+    statefile.check_target(state, host_root)
     if state.status == "rolled-back":
         raise Refused(f"{path} was already rolled back at {state.rolled_back_at}",
                       fix="nothing to do; give another --state-file")
@@ -397,7 +438,8 @@ def prepare_rollback(state_path: Path | None, root: str | None, workdir: Path) -
     if inventory is not None and not inventory.exists():
         raise SourceError(f"the inventory {inventory} the apply used is gone",
                           fix="restore it at that path, then run nodetune rollback again")
-    root_var = "" if state.root in ("", "/") else state.root
+    # the root given here, never the one the file names (check_target made them agree)
+    root_var = "" if host_root == "/" or inventory is not None else host_root
     if inventory is None and root_var == "" and os.geteuid() != 0:
         raise ApplyError("restoring this host needs root; nothing was changed",
                          fix="run nodetune rollback with sudo")
@@ -411,7 +453,9 @@ def prepare_rollback(state_path: Path | None, root: str | None, workdir: Path) -
     if not check.ok:
         raise ApplyError(_failure_text(check, "the rollback check-mode run"),
                          fix="nothing was changed; fix the cause and run again")
-    return RollbackPlan(state=state, project=project, check=check)
+    notes = [f"{path} has no checksum and host identity (written by an older nodetune): "
+             f"accepted because it names this root, {state.root}"] if state.legacy else []
+    return RollbackPlan(state=state, project=project, check=check, notes=notes)
 
 
 def execute_rollback(prepared: RollbackPlan) -> Report:

@@ -28,7 +28,7 @@ Exit codes: 0 applied (or nothing to do, or a dry run); 1 some settings failed; 
 --detailed-exitcode: changes pending (dry run) or made (apply); 3 nodetune could not run
 (unknown profile, no Ansible, unreachable host, a task failed: see the state file to roll
 back); 4 refused, nothing was changed (no confirmation, a reboot or kubelet state reset not
-allowed, profile does not match the hardware).
+allowed, profile does not match the hardware, a link under --root leads out of the tree).
 """
 
 

@@ -18,9 +18,12 @@ Without --state-file, uses the newest state file not yet rolled back in
 /var/lib/nodetune/state (inside --root). Runs through Ansible like apply: check mode first,
 then a confirmation (or --yes).
 
-Exit codes: 0 restored; 1 some values could not be restored; 3 the state file is missing or
-unreadable, or Ansible failed; 4 refused, nothing was changed (no confirmation, already
-rolled back).
+Refuses, before anything runs, a state file of another root or host, one naming a path that
+leaves the root (links resolved), and one that is damaged or fails its checksum.
+
+Exit codes: 0 restored; 1 some values could not be restored; 3 the state file is missing,
+unreadable, damaged or fails its checksum, or Ansible failed; 4 refused, nothing was changed
+(no confirmation, already rolled back, another root or host, a path leaving the root).
 """
 
 
@@ -36,6 +39,8 @@ def cmd(state_file: Path | None, root: str | None, yes: bool, as_json: bool) -> 
     with remediate.workspace() as workdir:
         prepared = remediate.prepare_rollback(state_file, root, workdir)
         pending = prepared.check.pending
+        for note in prepared.notes:
+            click.echo(f"nodetune: note: {note}", err=True)
         if not yes:
             if not sys.stdin.isatty():
                 raise Refused("no terminal to confirm on and --yes not given; nothing was changed",

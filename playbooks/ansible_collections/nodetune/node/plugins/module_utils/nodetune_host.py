@@ -27,6 +27,28 @@ def real(root: str, hostpath: str) -> str:
     return os.path.join(root, hostpath.lstrip("/"))
 
 
+class Escape(Exception):
+    """A host path under a root that a link leads out of the root."""
+
+
+def writable(root: str, hostpath: str, follow_last: bool = True) -> str:
+    """The real path of a host path under root, to write; Escape when links lead it out of
+    the root (its last component followed only with `follow_last`: a module that replaces or
+    unlinks a link acts on the link itself)."""
+    path = real(root, hostpath)
+    if is_live(root):
+        return path
+    base = os.path.realpath(root)
+    if follow_last:
+        target = os.path.realpath(path)
+    else:
+        parent, name = os.path.split(path)
+        target = os.path.join(os.path.realpath(parent), name)
+    if base != "/" and target != base and not target.startswith(base + "/"):
+        raise Escape(f"{hostpath} leads to {target}, outside the root {root}; not written")
+    return path
+
+
 def to_host(root: str, realpath: str) -> str:
     if is_live(root):
         return realpath

@@ -11,6 +11,7 @@ description:
     C(/etc/kernel/cmdline) (systemd-boot, kernel-install), keeping every other argument and
     their order. Regenerating the bootloader menu is left to the caller (C(update-grub),
     C(grub2-mkconfig), C(grubby)); the change takes effect at the next boot.
+  - Under a C(root), a file that a link leads out of the root is refused (nothing written).
 options:
   root:
     description: Directory the host paths live under; empty for the live host.
@@ -61,7 +62,9 @@ import shlex  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.nodetune.node.plugins.module_utils.nodetune_host import (  # noqa: E402
+    Escape,
     real,
+    writable,
 )
 
 CANDIDATES = ("/etc/default/grub", "/etc/kernel/cmdline")
@@ -142,7 +145,11 @@ def main() -> None:
     changed = after != before
     if changed and not module.check_mode:
         # a regular file in /etc: written in place so its owner, mode and links are kept
-        with open(realpath, "w", encoding="utf-8") as fh:
+        try:
+            target = writable(root, hostpath)
+        except Escape as exc:
+            module.fail_json(msg=str(exc))
+        with open(target, "w", encoding="utf-8") as fh:
             fh.write(after)
     diff = {"before_header": hostpath, "after_header": hostpath, "before": before,
             "after": after}

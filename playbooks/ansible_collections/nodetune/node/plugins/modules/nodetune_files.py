@@ -11,7 +11,8 @@ description:
     C(content_b64) (or C(content)) and C(mode), C(link) with C(target), or C(absent) with the
     C(missing_dirs) to remove when they are empty. Records are the form nodetune_backup
     returns, so the same module installs files (unit files, their links) and restores them.
-  - Writes content byte for byte and creates missing directories. Returns, in C(previous),
+  - Writes content byte for byte and creates missing directories. Under a C(root), refuses
+    (fails, writing nothing) a path that a link leads out of the root. Returns, in C(previous),
     how each path was before (nodetune keeps it for rollback). Supports check mode and diff.
 options:
   root:
@@ -57,8 +58,10 @@ import tempfile  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.nodetune.node.plugins.module_utils.nodetune_host import (  # noqa: E402
+    Escape,
     real,
     record_file,
+    writable,
 )
 
 
@@ -107,7 +110,10 @@ def _restore(module: AnsibleModule, root: str, record: dict) -> dict | None:
     if want == "file" and record.get("content") is not None:
         wanted: bytes | str | None = str(record["content"]).encode("utf-8")
     elif want == "file":
-        wanted = base64.b64decode(record.get("content_b64") or "")
+        try:
+            wanted = base64.b64decode(record.get("content_b64") or "", validate=True)
+        except ValueError:  # binascii.Error is a ValueError
+            module.fail_json(msg=f"content_b64 of {hostpath} is not base64; nothing written")
     elif want == "link":
         wanted = record["target"]
     else:
@@ -117,6 +123,10 @@ def _restore(module: AnsibleModule, root: str, record: dict) -> dict | None:
     if state == "directory":
         module.fail_json(msg=f"{hostpath} is a directory now; nodetune recorded a {want}")
     if not module.check_mode:
+        try:
+            writable(root, hostpath, follow_last=False)
+        except Escape as exc:
+            module.fail_json(msg=str(exc))
         if want == "file":
             _put_file(realpath, wanted, int(record.get("mode") or "0644", 8))
         else:
@@ -147,6 +157,10 @@ def _remove_dirs(module: AnsibleModule, root: str, records: list[dict],
             module.warn(f"{hostpath} was created by nodetune but holds other files now; kept")
             continue
         if not module.check_mode:
+            try:
+                writable(root, hostpath, follow_last=False)
+            except Escape as exc:
+                module.fail_json(msg=str(exc))
             os.rmdir(realpath)
         removed.append(hostpath)
         gone.add(hostpath)

@@ -12,6 +12,7 @@ description:
   - The same job as ansible.builtin.lineinfile in a loop, done in one module run per file
     (a node has dozens of block devices and CPUs; one run per line is slow).
   - Creates the file and its directories when needed. Supports check mode and diff.
+  - Under a C(root), refuses (fails, writing nothing) a path that a link leads out of the root.
 options:
   root:
     description: Directory the host paths live under; empty for the live host.
@@ -63,8 +64,10 @@ import tempfile  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.nodetune.node.plugins.module_utils.nodetune_host import (  # noqa: E402
+    Escape,
     real,
     record_file,
+    writable,
 )
 
 
@@ -131,7 +134,10 @@ def main() -> None:
     changed = after != before or (not exists and bool(params["lines"]))
     if changed and not module.check_mode:
         try:
+            writable(params["root"], params["path"], follow_last=False)
             _write(realpath, after, int(params["mode"], 8))
+        except Escape as exc:
+            module.fail_json(msg=str(exc))
         except OSError as exc:
             module.fail_json(msg=f"cannot write {params['path']}: {exc.strerror or exc}")
     diff = {"before_header": params["path"], "after_header": params["path"],

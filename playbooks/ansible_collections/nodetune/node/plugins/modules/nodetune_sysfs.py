@@ -13,7 +13,8 @@ description:
   - On the live host the file is read back after writing; when the kernel keeps another value
     (a hugepage pool it cannot fill, a size the kernel lacks) the write is reported as rejected.
   - Under a C(root) other than C(/) the files are plain copies, so the module writes what the
-    kernel would show afterwards (the bracket moved, or the value and a newline).
+    kernel would show afterwards (the bracket moved, or the value and a newline); a path that
+    a link leads out of the root is refused (the task fails, nothing is written).
 options:
   path:
     description: Host path, or a glob when C(glob) is true.
@@ -79,20 +80,21 @@ import os  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.nodetune.node.plugins.module_utils.nodetune_host import (  # noqa: E402
+    Escape,
     choices,
     emulated,
     expand,
     is_live,
     read_raw,
-    real,
     same,
     selected,
+    writable,
 )
 
 
-def _write(realpath: str, text: str) -> None:
+def _write(root: str, hostpath: str, text: str) -> None:
     # open(..., "w") and one write: procfs/sysfs take the value in a single write() call.
-    with open(realpath, "w", encoding="utf-8") as fh:
+    with open(writable(root, hostpath), "w", encoding="utf-8") as fh:
         fh.write(text)
 
 
@@ -108,7 +110,10 @@ def _one(module: AnsibleModule, hostpath: str, value: str) -> dict | None:
         entry = {"path": hostpath, "raw": raw, "before": raw, "after": value,
                  "changed": raw != value}
         if entry["changed"] and not module.check_mode:
-            _write(real(root, hostpath), value)
+            try:
+                _write(root, hostpath, value)
+            except Escape as exc:
+                module.fail_json(msg=str(exc))
         return entry
     before = selected(raw)
     options = choices(raw)
@@ -121,7 +126,9 @@ def _one(module: AnsibleModule, hostpath: str, value: str) -> dict | None:
         return entry
     text = value if is_live(root) else emulated(raw, value)
     try:
-        _write(real(root, hostpath), text)
+        _write(root, hostpath, text)
+    except Escape as exc:
+        module.fail_json(msg=str(exc))
     except OSError as exc:
         entry.update(changed=False, rejected=f"writing {value!r} to {hostpath}: "
                                              f"{exc.strerror or exc}")
