@@ -7,11 +7,14 @@ so settings that disappear leave no stale series and memory does not grow with c
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nodetune import __version__
 from nodetune.agent import usage
 from nodetune.agent.state import AgentState
+
+if TYPE_CHECKING:
+    from nodetune.agent.server import HttpErrors
 
 PASS_VALUES = {"pass": 1.0, "fail": 0.0}
 
@@ -62,6 +65,34 @@ class ReportCollector:
         yield from _collector_metrics(report)
         yield from _finding_metrics(report)
         yield from _bench_metrics(report)
+
+
+class HttpErrorCollector:
+    """The HTTP server's own troubles: connections closed or answered with an error, by kind."""
+
+    def __init__(self, errors: HttpErrors) -> None:
+        self.errors = errors
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        # deferred: optional extra [agent]
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        family = CounterMetricFamily(
+            "nodetune_agent_http_errors",
+            "HTTP connections closed or answered with an error, by kind",
+            labels=["kind"],
+        )
+        for kind, n in self.errors.snapshot().items():
+            family.add_metric([kind], float(n))
+        yield family
+        yield GaugeMetricFamily(
+            "nodetune_agent_http_connections",
+            "HTTP connections open now (waiting for a request or being answered)",
+            value=float(self.errors.open_connections),
+        )
 
 
 def _collector_metrics(report: dict[str, Any]) -> Iterator[Any]:
