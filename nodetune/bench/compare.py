@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nodetune.bench import comparable, stats
-from nodetune.bench.results import Metric, SuiteResult
+from nodetune.bench.results import Metric, SuiteResult, suites_from_json
 from nodetune.errors import BenchError
 from nodetune.schemas import BENCH_SCHEMA
 
@@ -51,8 +51,14 @@ def load_baseline(path: str) -> dict[str, Any]:
         raise BenchError(f"cannot read {path}: {exc.strerror}",
                          fix="give a file written by nodetune bench --save") from exc
     except json.JSONDecodeError as exc:
-        raise BenchError(f"{path} is not JSON ({exc.msg} at line {exc.lineno})",
+        raise BenchError(f"{path}:{exc.lineno}: not JSON ({exc.msg})",
                          fix="give a file written by nodetune bench --save") from exc
+    except UnicodeDecodeError as exc:
+        raise BenchError(f"{path} is not UTF-8 text (byte {exc.start})",
+                         fix="give a file written by nodetune bench --save") from exc
+    except RecursionError:
+        raise BenchError(f"{path}: JSON nested too deeply",
+                         fix="give a file written by nodetune bench --save") from None
     if not isinstance(doc, dict) or not str(doc.get("schema", "")).startswith("nodetune.bench/"):
         raise BenchError(f"{path} is not a nodetune bench result (schema {doc.get('schema')!r})"
                          if isinstance(doc, dict) else f"{path} is not a nodetune bench result",
@@ -60,6 +66,7 @@ def load_baseline(path: str) -> dict[str, Any]:
     if doc["schema"] != BENCH_SCHEMA:
         raise BenchError(f"{path} has schema {doc['schema']}, this nodetune reads {BENCH_SCHEMA}",
                          fix="rerun the baseline with this version of nodetune")
+    suites_from_json(doc, path)  # every field of the right type, or one line naming it
     return doc
 
 

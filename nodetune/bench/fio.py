@@ -12,6 +12,7 @@ the sequential write job and overwrites the device's data.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -57,52 +58,111 @@ def build_argv(target: str, *, device: bool, size: int, runtime_s: int, direct: 
     return argv
 
 
-def parse(stdout: str) -> tuple[str | None, list[FioJob]]:
+def parse(stdout: str, source: str = "fio output") -> tuple[str | None, list[FioJob]]:
     """fio JSON (2.x or 3.x layout) -> (fio version, jobs with bandwidths in bytes/s).
 
     fio 2.x reports `bw` in KiB/s only; fio 3.x adds `bw_bytes`. Latencies are `clat` in
     microseconds (2.x) or `clat_ns` in nanoseconds (3.x). Text before the JSON (fio prints
-    warnings to stdout) is skipped.
+    warnings to stdout) is skipped. `source` (the file name) starts every error: a string,
+    null, NaN or a list where fio writes a number or an object is refused, never guessed.
     """
+    fix = "give fio's own --output-format=json output, whole"
     start = stdout.find("{")
     if start < 0:
-        raise BenchError("fio printed no JSON", fix="run fio with --output-format=json")
+        raise BenchError(f"{source}: fio printed no JSON", fix="run fio with --output-format=json")
     try:
-        doc = json.JSONDecoder().raw_decode(stdout[start:])[0]
+        doc = json.JSONDecoder(parse_constant=_no_constant).raw_decode(stdout[start:])[0]
     except json.JSONDecodeError as exc:
-        raise BenchError(f"fio JSON is malformed: {exc.msg} at char {exc.pos}") from exc
+        line = stdout.count("\n", 0, start + exc.pos) + 1
+        raise BenchError(f"{source}:{line}: fio JSON is malformed ({exc.msg})", fix=fix) from exc
+    except (RecursionError, ValueError) as exc:
+        what = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise BenchError(f"{source}: fio JSON {what}", fix=fix) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("jobs"), list):
-        raise BenchError("fio JSON has no \"jobs\" list", fix="pass fio's --output-format=json")
-    jobs = [_job(j) for j in doc["jobs"]]
-    return doc.get("fio version"), jobs
+        raise BenchError(f"{source}: fio JSON has no \"jobs\" list",
+                         fix="pass fio's --output-format=json")
+    try:
+        jobs = [_job(j, f"jobs[{i}]") for i, j in enumerate(doc["jobs"])]
+    except _BadField as exc:
+        raise BenchError(f"{source}: {exc}", fix=fix) from None
+    version = doc.get("fio version")
+    return (version if isinstance(version, str) else None), jobs
 
 
-def _bw_bytes(side: dict[str, Any]) -> float:
+class _BadField(Exception):
+    pass
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"has {name}, which is no number")
+
+
+def _obj(doc: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    value = doc.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _BadField(f"{where}.{key} is {type(value).__name__}, not an object")
+    return value
+
+
+def _num(doc: dict[str, Any], key: str, where: str, default: float = 0.0) -> float:
+    value = doc.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _BadField(f"{where}.{key} is {_kind(value)}, not a number")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number) or number < 0:
+        raise _BadField(f"{where}.{key} is {value!r:.30}, not a finite number >= 0")
+    return number
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _bw_bytes(side: dict[str, Any], where: str) -> float:
     if "bw_bytes" in side:
-        return float(side["bw_bytes"])
-    return float(side.get("bw", 0)) * 1024
+        return _num(side, "bw_bytes", where)
+    return _num(side, "bw", where) * 1024
 
 
-def _p99_us(side: dict[str, Any]) -> float | None:
+def _p99_us(side: dict[str, Any], where: str) -> float | None:
     if "clat_ns" in side:
-        pct, scale = side["clat_ns"].get("percentile") or {}, 1e-3
+        key, scale = "clat_ns", 1e-3
     elif "clat" in side:
-        pct, scale = side["clat"].get("percentile") or {}, 1.0
+        key, scale = "clat", 1.0
     else:
         return None
-    value = pct.get("99.000000")
-    return None if value is None or not side.get("iops") else float(value) * scale
+    pct = _obj(_obj(side, key, where), "percentile", f"{where}.{key}")
+    if pct.get("99.000000") is None or not side.get("iops"):
+        return None
+    return _num(pct, "99.000000", f"{where}.{key}.percentile") * scale
 
 
-def _job(doc: dict[str, Any]) -> FioJob:
-    read, write = doc.get("read") or {}, doc.get("write") or {}
-    options = {k: str(v) for k, v in (doc.get("job options") or {}).items()}
-    runtime = doc.get("job_runtime", max(read.get("runtime", 0), write.get("runtime", 0)))
-    return FioJob(name=doc.get("jobname", "?"), read_bw_bytes=_bw_bytes(read),
-                  read_iops=float(read.get("iops", 0)), write_bw_bytes=_bw_bytes(write),
-                  write_iops=float(write.get("iops", 0)), read_clat_p99_us=_p99_us(read),
-                  write_clat_p99_us=_p99_us(write), runtime_ms=float(runtime),
-                  error=int(doc.get("error", 0)), options=options)
+def _job(doc: Any, where: str) -> FioJob:
+    if not isinstance(doc, dict):
+        raise _BadField(f"{where} is {_kind(doc)}, not an object")
+    read, write = _obj(doc, "read", where), _obj(doc, "write", where)
+    options = {str(k): str(v) for k, v in _obj(doc, "job options", where).items()}
+    if "job_runtime" in doc:
+        runtime = _num(doc, "job_runtime", where)
+    else:
+        runtime = max(_num(read, "runtime", f"{where}.read"),
+                      _num(write, "runtime", f"{where}.write"))
+    name = doc.get("jobname", "?")
+    error = doc.get("error", 0)
+    if isinstance(error, bool) or not isinstance(error, int):
+        raise _BadField(f"{where}.error is {_kind(error)}, not an integer")
+    return FioJob(name=str(name), read_bw_bytes=_bw_bytes(read, f"{where}.read"),
+                  read_iops=_num(read, "iops", f"{where}.read"),
+                  write_bw_bytes=_bw_bytes(write, f"{where}.write"),
+                  write_iops=_num(write, "iops", f"{where}.write"),
+                  read_clat_p99_us=_p99_us(read, f"{where}.read"),
+                  write_clat_p99_us=_p99_us(write, f"{where}.write"), runtime_ms=runtime,
+                  error=error, options=options)
 
 
 def job_metrics(jobs: list[FioJob], suite: str, samples: dict[str, list[FioJob]] | None = None,

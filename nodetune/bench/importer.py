@@ -13,7 +13,15 @@ import socket
 from typing import Any
 
 from nodetune.bench import expect, fio, nccltests, nvbw
-from nodetune.bench.results import MIB, Binding, Metric, SuiteResult, size_label
+from nodetune.bench.results import (
+    MIB,
+    SAVED_FIX,
+    Binding,
+    Metric,
+    SuiteResult,
+    size_label,
+    suites_from_json,
+)
 from nodetune.errors import BenchError
 from nodetune.schemas import BENCH_SCHEMA
 
@@ -43,10 +51,15 @@ def import_file(path: str, facts: dict[str, Any] | None = None) -> list[SuiteRes
         raise BenchError(f"cannot read {path}: {exc.strerror}", fix="give a readable file") from exc
     kind = detect(text)
     if kind == "nodetune":
-        doc = json.loads(text)
-        return [SuiteResult.from_json(s) for s in doc.get("suites") or []]
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise BenchError(f"{path}:{exc.lineno}: not JSON ({exc.msg})", fix=SAVED_FIX) from exc
+        except RecursionError:
+            raise BenchError(f"{path}: JSON nested too deeply", fix=SAVED_FIX) from None
+        return suites_from_json(doc, path)
     if kind == "fio":
-        version, jobs = fio.parse(text)
+        version, jobs = fio.parse(text, source=path)
         return [SuiteResult(suite="fio", status="ok", runner="fio", source=path,
                             tool_versions={"fio": version or "unknown"}, jobs=jobs,
                             metrics=fio.job_metrics(jobs, "fio"))]

@@ -7,11 +7,16 @@ Every type here converts to plain JSON (`to_json`) and back (`from_json`), so a 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Any
+import math
+import types
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from nodetune.bench import stats
+from nodetune.errors import BenchError
 from nodetune.facts.model import to_jsonable
+
+_MISSING: Any = MISSING
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -205,6 +210,131 @@ class SuiteResult:
             else None,
             telemetry=doc.get("telemetry"), flags=doc.get("flags"),
         )
+
+
+SAVED_FIX = "give a file written by nodetune bench --save (or the tool's own output)"
+
+
+def suites_from_json(doc: Any, path: str) -> list[SuiteResult]:
+    """The suites of a saved result, every field checked against its type first.
+
+    A file edited by hand or cut short must not reach the comparison as a string where a
+    number belongs: the first misfit is reported as `PATH: suites[0].metrics[2].samples[0]:
+    ...` (BenchError, exit 3).
+    """
+    suites = doc.get("suites") if isinstance(doc, dict) else None
+    if suites is None:
+        suites = []
+    try:
+        if not isinstance(suites, list):
+            raise _Misfit("suites", "is not a list")
+        for i, suite in enumerate(suites):
+            _check_suite(suite, f"suites[{i}]")
+        return [SuiteResult.from_json(s) for s in suites]
+    except _Misfit as exc:
+        raise BenchError(f"{path}: {exc.where} {exc.what}", fix=SAVED_FIX) from None
+
+
+class _Misfit(Exception):
+    def __init__(self, where: str, what: str) -> None:
+        super().__init__(f"{where} {what}")
+        self.where = where
+        self.what = what
+
+
+def _check_suite(doc: Any, where: str) -> None:
+    if not isinstance(doc, dict):
+        raise _Misfit(where, "is not an object")
+    hints = get_type_hints(SuiteResult)
+    for f in fields(SuiteResult):
+        if f.name in doc and f.name != "metrics":
+            _check_value(hints[f.name], doc[f.name], f"{where}.{f.name}")
+    metrics = doc.get("metrics") or []
+    if not isinstance(metrics, list):
+        raise _Misfit(f"{where}.metrics", "is not a list")
+    for i, m in enumerate(metrics):
+        _check_metric(m, f"{where}.metrics[{i}]")
+
+
+def _check_metric(doc: Any, where: str) -> None:
+    if not isinstance(doc, dict):
+        raise _Misfit(where, "is not an object")
+    if not isinstance(doc.get("key"), str):
+        raise _Misfit(f"{where}.key", "is missing or not a string")
+    samples = doc.get("samples") or [doc.get("value")]
+    _check_value(tuple[float, ...], samples, f"{where}.samples")
+    hints = get_type_hints(Metric)
+    for f in fields(Metric):
+        if f.name not in ("key", "samples") and f.name in doc:
+            _check_value(hints[f.name], doc[f.name], f"{where}.{f.name}")
+
+
+def _check_value(tp: Any, value: Any, where: str) -> None:
+    """`value` (parsed JSON) fits the annotation `tp`, or _Misfit naming `where`."""
+    origin, args = get_origin(tp), get_args(tp)
+    if tp is Any:
+        return
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return
+        options = [a for a in args if a is not type(None)]
+        errors = []
+        for option in options:
+            try:
+                _check_value(option, value, where)
+            except _Misfit as exc:
+                errors.append(exc)
+            else:
+                return
+        raise errors[0]
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _Misfit(where, f"is {_kind(value)}, not a number")
+        try:
+            finite = math.isfinite(float(value))
+        except OverflowError:
+            finite = False
+        if not finite:
+            raise _Misfit(where, f"is {value!r:.40}, not a finite number")
+        return
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int) or abs(value) > 2**63:
+            raise _Misfit(where, f"is {_kind(value)}, not an integer")
+        return
+    if tp in (str, bool):
+        if not isinstance(value, tp):
+            raise _Misfit(where, f"is {_kind(value)}, not a {tp.__name__}")
+        return
+    if origin in (list, tuple):
+        if not isinstance(value, list):
+            raise _Misfit(where, f"is {_kind(value)}, not a list")
+        for i, item in enumerate(value):
+            _check_value(args[0], item, f"{where}[{i}]")
+        return
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _Misfit(where, f"is {_kind(value)}, not an object")
+        for k, item in value.items():
+            _check_value(args[1], item, f"{where}.{k}")
+        return
+    if is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise _Misfit(where, f"is {_kind(value)}, not an object")
+        hints = get_type_hints(tp)
+        for f in fields(tp):
+            if f.name in value:
+                _check_value(hints[f.name], value[f.name], f"{where}.{f.name}")
+            elif f.default is f.default_factory is _MISSING:
+                raise _Misfit(f"{where}.{f.name}", "is missing")
+        return
+    raise _Misfit(where, f"has a type nodetune cannot check ({tp!r})")  # pragma: no cover
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string",
+            list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
 
 
 def _round(value: float | None) -> float | None:

@@ -1,0 +1,524 @@
+"""Fuzzing nodetune's readers with mutations of the real captures in tests/fixtures/.
+
+Every input a command reads (sysfs files of a host tree, NVML recordings, snapshots, nccl-tests
+logs, fio JSON, saved bench results, profiles) is mutated with a fixed seed: truncated, bytes
+flipped, values swapped to another JSON type, made huge, NaN or infinite, nested deeply, keys
+removed. The matching command runs in this process and must end in a documented exit code
+(docs/exit-codes.md) without a traceback or an "internal error" line, an error must be one line,
+and nothing may be written outside the case's temporary directory.
+
+The CI run is bounded (about 60 s on 2 CPUs); `tests/bench/fuzz.py` runs the same cases for
+longer (--seconds, --seed) and prints the figures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import random
+import re
+import shutil
+import signal
+import tarfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from nodetune import cli
+from nodetune.commands import bench as bench_cmd
+
+SEED = 20
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO / "tests" / "fixtures"
+NVML = FIXTURES / "nvml" / "h200x2-vm.json"
+FACTS = FIXTURES / "snapshots" / "h100x2-fc-vm-facts.json"
+EXIT_CODES = {0, 1, 2, 3, 4}
+CASE_SECONDS = 20.0  # a case that runs longer is a hang
+
+# ---------------------------------------------------------------------------------------------
+# mutations: each takes the input's bytes and a seeded Random and returns new bytes
+
+Mutation = Callable[[bytes, random.Random], bytes]
+
+HUGE = [10**400, -(10**400), 1e308, -1e308, 2**63, -(2**63) - 1, 0, -1, 4294967296]
+ODD_STRINGS = ["", "x", "nan", "inf", "-1", "1e999", "\x00", "\u202e", "\udcff" * 0 + "é" * 3,
+               "0x10", " 12 ", "null", "[]", "{}", "a" * 5000]
+
+
+def truncate(data: bytes, rng: random.Random) -> bytes:
+    return data[: rng.randrange(len(data) + 1)] if data else data
+
+
+def flip_bytes(data: bytes, rng: random.Random) -> bytes:
+    if not data:
+        return bytes([rng.randrange(256)])
+    out = bytearray(data)
+    for _ in range(rng.randint(1, 8)):
+        i = rng.randrange(len(out))
+        out[i] = rng.choice([out[i] ^ (1 << rng.randrange(8)), rng.randrange(256), 0, 0xFF])
+    return bytes(out)
+
+
+def splice(data: bytes, rng: random.Random) -> bytes:
+    """A slice of the input copied elsewhere in it (repeated lines, doubled objects)."""
+    if len(data) < 2:
+        return data * 2
+    a = rng.randrange(len(data))
+    b = min(len(data), a + rng.randint(1, 400))
+    at = rng.randrange(len(data))
+    return data[:at] + data[a:b] * rng.randint(1, 3) + data[at:]
+
+
+NUMBER = re.compile(rb"(?<![\w.])-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w.])")
+TEXT_NUMBERS = [b"nan", b"inf", b"-inf", b"1e999", b"-1", b"99999999999999999999999999",
+                b"0", b"x", b"", b"1.2.3", b"0x1f", b"\xff"]
+
+
+def number_swap(data: bytes, rng: random.Random) -> bytes:
+    """Numbers in text (nccl-tests tables, sysfs values) made odd, a few at a time."""
+    spans = [m.span() for m in NUMBER.finditer(data)]
+    if not spans:
+        return flip_bytes(data, rng)
+    out = data
+    for start, end in sorted(rng.sample(spans, min(len(spans), rng.randint(1, 4))),
+                             reverse=True):
+        out = out[:start] + rng.choice(TEXT_NUMBERS) + out[end:]
+    return out
+
+
+def line_drop(data: bytes, rng: random.Random) -> bytes:
+    lines = data.splitlines(keepends=True)
+    if len(lines) < 2:
+        return truncate(data, rng)
+    del lines[rng.randrange(len(lines))]
+    return b"".join(lines)
+
+
+def _paths(doc: Any, here: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    yield here
+    if len(here) > 24:  # inside a deep nest made by an earlier change: go no further
+        return
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            yield from _paths(v, (*here, k))
+    elif isinstance(doc, list):
+        for i, v in enumerate(doc[:50]):
+            yield from _paths(v, (*here, i))
+
+
+def _odd_value(old: Any, rng: random.Random) -> Any:
+    choice = rng.randrange(9)
+    if choice == 0:  # type swap: number <-> string <-> null <-> list <-> object
+        if isinstance(old, bool):
+            return rng.choice([str(old).lower(), 1, None])
+        if isinstance(old, (int, float)):
+            return rng.choice([str(old), None, [old], {"value": old}])
+        if isinstance(old, str):
+            with contextlib.suppress(ValueError):
+                return float(old)
+            return rng.choice([None, 0, [old], {"": old}, True])
+        if old is None:
+            return rng.choice([0, "", [], {}])
+        if isinstance(old, list):
+            return rng.choice([{}, "", None, 0, old[:1] * 0, dict(enumerate(old))])
+        return rng.choice([[], "", None, 0, list(old.values())[:3]])
+    if choice == 1:
+        return rng.choice(HUGE)
+    if choice == 2:
+        return rng.choice([math.nan, math.inf, -math.inf])
+    if choice == 3:  # deep nesting
+        value: Any = old
+        for _ in range(rng.choice([20, 100, 1000])):
+            value = [value] if rng.random() < 0.5 else {"x": value}
+        return value
+    if choice == 4:
+        return rng.choice(ODD_STRINGS)
+    if choice == 5:
+        return rng.choice([[], {}, [None], [[]], [{}], [""] * 3])
+    if choice == 6:
+        return True if not isinstance(old, bool) else None
+    if choice == 7:  # a float where an int belongs, and the other way
+        if isinstance(old, int) and not isinstance(old, bool):
+            return old + 0.5
+        if isinstance(old, float) and math.isfinite(old):
+            return int(old)
+        return -1
+    return None
+
+
+class Removed:
+    """Marks a key or item to delete."""
+
+
+def mutate_doc(doc: Any, rng: random.Random) -> Any:
+    """One to three changes at random places of a parsed JSON/YAML document."""
+    for _ in range(rng.randint(1, 3)):
+        paths = list(_paths(doc))
+        path = rng.choice(paths)
+        new = Removed() if path and rng.random() < 0.15 else None
+        if new is None:
+            old = doc
+            for key in path:
+                old = old[key]
+            new = _odd_value(old, rng)
+        if not path:
+            doc = {} if isinstance(new, Removed) else new
+            continue
+        parent = doc
+        for key in path[:-1]:
+            parent = parent[key]
+        if isinstance(new, Removed):
+            del parent[path[-1]]
+        else:
+            parent[path[-1]] = new
+    return doc
+
+
+def _dump_json(doc: Any) -> bytes:
+    try:
+        return json.dumps(doc, indent=1).encode()
+    except (RecursionError, ValueError):
+        return json.dumps(doc).encode()
+
+
+def json_mutation(data: bytes, rng: random.Random) -> bytes:
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return flip_bytes(data, rng)
+    doc = mutate_doc(doc, rng)
+    try:
+        return _dump_json(doc)
+    except RecursionError:
+        return data
+
+
+def yaml_mutation(data: bytes, rng: random.Random) -> bytes:
+    try:
+        doc = yaml.safe_load(data)
+    except yaml.YAMLError:
+        return flip_bytes(data, rng)
+    doc = mutate_doc(doc, rng)
+    try:
+        return yaml.safe_dump(doc, sort_keys=False).encode()
+    except (RecursionError, yaml.YAMLError):
+        return data
+
+
+BYTES: list[Mutation] = [truncate, flip_bytes, splice]
+TEXT: list[Mutation] = [*BYTES, number_swap, number_swap, line_drop]
+JSON: list[Mutation] = [*BYTES, json_mutation, json_mutation, json_mutation, json_mutation]
+YAML: list[Mutation] = [*BYTES, yaml_mutation, yaml_mutation, yaml_mutation, number_swap]
+
+
+# ---------------------------------------------------------------------------------------------
+# targets: a real input, how to mutate it, and the command that reads it
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    inputs: tuple[Path, ...]  # real captures, one picked per case
+    mutations: tuple[Mutation, ...]
+    commands: tuple[tuple[str, ...], ...]  # {file}: the mutated input; {tree}, {nvml}
+    file_name: str = "input"  # the name the mutated input gets in the work directory
+    cost: float = 1.0  # relative time of one case, to share the CI budget out
+
+
+def _bench_files(schema: str) -> tuple[Path, ...]:
+    out = []
+    for p in sorted((FIXTURES / "bench").glob("*.json")):
+        if f'"schema": "{schema}"' in p.read_text(encoding="utf-8")[:300]:
+            out.append(p)
+    return tuple(out)
+
+
+PROFILES = tuple(sorted(p for p in (REPO / "profiles").glob("*.yaml")
+                        if p.name != "recommend.yaml"))
+
+TARGETS: dict[str, Target] = {
+    t.name: t for t in [
+        Target("nvml", tuple(sorted((FIXTURES / "nvml").glob("*.json"))), tuple(JSON),
+               (("facts", "--root", "{tree}", "--nvml", "{file}", "--only", "gpu,nvidia_driver"),
+                ("check", "--root", "{tree}", "--nvml", "{file}"),
+                ("topo", "--root", "{tree}", "--nvml", "{file}")),
+               file_name="nvml.json", cost=1.5),
+        Target("fio", (FIXTURES / "bench" / "fio2-sample.json",), tuple(JSON),
+               (("bench", "import", "{file}"), ("bench", "import", "--json", "{file}")),
+               file_name="fio.json", cost=0.3),
+        Target("nccl", (FIXTURES / "bench" / "a100x8-nccl-allreduce.log",), tuple(TEXT),
+               (("bench", "import", "{file}"),), file_name="nccl.log", cost=0.3),
+        Target("nvbandwidth", tuple(sorted((FIXTURES / "bench").glob("nvbandwidth-*.txt"))),
+               tuple(TEXT), (("bench", "import", "{file}"),), file_name="nvbw.txt", cost=0.3),
+        Target("bench-result", _bench_files("nodetune.bench/1"), tuple(JSON),
+               (("bench", "import", "{file}"),
+                ("bench", "import", str(FIXTURES / "bench" / "fio2-sample.json"), "--compare",
+                 "{file}"),
+                ("bench", "explain", "{file}", "--root", "{tree}", "--nvml", "{nvml}")),
+               file_name="saved.json", cost=0.5),
+        Target("profile", PROFILES, tuple(YAML),
+               (("profiles", "show", "{stem}", "--profiles-dir", "{dir}"),
+                ("audit", "--root", "{tree}", "--nvml", "{nvml}", "--profiles-dir", "{dir}",
+                 "--profile", "{stem}")),
+               file_name="pd/{name}", cost=1.5),
+        Target("snapshot", tuple(sorted((FIXTURES / "snapshots").glob("*.tar.gz")))[:2],
+               tuple(JSON), (("facts", "--from", "{file}"),), file_name="snap.tar.gz", cost=2.0),
+        Target("sysfs", (), tuple(TEXT),
+               (("facts", "--root", "{tree}", "--nvml", "{nvml}"),
+                ("audit", "--root", "{tree}", "--nvml", "{nvml}", "--profile", "base")),
+               cost=2.0),
+    ]
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# running one case
+
+
+class CaseTimeout(BaseException):  # BaseException: cli.main's "except Exception" must not eat it
+    pass
+
+
+@dataclass
+class Outcome:
+    target: str
+    case: int
+    argv: list[str]
+    code: int | None
+    err: str
+    seconds: float
+    failure: str | None = None  # None, or the class of failure
+    note: str = ""
+
+
+@dataclass
+class Campaign:
+    """What the cases found, by target and failure class."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def failures(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.failure]
+
+    def by_class(self) -> Counter[str]:
+        return Counter(f"{o.target}:{o.failure}" for o in self.failures())
+
+
+def judge(code: int | None, err: str) -> str | None:
+    """None when the outcome is one nodetune documents, else the class of failure."""
+    if "Traceback" in err:
+        return "traceback"
+    if "internal error" in err:
+        return "internal-error"
+    if code not in EXIT_CODES:
+        return f"exit-{code}"
+    if code == 3:
+        lines = err.splitlines()
+        if len(lines) != 1:
+            return "error-lines"
+        if not lines[0].startswith("nodetune: error: "):
+            return "error-format"
+    return None
+
+
+@contextlib.contextmanager
+def _alarm(seconds: float) -> Iterator[None]:
+    def fire(_sig: int, _frame: object) -> None:
+        raise CaseTimeout
+
+    old = signal.signal(signal.SIGALRM, fire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def run_cli(argv: list[str]) -> tuple[int | None, str, str]:
+    """nodetune ARGV in this process -> (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    code: int | None
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            cli.main(argv)
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except CaseTimeout:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - what escaped cli.main is the finding
+            import traceback
+
+            err.write("Traceback (escaped cli.main)\n" + "".join(
+                traceback.format_exception(exc)))
+            code = None
+    return code, out.getvalue(), err.getvalue()
+
+
+class Fuzzer:
+    """Runs cases of the targets in a work directory; the real inputs are never touched."""
+
+    def __init__(self, work: Path, tree: Path, seed: int = SEED) -> None:
+        self.work = work
+        self.tree = tree
+        self.seed = seed
+        self.campaign = Campaign()
+        self._snapshots: dict[Path, Path] = {}
+        self._sysfs: list[Path] | None = None
+
+    # the inputs ----------------------------------------------------------------------------
+    def _case_rng(self, target: str, case: int) -> random.Random:
+        return random.Random(f"{self.seed}:{target}:{case}")
+
+    def _sysfs_files(self) -> list[Path]:
+        if self._sysfs is None:
+            self._sysfs = sorted(p for p in self.tree.rglob("*")
+                                 if p.is_file() and not p.is_symlink()
+                                 and p.stat().st_size < 65536)
+        return self._sysfs
+
+    def _snapshot_dir(self, snap: Path) -> Path:
+        if snap not in self._snapshots:
+            dest = self.work.parent / "unpacked" / f"{self.work.name}-{len(self._snapshots)}"
+            dest.mkdir(parents=True)
+            with tarfile.open(snap) as tar:
+                tar.extractall(dest, filter="tar")
+            self._snapshots[snap] = dest
+        return self._snapshots[snap]
+
+    @contextlib.contextmanager
+    def prepared(self, target: Target, rng: random.Random) -> Iterator[dict[str, str]]:
+        """Write the mutated input; yield the names for the command line; undo."""
+        names = {"tree": str(self.tree), "nvml": str(NVML), "dir": str(self.work / "pd")}
+        if target.name == "sysfs":
+            victim = rng.choice(self._sysfs_files())
+            original = victim.read_bytes()
+            victim.write_bytes(rng.choice(target.mutations)(original, rng))
+            try:
+                yield names
+            finally:
+                victim.write_bytes(original)
+            return
+        source = rng.choice(target.inputs)
+        name = target.file_name.format(name=source.name)
+        path = self.work / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        names.update(file=str(path), stem=source.stem)
+        if target.name == "snapshot":
+            self._write_snapshot(self._snapshot_dir(source), path, target, rng)
+        else:
+            path.write_bytes(rng.choice(target.mutations)(source.read_bytes(), rng))
+        yield names
+
+    def _write_snapshot(self, unpacked: Path, dest: Path, target: Target,
+                        rng: random.Random) -> None:
+        """A snapshot with one of its JSON members mutated, or the archive itself damaged."""
+        members = [p for p in sorted(unpacked.rglob("*")) if p.is_file()
+                   and (p.suffix == ".json" or rng.random() < 0.01)]
+        victim = rng.choice(members)
+        original = victim.read_bytes()
+        mutation = rng.choice(target.mutations if victim.suffix == ".json" else TEXT)
+        victim.write_bytes(mutation(original, rng))
+        try:
+            with tarfile.open(dest, "w:gz", compresslevel=1) as tar:
+                for p in sorted(unpacked.iterdir()):
+                    tar.add(p, arcname=p.name)
+        finally:
+            victim.write_bytes(original)
+        if rng.random() < 0.2:  # the archive itself damaged
+            dest.write_bytes(rng.choice(BYTES)(dest.read_bytes(), rng))
+
+    # one case ------------------------------------------------------------------------------
+    def run_case(self, target: Target, case: int) -> Outcome:
+        rng = self._case_rng(target.name, case)
+        for p in self.work.iterdir():
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+        command = rng.choice(target.commands)
+        with self.prepared(target, rng) as names:
+            argv = [a.format(**names) for a in command]
+            start = time.perf_counter()
+            try:
+                with _alarm(CASE_SECONDS):
+                    code, _out, err = run_cli(argv)
+                failure = judge(code, err)
+            except CaseTimeout:
+                code, err, failure = None, "", "hang"
+            seconds = time.perf_counter() - start
+        outcome = Outcome(target.name, case, argv, code, err, seconds, failure)
+        self.campaign.outcomes.append(outcome)
+        return outcome
+
+
+# ---------------------------------------------------------------------------------------------
+# nothing written outside the work directory
+
+
+def stat_digest(*dirs: Path) -> dict[str, tuple[int, int]]:
+    out = {}
+    for d in dirs:
+        for p in d.rglob("*"):
+            with contextlib.suppress(OSError):
+                st = p.lstat()
+                out[str(p)] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+@pytest.fixture(scope="module")
+def fuzz_env(tmp_path_factory: pytest.TempPathFactory, host_tree: Callable[[str], Path]
+             ) -> Iterator[tuple[Path, Path]]:
+    """A private copy of the real 2x H200 tree (the sysfs cases mutate it) and a work dir."""
+    base = tmp_path_factory.mktemp("fuzz")
+    (base / "unpacked").mkdir()
+    tree = base / "tree"
+    shutil.copytree(host_tree("h200x2-vm-gather"), tree, symlinks=True)
+    yield base, tree
+
+
+def facts_doc() -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(FACTS.read_text(encoding="utf-8"))
+    return doc
+
+
+# share about 50 s of one CPU out among the targets (CI: 2 CPUs, pytest -n 2 or more)
+CI_CASES = {"nvml": 45, "fio": 120, "nccl": 120, "nvbandwidth": 80, "bench-result": 80,
+            "profile": 40, "snapshot": 20, "sysfs": 40}
+
+
+@pytest.mark.parametrize("name", sorted(TARGETS))
+def test_mutated_inputs_never_crash(name: str, fuzz_env: tuple[Path, Path],
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    base, tree = fuzz_env
+    work = base / f"work-{name}"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("HOME", str(base / "home"))
+    monkeypatch.setenv("NODETUNE_CACHE_DIR", str(base / "cache"))
+    for var in ("NODETUNE_ROOT", "NODETUNE_PROFILES_DIR", "NODETUNE_DEBUG"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(bench_cmd, "_facts", facts_doc)  # bench import: the H100 node's facts
+    watched = (FIXTURES, REPO / "profiles", REPO / "checks")
+    before = stat_digest(*watched), sorted(os.listdir(base))
+    fuzzer = Fuzzer(work, tree)
+    deadline = time.monotonic() + 40
+    for case in range(CI_CASES[name]):
+        fuzzer.run_case(TARGETS[name], case)
+        if time.monotonic() > deadline:  # a slow machine runs fewer cases, never times out
+            break
+    failures = fuzzer.campaign.failures()
+    assert not failures, "\n".join(
+        f"{o.failure}: nodetune {' '.join(o.argv)} -> {o.code}: {o.err.strip()[-600:]}"
+        for o in failures[:5])
+    assert (stat_digest(*watched), sorted(os.listdir(base))) == before
