@@ -140,7 +140,7 @@ def test_clients_that_vanish_mid_response_are_counted(server, capfd):
     for _ in range(10):
         vanish_mid_response(port)
     base = f"http://127.0.0.1:{port}"
-    assert wait_for(lambda: errors_of(get(base + "/metrics")[1].decode())["disconnect"] >= 5, 5)
+    assert wait_for(lambda: errors_of(get(base + "/metrics")[1].decode())["disconnect"] >= 5, 30)
     code, body = get(base + "/report")
     assert code == 200 and json.loads(body)["schema"] == "nodetune.agent-report/1"
     assert "Traceback" not in capfd.readouterr().err

@@ -166,3 +166,27 @@ def test_condition_patch_keeps_transition_of_an_unchanged_status():
     assert same["lastHeartbeatTime"] == "2027-01-15T08:00:00Z"
     flipped = kube.condition_patch(SICK, now=1.8e9, previous=previous)["status"]["conditions"][0]
     assert flipped["lastTransitionTime"] == "2027-01-15T08:00:00Z"
+
+
+def test_a_check_that_could_not_run_never_taints_or_untaints():
+    """nodetune check's exit 3 (a collector failed: NT0001) is no result: the taint stays as is."""
+    from tests.fake_kube import merge_patch
+
+    unchecked = kube.Verdict(profile="dgx-h100", compliant=False, healthy=False, checked=False,
+                             reason="nodetune: not checked (quick: 16/40 evaluated): gpu failed")
+    node = make_node()
+    assert "spec" not in (kube.plan_metadata_patch(node, unchecked, taint_unhealthy=True) or {})
+    tainted = merge_patch(node, kube.plan_metadata_patch(node, SICK, taint_unhealthy=True))
+    assert "spec" not in (kube.plan_metadata_patch(tainted, unchecked, taint_unhealthy=True)
+                          or {})  # nor is a taint nodetune set removed without a result
+
+
+def test_the_agent_verdict_of_an_exit_3_check_is_unchecked():
+    from nodetune.agent.cycle import verdict
+
+    report = {"summary": {"profile": "base", "compliant": True, "healthy": False,
+                          "check_summary": "nodetune: not checked"},
+              "check": {"exit_code": 3, "healthy": False}}
+    assert verdict(report).checked is False
+    report["check"]["exit_code"] = 1
+    assert verdict(report).checked is True

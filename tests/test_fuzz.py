@@ -24,6 +24,7 @@ import shutil
 import signal
 import tarfile
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -356,9 +357,7 @@ def run_cli(argv: list[str]) -> tuple[int | None, str, str]:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         except CaseTimeout:
             raise
-        except BaseException as exc:  # noqa: BLE001 - what escaped cli.main is the finding
-            import traceback
-
+        except BaseException as exc:  # what escaped cli.main is the finding
             err.write("Traceback (escaped cli.main)\n" + "".join(
                 traceback.format_exception(exc)))
             code = None
@@ -492,9 +491,16 @@ def facts_doc() -> dict[str, Any]:
     return doc
 
 
-# share about 50 s of one CPU out among the targets (CI: 2 CPUs, pytest -n 2 or more)
-CI_CASES = {"nvml": 45, "fio": 120, "nccl": 120, "nvbandwidth": 80, "bench-result": 80,
-            "profile": 40, "snapshot": 20, "sysfs": 40}
+# About 100 CPU-seconds shared out among the targets by their cost, so the run takes about 60 s
+# on 2 CPUs (pytest -n 2). Cases run in order from 0, so a slower machine runs a prefix of the
+# same cases, never different ones; a few run whatever the time.
+CI_SECONDS = 100.0
+MIN_CASES = 3
+
+
+def ci_budget(name: str) -> float:
+    total = sum(t.cost for t in TARGETS.values())
+    return CI_SECONDS * TARGETS[name].cost / total
 
 
 @pytest.mark.parametrize("name", sorted(TARGETS))
@@ -512,13 +518,93 @@ def test_mutated_inputs_never_crash(name: str, fuzz_env: tuple[Path, Path],
     watched = (FIXTURES, REPO / "profiles", REPO / "checks")
     before = stat_digest(*watched), sorted(os.listdir(base))
     fuzzer = Fuzzer(work, tree)
-    deadline = time.monotonic() + 40
-    for case in range(CI_CASES[name]):
+    deadline = time.monotonic() + ci_budget(name)
+    case = 0
+    while case < MIN_CASES or time.monotonic() < deadline:
         fuzzer.run_case(TARGETS[name], case)
-        if time.monotonic() > deadline:  # a slow machine runs fewer cases, never times out
-            break
+        case += 1
     failures = fuzzer.campaign.failures()
     assert not failures, "\n".join(
         f"{o.failure}: nodetune {' '.join(o.argv)} -> {o.code}: {o.err.strip()[-600:]}"
         for o in failures[:5])
     assert (stat_digest(*watched), sorted(os.listdir(base))) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# fio results and saved bench results, case by case: one line naming the file (and field)
+
+FIO_SAMPLE = FIXTURES / "bench" / "fio2-sample.json"
+SAVED = FIXTURES / "bench" / "h100x2-fc-vm-bench.json"
+
+
+def _edit(path: Path, old: str, new: str, count: int = 1) -> str:
+    text = path.read_text(encoding="utf-8")
+    assert old in text, old
+    return text.replace(old, new, count)
+
+
+FIO_BAD = [
+    ("nan", _edit(FIO_SAMPLE, '"bw" : 68118', '"bw" : NaN'), "jobs[0].write.bw"),
+    ("infinity", _edit(FIO_SAMPLE, '"iops" : 133', '"iops" : -Infinity'), "jobs[0].write.iops"),
+    ("string-number", _edit(FIO_SAMPLE, '"bw" : 68118', '"bw" : "68118"'), "jobs[0].write.bw"),
+    ("null-object", _edit(FIO_SAMPLE, '"write" : {', '"write" : null, "x": {'), None),
+    ("list-object", _edit(FIO_SAMPLE, '"percentile" : {', '"percentile" : [{', 1)
+     .replace('"0.00" : 0\n          }', '"0.00" : 0\n          }]', 1), None),
+    ("string-job", _edit(FIO_SAMPLE, '"jobs" : [', '"jobs" : ["x", '), "jobs[0]"),
+    ("huge", _edit(FIO_SAMPLE, '"bw" : 68118', '"bw" : 1' + "0" * 400), "jobs[0].write.bw"),
+    ("truncated", FIO_SAMPLE.read_text(encoding="utf-8")[:1000], "malformed"),
+]
+SAVED_BAD = [
+    ("truncated", SAVED.read_text(encoding="utf-8")[:2000], "is not JSON"),
+    ("samples-string", _edit(SAVED, '"samples": [', '"samples": ["fast", '), "samples[0]"),
+    ("samples-nan", _edit(SAVED, '"samples": [', '"samples": [NaN, '), "samples[0]"),
+    ("metrics-object", _edit(SAVED, '"metrics": [', '"metrics": {"x": [') , None),
+    ("suites-string", _edit(SAVED, '"suites": [', '"suites": "x", "y": ['), "suites"),
+]
+
+
+@pytest.fixture
+def bench_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NODETUNE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("NODETUNE_DEBUG", raising=False)
+    monkeypatch.setattr(bench_cmd, "_facts", facts_doc)
+    return tmp_path
+
+
+def _one_line_exit_3(argv: list[str], *names: str | None) -> str:
+    code, _out, err = run_cli(argv)
+    assert judge(code, err) is None, err
+    assert code == 3, err
+    for name in names:
+        if name:
+            assert name in err, err
+    return err
+
+
+@pytest.mark.parametrize(("text", "field_name"), [c[1:] for c in FIO_BAD],
+                         ids=[c[0] for c in FIO_BAD])
+def test_bad_fio_json_is_one_line_naming_the_field(bench_env: Path, text: str,
+                                                   field_name: str | None) -> None:
+    path = bench_env / "fio.json"
+    path.write_text(text, encoding="utf-8")
+    _one_line_exit_3(["bench", "import", str(path)], str(path), field_name)
+
+
+@pytest.mark.parametrize(("text", "field_name"), [c[1:] for c in SAVED_BAD],
+                         ids=[c[0] for c in SAVED_BAD])
+def test_bad_saved_result_is_one_line_for_import_and_compare(bench_env: Path, text: str,
+                                                             field_name: str | None) -> None:
+    path = bench_env / "saved.json"
+    path.write_text(text, encoding="utf-8")
+    _one_line_exit_3(["bench", "import", str(path)], str(path), field_name)
+    _one_line_exit_3(["bench", "import", str(FIO_SAMPLE), "--compare", str(path)], str(path),
+                     field_name)
+
+
+@pytest.mark.parametrize("target", ["/nonexistent/dir/out.json", "/proc/version", "{tmp}"])
+def test_unwritable_save_path_is_one_line(bench_env: Path, target: str) -> None:
+    out = target.format(tmp=bench_env)
+    err = _one_line_exit_3(["bench", "import", str(FIO_SAMPLE), "--save", out])
+    assert out in err or "directory" in err, err
+    assert sorted(p.name for p in bench_env.iterdir()) == []  # nothing half-written beside it

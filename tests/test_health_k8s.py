@@ -77,3 +77,36 @@ def test_init_container_command(trees: dict[str, str], tmp_path: Path, tree: str
     assert proc.returncode == exit_code, proc.stdout + proc.stderr
     if tree == "faulty":
         assert proc.stdout.splitlines()[0] == "nodetune: GPU1 PCIe x8 (expected x16)"
+
+
+@pytest.mark.parametrize("cause", ["missing-root", "damaged-nvml", "internal-error"])
+def test_init_container_never_taints_or_fails_on_exit_3(trees: dict[str, str], tmp_path: Path,
+                                                        cause: str) -> None:
+    """nodetune's exit 3 lets the workload start and touches no Node: a stand-in kubectl on
+    PATH records every call, and there is none."""
+    (init,) = job()["spec"]["template"]["spec"]["initContainers"]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "kubectl-calls"
+    (bin_dir / "kubectl").write_text(f"#!/bin/sh\necho \"$*\" >> {calls}\n")
+    (bin_dir / "kubectl").chmod(0o755)
+    nodetune = str(Path(sys.executable).parent / "nodetune")
+    bad = tmp_path / "nvml.json"
+    bad.write_text(NVML.read_text(encoding="utf-8").replace('"power_draw_w": 79.57',
+                                                            '"power_draw_w": "hot"', 1))
+    args = {"missing-root": trees["broken"],
+            "damaged-nvml": trees["clean"].replace(str(NVML), str(bad)),
+            "internal-error": ""}[cause]
+    if cause == "internal-error":  # a stand-in nodetune failing the way a bug would
+        nodetune = str(bin_dir / "nodetune")
+        Path(nodetune).write_text("#!/bin/sh\necho 'nodetune: internal error: KeyError' >&2\n"
+                                  "exit 3\n")
+        Path(nodetune).chmod(0o755)
+    script = init["args"][0].replace("--root /host --nvml live", args) \
+        .replace("--profile dgx-h100", "").replace("nodetune check", f"{nodetune} check", 1)
+    env = {"NODETUNE_CACHE_DIR": str(tmp_path / "cache"), "PATH": f"{bin_dir}:/usr/bin:/bin"}
+    proc = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=60,
+                          env=env, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "nodetune: " in proc.stderr and "Traceback" not in proc.stderr
+    assert not calls.exists()

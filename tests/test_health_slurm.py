@@ -26,7 +26,7 @@ NVML = REPO / "tests" / "fixtures" / "nvml" / "h200x2-vm.json"
 SBIN = ("/usr/sbin", "/usr/bin", "/sbin", "/bin")
 TOOLS = ("slurmctld", "slurmd", "scontrol", "sinfo", "sbatch", "munged")
 
-pytestmark = pytest.mark.slow
+# the tests on a real cluster are slow; the ones with fake scontrol/sinfo below are not
 
 
 def _which(name: str) -> str | None:
@@ -182,6 +182,7 @@ def healthcheck(c: Cluster, args: str, **env: str) -> subprocess.CompletedProces
                  env={"NODETUNE_CHECK_ARGS": args, **env})
 
 
+@pytest.mark.slow
 def test_healthcheck_drains_with_the_reason_and_resumes(cluster: Cluster) -> None:
     c = cluster
     # x8 comes from sysfs (the faulty tree is checked without NVML): "GPU1" by sysfs order
@@ -197,6 +198,7 @@ def test_healthcheck_drains_with_the_reason_and_resumes(cluster: Cluster) -> Non
     assert state.startswith("idle") and reason == "none"
 
 
+@pytest.mark.slow
 def test_a_drain_by_someone_else_is_kept(cluster: Cluster) -> None:
     c = cluster
     c.scontrol("update", f"nodename={c.node}", "state=drain", "reason=disk swap")
@@ -211,6 +213,7 @@ def test_a_drain_by_someone_else_is_kept(cluster: Cluster) -> None:
         c.scontrol("update", f"nodename={c.node}", "state=resume")
 
 
+@pytest.mark.slow
 def test_unreachable_slurmctld_changes_nothing(cluster: Cluster, tmp_path: Path) -> None:
     c = cluster
     dead = tmp_path / "slurm.conf"
@@ -230,6 +233,7 @@ def test_unreachable_slurmctld_changes_nothing(cluster: Cluster, tmp_path: Path)
     assert proc.returncode == 0 and "slurmctld did not answer" in proc.stderr
 
 
+@pytest.mark.slow
 def test_nodetune_error_leaves_the_node_alone(cluster: Cluster, tmp_path: Path) -> None:
     c = cluster
     proc = healthcheck(c, f"--root {tmp_path / 'missing'}")
@@ -251,6 +255,7 @@ def _job_state(c: Cluster, job: str) -> str:
     return out.split("JobState=")[1].split()[0] if "JobState=" in out else "?"
 
 
+@pytest.mark.slow
 def test_prolog_fails_the_job_and_drains_an_unhealthy_node(cluster: Cluster) -> None:
     c = cluster
     sbatch = _which("sbatch") or "sbatch"
@@ -292,3 +297,76 @@ def test_only_the_prolog_asks_for_idle_gpus_and_only_when_told(
                           capture_output=True, text=True, timeout=30, check=False)
     assert proc.returncode == 0, proc.stderr
     assert ("--expect-idle" in args_file.read_text().split()) is passed
+
+
+def _fake_slurm(tmp_path: Path, state: str = "idle none") -> tuple[Path, dict[str, str]]:
+    """Stand-in sinfo and scontrol on PATH that record each call's arguments in `calls`."""
+    calls = tmp_path / "calls"
+    calls.touch()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("sinfo", "scontrol"):
+        (bin_dir / tool).write_text(f"#!/bin/sh\necho \"{tool} $*\" >> {calls}\n"
+                                    f"echo '{state}'\n")
+        (bin_dir / tool).chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "NODETUNE_SLURM_NODE": "n1",
+           "NODETUNE_DEFAULTS": str(tmp_path / "none"),
+           "NODETUNE_CACHE_DIR": str(tmp_path / "cache")}
+    env.pop("NODETUNE_DEBUG", None)
+    return calls, env
+
+
+def _stand_in(tmp_path: Path, rc: int, stderr: str) -> str:
+    fake = tmp_path / f"nodetune-{rc}"
+    fake.write_text(f"#!/bin/sh\necho '{stderr}' >&2\nexit {rc}\n")
+    fake.chmod(0o755)
+    return str(fake)
+
+
+@pytest.mark.parametrize("mode", ["healthcheck", "prolog"])
+def test_no_result_from_nodetune_never_drains(tmp_path: Path, mode: str,
+                                              host_tree: Callable[[str], Path]) -> None:
+    """Exit 3 (real nodetune on a damaged NVML recording), an internal error, a hang (124) or
+    a kill (137): scontrol is never asked to drain, the prolog lets the job run."""
+    calls, env = _fake_slurm(tmp_path)
+    bad = tmp_path / "nvml.json"
+    bad.write_text(NVML.read_text(encoding="utf-8").replace('"devices": [', '"devices": {"x": [', 1)
+                   + "}", encoding="utf-8")
+    nodetune = str(Path(sys.executable).parent / "nodetune")
+    cases = [
+        (nodetune, f"--root {host_tree('h200x2-vm-gather')} --nvml {bad}", 3),
+        (_stand_in(tmp_path, 3, "nodetune: internal error: KeyError: x; fix: report it"), "", 3),
+        (_stand_in(tmp_path, 124, ""), "", 124),
+        (_stand_in(tmp_path, 137, ""), "", 137),
+        (_stand_in(tmp_path, 2, ""), "", 2),
+    ]
+    for exe, args, rc in cases:
+        proc = subprocess.run(["bash", str(SLURM_DIR / "nodetune-slurm.sh"), mode],
+                              env={**env, "NODETUNE": exe, "NODETUNE_CHECK_ARGS": args},
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert f"could not run (exit {rc})" in proc.stderr, proc.stderr
+        assert proc.returncode == (0 if mode == "prolog" else rc), proc.stderr
+        assert "state=drain" not in calls.read_text(), (exe, calls.read_text())
+        assert "state=resume" not in calls.read_text()
+
+
+def test_the_stand_in_scontrol_does_see_a_drain(tmp_path: Path) -> None:
+    """The recording works: an unhealthy result (exit 1) does reach scontrol, and an exit 3
+    with NODETUNE_ON_ERROR=drain does too, since it was asked for."""
+    calls, env = _fake_slurm(tmp_path)
+    sick = tmp_path / "sick"
+    sick.write_text("#!/bin/sh\necho 'nodetune: GPU1 PCIe x8 (expected x16)'\nexit 1\n")
+    sick.chmod(0o755)
+    proc = subprocess.run(["bash", str(SLURM_DIR / "nodetune-slurm.sh"), "healthcheck"],
+                          env={**env, "NODETUNE": str(sick)}, capture_output=True, text=True,
+                          timeout=30, check=False)
+    assert proc.returncode == 1
+    assert ('scontrol update nodename=n1 state=drain reason=nodetune: GPU1 PCIe x8 (expected x16)'
+            in calls.read_text())
+    calls.write_text("")
+    proc = subprocess.run(["bash", str(SLURM_DIR / "nodetune-slurm.sh"), "prolog"],
+                          env={**env, "NODETUNE": _stand_in(tmp_path, 3, "nodetune: error: x"),
+                               "NODETUNE_ON_ERROR": "drain"},
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode == 1
+    assert "state=drain reason=nodetune: check could not run (exit 3)" in calls.read_text()

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nodetune import __version__
+from nodetune import __version__, exitcodes
 from nodetune.agent.benchcycle import BenchSchedule
 from nodetune.agent.kube import Verdict
 from nodetune.audit.operation import run_audit
@@ -130,4 +130,5 @@ def verdict(report: dict[str, Any]) -> Verdict:
         compliant=bool(summary["compliant"]),
         healthy=bool(summary["healthy"]),
         reason="" if summary["healthy"] else str(summary.get("check_summary") or ""),
+        checked=(report.get("check") or {}).get("exit_code", exitcodes.OK) != exitcodes.ERROR,
     )

@@ -31,6 +31,9 @@ class Verdict:
     compliant: bool
     healthy: bool
     reason: str  # one line: failing checks, "" when healthy
+    # False when the check could not be evaluated (nodetune check's exit 3: a collector failed,
+    # NT0001): the taint is then left as it is, never added or removed on no result
+    checked: bool = True
 
 
 def _label_value(text: str) -> str:
@@ -79,7 +82,9 @@ def plan_metadata_patch(
     ours = [t for t in taints if t.get("key") == TAINT_KEY]
     new_taints = taints
     now_owned_taint = owned_taint
-    if taint_unhealthy and not verdict.healthy:
+    if not verdict.checked:
+        pass  # no result: neither taint a node nodetune could not check nor untaint it
+    elif taint_unhealthy and not verdict.healthy:
         if not ours:
             new_taints = [*taints, {"key": TAINT_KEY, "value": "true", "effect": "NoSchedule"}]
             now_owned_taint = True

@@ -51,7 +51,7 @@ def load_baseline(path: str) -> dict[str, Any]:
         raise BenchError(f"cannot read {path}: {exc.strerror}",
                          fix="give a file written by nodetune bench --save") from exc
     except json.JSONDecodeError as exc:
-        raise BenchError(f"{path}:{exc.lineno}: not JSON ({exc.msg})",
+        raise BenchError(f"{path}:{exc.lineno}: this is not JSON ({exc.msg})",
                          fix="give a file written by nodetune bench --save") from exc
     except UnicodeDecodeError as exc:
         raise BenchError(f"{path} is not UTF-8 text (byte {exc.start})",

@@ -54,7 +54,8 @@ def import_file(path: str, facts: dict[str, Any] | None = None) -> list[SuiteRes
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise BenchError(f"{path}:{exc.lineno}: not JSON ({exc.msg})", fix=SAVED_FIX) from exc
+            raise BenchError(f"{path}:{exc.lineno}: this is not JSON ({exc.msg})",
+                             fix=SAVED_FIX) from exc
         except RecursionError:
             raise BenchError(f"{path}: JSON nested too deeply", fix=SAVED_FIX) from None
         return suites_from_json(doc, path)
