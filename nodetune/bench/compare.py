@@ -59,6 +59,10 @@ def load_baseline(path: str) -> dict[str, Any]:
     except RecursionError:
         raise BenchError(f"{path}: JSON nested too deeply",
                          fix="give a file written by nodetune bench --save") from None
+    except ValueError:  # an integer of over 4300 digits
+        raise BenchError(f"{path}: an integer of over 4300 digits",
+                         fix="give a file written by nodetune bench --save"
+                         ) from None
     if not isinstance(doc, dict) or not str(doc.get("schema", "")).startswith("nodetune.bench/"):
         raise BenchError(f"{path} is not a nodetune bench result (schema {doc.get('schema')!r})"
                          if isinstance(doc, dict) else f"{path} is not a nodetune bench result",

@@ -77,6 +77,9 @@ def parse(stdout: str, source: str = "fio output") -> tuple[str | None, list[Fio
         raise BenchError(f"{source}:{line}: fio JSON is malformed ({exc.msg})", fix=fix) from exc
     except RecursionError:
         raise BenchError(f"{source}: fio JSON nested too deeply", fix=fix) from None
+    except ValueError:  # an integer of over 4300 digits
+        raise BenchError(f"{source}: fio JSON has an integer of over 4300 digits",
+                         fix=fix) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("jobs"), list):
         raise BenchError(f"{source}: fio JSON has no \"jobs\" list",
                          fix="pass fio's --output-format=json")

@@ -58,6 +58,8 @@ def import_file(path: str, facts: dict[str, Any] | None = None) -> list[SuiteRes
                              fix=SAVED_FIX) from exc
         except RecursionError:
             raise BenchError(f"{path}: JSON nested too deeply", fix=SAVED_FIX) from None
+        except ValueError:  # an integer of over 4300 digits
+            raise BenchError(f"{path}: an integer of over 4300 digits", fix=SAVED_FIX) from None
         return suites_from_json(doc, path)
     if kind == "fio":
         version, jobs = fio.parse(text, source=path)

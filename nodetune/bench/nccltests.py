@@ -77,6 +77,12 @@ def _wrong(text: str | None) -> int | None:
         return None
 
 
+def _int(text: str) -> int | None:
+    """A count as nccl-tests prints it; None for one of over 19 digits, which no run produces
+    (and int() refuses past 4300 digits)."""
+    return int(text) if len(text.lstrip("-")) <= 19 else None
+
+
 def parse_row(line: str) -> NcclRow | None:
     """One table row (anything before it on the line is ignored), or None."""
     m = _ROW.search(line)
@@ -85,13 +91,16 @@ def parse_row(line: str) -> NcclRow | None:
     numbers = [m[k] for k in ("t1", "a1", "b1", "t2", "a2", "b2") if m[k] is not None]
     if not all(math.isfinite(float(n)) for n in numbers):
         return None  # a row with inf or nan is no measurement
+    size, count = _int(m["size"]), _int(m["count"])
+    root = _int(m["root"]) if m["root"] is not None else None
+    if size is None or count is None or (m["root"] is not None and root is None):
+        return None
     in_place = None
     if m["t2"] is not None:
         in_place = NcclPoint(time_us=float(m["t2"]), algbw_gbps=float(m["a2"]),
                              busbw_gbps=float(m["b2"]), wrong=_wrong(m["w2"]))
-    return NcclRow(size_bytes=int(m["size"]), count=int(m["count"]), type=m["type"],
-                   redop=m["redop"] or "none",
-                   root=int(m["root"]) if m["root"] is not None else None,
+    return NcclRow(size_bytes=size, count=count, type=m["type"], redop=m["redop"] or "none",
+                   root=root,
                    time_us=float(m["t1"]), algbw_gbps=float(m["a1"]), busbw_gbps=float(m["b1"]),
                    wrong=_wrong(m["w1"]), in_place=in_place)
 
@@ -106,12 +115,12 @@ def parse(text: str, *, name_hint: str = "") -> list[NcclTable]:
             meta.collective = m["name"].removesuffix("_perf")
         if (m := _VERSION.search(line)) is not None:
             meta.versions["nccl-tests"] = m["v"]
-            if m["lib"]:
-                meta.versions["nccl"] = version_string(int(m["lib"]))
+            if m["lib"] and (lib := _int(m["lib"])) is not None:
+                meta.versions["nccl"] = version_string(lib)
         elif (m := _NCCL_VERSION.search(line)) is not None:
             meta.versions.setdefault("nccl", m["v"])
         if _PARAMS.search(line) and (m := _ITERS.search(line)) is not None:
-            meta.iters = int(m["n"])
+            meta.iters = _int(m["n"])
         if (m := _RANK.search(line)) is not None:
             if current is not None and current.rows:  # a new run begins
                 meta = NcclTable(collective=meta.collective, versions=dict(meta.versions))
@@ -132,7 +141,7 @@ def parse(text: str, *, name_hint: str = "") -> list[NcclTable]:
             current.avg_busbw_gbps = float(m["v"])
             continue
         if (m := _OOB.search(line)) is not None:
-            current.out_of_bounds = int(m["n"])
+            current.out_of_bounds = _int(m["n"])
             continue
         row = parse_row(line)
         if row is not None:

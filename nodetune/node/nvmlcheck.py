@@ -110,7 +110,9 @@ def _leaf_ok(value: Any, spec: str) -> bool:
         return False
     if spec == INT:
         return isinstance(value, int) and abs(value) < 1 << 63
-    return isinstance(value, (int, float)) and math.isfinite(value)
+    if isinstance(value, int):  # math.isfinite(10**400) raises OverflowError
+        return abs(value) < 1 << 63
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def _wrong(where: str, wanted: str, value: Any) -> str:
