@@ -22,7 +22,7 @@ from nodetune.agent.state import AgentState
 from tests.test_agent import free_port, get, start_agent, wait_for
 
 REPORT = {"schema": "nodetune.agent-report/1", "summary": {"compliant": True, "healthy": True},
-          "collectors": {}, "padding": "x" * 2_000_000}  # synthetic: a large /report body
+          "collectors": {}, "padding": "x" * 8_000_000}  # synthetic: a large /report body
 
 
 def errors_of(text: str) -> dict[str, float]:
@@ -137,10 +137,14 @@ def test_malformed_requests_are_answered_and_counted(server, capfd):
 
 def test_clients_that_vanish_mid_response_are_counted(server, capfd):
     port = server.address[1]
-    for _ in range(10):
-        vanish_mid_response(port)
     base = f"http://127.0.0.1:{port}"
-    assert wait_for(lambda: errors_of(get(base + "/metrics")[1].decode())["disconnect"] >= 5, 30)
+    # the kernel may take a whole answer into its buffers before the reset arrives: keep
+    # vanishing until some resets land mid-answer
+    deadline = time.monotonic() + 60
+    while errors_of(get(base + "/metrics")[1].decode())["disconnect"] < 3:
+        assert time.monotonic() < deadline, "no disconnect counted"
+        for _ in range(5):
+            vanish_mid_response(port)
     code, body = get(base + "/report")
     assert code == 200 and json.loads(body)["schema"] == "nodetune.agent-report/1"
     assert "Traceback" not in capfd.readouterr().err

@@ -43,7 +43,7 @@ FIXTURES = REPO / "tests" / "fixtures"
 NVML = FIXTURES / "nvml" / "h200x2-vm.json"
 FACTS = FIXTURES / "snapshots" / "h100x2-fc-vm-facts.json"
 EXIT_CODES = {0, 1, 2, 3, 4}
-CASE_SECONDS = 20.0  # a case that runs longer is a hang
+CASE_SECONDS = 60.0  # a case that runs longer is a hang (a loaded CI machine takes 15 s)
 
 # ---------------------------------------------------------------------------------------------
 # mutations: each takes the input's bytes and a seeded Random and returns new bytes
@@ -482,7 +482,8 @@ def fuzz_env(tmp_path_factory: pytest.TempPathFactory, host_tree: Callable[[str]
              ) -> Iterator[tuple[Path, Path]]:
     """A private copy of the real 2x H200 tree (the sysfs cases mutate it) and a work dir."""
     base = tmp_path_factory.mktemp("fuzz")
-    (base / "unpacked").mkdir()
+    for sub in ("unpacked", "cache", "home"):
+        (base / sub).mkdir()
     tree = base / "tree"
     shutil.copytree(host_tree("h200x2-vm-gather"), tree, symlinks=True)
     yield base, tree

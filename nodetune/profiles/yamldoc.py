@@ -115,6 +115,9 @@ def _build(node: Any, keys: Keys, doc: YamlDoc, constructor: Any, fix: str,
         return constructor.construct_object(node, deep=True)
     except yaml.YAMLError as exc:
         raise ProfileError(f"{name_at(doc, node)}: bad value: {exc}", fix=fix) from exc
+    except ValueError:  # an integer of over 4300 digits (Python's int(str) limit)
+        raise ProfileError(f"{name_at(doc, node)}: bad value: a number too long to read",
+                           fix=fix) from None
 
 
 def name_at(doc: YamlDoc, node: Any) -> str:

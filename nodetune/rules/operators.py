@@ -7,6 +7,7 @@ Numbers compare numerically also when the fact is a string ("0" equals 0); boole
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -26,6 +27,8 @@ def as_list(value: Any) -> list[Any]:
 def number(value: Any) -> float | None:
     if isinstance(value, bool) or value is None:
         return None
+    if isinstance(value, int) and abs(value) >= 2**1023:  # float() would raise OverflowError
+        return math.inf if value > 0 else -math.inf
     if isinstance(value, (int, float)):
         return float(value)
     if isinstance(value, str):

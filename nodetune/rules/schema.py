@@ -64,7 +64,7 @@ def rule_problems(data: Any, *, need_id: bool = True, need_area: bool = True,
         else:
             problems += _condition_problems(("persisted",), persisted, need_op=False)
     for key, enum in (("severity", Severity), ("disruption", Disruption)):
-        if key in data and data[key] not in {e.value for e in enum}:
+        if key in data and data[key] not in [e.value for e in enum]:  # a list: dicts too
             problems.append(((key,), f"{key} must be one of {', '.join(e.value for e in enum)}, "
                                      f"not {data[key]!r}"))
     for key in ("why", "fix", "message", "id"):
