@@ -23,7 +23,13 @@
 #   NODETUNE_CHECK_ARGS       extra `nodetune check` arguments, split on spaces
 #                             (e.g. "--profile dgx-h100 --tier quick")
 #   NODETUNE_TIER             quick (default) or standard
-#   NODETUNE_MAX_AGE          reuse a cached result this many seconds old (default 60)
+#   NODETUNE_FROM_AGENT       1 (default): answer from the nodetune agent's last check
+#                             (`nodetune check --from-agent`) when it is at most
+#                             NODETUNE_MAX_AGE old, of this boot and with the same options,
+#                             else run the full check; 0: always check (reusing a cached
+#                             result at most NODETUNE_MAX_AGE old)
+#   NODETUNE_MAX_AGE          seconds an answer may be old (default 360 with the agent: its
+#                             default --interval 300 s, jitter and one cycle; 60 without)
 #   NODETUNE_TIMEOUT          seconds `nodetune check` may take (default 30)
 #   NODETUNE_SCONTROL_TIMEOUT seconds each scontrol/sinfo call may take (default 10)
 #   NODETUNE_ON_ERROR         ignore (default) or drain when nodetune cannot give a result
@@ -48,7 +54,14 @@ DEFAULTS=${NODETUNE_DEFAULTS:-/etc/default/nodetune}
 PREFIX="nodetune:"
 NODE=${NODETUNE_SLURM_NODE:-${SLURMD_NODENAME:-$(hostname -s)}}
 TIER=${NODETUNE_TIER:-quick}
-MAX_AGE=${NODETUNE_MAX_AGE:-60}
+FROM_AGENT=${NODETUNE_FROM_AGENT:-1}
+if [ "$FROM_AGENT" = 1 ]; then
+  MAX_AGE=${NODETUNE_MAX_AGE:-360}
+  source_args=(--from-agent)
+else
+  MAX_AGE=${NODETUNE_MAX_AGE:-60}
+  source_args=()
+fi
 CHECK_TIMEOUT=${NODETUNE_TIMEOUT:-30}
 SCONTROL_TIMEOUT=${NODETUNE_SCONTROL_TIMEOUT:-10}
 ON_ERROR=${NODETUNE_ON_ERROR:-ignore}
@@ -116,7 +129,7 @@ trap 'rm -f "$errfile"' EXIT
 mode_args=()
 [ "$MODE" = prolog ] && [ "${NODETUNE_EXPECT_IDLE:-0}" = 1 ] && mode_args=(--expect-idle)
 out=$(timeout -k 5 "$((CHECK_TIMEOUT + 10))" "$NODETUNE" check --tier "$TIER" \
-      --max-age "$MAX_AGE" --timeout "$CHECK_TIMEOUT" "${mode_args[@]}" \
+      "${source_args[@]}" --max-age "$MAX_AGE" --timeout "$CHECK_TIMEOUT" "${mode_args[@]}" \
       ${NODETUNE_CHECK_ARGS:-} 2>"$errfile")
 rc=$?
 summary=$(printf '%s\n' "$out" | head -n 1 | tr -d '"\r' | cut -c 1-250)
@@ -132,7 +145,8 @@ case "$rc" in
     exit 1
     ;;
   *)
-    err=$(head -n 1 "$errfile" | cut -c 1-200)
+    # the first line that is not --from-agent's note about running the full check
+    err=$(grep -v -m 1 "^nodetune: not using the agent's answer" "$errfile" | cut -c 1-200)
     log "nodetune check could not run (exit $rc): ${err:-no output}"
     if [ "$ON_ERROR" = drain ]; then
       drain "$PREFIX check could not run (exit $rc)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,7 @@ from nodetune import __version__, exitcodes
 from nodetune.agent.benchcycle import BenchSchedule
 from nodetune.agent.kube import Verdict
 from nodetune.audit.operation import run_audit
+from nodetune.check import fromagent
 from nodetune.check.operation import CheckRequest
 from nodetune.check.operation import run as run_check
 from nodetune.fleet.lean import facts as lean_facts
@@ -30,6 +32,7 @@ class CycleOptions:
     overrides: str | None = None
     check_timeout: float = 30.0
     tier: str = "quick"
+    check_file: str | None = None  # where each check answer goes (`check --from-agent`)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -67,6 +70,8 @@ class LibraryCache:
 
 
 LIBRARIES = LibraryCache()
+log = logging.getLogger("nodetune.agent")
+_WRITE_ERRORS: set[str] = set()  # each distinct failure to write the answer is logged once
 
 
 def run_cycle(opts: CycleOptions, bench: BenchSchedule | None = None) -> dict[str, Any]:
@@ -99,6 +104,8 @@ def run_cycle(opts: CycleOptions, bench: BenchSchedule | None = None) -> dict[st
         # hints={}: the agent has none of check's expectation options; profiles set them
         check = run_check(request, node_facts, node=node, library=library, cache=False, hints={})
         check_doc = check.doc
+        if opts.check_file:  # before the benchmarks: the answer is as fresh as the check
+            store_answer(opts, request, check_doc)
         bench_doc = bench.maybe_run(facts, node.root.is_live) if bench is not None else None
     audit_doc = audit.to_json()
     return {
@@ -121,6 +128,20 @@ def run_cycle(opts: CycleOptions, bench: BenchSchedule | None = None) -> dict[st
         "check": check_doc,
         "bench": bench_doc,
     }
+
+
+def store_answer(opts: CycleOptions, request: CheckRequest, doc: dict[str, Any]) -> None:
+    """Write the check answer for `nodetune check --from-agent`; a failure is logged (once
+    per reason), never fatal: the prolog then runs the full check."""
+    path = opts.check_file or ""
+    try:
+        fromagent.write(path, request.fields(), doc,
+                        profile_matched=opts.profile in (None, "auto"))
+    except OSError as exc:
+        reason = f"{path}: {exc.strerror or exc}"
+        if reason not in _WRITE_ERRORS:
+            _WRITE_ERRORS.add(reason)
+            log.warning("cannot write the check answer for `check --from-agent`: %s", reason)
 
 
 def verdict(report: dict[str, Any]) -> Verdict:

@@ -19,6 +19,7 @@ import zlib
 from typing import TYPE_CHECKING
 
 from nodetune import __version__
+from nodetune.check.fromagent import question
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -63,22 +64,12 @@ def result_path(directory: str, key: str) -> str:
 
 def request_key(fields: Mapping[str, Any]) -> str:
     """The key of a check request's result (`fields`: CheckRequest's fields by name): every
-    field that changes the answer, and the boot, so that a result never outlives a reboot."""
-    root = os.path.abspath(fields["root"] or os.environ.get("NODETUNE_ROOT") or "/")
-    snapshot = fields["snapshot"]
-    source: Any = ["snapshot", os.path.abspath(snapshot), _mtime(snapshot)] \
-        if snapshot else ["root", root, _boot_id(root)]
-    nvml = fields["nvml"]
-    nvml_key = nvml if nvml in ("auto", "live", "off") else [os.path.abspath(nvml), _mtime(nvml)]
-    overrides = fields["overrides"]
-    return result_key({"v": __version__, "source": source, "nvml": nvml_key,
-                       "tier": fields["tier"], "profile": fields["profile"],
-                       "profiles_dirs": [os.path.abspath(d) for d in fields["profiles_dirs"]],
-                       "overrides": [os.path.abspath(overrides), _mtime(overrides)]
-                       if overrides else None,
-                       "gpus": fields["expect_gpus"], "model": fields["expect_model"],
-                       "mounts": sorted(fields["mounts"]), "modules": sorted(fields["modules"]),
-                       "probe": fields["write_probe"], "idle": fields["expect_idle"]})
+    field that changes the answer (`nodetune.check.fromagent.question`), and the boot, so that
+    a result never outlives a reboot."""
+    parts = question(fields)
+    if not fields["snapshot"]:
+        parts["source"] = [*parts["source"], _boot_id(parts["source"][1])]
+    return result_key(parts)
 
 
 def result_file(fields: Mapping[str, Any], key: str) -> str | None:

@@ -14,7 +14,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from nodetune import exitcodes
-from nodetune.check.cache import reuse
+from nodetune.check import fromagent
 from nodetune.check.options import parse, request_fields
 from nodetune.errors import NodetuneError
 from nodetune.schemas import CHECK_SCHEMA
@@ -32,12 +32,12 @@ def fast_main(argv: list[str]) -> None:
     emit = emitter(bool(values["as_json"]), bool(values["verbose"]))
     fields = request_fields(values)
     try:
-        cached = reuse(fields)  # before anything else is imported: back-to-back job starts
-        if cached is not None:
-            emit(cached)
-            code = int(cached.get("exit_code", exitcodes.ERROR))
+        stored = stored_answer(values, fields)
+        if stored is not None:
+            emit(stored)
+            code = int(stored.get("exit_code", exitcodes.ERROR))
         else:
-            code = _run(fields, emit)
+            code = _run(run_fields(values, fields), emit)
     except NodetuneError as exc:
         sys.stderr.write(f"nodetune: error: {exc.one_line()}\n")
         code = exc.exit_code
@@ -47,6 +47,27 @@ def fast_main(argv: list[str]) -> None:
     except BrokenPipeError:
         code = 0
     sys.exit(code)
+
+
+def stored_answer(values: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any] | None:
+    """The agent's answer (--from-agent) or a cached result (--max-age) when one may be reused,
+    else None. When the agent's answer may not be used, one stderr line says why."""
+    if values.get("from_agent"):
+        doc, why = fromagent.read(fields, fields["max_age"])
+        if doc is None:
+            sys.stderr.write(f"nodetune: not using the agent's answer: {why}; "
+                             "running the full check\n")
+        return doc
+    # deferred: tempfile and zlib, which an answer from the agent does not need
+    from nodetune.check.cache import reuse
+
+    return reuse(fields)
+
+
+def run_fields(values: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
+    """The request to run when no stored answer was used. After --from-agent the node is
+    checked: its --max-age bounded the agent's answer, not a cached result's."""
+    return {**fields, "max_age": None} if values.get("from_agent") else fields
 
 
 def _run(fields: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> int:

@@ -29,7 +29,8 @@ class Option(NamedTuple):
     file (a path that is not a directory), dir (a path that is not a file).
     group: check (declared here for click too), node (click gets it from cli.node_options),
     profile (from commands.audit.profile_options, exactly as `audit`), output (how the result
-    is printed, not part of the request).
+    is printed, not part of the request), answer (where the answer may come from, not part of
+    the request either).
     """
 
     flags: tuple[str, ...]
@@ -56,10 +57,14 @@ OPTIONS: tuple[Option, ...] = (
            "start); standard: adds quick memcpy, all-reduce and per-GPU GEMM/HBM runs."),
     Option(("--json",), "as_json", "flag", False,
            "Print the nodetune.check/1 document instead of text.", group="output"),
+    Option(("--from-agent",), "from_agent", "flag", False, "Answer from the agent's last check "
+           "when it is at most --max-age seconds old (default 360), of this boot and with these "
+           "options; else run the check (saying why on stderr).", group="answer"),
     Option(("--timeout",), "timeout", "float", None, "Seconds the whole check may take (default "
            "30 quick, 120 standard); each check also has its own timeout.", "S", minimum=0.1),
     Option(("--max-age",), "max_age", "float", None, "Reuse a cached result at most S seconds "
-           "old (same node, tier, profile, expectations, boot).", "S", minimum=0),
+           "old (same node, tier, profile, expectations, boot); with --from-agent, the "
+           "agent's answer instead.", "S", minimum=0),
     Option(("--profile",), "profile", "profile", None, "Take expectations (GPU count, model, port "
            "rate ...) from this profile; 'auto' picks the matching one.", "NAME|auto"),
     Option(("--profiles-dir",), "profiles_dirs", "dir", (), "Extra profile directory, searched "
@@ -89,8 +94,9 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 BY_FLAG: dict[str, Option] = {flag: opt for opt in OPTIONS for flag in opt.flags}
-REQUEST_FIELDS: tuple[str, ...] = tuple(o.dest for o in OPTIONS if o.group != "output")
-DEFAULTS: dict[str, Any] = {o.dest: o.default for o in OPTIONS if o.group != "output"}
+REQUEST_FIELDS: tuple[str, ...] = tuple(
+    o.dest for o in OPTIONS if o.group not in ("output", "answer"))
+DEFAULTS: dict[str, Any] = {o.dest: o.default for o in OPTIONS if o.dest in REQUEST_FIELDS}
 # A check skipped for want of a variable names the option that sets it.
 VARIABLE_FLAGS: dict[str, str] = {
     o.variable: f"{o.flags[-1]} {o.metavar}".strip() for o in OPTIONS if o.variable}

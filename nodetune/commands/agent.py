@@ -17,6 +17,7 @@ from nodetune.agent.kube import NodePublisher
 from nodetune.agent.loop import Agent
 from nodetune.agent.server import AgentServer
 from nodetune.agent.state import AgentState
+from nodetune.check.fromagent import answer_path
 from nodetune.check.operation import check_profile_dirs
 from nodetune.cli import node_options
 from nodetune.commands.audit import profile_options
@@ -103,6 +104,16 @@ SHUTDOWN_GRACE_S = 4.0
 )
 @click.option("--json", "as_json", is_flag=True, help="With --once: print the report as JSON.")
 @click.option(
+    "--check-file",
+    type=click.Path(dir_okay=False),
+    envvar="NODETUNE_AGENT_CHECK_FILE",
+    default=None,
+    metavar="PATH",
+    help="Write each cycle's check answer here for `nodetune check --from-agent` (env "
+    "NODETUNE_AGENT_CHECK_FILE; default <root>/run/nodetune/agent-check.json; with --once "
+    "only when given).",
+)
+@click.option(
     "--max-cycles",
     type=click.IntRange(min=1),
     default=None,
@@ -132,6 +143,7 @@ def cmd(
     taint_unhealthy: bool,
     once: bool,
     as_json: bool,
+    check_file: str | None,
     max_cycles: int | None,
     log_level: str,
 ) -> int:
@@ -164,6 +176,7 @@ def cmd(
         profiles_dirs=profiles_dirs,
         overrides=overrides,
         check_timeout=check_timeout,
+        check_file=check_file or (None if once or as_json else answer_path(root)),
     )
     state = AgentState()
     bench = BenchSchedule(bench_interval) if bench_interval > 0 else None

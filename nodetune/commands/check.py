@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from nodetune.check.fastpath import emitter
+from nodetune.check.fastpath import emitter, run_fields, stored_answer
 from nodetune.check.operation import CheckRequest, run
 from nodetune.check.options import OPTIONS, TIERS, Option, request_fields
 from nodetune.cli import node_options
@@ -73,5 +73,9 @@ def cmd(**values: Any) -> int:
     """
     fields: dict[str, Any] = {k: tuple(v) if isinstance(v, (list, tuple)) else v
                               for k, v in request_fields(values).items()}
-    request = CheckRequest(**fields)
-    return run(request, emit=emitter(bool(values["as_json"]), bool(values["verbose"]))).exit_code
+    emit = emitter(bool(values["as_json"]), bool(values["verbose"]))
+    stored = stored_answer(values, fields)
+    if stored is not None:
+        emit(stored)
+        return int(stored["exit_code"])
+    return run(CheckRequest(**run_fields(values, fields)), emit=emit).exit_code

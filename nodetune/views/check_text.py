@@ -21,7 +21,9 @@ def render_text(doc: dict[str, Any], verbose: bool = False) -> str:
         for c in doc["checks"]:
             note = f" ({c['note']})" if c.get("note") else ""
             lines.append(f"  {c['status']:<8} {c['fault_code']} {c['id']}{note}")
-    if doc.get("cached"):
+    if doc.get("from_agent"):
+        lines.append(f"  (the agent's answer, {doc.get('agent_age_s')} s old)")
+    elif doc.get("cached"):
         lines.append(f"  (cached result, {doc.get('cache_age_s')} s old)")
     text = "\n".join(lines) + "\n"
     return to_ascii(text) if ascii_only() else text

@@ -7,7 +7,11 @@ Measures, each as a fresh process exactly as Slurm or kubelet would start it
 - `python -c pass` (the floor any Python tool pays),
 - `nodetune check --tier quick` on the live host,
 - the same on the real 2x H200 VM tree (tests/fixtures) with its recorded NVML,
-- the same with `--max-age 60` (a cached result, as back-to-back job starts get).
+- the same with `--max-age 60` (a cached result, as back-to-back job starts get),
+- `--from-agent --profile auto` answered from a fresh agent answer file, written first by one
+  real `nodetune agent --once --check-file` cycle on the tree (which gets a synthetic boot id:
+  the capture has none), against the full `--profile auto` check of the same tree; the
+  ratio of the two medians is printed (this tree only: a reference may predate the option).
 Prints median / min / 90th percentile wall time and the median CPU time (user+sys) per case;
 CPU time is the steadier figure on a busy machine. The target: < 0.3 s on a 2-core machine.
 
@@ -69,7 +73,8 @@ def line(label: str, walls: list[float], cpus: list[float], codes: set[int]) -> 
             f"cpu {statistics.median(cpus) * 1000:5.0f} ms  exit {sorted(codes)}")
 
 
-def run_case(label: str, args: list[str], checkouts: list[Checkout], runs: int) -> None:
+def run_case(label: str, args: list[str], checkouts: list[Checkout], runs: int
+             ) -> tuple[float, float]:
     """Warm up, then run each checkout in turn, `runs` times; print each and the ratio.
     `{cache}` in `args` becomes the checkout's own cache directory."""
     argvs = [[sys.executable, *(a.replace("{cache}", c.env["NODETUNE_CACHE_DIR"]) for a in args)]
@@ -88,6 +93,48 @@ def run_case(label: str, args: list[str], checkouts: list[Checkout], runs: int) 
         wall = statistics.median(cur.walls) / statistics.median(ref.walls)
         cpu = statistics.median(cur.cpus) / statistics.median(ref.cpus)
         print(f"{'':<54} ratio {cur.label}/{ref.label}: wall {wall:.3f}  cpu {cpu:.3f}")
+    return statistics.median(checkouts[0].walls), statistics.median(checkouts[0].cpus)
+
+
+IN_PROCESS = """
+import statistics, sys, time
+t0 = time.perf_counter()
+from nodetune.check.fastpath import stored_answer
+from nodetune.check.options import parse, request_fields
+from nodetune.views.check_text import render_text
+imported = time.perf_counter() - t0
+times = []
+for _ in range(200):
+    t0 = time.perf_counter()
+    values = parse(sys.argv[1:])
+    doc = stored_answer(values, request_fields(values))
+    render_text(doc)
+    times.append(time.perf_counter() - t0)
+assert doc is not None and doc.get("from_agent")
+print(f"{'check --from-agent in process':<54} imports {imported * 1000:6.1f} ms  "
+      f"parse + read + render: median {statistics.median(times) * 1000:.2f} ms")
+"""
+
+
+def in_process(checkout: Checkout, argv: list[str]) -> str:
+    """The fast path's own cost, without the interpreter's start: its imports (once), then
+    parsing the command line, reading and checking the answer and rendering it (median of 200)."""
+    return subprocess.run([sys.executable, "-c", IN_PROCESS, *argv], env=checkout.env,
+                          check=True, capture_output=True, text=True).stdout.rstrip()
+
+
+def agent_answer(checkout: Checkout, tree: Path, on_tree: list[str], tmp: str) -> dict[str, str]:
+    """Give the tree a (synthetic) boot id, run one agent cycle that writes its answer file,
+    and return the environment that points `check --from-agent` at it."""
+    boot = tree / "proc/sys/kernel/random/boot_id"
+    boot.parent.mkdir(parents=True, exist_ok=True)
+    boot.write_text("5b0e7c1e-0000-4000-8000-synthetic0001\n")
+    answer = os.path.join(tmp, "agent-check.json")
+    node = on_tree[on_tree.index("--root"):]
+    subprocess.run([sys.executable, "-m", "nodetune", "agent", "--once", "--kubernetes", "off",
+                    "--check-file", answer, *node], env=checkout.env, check=True,
+                   stdout=subprocess.DEVNULL)
+    return {**checkout.env, "NODETUNE_AGENT_CHECK_FILE": answer}
 
 
 def main() -> None:
@@ -127,6 +174,18 @@ def main() -> None:
         ]
         for label, argv in cases:
             run_case(label, argv, checkouts, args.runs)
+        current = checkouts[0]
+        with_agent = Checkout(current.label, current.path,
+                              agent_answer(current, tree, on_tree, tmp))
+        full = run_case("check --profile auto (h200x2 tree, full)", [*on_tree, "--profile",
+                        "auto"], [with_agent], args.runs)
+        fast = run_case("check --from-agent --profile auto (agent's answer)",
+                        [*on_tree, "--profile", "auto", "--from-agent"], [with_agent], args.runs)
+        if with_agent.codes != {0}:
+            sys.exit("check --from-agent did not answer healthy from the agent's answer")
+        print(f"{'':<54} ratio from-agent/full: wall {fast[0] / full[0]:.3f}  "
+              f"cpu {fast[1] / full[1]:.3f}")
+        print(in_process(with_agent, [*on_tree[3:], "--profile", "auto", "--from-agent"]))
 
 
 if __name__ == "__main__":
