@@ -64,9 +64,11 @@ def agent_answers(booted_tree: Path, tmp_path_factory: pytest.TempPathFactory
 
 def answer_file(agent_answers: dict[str, tuple[Path, dict[str, Any]]], name: str,
                 tmp_path: Path) -> Path:
-    """A private copy of one agent answer file (tests edit theirs)."""
+    """A private copy of one agent answer file (tests edit theirs), its time moved to now: the
+    module's agent cycles may be minutes old by the time a test runs on a busy machine."""
     copy = tmp_path / f"{name}-agent-check.json"
     shutil.copyfile(agent_answers[name][0], copy)
+    edit(copy, time_unix=time.time())
     return copy
 
 
@@ -391,3 +393,21 @@ def test_slurm_scripts_can_always_check(booted_tree: Path, agent_answers: Any,
                               NODETUNE_FROM_AGENT="0")
     assert "--from-agent" not in argv and argv[argv.index("--max-age") + 1] == "60"
     assert proc.returncode == 1
+
+
+def test_an_answer_from_the_agent_imports_no_check_machinery(booted_tree: Path,
+                                                             agent_answers: Any,
+                                                             tmp_path: Path) -> None:
+    """The whole `check --from-agent` process, measured with `python -X importtime`."""
+    answer = answer_file(agent_answers, "matched", tmp_path)
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "nodetune", "check",
+                           "--from-agent", "--root", str(booted_tree), "--nvml", str(NVML),
+                           "--profile", "auto"], capture_output=True, text=True, check=False,
+                          env={**os.environ, "PYTHONPATH": str(REPO),
+                               fromagent.PATH_ENV: str(answer)})
+    assert proc.returncode == 0 and "(the agent's answer, " in proc.stdout
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert {"nodetune.check.fromagent", "nodetune.check.options"} <= imported
+    assert not imported & {"click", "dataclasses", "tempfile", "nodetune.check.cache",
+                           "nodetune.check.operation", "nodetune.collectors"}

@@ -342,8 +342,8 @@ def test_slurm_script_hands_a_profiles_dir_from_its_defaults_file_to_check(
                                "PATH": f"{tmp_path}:/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr
     assert seen.read_text().split() == ["/etc/nodetune/profiles", "check", "--tier", "quick",
-                                        "--max-age", "60", "--timeout", "30", "--profile",
-                                        "site-vm"]
+                                        "--from-agent", "--max-age", "360", "--timeout", "30",
+                                        "--profile", "site-vm"]
 
 
 @pytest.mark.parametrize(("page", "command"), [("check.md", check_cmd), ("agent.md", agent_cmd)])

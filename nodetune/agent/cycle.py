@@ -32,7 +32,7 @@ class CycleOptions:
     overrides: str | None = None
     check_timeout: float = 30.0
     tier: str = "quick"
-    check_file: str | None = None  # where each check answer goes (`check --from-agent`)
+    check_file: str | None = None  # where each check answer goes, for the prolog to reuse
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -131,8 +131,8 @@ def run_cycle(opts: CycleOptions, bench: BenchSchedule | None = None) -> dict[st
 
 
 def store_answer(opts: CycleOptions, request: CheckRequest, doc: dict[str, Any]) -> None:
-    """Write the check answer for `nodetune check --from-agent`; a failure is logged (once
-    per reason), never fatal: the prolog then runs the full check."""
+    """Write the check answer that `nodetune check` may answer from (nodetune.check.fromagent);
+    a failure is logged (once per reason), never fatal: the prolog then runs the full check."""
     path = opts.check_file or ""
     try:
         fromagent.write(path, request.fields(), doc,
@@ -141,7 +141,8 @@ def store_answer(opts: CycleOptions, request: CheckRequest, doc: dict[str, Any])
         reason = f"{path}: {exc.strerror or exc}"
         if reason not in _WRITE_ERRORS:
             _WRITE_ERRORS.add(reason)
-            log.warning("cannot write the check answer for `check --from-agent`: %s", reason)
+            log.warning("cannot write the check answer file (the prolog will check the node "
+                        "itself): %s", reason)
 
 
 def verdict(report: dict[str, Any]) -> Verdict:

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 PATH_ENV = "NODETUNE_AGENT_CHECK_FILE"
 DEFAULT_PATH = "run/nodetune/agent-check.json"  # under the root
-DEFAULT_MAX_AGE = 360.0  # the agent's default --interval (300 s), its jitter and one cycle
+DEFAULT_MAX_AGE = 360.0  # the agent's default interval (300 s), its jitter and one cycle
 VERDICTS = {"healthy": 0, "unhealthy": 1}
 
 

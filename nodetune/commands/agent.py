@@ -109,7 +109,7 @@ SHUTDOWN_GRACE_S = 4.0
     envvar="NODETUNE_AGENT_CHECK_FILE",
     default=None,
     metavar="PATH",
-    help="Write each cycle's check answer here for `nodetune check --from-agent` (env "
+    help="Write each cycle's check answer here, for `nodetune check` to answer from (env "
     "NODETUNE_AGENT_CHECK_FILE; default <root>/run/nodetune/agent-check.json; with --once "
     "only when given).",
 )
