@@ -9,7 +9,9 @@ into them, and the hostile archives, are synthetic and named so.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -17,16 +19,22 @@ import socket
 import stat
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from nodetune import cli
+from nodetune.errors import SourceError
+from nodetune.node import snapshot
 from nodetune.node.hostroot import MAX_READ_BYTES, UNREADABLE_PATH, HostRoot
 
 REPO = Path(__file__).resolve().parents[1]
+SNAPSHOTS = REPO / "tests" / "fixtures" / "snapshots"
 SECRET = "SENTINEL-SECRET-not-in-the-tree"
 
 
@@ -260,3 +268,187 @@ def test_a_socket_or_a_device_in_place_of_a_file_is_unreadable(
     assert root.read_tail("/proc/cmdline", 100) is None
     assert root.path("/proc/cmdline") == UNREADABLE_PATH
     assert stat.S_ISCHR(root.file_mode("/proc/cmdline"))  # what it is may be asked
+
+
+# -- 3. snapshots stay inside their tree ------------------------------------------------------
+
+def _archive_bytes(path: Path) -> bytes:
+    """Every member's name, link target and content, decompressed."""
+    out = []
+    with tarfile.open(path) as tar:
+        for member in tar:
+            out += [member.name.encode(), member.linkname.encode()]
+            data = tar.extractfile(member) if member.isreg() else None
+            if data is not None:
+                out.append(data.read())
+    return b"\n".join(out)
+
+
+def test_snapshot_of_a_tree_with_links_out_reads_nothing_outside_it(
+        run, tree: Path, sentinel: Path, tmp_path: Path) -> None:
+    """synthetic links in a real tree: /proc/cmdline and /sys/class/net/eth9/operstate lead
+    out of T (absolute and by ..), /var/log is a link to the sentinel. The snapshot holds
+    none of the sentinel's bytes, T is unchanged, and its replay has the command line
+    unknown."""
+    _plant(tree / "proc/cmdline", sentinel / "cmdline")
+    (tree / "sys/class/net/eth9").mkdir()
+    _plant(tree / "sys/class/net/eth9/operstate",
+           f"../../../../../../../../..{sentinel}/sub/operstate")
+    (tree / "var").mkdir()
+    _plant(tree / "var/log", sentinel)
+    before = _state(tree)
+    out = tmp_path / "out" / "t.tar.gz"
+    out.parent.mkdir()
+    code, _, err = run("snapshot", "--root", str(tree), "-o", str(out))
+    assert code == 0, err
+    assert _state(tree) == before
+    assert sorted(p.name for p in out.parent.iterdir()) == ["t.tar.gz"]
+    assert SECRET.encode() not in _archive_bytes(out)
+    code, text, err = run("facts", "--from", str(out), "--json")
+    assert code == 0, err
+    assert json.loads(text)["kernel"]["cmdline"] is None and SECRET not in text
+
+
+def _fixture_snapshot() -> dict[str, bytes]:
+    with tarfile.open(SNAPSHOTS / "h200x2-fc-vm.tar.gz") as tar:
+        return {m.name: tar.extractfile(m).read()  # type: ignore[union-attr]
+                for m in tar if m.name in ("meta.json", "nvml.json", "tree.json")}
+
+
+def _write_snapshot(path: Path, members: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_resnapshot_of_a_hostile_tree_json_writes_nothing_outside(
+        run, sentinel: Path, tmp_path: Path) -> None:
+    """synthetic: the real h200x2 snapshot with tree.json edited: /sys/evil an absolute link
+    to the sentinel and /sys/evil2 a .. link to it, each with a file "below" it, and
+    /proc/cmdline a link to the sentinel's file. Replaying and re-snapshotting it write
+    nothing outside, and the re-snapshot holds nothing of the sentinel."""
+    members = _fixture_snapshot()
+    doc = json.loads(members["tree.json"])
+    doc["links"]["/sys/evil"] = str(sentinel)
+    doc["files"]["/sys/evil/planted"] = "written through a link\n"
+    doc["links"]["/sys/evil2"] = "../" * 12 + str(sentinel).lstrip("/") + "/sub"
+    doc["files"]["/sys/evil2/planted"] = "written through a link\n"
+    del doc["files"]["/proc/cmdline"]
+    doc["links"]["/proc/cmdline"] = str(sentinel / "cmdline")
+    members["tree.json"] = json.dumps(doc).encode()
+    evil = _write_snapshot(tmp_path / "evil.tar.gz", members)
+    code, text, err = run("facts", "--from", str(evil), "--json")
+    assert code == 0, err
+    assert json.loads(text)["kernel"]["cmdline"] is None and SECRET not in text
+    new = tmp_path / "new.tar.gz"
+    code, _, err = run("snapshot", "--from", str(evil), "-o", str(new))
+    assert code == 0, err
+    assert not list(sentinel.rglob("planted"))
+    data = _archive_bytes(new)
+    assert SECRET.encode() not in data and b"written through a link" not in data
+
+
+# -- 4. snapshot loading is streamed and bounded -----------------------------------------------
+
+ZEROS_MIB = gzip.compress(bytes(1 << 20), compresslevel=9)  # 1 MiB of zeros, ~1 KiB
+
+
+def _bomb(path: Path, head: bytes, mib: int) -> Path:
+    """synthetic: `head` then `mib` MiB of zeros, as a multi-member gzip stream (~1 KiB per
+    MiB), built without compressing anything large."""
+    path.write_bytes(gzip.compress(head) + ZEROS_MIB * mib)
+    return path
+
+
+def _header(name: str, size: int, kind: bytes = tarfile.REGTYPE) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.type = kind
+    return info.tobuf(tarfile.GNU_FORMAT)
+
+
+def _meta_member() -> bytes:
+    meta = _fixture_snapshot()["meta.json"]
+    padding = bytes(-len(meta) % tarfile.BLOCKSIZE)
+    return _header("meta.json", len(meta)) + meta + padding
+
+
+def _refused_quickly(run, argv: list[str], why: str) -> None:
+    tracemalloc.start()
+    started = time.monotonic()
+    try:
+        code, _, err = run(*argv)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert code == 3, err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nodetune: error: "), err
+    assert why in err, err
+    assert time.monotonic() - started < 20
+    assert peak < 48 << 20, f"{peak >> 20} MiB held while refusing"
+
+
+@pytest.mark.parametrize("limit", [None, "1TiB"], ids=["default-limit", "limit-1TiB"])
+def test_a_gzip_bomb_is_refused_in_one_line_without_unpacking_it(
+        run, tmp_path: Path, limit: str | None) -> None:
+    """synthetic: 200 MiB of zeros compressed, three ways: no tar at all, a GNU long-name
+    header announcing 200 MiB, and a tree.json of 200 MiB. Each is refused at once, holding
+    a few MiB at most, also with --snapshot-limit 1TiB (no MemoryError)."""
+    extra = ["--snapshot-limit", limit] if limit else []
+    cases = [
+        (b"", "no meta.json"),
+        (_header("././@LongLink", 200 << 20, tarfile.GNUTYPE_LONGNAME),
+         "a tar header is larger than 1 MiB"),
+        (_meta_member() + _header("tree.json", 200 << 20),
+         "tree.json is 200 MiB, more than the 64 MiB a replay holds in memory"),
+    ]
+    for i, (head, why) in enumerate(cases):
+        bomb = _bomb(tmp_path / f"bomb{i}.tar.gz", head, 200)
+        assert bomb.stat().st_size < 1 << 20
+        _refused_quickly(run, ["snapshot", "--from", str(bomb), "-o",
+                               str(tmp_path / "never.tar.gz"), *extra], why)
+        assert not (tmp_path / "never.tar.gz").exists()
+    _refused_quickly(run, ["facts", "--from", str(bomb)], "tree.json is 200 MiB")
+
+
+def test_the_size_limit_is_checked_at_each_member_header(
+        run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """synthetic: a snapshot without tree.json whose root/ holds a 200 MiB file: refused at
+    its header under NODETUNE_SNAPSHOT_LIMIT=64MiB and under --snapshot-limit 64MiB; nothing
+    is left in the temporary directory."""
+    head = _meta_member() + _header("root/", 0, tarfile.DIRTYPE) + \
+        _header("root/sys/big", 200 << 20)
+    bomb = _bomb(tmp_path / "big.tar.gz", head, 200)
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    tempfile.tempdir = None
+    monkeypatch.setattr(snapshot, "_memory_tmp", lambda: None)
+    try:
+        _refused_quickly(run, ["snapshot", "--from", str(bomb), "-o", str(tmp_path / "n.tgz"),
+                               "--snapshot-limit", "64MiB"], "unpacks to more than 64 MiB")
+        monkeypatch.setenv("NODETUNE_SNAPSHOT_LIMIT", "64MiB")
+        _refused_quickly(run, ["facts", "--from", str(bomb)], "unpacks to more than 64 MiB")
+    finally:
+        tempfile.tempdir = None
+    assert list((tmp_path / "tmp").iterdir()) == []
+    monkeypatch.setenv("NODETUNE_SNAPSHOT_LIMIT", "lots")
+    code, _, err = run("facts", "--from", str(bomb))
+    assert code == 3 and "snapshot limit 'lots' is not a size" in err
+
+
+def test_the_member_count_is_limited(sentinel: Path, tmp_path: Path) -> None:
+    """synthetic: 51 empty files under root/ against a limit of 50 members."""
+    members = {"meta.json": _fixture_snapshot()["meta.json"],
+               **{f"root/f{i}": b"" for i in range(48)}}
+    path = _write_snapshot(tmp_path / "many.tar.gz", members)
+    before = _state(sentinel)
+    with pytest.raises(SourceError, match="it has more than 40 members"), \
+            snapshot.open_snapshot(str(path), snapshot.Limits(members=40)):
+        pass
+    with snapshot.open_snapshot(str(path), snapshot.Limits(members=49)) as node:
+        assert node.root.listdir("/") == [f"f{i}" for i in sorted(range(48), key=str)]
+    assert _state(sentinel) == before

@@ -18,7 +18,12 @@ from nodetune.views.output import emit_json
               metavar="FILE.tar.gz", help="Where to write the snapshot.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print a summary (schema nodetune.snapshot/1) instead of a sentence.")
-def cmd(root: str | None, snapshot: str | None, nvml: str, output: str, as_json: bool) -> int:
+@click.option("--snapshot-limit", "snapshot_limit", default=None, metavar="SIZE",
+              envvar="NODETUNE_SNAPSHOT_LIMIT",
+              help="With --from: the most the snapshot may unpack to (default 512MiB; env "
+                   "NODETUNE_SNAPSHOT_LIMIT, which every command reads).")
+def cmd(root: str | None, snapshot: str | None, nvml: str, output: str, as_json: bool,
+        snapshot_limit: str | None) -> int:
     """Capture this node (or a --root tree, or another snapshot) into FILE.tar.gz.
 
     The archive holds the files the collectors read, NVML data as JSON and tool versions, and
@@ -27,7 +32,8 @@ def cmd(root: str | None, snapshot: str | None, nvml: str, output: str, as_json:
     """
 
     snap.check_output(output)
-    with open_node(root=root, snapshot=snapshot, nvml=nvml) as node:
+    with open_node(root=root, snapshot=snapshot, nvml=nvml,
+                   snapshot_limit=snapshot_limit) as node:
         result = snap.take(output, node)
     failed = {name: st.error for name, st in result.facts.status.items()
               if not st.ok and not st.no_data}

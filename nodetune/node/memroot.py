@@ -61,19 +61,38 @@ class MemoryRoot(HostRoot):
         return cls(label, entries)
 
     def materialize(self, dest: str) -> None:
-        """Write the tree under `dest` (directories, files, symlinks)."""
+        """Write the tree under `dest`, a new empty directory: directories and files first,
+        symlinks last, so no write passes through a link, whatever the links point at. An
+        entry below a link or a file is left out: no read of this root reaches it (a path
+        through a link resolves to the link's target), so it is no part of the tree."""
+        links: list[tuple[str, str]] = []
         for path in sorted(self.entries):
             kind, value = self.entries[path]
-            real = dest + path
-            if kind == "dir":
-                os.makedirs(real, exist_ok=True)
+            if path == "/" or self._hidden(path):
                 continue
-            os.makedirs(os.path.dirname(real), exist_ok=True)
+            real = dest + path
+            if kind == "link":
+                links.append((real, value))
+                continue
+            os.makedirs(real if kind == "dir" else os.path.dirname(real), exist_ok=True)
             if kind == "file":
-                with open(real, "wb") as fh:
+                fd = os.open(real, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW |
+                             os.O_CLOEXEC, 0o644)
+                with os.fdopen(fd, "wb") as fh:
                     fh.write(value)
-            else:
-                os.symlink(value, real)
+        for real, target in links:
+            os.makedirs(os.path.dirname(real), exist_ok=True)
+            os.symlink(target, real)
+
+    def _hidden(self, path: str) -> bool:
+        """Whether something other than a directory stands above `path`."""
+        parent = posixpath.dirname(path)
+        while parent != "/":
+            entry = self.entries.get(parent)
+            if entry is not None and entry[0] != "dir":
+                return True
+            parent = posixpath.dirname(parent)
+        return False
 
     def path(self, hostpath: str) -> str:
         # no file of this tree is on disk: callers that open real paths find nothing

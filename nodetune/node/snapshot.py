@@ -56,7 +56,9 @@ META: Final = "meta.json"
 NVML_FILE: Final = "nvml.json"
 TREE_FILE: Final = "tree.json"
 ROOT_DIR: Final = "root"
-MAX_UNPACKED_BYTES: Final = 512 << 20
+MAX_UNPACKED_BYTES: Final = 512 << 20  # the archive's members together, unpacked
+MAX_MEMBERS: Final = 200_000  # the largest snapshot taken holds ~1,500
+MAX_IN_MEMORY_BYTES: Final = 64 << 20  # tree.json, meta.json, nvml.json each (largest ~200 KiB)
 SNAPSHOT_FIX: Final = "give a .tar.gz written by `nodetune snapshot -o FILE.tar.gz`"
 
 # Host paths a snapshot may hold besides /proc and /sys (a directory allows what is under it).
@@ -533,25 +535,137 @@ def _inside_root(hostpath: str, target: str) -> bool:
 
 # -- replay ----------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Limits:
+    """What loading one snapshot may cost. `unpacked` bounds the archive's members together
+    (data plus one 512-byte header each, as the tar stream holds them), `members` their
+    number; meta.json, nvml.json and tree.json are held in memory, each at most `in_memory`
+    bytes. The archive is read as a stream and each limit is checked at a member's header,
+    before its data is decompressed; no more than one member's data plus `HEADER_ALLOWANCE`
+    is ever decompressed ahead of a check."""
+
+    unpacked: int = MAX_UNPACKED_BYTES
+    members: int = MAX_MEMBERS
+    in_memory: int = MAX_IN_MEMORY_BYTES
+
+
+HEADER_ALLOWANCE: Final = 1 << 20  # a tar header with its pax or GNU long-name records
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _Capped:
+    """The archive's decompressed stream, refusing to give more than `cap` bytes in all; the
+    reader raises the cap member by member, by what the member's header announced."""
+
+    def __init__(self, fileobj: Any) -> None:
+        self.fileobj = fileobj
+        self.total = 0
+        self.cap = HEADER_ALLOWANCE
+
+    def allow(self, size: int) -> None:
+        self.cap = self.total + size + HEADER_ALLOWANCE
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = 1 << 16
+        data: bytes = self.fileobj.read(max(1, min(size, self.cap + 1 - self.total)))
+        self.total += len(data)
+        if self.total > self.cap:
+            raise _TooLarge
+        return data
+
+
 @contextlib.contextmanager
-def open_snapshot(path: str) -> Iterator[Node]:
+def _stream(path: str) -> Iterator[tuple[tarfile.TarFile, _Capped]]:
+    """The archive as a tar stream (gzip-compressed or not), never seeked nor held whole."""
+    try:
+        raw = open(path, "rb")  # noqa: SIM115 - closed below, after the tar stream
+    except OSError as exc:
+        raise _bad(path, f"cannot read it ({exc.strerror or exc})") from None
+    with raw:
+        head = raw.read(262)
+        raw.seek(0)
+        if head[:2] == b"\x1f\x8b":
+            source: Any = gzip.GzipFile(fileobj=raw, mode="rb")
+        elif head[257:262] == b"ustar":  # an uncompressed tar is accepted too
+            source = raw
+        else:
+            raise _bad(path, "not a complete tar.gz archive (no gzip or tar header)")
+        capped = _Capped(source)
+        try:
+            with tarfile.open(fileobj=capped, mode="r|") as tar:  # type: ignore[call-overload]
+                yield tar, capped
+        except _TooLarge:
+            raise _bad(path, f"a tar header is larger than {HEADER_ALLOWANCE >> 20} MiB, or "
+                             "the data runs past what the headers announce") from None
+        except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            raise _bad(path, f"not a complete tar.gz archive ({exc})") from None
+        except OSError as exc:
+            raise _bad(path, f"cannot read it ({exc.strerror or exc})") from None
+
+
+def _members(path: str, tar: tarfile.TarFile, capped: _Capped,
+             limits: Limits) -> Iterator[tarfile.TarInfo]:
+    """Each member in turn, after the size and count limits are checked at its header."""
+    total = 0
+    count = 0
+    while True:
+        member = tar.next()
+        if member is None:
+            return
+        count += 1
+        if count > limits.members:
+            raise _bad(path, f"it has more than {limits.members} members")
+        total += tarfile.BLOCKSIZE + member.size
+        if total > limits.unpacked:
+            raise _bad(path, f"it unpacks to more than {_mib(limits.unpacked)}")
+        capped.allow(member.size + tarfile.BLOCKSIZE)  # its data and padding
+        yield member
+
+
+_LIMIT: Final = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|TiB)?\s*$")
+_UNITS: Final = {None: 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
+
+
+def parse_limit(text: str) -> int:
+    """A snapshot size limit: bytes, or a number with KiB, MiB, GiB or TiB."""
+    found = _LIMIT.match(text)
+    size = int(found.group(1)) * _UNITS[found.group(2)] if found else 0
+    if size < 1 << 20:
+        raise NodetuneError(f"snapshot limit {text!r} is not a size of at least 1 MiB",
+                            fix="give bytes or a size such as 512MiB or 2GiB")
+    return size
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1 << 20):g} MiB"
+
+
+@contextlib.contextmanager
+def open_snapshot(path: str, limits: Limits | None = None) -> Iterator[Node]:
     """Yield a Node replaying the snapshot: from its tree.json held in memory, or, for
     snapshots without one, from root/ unpacked safely into a temporary directory."""
+    limits = limits or Limits()
     if not os.path.isfile(path):
         raise SourceError(f"snapshot {path} does not exist", fix=SNAPSHOT_FIX)
-    head = _read_head(path)
+    head = _read_head(path, limits)
     if TREE_FILE in head:
         meta = _parse_meta(path, head.get(META))
         try:
-            tree = json.loads(head[TREE_FILE])
+            tree = json.loads(head.pop(TREE_FILE))
             root: HostRoot = MemoryRoot.from_tree(f"snapshot:{path}", tree)
-        except (ValueError, TypeError, AttributeError) as exc:
+        except (ValueError, TypeError, AttributeError, RecursionError) as exc:
             raise _bad(path, f"{TREE_FILE} is malformed ({exc})") from None
+        except MemoryError:
+            raise _bad(path, f"{TREE_FILE} does not fit in memory") from None
         yield _replay_node(path, meta, root, head.get(NVML_FILE))
         return
     tmp = os.path.realpath(tempfile.mkdtemp(prefix="nodetune-snapshot-", dir=_memory_tmp()))
     try:
-        _unpack(path, tmp)
+        _unpack(path, tmp, limits)
         meta = _read_meta(path, tmp)
         nvml_path = os.path.join(tmp, NVML_FILE)
         nvml_text = Path(nvml_path).read_bytes() if os.path.isfile(nvml_path) else None
@@ -573,40 +687,22 @@ def _replay_node(path: str, meta: dict[str, Any], root: HostRoot,
     return Node(root=root, nvml=nvml, nvml_note=note, origin=f"snapshot:{path}", meta=meta)
 
 
-def _read_head(path: str) -> dict[str, bytes]:
-    """The members before root/ (meta.json, nvml.json, tree.json), reading no further."""
+def _read_head(path: str, limits: Limits) -> dict[str, bytes]:
+    """The members before root/ (meta.json, nvml.json, tree.json); the rest of the archive
+    is read through to its end without keeping anything, so a truncated or oversized archive
+    is refused here too."""
     head: dict[str, bytes] = {}
-    try:
-        with _open_tar(path) as tar:
-            for member in tar:
-                if member.name in (META, NVML_FILE, TREE_FILE) and member.isreg():
-                    if member.size > MAX_UNPACKED_BYTES:
-                        raise _bad(path, f"{member.name} is {member.size} bytes")
-                    data = tar.extractfile(member)
-                    head[member.name] = data.read() if data is not None else b""
-                elif member.name == ROOT_DIR or member.name.startswith(ROOT_DIR + "/"):
-                    break
-    except (tarfile.TarError, EOFError, zlib.error) as exc:
-        raise _bad(path, f"not a complete tar.gz archive ({exc})") from None
-    except OSError as exc:
-        raise _bad(path, f"cannot read it ({exc.strerror or exc})") from None
+    in_root = False
+    with _stream(path) as (tar, capped):
+        for member in _members(path, tar, capped, limits):
+            in_root = in_root or member.name == ROOT_DIR or member.name.startswith(ROOT_DIR + "/")
+            if not in_root and member.name in (META, NVML_FILE, TREE_FILE) and member.isreg():
+                if member.size > limits.in_memory:
+                    raise _bad(path, f"{member.name} is {_mib(member.size)}, more than the "
+                                     f"{_mib(limits.in_memory)} a replay holds in memory")
+                data = tar.extractfile(member)
+                head[member.name] = data.read() if data is not None else b""
     return head
-
-
-def _open_tar(path: str) -> tarfile.TarFile:
-    """The archive, decompressed once into memory: tarfile seeking inside a gzip stream
-    re-decompresses it, which made replays of large snapshots take seconds."""
-    with open(path, "rb") as fh:
-        raw = fh.read()
-    data = raw  # an uncompressed tar is accepted too
-    if raw[:2] != b"\x1f\x8b" and raw[257:262] != b"ustar":
-        raise _bad(path, "not a complete tar.gz archive (no gzip or tar header)")
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise _bad(path, f"not a complete tar.gz archive ({exc})") from None
-    return tarfile.open(fileobj=io.BytesIO(data), mode="r:*")
 
 
 def _memory_tmp() -> str | None:
@@ -619,38 +715,53 @@ def _bad(path: str, why: str) -> SourceError:
     return SourceError(f"{path} is not a usable nodetune snapshot: {why}", fix=SNAPSHOT_FIX)
 
 
-def _unpack(path: str, dest: str) -> None:
-    """Extract after checking every member; links are made last so no write follows one."""
+def _unpack(path: str, dest: str, limits: Limits) -> None:
+    """Extract member by member, each checked first; links are made last so no write
+    follows one."""
+    links = []
+    seen_meta = False
     try:
-        with _open_tar(path) as tar:
-            members = tar.getmembers()
-            _check_members(path, members)
-            links = []
-            for member in members:
-                target = os.path.join(dest, member.name)
-                if member.isdir():
-                    os.makedirs(target, exist_ok=True)
-                elif member.isreg():
-                    os.makedirs(os.path.dirname(target), exist_ok=True)
-                    source = tar.extractfile(member)
-                    with open(target, "wb") as out:
-                        if source is not None:
-                            shutil.copyfileobj(source, out)
-                else:
+        with _stream(path) as (tar, capped):
+            for member in _members(path, tar, capped, limits):
+                _check_member(path, member)
+                seen_meta = seen_meta or member.name == META
+                if member.issym():
                     links.append(member)
-            for member in links:
-                target = os.path.join(dest, member.name)
-                if _below_link(dest, target):
-                    # its target was checked against the path as written, not a link's detour
-                    raise _bad(path, f"link {member.name!r} lies below another link")
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                if os.path.lexists(target):
-                    raise _bad(path, f"{member.name} appears twice")
-                os.symlink(member.linkname, target)
-    except (tarfile.TarError, EOFError, zlib.error) as exc:
-        raise _bad(path, f"not a complete tar.gz archive ({exc})") from None
+                    continue
+                try:
+                    _extract(tar, member, os.path.join(dest, member.name))
+                except FileExistsError:
+                    raise _bad(path, f"{member.name} appears twice") from None
+                except OSError as exc:
+                    raise _bad(path, f"cannot unpack it ({exc.strerror or exc})") from None
+        if not seen_meta:
+            raise _bad(path, f"it has no {META}")
+        for member in links:
+            target = os.path.join(dest, member.name)
+            if _below_link(dest, target):
+                # its target was checked against the path as written, not a link's detour
+                raise _bad(path, f"link {member.name!r} lies below another link")
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            if os.path.lexists(target):
+                raise _bad(path, f"{member.name} appears twice")
+            os.symlink(member.linkname, target)
     except OSError as exc:
         raise _bad(path, f"cannot unpack it ({exc.strerror or exc})") from None
+
+
+def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, target: str) -> None:
+    """A directory or a regular file, written where no link can redirect it (links come
+    last, and a file is created anew, never through a link)."""
+    if member.isdir():
+        os.makedirs(target, exist_ok=True)
+        return
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    source = tar.extractfile(member)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o644)
+    with os.fdopen(fd, "wb") as out:
+        if source is not None:
+            shutil.copyfileobj(source, out)
 
 
 def _below_link(dest: str, target: str) -> bool:
@@ -662,26 +773,19 @@ def _below_link(dest: str, target: str) -> bool:
     return False
 
 
-def _check_members(path: str, members: list[tarfile.TarInfo]) -> None:
-    total = 0
-    for member in members:
-        name = member.name
-        parts = name.split("/")
-        if name.startswith("/") or ".." in parts or "\\" in name:
-            raise _bad(path, f"member {name!r} points outside the snapshot")
-        if not (name in (META, NVML_FILE, ROOT_DIR) or name.startswith(ROOT_DIR + "/")):
-            raise _bad(path, f"unexpected member {name!r}")
-        if member.issym():
-            if not name.startswith(ROOT_DIR + "/") or \
-                    not _inside_root(name[len(ROOT_DIR):], member.linkname):
-                raise _bad(path, f"link {name!r} points outside the snapshot")
-        elif not (member.isreg() or member.isdir()):
-            raise _bad(path, f"member {name!r} is neither a file, a directory nor a symlink")
-        total += member.size
-        if total > MAX_UNPACKED_BYTES:
-            raise _bad(path, f"it unpacks to more than {MAX_UNPACKED_BYTES >> 20} MiB")
-    if not any(m.name == META for m in members):
-        raise _bad(path, f"it has no {META}")
+def _check_member(path: str, member: tarfile.TarInfo) -> None:
+    name = member.name
+    parts = name.split("/")
+    if name.startswith("/") or ".." in parts or "\\" in name:
+        raise _bad(path, f"member {name!r} points outside the snapshot")
+    if not (name in (META, NVML_FILE, ROOT_DIR) or name.startswith(ROOT_DIR + "/")):
+        raise _bad(path, f"unexpected member {name!r}")
+    if member.issym():
+        if not name.startswith(ROOT_DIR + "/") or \
+                not _inside_root(name[len(ROOT_DIR):], member.linkname):
+            raise _bad(path, f"link {name!r} points outside the snapshot")
+    elif not (member.isreg() or member.isdir()):
+        raise _bad(path, f"member {name!r} is neither a file, a directory nor a symlink")
 
 
 def _read_meta(path: str, dest: str) -> dict[str, Any]:

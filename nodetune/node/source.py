@@ -6,6 +6,8 @@
 
 `nvml` is "auto" (live NVML on the live host only), "live", "off", or a path to a recorded
 NVML JSON file (`nodetune.nvml/1`). A snapshot always replays its own recorded NVML data.
+`snapshot_limit` (or env NODETUNE_SNAPSHOT_LIMIT: "512MiB", "2GiB", bytes) bounds what a
+snapshot may unpack to (docs/snapshots.md).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from nodetune.node.hostroot import HostRoot
 from nodetune.node.model import Node
 
 ROOT_ENV = "NODETUNE_ROOT"
+SNAPSHOT_LIMIT_ENV = "NODETUNE_SNAPSHOT_LIMIT"
 
 
 def _nvml_backend(choice: str, root: HostRoot) -> tuple[Any, str | None]:
@@ -47,7 +50,8 @@ def _is_hwloc_xml(path: str) -> bool:
 
 @contextlib.contextmanager
 def open_node(root: str | None = None, snapshot: str | None = None,
-              nvml: str = "auto", recording: bool = False) -> Iterator[Node]:
+              nvml: str = "auto", recording: bool = False,
+              snapshot_limit: str | None = None) -> Iterator[Node]:
     if root and snapshot:
         raise SourceError("--root and --from cannot be used together",
                           fix="give one: a host tree (--root) or a snapshot (--from)")
@@ -60,9 +64,11 @@ def open_node(root: str | None = None, snapshot: str | None = None,
     if snapshot:
         # Imported only for --from: its tarfile, gzip and tempfile imports add ~16 ms to the
         # start-up of every command (measured), `nodetune check` before each job included.
-        from nodetune.node.snapshot import open_snapshot
+        from nodetune.node.snapshot import Limits, open_snapshot, parse_limit
 
-        with open_snapshot(snapshot) as replay:
+        limit = snapshot_limit or os.environ.get(SNAPSHOT_LIMIT_ENV) or None
+        limits = Limits(unpacked=parse_limit(limit)) if limit else Limits()
+        with open_snapshot(snapshot, limits) as replay:
             yield replay
         return
     root = root or os.environ.get(ROOT_ENV) or "/"
