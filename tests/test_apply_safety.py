@@ -8,12 +8,15 @@ it (the "host" the links point at) before and after, byte for byte.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,8 @@ def snapshot(root: Path) -> dict[str, tuple[str, bytes | str, int]]:
         for name in dirnames + filenames:
             path = os.path.join(dirpath, name)
             rel = os.path.relpath(path, root)
+            if rel.endswith(f"{STATE}/.lock"):
+                continue  # the lock every apply and rollback takes, empty when none runs
             info = os.lstat(path)
             if stat.S_ISLNK(info.st_mode):
                 out[rel] = ("link", os.readlink(path), 0)
@@ -449,3 +454,217 @@ def test_module_restores_nothing_from_bad_base64(tmp_path, sentinel):
     assert result.returncode != 0
     assert "content_b64 of /etc/sysctl.d/99-nodetune.conf is not base64" in result.stdout
     assert conf.read_text() == "vm.swappiness = 10\n"
+
+
+# -- one apply or rollback of a root at a time ----------------------------------------------
+
+def hold_lock(root: Path, text: str) -> int:
+    """Take the lock the way a running apply holds it (flock on the state directory's .lock)."""
+    directory = root / STATE
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.ftruncate(fd, 0)
+    os.write(fd, text.encode())
+    return fd
+
+
+def test_rollback_while_another_holds_the_lock_is_refused_at_once(synthetic_applied, sentinel):
+    root, state, _ = synthetic_applied
+    fd = hold_lock(root, "4242 apply\n")
+    try:
+        started = time.monotonic()
+        line = refused(root, state, sentinel, 4, "another nodetune apply or rollback (pid 4242)",
+                       f"holds {root / STATE}/.lock")
+        assert "fix: wait for it to finish" in line
+        assert time.monotonic() - started < 30  # at once, not after a wait
+    finally:
+        os.close(fd)
+    assert statefile.load(state).status == "applied"
+
+
+@pytest.mark.slow
+def test_apply_while_another_holds_the_lock_is_refused_before_the_check_run(host_tree, tmp_path,
+                                                                           sentinel):
+    root = faulty_tree(host_tree, tmp_path)
+    fd = hold_lock(root, "777 rollback\n")
+    try:
+        before = snapshot(root), snapshot(sentinel)
+        result = nodetune("apply", "--root", str(root), "--yes")
+        assert result.returncode == 4
+        assert "(pid 777) holds" in one_line(result)
+        assert (snapshot(root), snapshot(sentinel)) == before
+    finally:
+        os.close(fd)
+
+
+def test_state_directory_leading_out_of_the_tree_is_refused(synthetic_applied, tmp_path,
+                                                             sentinel):
+    copy, state = copy_of(synthetic_applied, tmp_path)
+    rewrite(state, lambda d: d.update(root=str(copy)))
+    moved = sentinel / "var"
+    shutil.move(copy / "var", moved)
+    (copy / "var").symlink_to(moved)
+    refused(copy, moved / state.relative_to(copy / "var"), sentinel, 4,
+            f"the state directory {copy / STATE} leads to {moved}/lib/nodetune/state, outside")
+
+
+# -- signals ------------------------------------------------------------------------------
+
+class Run:
+    """`nodetune apply|rollback` started in the background, with its own TMPDIR."""
+
+    def __init__(self, tmp: Path, *args: str) -> None:
+        self.tmp = tmp / "tmpdir"
+        self.tmp.mkdir(exist_ok=True)
+        env = {**os.environ, "TMPDIR": str(self.tmp)}
+        self.proc = subprocess.Popen([sys.executable, "-m", "nodetune", *args], env=env,
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+
+    def ansible(self) -> list[int]:
+        """Live ansible-playbook processes (workers included) started by this run."""
+        marker = f"TMPDIR={self.tmp}".encode()
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or entry.name == str(self.proc.pid):
+                continue
+            try:
+                if b"ansible" not in (entry / "cmdline").read_bytes():
+                    continue
+                if marker in (entry / "environ").read_bytes().split(b"\0"):
+                    state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                    if state != "Z":
+                        found.append(int(entry.name))
+            except OSError:
+                continue
+        return found
+
+    def wait_until(self, ready: Any, timeout: float = 240) -> None:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            assert self.proc.poll() is None, self.proc.communicate()
+            assert time.monotonic() < deadline, "boundary not reached"
+            time.sleep(0.05)
+
+    def finish(self) -> tuple[int, str]:
+        _, err = self.proc.communicate(timeout=600)
+        return self.proc.returncode, err
+
+    def left_nothing(self) -> None:
+        """Its temp directories are gone and no ansible-playbook outlives it."""
+        deadline = time.monotonic() + 20
+        while self.ansible() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert self.ansible() == []
+        assert list(self.tmp.iterdir()) == []
+
+
+def lock_held_by(root: Path, pid: int) -> bool:
+    try:
+        return (root / STATE / ".lock").read_text().split()[:1] == [str(pid)]
+    except OSError:
+        return False
+
+
+def state_files(root: Path) -> list[Path]:
+    return sorted((root / STATE).glob("*.json"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("boundary", "signum"), [
+    ("locked", signal.SIGTERM), ("check-run", signal.SIGINT), ("check-run", signal.SIGTERM),
+    ("check-run-later", signal.SIGINT)])
+def test_signal_before_the_first_change_cancels_cleanly(host_tree, tmp_path, sentinel,
+                                                        boundary, signum):
+    root = faulty_tree(host_tree, tmp_path)
+    before = snapshot(root), snapshot(sentinel)
+    run = Run(tmp_path, "apply", "--root", str(root), "--yes")
+    run.wait_until(lambda: lock_held_by(root, run.proc.pid))
+    if boundary != "locked":
+        run.wait_until(lambda: bool(run.ansible()))
+    if boundary == "check-run-later":
+        time.sleep(3)
+    assert not state_files(root)
+    run.proc.send_signal(signum)
+    code, err = run.finish()
+    assert code == 128 + signum, err
+    name = signal.Signals(signum).name
+    assert err.strip() == (f"nodetune: error: interrupted by {name} before the first change; "
+                           "nothing was changed")
+    assert (without_state(snapshot(root)), snapshot(sentinel)) == (without_state(before[0]),
+                                                                  before[1])
+    assert not state_files(root)
+    run.left_nothing()
+
+
+def whole(root: Path) -> None:
+    """Every file the apply writes holds its old or its new content, never a part."""
+    for rel, old, new in (("proc/sys/vm/swappiness", ("60\n",), ("10\n",)),
+                          ("sys/kernel/mm/transparent_hugepage/enabled",
+                           ("[always] madvise never\n",), ("always [madvise] never\n",)),
+                          ("etc/sysctl.d/99-nodetune.conf", (None,), ("vm.swappiness = 10\n",))):
+        path = root / rel
+        text = path.read_text() if path.exists() else None
+        assert text in old + new, (rel, text)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("boundary", "signum"), [
+    ("state-file", signal.SIGTERM), ("first-change", signal.SIGINT),
+    ("persisted", signal.SIGTERM)])
+def test_signal_during_the_run_stops_after_the_task_and_rolls_back(host_tree, tmp_path,
+                                                                  sentinel, boundary, signum):
+    root = faulty_tree(host_tree, tmp_path)
+    before = snapshot(root), snapshot(sentinel)
+    run = Run(tmp_path, "apply", "--root", str(root), "--yes")
+    run.wait_until(lambda: bool(state_files(root)))
+    if boundary == "first-change":
+        run.wait_until(lambda: (root / "proc/sys/vm/swappiness").read_text() == "10\n")
+        # the lock: a second run on the same root is refused at once, naming this one
+        other = nodetune("rollback", "--root", str(root), "--yes")
+        assert other.returncode == 4
+        assert f"(pid {run.proc.pid}) holds" in one_line(other)
+    elif boundary == "persisted":
+        run.wait_until(lambda: (root / "etc/sysctl.d/99-nodetune.conf").exists())
+    run.proc.send_signal(signum)
+    code, err = run.finish()
+    assert code == 128 + signum, err
+    line = err.strip()
+    assert len(line.splitlines()) == 1, err
+    name = signal.Signals(signum).name
+    assert line.startswith(f"nodetune: error: interrupted by {name} during the apply: stopped "
+                           "after the task in flight; the previous values are recorded in ")
+    run.left_nothing()
+    whole(root)
+    assert snapshot(sentinel) == before[1]
+    [path] = state_files(root)
+    assert line.endswith(f"fix: nodetune rollback --state-file {path}")
+    state = statefile.load(path)  # whole and sealed
+    assert state.status == "interrupted"
+    statefile.check_target(state, str(root))
+    rolled = nodetune("rollback", "--root", str(root), "--yes")
+    assert rolled.returncode == 0, rolled.stderr
+    assert without_state(snapshot(root)) == without_state(before[0])
+    assert snapshot(sentinel) == before[1]
+
+
+@pytest.mark.slow
+def test_ansible_playbook_dies_with_a_killed_nodetune(host_tree, tmp_path, sentinel):
+    root = faulty_tree(host_tree, tmp_path)
+    host, original = snapshot(sentinel), without_state(snapshot(root))
+    run = Run(tmp_path, "apply", "--root", str(root), "--yes")
+    run.wait_until(lambda: bool(state_files(root)) and bool(run.ansible()))
+    run.proc.kill()
+    run.finish()
+    deadline = time.monotonic() + 20
+    while run.ansible() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert run.ansible() == []
+    assert snapshot(sentinel) == host
+    whole(root)
+    # the state file was written before the run: rollback takes it back
+    rolled = nodetune("rollback", "--root", str(root), "--yes")
+    assert rolled.returncode == 0, rolled.stderr
+    assert snapshot(sentinel) == host
+    assert without_state(snapshot(root)) == original

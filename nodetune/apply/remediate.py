@@ -354,9 +354,21 @@ def execute(prepared: Plan, audit: AuditFn = audit_node) -> Report:
     """Record the state, apply for real, re-audit; raise ApplyError when a task fails."""
     assert prepared.project is not None
     refuse_escapes(prepared)  # again: a link may have changed since the check-mode run
-    state = record_state(prepared)
-    result = ansible.run(prepared.project.directory, prepared.project.playbook,
-                         prepared.project.inventory, check=False, limit=prepared.request.limit)
+    with ansible.changing() as signals:
+        state = record_state(prepared)
+        result = None
+        if not signals.signum:  # none came while the state file was written
+            result = ansible.run(prepared.project.directory, prepared.project.playbook,
+                                 prepared.project.inventory, check=False,
+                                 limit=prepared.request.limit)
+        if signals.signum:
+            state.status = "interrupted"
+            state.save()
+            raise ansible.Interrupted(
+                signals.signum, f"during the apply: stopped after the task in flight; the "
+                f"previous values are recorded in {state.path}",
+                fix=f"nodetune rollback --state-file {state.path}")
+    assert result is not None
     state.status = "applied" if result.ok else "failed"
     state.save()
     if not result.ok:
@@ -460,8 +472,13 @@ def prepare_rollback(state_path: Path | None, root: str | None, workdir: Path) -
 
 def execute_rollback(prepared: RollbackPlan) -> Report:
     state = prepared.state
-    result = ansible.run(prepared.project.directory, prepared.project.playbook,
-                         prepared.project.inventory, check=False, limit=state.limit)
+    with ansible.changing() as signals:
+        result = ansible.run(prepared.project.directory, prepared.project.playbook,
+                             prepared.project.inventory, check=False, limit=state.limit)
+    if signals.signum:
+        raise ansible.Interrupted(signals.signum, f"during the rollback: stopped after the task "
+                                  f"in flight; {state.path} is kept",
+                                  fix="run nodetune rollback again (it is idempotent)")
     if not result.ok:
         raise ApplyError(_failure_text(result, "rollback") + f"; {state.path} is kept",
                          fix="fix the cause and run nodetune rollback again (it is idempotent)")

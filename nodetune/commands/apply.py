@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import click
 
 from nodetune import exitcodes
-from nodetune.apply import remediate
+from nodetune.apply import ansible, remediate, statefile
 from nodetune.commands.audit import profile_options
 from nodetune.commands.params import PROFILE_NAME, non_empty_items
 from nodetune.errors import ApplyError, Refused
@@ -85,6 +86,18 @@ def cmd(profile: str | None, profiles_dirs: tuple[str, ...], overrides: str | No
     if request.local and request.host_root == "/" and os.geteuid() != 0 and not dry_run:
         raise ApplyError("changing this host needs root; nothing was changed",
                          fix="run it with sudo, or look first with --dry-run")
+    with ExitStack() as stack:
+        stack.enter_context(ansible.signals())
+        try:
+            return _apply(request, stack, dry_run=dry_run, yes=yes, as_json=as_json,
+                          detailed_exitcode=detailed_exitcode)
+        except ansible.Cancelled as exc:
+            raise ansible.Interrupted(exc.signum, "before the first change; nothing was "
+                                      "changed") from None
+
+
+def _apply(request: remediate.Request, stack: ExitStack, *, dry_run: bool, yes: bool,
+           as_json: bool, detailed_exitcode: bool) -> int:
     with remediate.workspace() as workdir:
         prepared = remediate.prepare(request, workdir, run_check=False)
         if not dry_run and prepared.changes:
@@ -93,6 +106,10 @@ def cmd(profile: str | None, profiles_dirs: tuple[str, ...], overrides: str | No
             if not yes and not sys.stdin.isatty():
                 raise Refused("no terminal to confirm on and --yes not given; nothing was changed",
                               fix="review with --dry-run, then pass --yes")
+            # one apply or rollback of a root at a time, from the check-mode run (which reads
+            # the previous values) to the end
+            stack.enter_context(statefile.locked(request.host_root if request.local else "/",
+                                                 "apply"))
         remediate.check_plan(prepared)
         plan_report = remediate.dry_run_report(prepared)
         plan_report.next_command = next_command(request, prepared)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 import click
 
 from nodetune import exitcodes
-from nodetune.apply import remediate
+from nodetune.apply import ansible, remediate, statefile
 from nodetune.errors import Refused
 from nodetune.views import apply_text as apply_report
 
@@ -36,6 +38,19 @@ unreadable, damaged or fails its checksum, or Ansible failed; 4 refused, nothing
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report "
               "(schema nodetune.rollback/1).")
 def cmd(state_file: Path | None, root: str | None, yes: bool, as_json: bool) -> int:
+    host_root = os.path.abspath(root) if root else "/"
+    with ExitStack() as stack:
+        stack.enter_context(ansible.signals())
+        if statefile.state_dir(host_root).is_dir():  # one apply or rollback of a root at a time
+            stack.enter_context(statefile.locked(host_root, "rollback"))
+        try:
+            return _rollback(state_file, root, yes=yes, as_json=as_json)
+        except ansible.Cancelled as exc:
+            raise ansible.Interrupted(exc.signum, "before the first change; nothing was "
+                                      "changed") from None
+
+
+def _rollback(state_file: Path | None, root: str | None, *, yes: bool, as_json: bool) -> int:
     with remediate.workspace() as workdir:
         prepared = remediate.prepare_rollback(state_file, root, workdir)
         pending = prepared.check.pending
