@@ -84,9 +84,9 @@ def test_endpoints_and_sigterm(vm_root):
         assert wait_for(lambda: get(base + "/readyz")[0] == 200, 30)
         status, body = get(base + "/report")
         report = json.loads(body)
-        assert status == 200 and report["schema"] == "nodetune.agent-report/1"
+        assert status == 200 and report["schema"] == "nodetune.agent-report/2"
         assert report["summary"]["profile"] == report["audit"]["profile"]["name"]
-        assert report["check"]["schema"] == "nodetune.check/1"
+        assert report["check"]["schema"] == "nodetune.check/2"
         status, metrics = get(base + "/metrics")
         text = metrics.decode()
         assert "nodetune_build_info{version=" in text
@@ -213,8 +213,9 @@ def test_real_prometheus_scrapes_the_agent(vm_root, tmp_path):
         assert series, "Prometheus never scraped nodetune_ready"
         report = json.loads(get(f"http://127.0.0.1:{agent_port}/report")[1])
 
-        score = prom_query(base, "nodetune_node_compliance_score")
-        assert float(score[0]["value"][1]) == pytest.approx(report["summary"]["compliance_score"])
+        ratio = prom_query(base, "nodetune_node_compliance_ratio")
+        assert float(ratio[0]["value"][1]) == pytest.approx(
+            report["summary"]["compliance_score"] / 100)
         healthy = prom_query(base, "nodetune_node_healthy")
         assert float(healthy[0]["value"][1]) == float(report["summary"]["healthy"])
 
@@ -263,7 +264,7 @@ def test_soak_2000_cycles_memory_stays_flat(vm_root):
 def test_once_json_prints_the_report_and_exit_code(vm_root):
     proc = agent_cli("--root", str(vm_root), "--nvml", str(NVML), "--json")
     report = json.loads(proc.stdout)
-    assert report["schema"] == "nodetune.agent-report/1"
+    assert report["schema"] == "nodetune.agent-report/2"
     assert report["facts"]["gpu"]["driver_version"]  # what fleet drift compares
     summary = report["summary"]
     assert proc.returncode == (0 if summary["compliant"] and summary["healthy"] else 1)

@@ -33,7 +33,7 @@ def test_usage_counts_this_process_threads_and_files(tmp_path: Path) -> None:
 
 def test_metrics_and_report_carry_the_agent_usage() -> None:
     state = AgentState()
-    state.publish({"schema": "nodetune.agent-report/1", "collectors": {}}, 0.1)
+    state.publish({"schema": "nodetune.agent-report/2", "collectors": {}}, 0.1)
     server = AgentServer(state, "127.0.0.1:0")
     server.start()
     try:

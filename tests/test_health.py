@@ -398,7 +398,7 @@ def test_json_document_shape(h200: tuple[Path, Path], capsys: pytest.CaptureFixt
     root, nvml = h200
     _gpu0_ecc(root, nvml)
     _, doc = run_check(capsys, "--root", str(root), "--nvml", str(nvml))
-    assert next(iter(doc)) == "schema" and doc["schema"] == "nodetune.check/1"
+    assert next(iter(doc)) == "schema" and doc["schema"] == "nodetune.check/2"
     fault = doc["faults"][0]
     assert {k: fault[k] for k in ("id", "fault_code", "severity", "action", "subject")} == {
         "id": "gpu.ecc.uncorrected", "fault_code": "NT1010", "severity": "critical",
@@ -467,7 +467,7 @@ def test_fast_path_does_not_import_click(h200: tuple[Path, Path], tmp_path: Path
                           capture_output=True, text=True, timeout=120, check=False,
                           env={**os.environ, "NODETUNE_CACHE_DIR": str(tmp_path / "c")})
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert json.loads(proc.stdout)["schema"] == "nodetune.check/1"
+    assert json.loads(proc.stdout)["schema"] == "nodetune.check/2"
     imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()}
     assert "nodetune.check.evaluate" in imported and "click" not in imported
 

@@ -9,6 +9,7 @@ from typing import Any
 from nodetune.bench import runner
 from nodetune.bench.base import RunContext, RunOptions
 from nodetune.check.bench import QUICK_OPTIONS
+from nodetune.schemas import utc_timestamp
 
 QUICK_SUITES = ("memcpy", "allreduce", "cpu-mem")
 
@@ -54,5 +55,5 @@ def run_quick_bench(facts: dict[str, Any], live: bool) -> dict[str, Any]:
         suites[name] = {"status": result.status, "note": result.note}
         metrics += [{"suite": name, "metric": m.key, "name": m.name, "unit": m.unit,
                      "value": round(m.value, 4)} for m in result.metrics]
-    return {"started_at": round(started, 3), "seconds": round(time.time() - started, 3),
+    return {"started_at": utc_timestamp(started), "seconds": round(time.time() - started, 3),
             "suites": suites, "metrics": metrics}

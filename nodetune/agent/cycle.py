@@ -19,7 +19,7 @@ from nodetune.fleet.lean import facts as lean_facts
 from nodetune.node.resources import data_dir
 from nodetune.node.source import open_node
 from nodetune.profiles.catalog import Library, Profile
-from nodetune.schemas import AGENT_REPORT_SCHEMA
+from nodetune.schemas import AGENT_REPORT_SCHEMA, utc_timestamp
 
 
 @dataclass(frozen=True)
@@ -112,13 +112,13 @@ def run_cycle(opts: CycleOptions, bench: BenchSchedule | None = None) -> dict[st
         "schema": AGENT_REPORT_SCHEMA,
         "nodetune_version": __version__,
         "node": check_doc.get("node"),
-        "started_at": round(started, 3),
-        "finished_at": round(time.time(), 3),
+        "started_at": utc_timestamp(started),
+        "finished_at": utc_timestamp(time.time()),
         "summary": {
             "profile": audit.profile.name,
             "compliant": audit.exit_code == 0,
             "healthy": bool(check_doc["healthy"]),
-            "compliance_score": round(audit.compliance / 100.0, 4),
+            "compliance_score": audit_doc["summary"]["compliance_score"],  # as audit/1: 0..100
             "check_summary": check_doc["summary"],
         },
         "collectors": facts.get("collectors") or {},

@@ -153,10 +153,15 @@ def _finding_metrics(report: dict[str, Any]) -> Iterator[Any]:
     for key, help_text in (
         ("compliant", "1 when the node meets its profile (no warning or critical finding)"),
         ("healthy", "1 when every health check passes"),
-        ("compliance_score", "Share of profile settings met, 0..1"),
     ):
         if summary.get(key) is not None:
             yield GaugeMetricFamily(f"nodetune_node_{key}", help_text, value=float(summary[key]))
+    if summary.get("compliance_score") is not None:  # a percentage in JSON, a ratio here
+        yield GaugeMetricFamily(
+            "nodetune_node_compliance_ratio",
+            "Share of profile settings met, weighted by severity, 0..1",
+            value=round(float(summary["compliance_score"]) / 100.0, 6),
+        )
     failing = GaugeMetricFamily(
         "nodetune_findings", "Failing settings and checks by severity", labels=["kind", "severity"]
     )

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from nodetune.agent.state import AgentState
 from nodetune.errors import NodetuneError, needs_extra
+from nodetune.schemas import utc_timestamp
 
 if TYPE_CHECKING:
     from socketserver import BaseServer
@@ -346,6 +347,9 @@ def _handler_class(
                     self._send(503, b"first cycle not finished\n", "text/plain; charset=utf-8")
             elif path == "/report":
                 report, counters = state.snapshot()
+                for key in ("started_at", "last_success_at"):  # epoch numbers for /metrics
+                    if counters[key] is not None:
+                        counters[key] = utc_timestamp(counters[key])
                 counters["usage"] = usage.current().as_dict()
                 if report is None:
                     body = {"error": "first cycle not finished", "agent": counters}

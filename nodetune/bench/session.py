@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import time
 from typing import Any
 
@@ -12,7 +11,7 @@ from nodetune.bench.base import RunContext
 from nodetune.bench.results import SuiteResult
 from nodetune.errors import BenchError
 from nodetune.facts.model import to_jsonable
-from nodetune.schemas import BENCH_SCHEMA
+from nodetune.schemas import BENCH_SCHEMA, utc_timestamp
 
 
 def run_suites(names: list[str], ctx: RunContext) -> list[SuiteResult]:
@@ -56,7 +55,7 @@ def document(suites: list[SuiteResult], facts: dict[str, Any], options: Any,
         "schema": BENCH_SCHEMA,
         "kind": kind,
         "nodetune_version": __version__,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": utc_timestamp(time.time()),
         "node": identity.node_json(facts),
         "options": to_jsonable(options),
         "suites": [s.to_json() for s in suites],

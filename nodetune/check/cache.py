@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from nodetune import __version__
 from nodetune.check.fromagent import question
+from nodetune.schemas import epoch_of
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -109,8 +110,8 @@ def load_result(path: str, key: str, max_age: float) -> dict[str, Any] | None:
     doc = read_json(path)
     if doc is None or doc.get("cache_key") != key:
         return None
-    finished = doc.get("finished_at")
-    if not isinstance(finished, (int, float)):
+    finished = epoch_of(doc.get("finished_at"))  # an epoch number: written before check/2
+    if finished is None:
         return None
     age = time.time() - finished
     if age < 0 or age > max_age:

@@ -35,7 +35,7 @@ from nodetune.facts.model import to_jsonable
 from nodetune.rules.evaluation import evaluate
 from nodetune.rules.rule import Rule
 from nodetune.rules.templating import variables_used
-from nodetune.schemas import CHECK_SCHEMA
+from nodetune.schemas import CHECK_SCHEMA, utc_timestamp
 
 SUMMARY_LIMIT = 200  # characters of the one-line summary (a Slurm drain reason)
 PREFIX = "nodetune:"
@@ -285,8 +285,8 @@ class Report:
             "schema": CHECK_SCHEMA, "nodetune_version": __version__, "node": self.node,
             "origin": self.origin, "tier": self.tier, "profile": self.profile,
             "healthy": self.healthy, "exit_code": self.exit_code, "summary": self.summary(),
-            "started_at": round(self.started_at, 3),
-            "finished_at": round(self.started_at + self.seconds, 3),
+            "started_at": utc_timestamp(self.started_at),
+            "finished_at": utc_timestamp(self.started_at + self.seconds),
             "seconds": round(self.seconds, 4), "cached": False, "cache_age_s": None,
             "counts": self.counts(), "faults": self.faults, "warnings": self.warnings,
             "errors": self.errors, "checks": [o.to_json() for o in self.outcomes],

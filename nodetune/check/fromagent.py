@@ -4,7 +4,7 @@ Where `nodetune agent` runs, every cycle's check is written (through a temporary
 rename) to `$NODETUNE_AGENT_CHECK_FILE`, else `<root>/run/nodetune/agent-check.json` (root:
 --root, else /). The file (`nodetune.agent-check/1`) holds the time (ISO 8601 UTC and Unix),
 the boot id, the fingerprint of the question the agent answered (`question`), the verdict, the
-exit code and the whole `nodetune.check/1` document.
+exit code and the whole `nodetune.check/2` document.
 
 `read` gives the answer back only when it is at most --max-age seconds old, of this boot, to
 the same question, and self-consistent; otherwise it says why, and the caller runs the check.

@@ -49,7 +49,7 @@ __all__ = ["CheckRequest", "CheckResult", "request_variables", "run"]
 
 @dataclass(frozen=True)
 class CheckResult:
-    doc: dict[str, Any]  # the nodetune.check/1 document
+    doc: dict[str, Any]  # the nodetune.check/2 document
     exit_code: int
     report: Report | None = None  # None when a stored answer was reused
     abandoned: bool = False  # a unit was left running in a thread

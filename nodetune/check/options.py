@@ -56,7 +56,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(("--tier",), "tier", "tier", "quick", "quick: files and NVML only (every job "
            "start); standard: adds quick memcpy, all-reduce and per-GPU GEMM/HBM runs."),
     Option(("--json",), "as_json", "flag", False,
-           "Print the nodetune.check/1 document instead of text.", group="output"),
+           "Print the nodetune.check/2 document instead of text.", group="output"),
     Option(("--from-agent",), "from_agent", "flag", False, "Answer from the agent's last check "
            "when it is at most --max-age seconds old (default 360), of this boot and with these "
            "options; else run the check (saying why on stderr).", group="answer"),

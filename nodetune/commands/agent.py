@@ -243,7 +243,7 @@ def _run_once(opts: CycleOptions, bench: BenchSchedule | None,
     else:
         click.echo(f"nodetune agent: profile {summary['profile']}, "
                    f"{'compliant' if summary['compliant'] else 'not compliant'} "
-                   f"({summary['compliance_score']:.1%}); {summary['check_summary']}")
+                   f"({summary['compliance_score']:.1f}%); {summary['check_summary']}")
     return 0 if summary["compliant"] and summary["healthy"] else 1
 
 

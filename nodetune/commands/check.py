@@ -1,7 +1,7 @@
 """`nodetune check`: pre-job health check for Slurm and Kubernetes.
 
 Stdout's first line is the one-line summary ("nodetune: GPU3 PCIe x8 (expected x16)"), usable as
-a Slurm drain reason; details follow on the next lines. `--json` prints the nodetune.check/1
+a Slurm drain reason; details follow on the next lines. `--json` prints the nodetune.check/2
 document instead. Exit 0 healthy, 1 unhealthy, 3 nodetune could not run.
 
 `nodetune check` usually starts through `nodetune.check.fastpath.fast_main` without click; this

@@ -11,7 +11,6 @@ others.
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import subprocess
@@ -34,6 +33,7 @@ from nodetune.schemas import (
     FACTS_SCHEMA,
     FLEET_COLLECT_SCHEMA,
     FLEET_REPORT_SCHEMA,
+    utc_timestamp,
 )
 
 PLAYBOOK = "fleet-collect.yml"
@@ -304,7 +304,7 @@ def report_name(host: str) -> str:
 
 
 def _write(collection: Collection) -> None:
-    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    now = utc_timestamp(time.time())
     out = collection.request.out
     for host in collection.collected:
         result = collection.results[host]

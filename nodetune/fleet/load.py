@@ -7,7 +7,6 @@ not a node report, or not readable are listed with the reason, never fatal.
 
 from __future__ import annotations
 
-import datetime
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,11 +21,20 @@ try:
     HAVE_MSGSPEC = True
 except ImportError:  # the standard library's json reads the reports (3-4x slower)
     HAVE_MSGSPEC = False
-from nodetune.schemas import AGENT_REPORT_SCHEMA, FLEET_COLLECT_SCHEMA, FLEET_REPORT_SCHEMA
+from nodetune.schemas import (
+    AGENT_REPORT_SCHEMA,
+    FLEET_COLLECT_SCHEMA,
+    FLEET_REPORT_SCHEMA,
+    epoch_of,
+    utc_timestamp,
+)
 
 FAILED_FILE = "_failed.json"
-NODE_SCHEMAS = (FLEET_REPORT_SCHEMA, AGENT_REPORT_SCHEMA)
-_KINDS = {FLEET_REPORT_SCHEMA: "fleet-report", AGENT_REPORT_SCHEMA: "agent-report"}
+# agent-report/1 (epoch-number times) is still read: reports saved before /2 stay comparable
+AGENT_REPORT_V1 = "nodetune.agent-report/1"
+NODE_SCHEMAS = (FLEET_REPORT_SCHEMA, AGENT_REPORT_SCHEMA, AGENT_REPORT_V1)
+_KINDS = {FLEET_REPORT_SCHEMA: "fleet-report", AGENT_REPORT_SCHEMA: "agent-report",
+          AGENT_REPORT_V1: "agent-report"}
 
 
 @dataclass
@@ -184,9 +192,10 @@ def _settings(counts: Any, findings: list[tuple[Any, ...]]) -> dict[str, list[An
 def _collected_at(kind: str, collected_at: Any, finished_at: Any) -> str | None:
     if kind == "fleet-report":
         return collected_at  # type: ignore[no-any-return]
-    if isinstance(finished_at, (int, float)):
-        return datetime.datetime.fromtimestamp(finished_at, datetime.timezone.utc) \
-            .isoformat(timespec="seconds")
+    if isinstance(finished_at, str):  # agent-report/2: ISO 8601 UTC already
+        return finished_at if epoch_of(finished_at) is not None else None
+    if isinstance(finished_at, (int, float)):  # agent-report/1: epoch seconds
+        return utc_timestamp(finished_at)
     return None
 
 

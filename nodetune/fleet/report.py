@@ -7,9 +7,9 @@ first, configuration drift per profile and benchmark outliers per profile and me
 
 from __future__ import annotations
 
-import datetime
 import os
 import re
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +19,7 @@ from nodetune import __version__, exitcodes
 from nodetune.errors import NodetuneError
 from nodetune.fleet import drift, load, outliers
 from nodetune.fleet.aggregate import SEVERITY_RANK, Fleet, Setting
+from nodetune.schemas import utc_timestamp
 
 COMMON_VALUES = 3  # failing values listed per setting
 FILES_PER_WORKER = 400  # below this many files per process, one process reads them all
@@ -116,8 +117,7 @@ def build(directory: Path, options: Options = Options(),
     doc = {
         "nodetune_version": __version__,
         "directory": str(directory),
-        "generated_at": datetime.datetime.now(datetime.timezone.utc)
-        .isoformat(timespec="seconds"),
+        "generated_at": utc_timestamp(time.time()),
         "options": {"k": options.k, "mad_floor": options.mad_floor},
         "summary": summary,
         "not_collected": not_collected,

@@ -7,14 +7,15 @@ done. `card_id` is a hash of the rest of the card, so an edited card no longer m
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
+import time
 from typing import Any
 
 from nodetune import __version__, exitcodes
 from nodetune.bench import session
 from nodetune.facts.model import to_jsonable
+from nodetune.schemas import utc_timestamp
 from nodetune.tune import CARD_SCHEMA, TUNE_SCHEMA
 from nodetune.tune.decide import INCOMPARABLE, REGRESSED
 from nodetune.tune.operation import TuneResult
@@ -39,8 +40,7 @@ def card_id(card: dict[str, Any]) -> str:
 
 def build_card(result: TuneResult, node: dict[str, Any], options: Any,
                created: str | None = None) -> dict[str, Any]:
-    created = created or datetime.datetime.now(datetime.timezone.utc).isoformat(
-        timespec="seconds")
+    created = created or utc_timestamp(time.time())
     settings = result.applied.settings if result.applied else (
         result.plan.settings if result.plan else [])
     comparison = result.comparison or {}
