@@ -386,6 +386,19 @@ def test_slurm_scripts_answer_from_the_agent_by_default(booted_tree: Path, agent
     assert "nodetune: GPU count 2 (expected 8)" in proc.stderr  # the drain it tried
 
 
+def test_slurm_scripts_ask_the_agents_question_profile_auto(booted_tree: Path,
+                                                            agent_answers: Any,
+                                                            tmp_path: Path) -> None:
+    """The agent checks against the profile the node matches: without a --profile of the
+    site's own, the prolog asks --profile auto, so the agent's answer can apply."""
+    answer = answer_file(agent_answers, "h200", tmp_path)
+    _, argv = slurm_script("prolog", booted_tree, answer, tmp_path,
+                           NODETUNE_CHECK_ARGS=f"--root {booted_tree} --nvml {NVML}")
+    assert argv[argv.index("--profile") + 1] == "auto" and argv.count("--profile") == 1
+    _, argv = slurm_script("prolog", booted_tree, answer, tmp_path)  # the site names h200
+    assert argv.count("--profile") == 1 and argv[argv.index("--profile") + 1] == "h200"
+
+
 def test_slurm_scripts_can_always_check(booted_tree: Path, agent_answers: Any,
                                         tmp_path: Path) -> None:
     answer = answer_file(agent_answers, "h200", tmp_path)

@@ -77,3 +77,26 @@ def test_bare_metal_keeps_rails_of_other_root_complexes_out(request) -> None:
     claims it; the file only groups what the tree really groups."""
     system, _ = render(request, "gb200")
     assert [len(s.findall("pci")) for s in system.findall("cpu/pci")] == [1, 1, 1, 1]
+
+
+def test_nccl_loaded_the_file_written_for_a_real_h200_node() -> None:
+    """On the lent H200 node, NCCL 2.28.9 loaded the file `manifests --target nccl-topo` wrote
+    there (NCCL_TOPO_FILE) and ran an all-reduce; its own dump (NCCL_TOPO_DUMP_FILE) keeps the
+    GPU under nodetune's virtual switch. The replay of that node's snapshot writes the same file."""
+    from pathlib import Path
+
+    bench = Path(__file__).parent / "fixtures" / "bench"
+    snapshot = Path(__file__).parent / "fixtures" / "snapshots" / "h200x1-fc-vm-2026-12-03.tar.gz"
+    result = CliRunner().invoke(cli, ["manifests", "--from", str(snapshot), "--target",
+                                      "nccl-topo", "--json"])
+    assert result.exit_code == 0, result.output
+    written = json.loads(result.output)["targets"]["nccl-topo"]["files"]["nccl-topo.xml"]
+    assert written == (bench / "h200x1-nccl-topo-file.xml").read_text()
+    run = (bench / "h200x1-nccl-topo-run.txt").read_text()
+    assert "Loading topology file" in run and "allreduce ok" in run and "rc=0" in run
+    dump = ET.fromstring((bench / "h200x1-nccl-topo-dump.xml").read_text())
+    switch = dump.find("cpu/pci")
+    assert switch is not None and switch.get("busid") == "ffff:01:00.0"
+    gpu = switch.find("pci")
+    assert gpu is not None and gpu.get("busid") == "0000:00:06.0"
+    assert gpu.find("gpu") is not None and gpu.find("gpu").get("gdr") == "1"

@@ -25,8 +25,10 @@
 #   NODETUNE_TIER             quick (default) or standard
 #   NODETUNE_FROM_AGENT       1 (default): answer from the nodetune agent's last check
 #                             (`nodetune check --from-agent`) when it is at most
-#                             NODETUNE_MAX_AGE old, of this boot and with the same options,
-#                             else run the full check; 0: always check (reusing a cached
+#                             NODETUNE_MAX_AGE old, of this boot and with the same options
+#                             (it adds --profile auto, as the agent matches one, unless
+#                             NODETUNE_CHECK_ARGS names a profile), else run the full check;
+#                             0: always check (reusing a cached
 #                             result at most NODETUNE_MAX_AGE old)
 #   NODETUNE_MAX_AGE          seconds an answer may be old (default 360 with the agent: its
 #                             default --interval 300 s, jitter and one cycle; 60 without)
@@ -58,6 +60,12 @@ FROM_AGENT=${NODETUNE_FROM_AGENT:-1}
 if [ "$FROM_AGENT" = 1 ]; then
   MAX_AGE=${NODETUNE_MAX_AGE:-360}
   source_args=(--from-agent)
+  # The agent checks against the profile the node matches (its default): ask the same question,
+  # or its answer never applies. A --profile in NODETUNE_CHECK_ARGS overrides this.
+  case " ${NODETUNE_CHECK_ARGS:-} " in
+    *" --profile "*|*" --profile="*) ;;
+    *) source_args+=(--profile auto) ;;
+  esac
 else
   MAX_AGE=${NODETUNE_MAX_AGE:-60}
   source_args=()
