@@ -106,3 +106,35 @@ def test_device_copy_walks_hbm_and_a_healthy_host_path_says_so() -> None:
     assert d2d.path[0] == "GPU0 HBM"
     pinned = next(i for k, i in items.items() if k.startswith("memcpy.h2d_pinned.GPU0"))
     assert pinned.causes[0].found.startswith("the path looks right")
+
+
+def test_a_saved_result_with_keys_of_another_version_still_loads(tmp_path) -> None:
+    """A saved nccl-tests row carrying a key this version does not know (a newer writer, or
+    an edited file) is read without it; it was a TypeError (found by tests/test_fuzz.py)."""
+    import json as _json
+    import subprocess as _sp
+    import sys as _sys
+    from pathlib import Path as _Path
+
+    doc = _json.loads((_Path(__file__).parent / "fixtures" / "bench"
+                       / "h100x2-fc-vm-bench.json").read_text())
+    planted = []
+
+    def plant(node):
+        if isinstance(node, dict):
+            if "size_bytes" in node and "busbw_gbps" in node:
+                node["key"] = "from another version"
+                planted.append(node)
+            for value in node.values():
+                plant(value)
+        elif isinstance(node, list):
+            for value in node:
+                plant(value)
+
+    plant(doc)
+    assert planted
+    saved = tmp_path / "saved.json"
+    saved.write_text(_json.dumps(doc))
+    proc = _sp.run([_sys.executable, "-m", "nodetune", "bench", "explain", str(saved)],
+                   capture_output=True, text=True, check=False)
+    assert proc.returncode == 0 and "internal error" not in proc.stderr

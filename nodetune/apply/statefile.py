@@ -29,7 +29,7 @@ import os
 import socket
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -389,8 +389,10 @@ def locked(root: str, what: str) -> Iterator[Path]:
             raise Refused(f"the state directory {directory} leads to {outside}, outside {root}; "
                           "nothing was changed",
                           fix="remove the link that leaves the tree")
+    created = [p for p in (directory, *directory.parents) if not p.exists()]
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / LOCK_NAME
+    new_lock = not path.exists()
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         try:
@@ -407,4 +409,12 @@ def locked(root: str, what: str) -> Iterator[Path]:
         os.pwrite(fd, f"{os.getpid()} {what}\n".encode("ascii"), 0)
         yield path
     finally:
+        # A run that wrote no state file (refused, cancelled) leaves the tree as it found it:
+        # the lock file and the directories made for it go again.
+        if new_lock and not any(directory.glob("*.json")):
+            with suppress(OSError):
+                path.unlink()
+            for made in created:  # deepest first
+                with suppress(OSError):
+                    made.rmdir()
         os.close(fd)  # closing the descriptor releases the lock

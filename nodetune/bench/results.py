@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import types
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from nodetune.bench import stats
@@ -350,9 +350,11 @@ def _build(cls: type, doc: dict[str, Any]) -> Any:
 
 
 def _nccl_row(doc: dict[str, Any]) -> NcclRow:
-    row = dict(doc)
-    in_place = row.pop("in_place", None)
-    return NcclRow(**row, in_place=NcclPoint(**in_place) if in_place else None)
+    row = {k: v for k, v in doc.items() if k != "in_place"}  # keys of other versions ignored
+    in_place = doc.get("in_place")
+    built: NcclRow = _build(NcclRow, row)
+    return replace(built,
+                   in_place=_build(NcclPoint, in_place) if isinstance(in_place, dict) else None)
 
 
 def _matrix(doc: dict[str, Any]) -> Matrix:

@@ -195,7 +195,7 @@ FACTS: tuple[DriftFact, ...] = (
 
 
 # The facts sections FACTS reads (a reader of the facts document may skip the others).
-SECTIONS = ("cpu", "numa", "memory", "kernel", "gpu", "gpus", "rdma")
+SECTIONS = ("cpu", "numa", "memory", "kernel", "system", "gpu", "gpus", "rdma")
 
 
 def _diff(fact: DriftFact, majority: str, value: str) -> str | None:
