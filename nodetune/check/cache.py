@@ -19,7 +19,7 @@ import zlib
 from typing import TYPE_CHECKING
 
 from nodetune import __version__
-from nodetune.check.fromagent import question
+from nodetune.check.fromagent import boot_id, question
 from nodetune.schemas import epoch_of
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ def request_key(fields: Mapping[str, Any]) -> str:
     a result never outlives a reboot."""
     parts = question(fields)
     if not fields["snapshot"]:
-        parts["source"] = [*parts["source"], _boot_id(parts["source"][1])]
+        parts["source"] = [*parts["source"], boot_id(parts["source"][1])]
     return result_key(parts)
 
 
@@ -88,21 +88,6 @@ def reuse(fields: Mapping[str, Any]) -> dict[str, Any] | None:
     key = request_key(fields)
     path = result_file(fields, key)
     return load_result(path, key, fields["max_age"]) if path else None
-
-
-def _boot_id(root: str) -> str | None:
-    try:
-        with open(os.path.join(root, "proc/sys/kernel/random/boot_id"), encoding="ascii") as fh:
-            return fh.read().strip()
-    except OSError:
-        return None
-
-
-def _mtime(path: str) -> float | None:
-    try:
-        return os.stat(path).st_mtime
-    except OSError:
-        return None
 
 
 def load_result(path: str, key: str, max_age: float) -> dict[str, Any] | None:

@@ -45,14 +45,18 @@ def _attrs(**values: Any) -> str:
     return "".join(f" {k}={quoteattr(str(v))}" for k, v in values.items() if v is not None)
 
 
+def _link(ids: dict[str, Any]) -> dict[str, Any]:
+    """link_speed and link_width attributes, when sysfs gave both."""
+    if ids.get("speed_gts") and ids.get("width"):
+        return {"link_speed": _speed(ids["speed_gts"]), "link_width": ids["width"]}
+    return {}
+
+
 def _pci(address: str, ids: dict[str, Any], indent: str) -> str:
     """One <pci> element; a device's own children (gpu, nic) are left for NCCL to fill from
     the device, as the providers' files do."""
-    link = {}
-    if ids.get("speed_gts") and ids.get("width"):
-        link = {"link_speed": _speed(ids["speed_gts"]), "link_width": ids["width"]}
     return (f"{indent}<pci{_attrs(busid=address, **{'class': ids.get('class')})}"
-            f"{_attrs(vendor=ids.get('vendor'), device=ids.get('device'), **link)}"
+            f"{_attrs(vendor=ids.get('vendor'), device=ids.get('device'), **_link(ids))}"
             "/>")
 
 
@@ -89,13 +93,10 @@ def render(plan: Placement, options: Options) -> Rendered:
             nics = [n for n in _rails(g, options) if n not in used]
             used.update(nics)
             gpu_ids = options.pci_ids.get(str(g.pci_address), {})
-            link = {}
-            if gpu_ids.get("speed_gts") and gpu_ids.get("width"):
-                link = {"link_speed": _speed(gpu_ids["speed_gts"]),
-                        "link_width": gpu_ids["width"]}
             switch += 1
             busid = f"{SWITCH_DOMAIN}:{switch:02x}:00.0"
-            lines.append(f"    <pci{_attrs(busid=busid, **{'class': '0x060400'}, **link)}>")
+            switch_attrs = _attrs(busid=busid, **{"class": "0x060400"}, **_link(gpu_ids))
+            lines.append(f"    <pci{switch_attrs}>")
             lines.append(_pci(str(g.pci_address), gpu_ids, "      "))
             lines += [_pci(options.rdma_addresses[n], options.pci_ids.get(
                 options.rdma_addresses[n], {}), "      ") for n in nics
