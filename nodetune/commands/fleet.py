@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -116,19 +117,28 @@ def report_cmd(directory: Path, as_json: bool, html_path: Path | None, k: float,
     return exit_code
 
 
-_RENDER = {"slurm": fleet_topology.slurm_block, "slurm-tree": fleet_topology.slurm_tree,
-           "labels": fleet_topology.labels}
+_RENDER: dict[str, Callable[[domains.Topology, int | None], str]] = {
+    "slurm": fleet_topology.slurm_block, "slurm-yaml": fleet_topology.slurm_yaml,
+    "slurm-tree": lambda topo, _: fleet_topology.slurm_tree(topo),
+    "labels": lambda topo, _: fleet_topology.labels(topo)}
 
 
 @cmd.command("topology")
 @click.argument("target", type=click.Path(path_type=Path), metavar="REPORT_OR_DIR")
-@click.option("--format", "fmt", type=click.Choice(["slurm", "slurm-tree", "labels", "json"]),
+@click.option("--format", "fmt",
+              type=click.Choice(["slurm", "slurm-yaml", "slurm-tree", "labels", "json"]),
               default="slurm", show_default=True,
-              help="slurm: topology.conf BlockName= lines (topology/block, Slurm 23.11+); "
-                   "slurm-tree: SwitchName= lines (topology/tree, any Slurm); labels: "
-                   "kubectl label commands; json: the nodetune.fleet-topology/1 document.")
+              help="slurm: topology.conf BlockSizes= and BlockName= lines (topology/block, "
+                   "Slurm 23.11+); slurm-yaml: the same blocks as topology.yaml (Slurm "
+                   "25.05+); slurm-tree: SwitchName= lines (topology/tree, any Slurm); "
+                   "labels: kubectl label commands; json: the nodetune.fleet-topology/1 "
+                   "document.")
+@click.option("--block-size", type=click.IntRange(1), default=None, metavar="N",
+              help="Base block size of slurm and slurm-yaml: domains with fewer healthy "
+                   "nodes are left out (Slurm refuses a smaller block). Default: the "
+                   "smallest healthy domain's node count.")
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
-def topology_cmd(target: Path, fmt: str, as_json: bool) -> int:
+def topology_cmd(target: Path, fmt: str, block_size: int | None, as_json: bool) -> int:
     """NVLink domains (GPU fabric cluster UUID + clique id) of the nodes in REPORT_OR_DIR.
 
     Reads fleet reports and agent /report documents (a `fleet collect` directory or one
@@ -144,5 +154,5 @@ def topology_cmd(target: Path, fmt: str, as_json: bool) -> int:
     if as_json or fmt == "json":
         emit_json(topo.to_json(), FLEET_TOPOLOGY_SCHEMA)
     else:
-        click.echo(_RENDER[fmt](topo), nl=False)
+        click.echo(_RENDER[fmt](topo, block_size), nl=False)
     return topo.exit_code
