@@ -42,6 +42,7 @@ def test_the_wheel_holds_the_man_pages_and_the_data(tmp_path: Path) -> None:
     assert man == shipped and {"nodetune.1", "nodetune-audit.1", "nodetune-explain.1"} <= man
     assert "nodetune/_data/profiles/SOURCES.md" in names
     assert "nodetune/_data/checks/quick.yaml" in names
+    assert "nodetune/_data/checks/nhc/nodetune.nhc" in names
     # the collection nodetune.node, every file of it
     source = REPO / "playbooks"
     collection = {f"nodetune/_data/playbooks/{p.relative_to(source).as_posix()}"
