@@ -281,7 +281,7 @@ def test_json_output_has_schema_first_and_every_target(request):
     doc = json.loads(result.output)
     assert next(iter(doc)) == "schema" and doc["schema"] == "nodetune.manifests/1"
     assert set(doc["targets"]) == {"kubelet", "k8s-pod", "daemonset", "docker", "slurm",
-                                   "dra", "nccl-topo"}
+                                   "dra", "nccl-topo", "npd"}
     assert doc["placement"]["gpus"][0]["numa_node"] == 0
 
 

@@ -14,7 +14,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from nodetune import exitcodes
-from nodetune.check import fromagent
+from nodetune.check import fromagent, npd
 from nodetune.check.options import parse, request_fields
 from nodetune.errors import NodetuneError
 from nodetune.schemas import CHECK_SCHEMA
@@ -29,7 +29,7 @@ def fast_main(argv: list[str]) -> None:
     values = parse(argv)
     if values is None:
         return
-    emit = emitter(bool(values["as_json"]), bool(values["verbose"]))
+    emit = emitter(bool(values["as_json"]), bool(values["verbose"]), bool(values["npd"]))
     fields = request_fields(values)
     try:
         stored = stored_answer(values, fields)
@@ -38,15 +38,27 @@ def fast_main(argv: list[str]) -> None:
             code = int(stored.get("exit_code", exitcodes.ERROR))
         else:
             code = _run(run_fields(values, fields), emit)
+        code = emit.npd_status if values["npd"] else code
     except NodetuneError as exc:
-        sys.stderr.write(f"nodetune: error: {exc.one_line()}\n")
-        code = exc.exit_code
+        code = error(exc, bool(values["npd"]))
     except KeyboardInterrupt:
         sys.stderr.write("nodetune: interrupted\n")
-        code = 130
+        code = npd.UNKNOWN if values["npd"] else 130
     except BrokenPipeError:
         code = 0
     sys.exit(code)
+
+
+def error(exc: NodetuneError, as_npd: bool) -> int:
+    """nodetune's own failure: its one line on stderr, and with --npd on stdout too, as NPD's
+    Unknown status."""
+    text = f"nodetune: error: {exc.one_line()}"
+    sys.stderr.write(text + "\n")
+    if not as_npd:
+        return exc.exit_code
+    sys.stdout.write(npd.one_line(text))
+    sys.stdout.flush()
+    return npd.UNKNOWN
 
 
 def stored_answer(values: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any] | None:
@@ -79,14 +91,26 @@ def _run(fields: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> int:
     return run(CheckRequest(**fields), emit=emit).exit_code
 
 
-def emitter(as_json: bool, verbose: bool) -> Any:
-    def emit(doc: dict[str, Any]) -> None:
-        if as_json:
+class Emitter:
+    """Prints a check document as text, JSON or NPD's one line, and keeps NPD's status."""
+
+    def __init__(self, as_json: bool, verbose: bool, as_npd: bool = False) -> None:
+        self.as_json, self.verbose, self.as_npd = as_json, verbose, as_npd
+        self.npd_status = npd.UNKNOWN  # nothing printed yet
+
+    def __call__(self, doc: dict[str, Any]) -> None:
+        if self.as_npd:
+            self.npd_status = npd.status(doc)
+            sys.stdout.write(npd.line(doc))
+        elif self.as_json:
             # deferred: rich costs 30-45 ms at start-up; only --json output needs this
             from nodetune.views.output import emit_json
 
             emit_json(doc, CHECK_SCHEMA)
         else:
-            sys.stdout.write(render_text(doc, verbose))
+            sys.stdout.write(render_text(doc, self.verbose))
         sys.stdout.flush()
-    return emit
+
+
+def emitter(as_json: bool, verbose: bool, as_npd: bool = False) -> Emitter:
+    return Emitter(as_json, verbose, as_npd)

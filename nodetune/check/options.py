@@ -57,6 +57,9 @@ OPTIONS: tuple[Option, ...] = (
            "start); standard: adds quick memcpy, all-reduce and per-GPU GEMM/HBM runs."),
     Option(("--json",), "as_json", "flag", False,
            "Print the nodetune.check/2 document instead of text.", group="output"),
+    Option(("--npd",), "npd", "flag", False, "Answer as a Node Problem Detector custom plugin: "
+           "the summary line, exit 0 healthy, 1 unhealthy, 2 unknown or nodetune could not run.",
+           group="output"),
     Option(("--from-agent",), "from_agent", "flag", False, "Answer from the agent's last check "
            "when it is at most --max-age seconds old (default 360), of this boot and with these "
            "options; else run the check (saying why on stderr).", group="answer"),

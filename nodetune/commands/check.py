@@ -16,12 +16,13 @@ from typing import Any
 
 import click
 
-from nodetune.check.fastpath import emitter, run_fields, stored_answer
+from nodetune.check.fastpath import emitter, error, run_fields, stored_answer
 from nodetune.check.operation import CheckRequest, run
 from nodetune.check.options import OPTIONS, TIERS, Option, request_fields
 from nodetune.cli import node_options
 from nodetune.commands.audit import profile_options
 from nodetune.commands.params import PROFILE_NAME, FiniteFloatRange
+from nodetune.errors import NodetuneError
 
 
 def _click_type(opt: Option) -> Any:
@@ -69,13 +70,22 @@ def cmd(**values: Any) -> int:
 
     Exit 0 healthy (warnings may be printed), 1 unhealthy (a drain check failed or timed
     out), 3 nodetune could not run. The first stdout line is a one-line summary suitable as a
-    Slurm drain reason.
+    Slurm drain reason. With --npd: exit 2 instead of 3, and also when no drain check could be
+    evaluated or none passed and some were unknown (NPD's Unknown).
     """
     fields: dict[str, Any] = {k: tuple(v) if isinstance(v, (list, tuple)) else v
                               for k, v in request_fields(values).items()}
-    emit = emitter(bool(values["as_json"]), bool(values["verbose"]))
-    stored = stored_answer(values, fields)
-    if stored is not None:
-        emit(stored)
-        return int(stored["exit_code"])
-    return run(CheckRequest(**run_fields(values, fields)), emit=emit).exit_code
+    as_npd = bool(values["npd"])
+    emit = emitter(bool(values["as_json"]), bool(values["verbose"]), as_npd)
+    try:
+        stored = stored_answer(values, fields)
+        if stored is not None:
+            emit(stored)
+            code = int(stored["exit_code"])
+        else:
+            code = run(CheckRequest(**run_fields(values, fields)), emit=emit).exit_code
+    except NodetuneError as exc:
+        if not as_npd:
+            raise
+        return error(exc, as_npd)
+    return emit.npd_status if as_npd else code

@@ -25,6 +25,7 @@ TARGETS: dict[str, str] = {
     "slurm": "slurm",
     "dra": "dra",
     "nccl-topo": "nccl_topo",
+    "npd": "npd",
 }
 
 MIB = 1 << 20
