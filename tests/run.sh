@@ -13,12 +13,17 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
 
-APT_PACKAGES="fio numactl hwloc prometheus slurm-wlm munge debootstrap"
+# tuned: tests/test_tuned.py loads profiles with its parser; its daemon is not wanted (below)
+APT_PACKAGES="fio numactl hwloc prometheus slurm-wlm munge debootstrap tuned"
 missing=""
 for p in $APT_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends $missing
+  # the package starts TuneD where systemd runs: stop it, so the tests never tune this machine
+  case "$missing" in *" tuned"*)
+    if [ -d /run/systemd/system ]; then $SUDO systemctl disable --now tuned || true; fi ;;
+  esac
 fi
 
 if [ "$(id -u)" = 0 ] && [ "${NODETUNE_SLURM_CHROOT:-1}" != 0 ]; then

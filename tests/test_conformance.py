@@ -28,6 +28,7 @@ from nodetune.node.hostroot import HostRoot
 from nodetune.node.source import open_node
 from tests.audit_helpers import collect, tree_and_nvml
 from tests.conftest import FIXTURES, _ram_dir, real_tree_names
+from tests.tuned_trees import with_tuned
 
 # Contract paths that no fixture tree can emit, each with the reason.
 ALLOWED_UNEMITTED = {
@@ -116,6 +117,8 @@ def documents(host_tree, synthetic_host, synth, tmp_path_factory) -> dict[str, d
         docs[name] = collect(*tree_and_nvml(name, host_tree, synthetic_host))
     faulty = synth.build("synthetic-dgx-h100", base / "faults", synth.Options(**FAULTS))
     docs["synthetic-dgx-h100+faults"] = collect(str(faulty.root), str(faulty.nvml))
+    tuned = with_tuned(host_tree("h100x2-fc-vm-gather"), base / "tuned", "hpc-compute")
+    docs["h100x2-fc-vm-gather+tuned"] = collect(str(tuned), "off")
     for snapshot in sorted((FIXTURES / "snapshots").glob("*.tar.gz")):
         with open_node(snapshot=str(snapshot)) as node:
             docs[snapshot.name] = node.facts().to_json()

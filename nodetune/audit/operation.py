@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nodetune import __version__, exitcodes
+from nodetune.audit import tuned
 from nodetune.errors import ProfileError
 from nodetune.facts.derived import derive
 from nodetune.facts.model import Finding, Severity, Status, to_jsonable
@@ -118,12 +119,19 @@ def _select(rules: Sequence[Rule], only: list[str], skip: list[str],
     """(rules to evaluate, rules skipped by --skip); a pattern matching nothing is an error."""
     for flag, patterns in (("--only", only), ("--skip", skip)):
         for pattern in patterns:
-            if not any(fnmatch.fnmatchcase(r.id, pattern) for r in rules):
+            if not any(fnmatch.fnmatchcase(i, pattern)
+                       for i in (*(r.id for r in rules), tuned.SETTING_ID)):
                 raise ProfileError(f"{flag} {pattern}: no setting of profile {profile} matches",
                                    fix=f"see the ids in `nodetune profiles show {profile}`")
     chosen = [r for r in rules if not only or any(fnmatch.fnmatchcase(r.id, p) for p in only)]
     skipped = [r for r in chosen if any(fnmatch.fnmatchcase(r.id, p) for p in skip)]
     return [r for r in chosen if r not in skipped], skipped
+
+
+def _kept(setting: str, only: list[str], skip: list[str]) -> bool:
+    """Whether --only and --skip keep a setting no profile rule declares."""
+    return (not only or any(fnmatch.fnmatchcase(setting, p) for p in only)) and \
+        not any(fnmatch.fnmatchcase(setting, p) for p in skip)
 
 
 def run_audit(facts: Mapping[str, Any], *, profile: str | None = None,
@@ -140,8 +148,11 @@ def run_audit(facts: Mapping[str, Any], *, profile: str | None = None,
     match = Match(profile=profile, reason="chosen with --profile", automatic=False) if profile \
         else library.match(facts)
     prof = library.load(match.profile, overrides)
-    rules, skipped = _select(prof.rules, _patterns(only), _patterns(skip), prof.name)
+    only_ids, skip_ids = _patterns(only), _patterns(skip)
+    rules, skipped = _select(prof.rules, only_ids, skip_ids, prof.name)
     findings = evaluate(rules, facts, prof.variables)
+    if _kept(tuned.SETTING_ID, only_ids, skip_ids):
+        findings += tuned.check(rules, findings, facts, prof.variables)
     findings += [Finding(id=r.id, area=r.area, severity=r.severity, status=Status.SKIPPED,
                          fact=r.fact, message="skipped with --skip", why=r.why)
                  for r in skipped]

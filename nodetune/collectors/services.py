@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Annotated
 
-from nodetune.collectors import Context, register
+from nodetune.collectors import Context, register, tuned
 from nodetune.collectors.kernel import read_mounts
 from nodetune.facts.model import FactSet, Keyed
 from nodetune.node.hostroot import HostRoot
@@ -35,6 +35,7 @@ class Unit:
 @dataclass(frozen=True, kw_only=True)
 class ServicesFacts(FactSet):
     units: Annotated[dict[str, Unit], Keyed("unit")] = field(default_factory=dict)
+    tuned: tuned.TunedProfile | None = None  # None: TuneD is not installed
 
 
 def running_processes(root: HostRoot, wanted: set[str]) -> tuple[dict[str, int], int]:
@@ -75,7 +76,8 @@ def unit_enabled(root: HostRoot, unit: str) -> tuple[bool | None, bool | None]:
 @register("services")
 class ServicesCollector:
     """State of nvidia-persistenced, nvidia-fabricmanager, nvidia-imex, irqbalance and tuned:
-    running (from /proc/<pid>/comm) and enabled (systemd .wants links)."""
+    running (from /proc/<pid>/comm) and enabled (systemd .wants links); TuneD's active profile
+    and what it sets (/etc/tuned, /usr/lib/tuned)."""
 
     requires = ("/proc", "/etc/systemd/system")
 
@@ -101,5 +103,10 @@ class ServicesCollector:
             if enabled is None:
                 unknown[f"units.{unit}.enabled"] = "/etc/systemd/system is not present"
             units[unit] = Unit(state=state, enabled=enabled, installed=installed, source=source)
-        return ServicesFacts(units=units, sources={"units": "/proc/*/comm, /etc/systemd/system"},
-                             unknown=unknown)
+        profile, profile_unknown = tuned.read(root)
+        unknown.update(profile_unknown)
+        sources = {"units": "/proc/*/comm, /etc/systemd/system"}
+        if profile is not None:
+            sources["tuned.active"] = tuned.ACTIVE_PROFILE
+            sources["tuned.settings"] = ", ".join(profile.chain) or tuned.ACTIVE_PROFILE
+        return ServicesFacts(units=units, tuned=profile, sources=sources, unknown=unknown)

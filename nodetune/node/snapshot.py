@@ -73,6 +73,7 @@ ALLOWED_ELSEWHERE: Final = (
     "/etc/systemd/system", "/run/systemd/system", "/usr/local/lib/systemd/system",
     "/usr/lib/systemd/system", "/lib/systemd/system", "/run/systemd/container",
     "/etc/os-release", "/usr/lib/os-release",
+    "/etc/tuned", "/usr/lib/tuned",  # TuneD's active profile and the profiles it includes
     "/dev/nvidia-caps-imex-channels",  # channel device names only, kept as empty files
     "/var/lib/kubelet/plugins/compute-domain.nvidia.com",  # only whether it exists
 )

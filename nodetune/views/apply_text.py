@@ -7,7 +7,9 @@ import difflib
 from typing import TYPE_CHECKING, Any
 
 import click
+from rich.markup import escape
 
+from nodetune.audit import tuned
 from nodetune.schemas import APPLY_SCHEMA, ROLLBACK_SCHEMA
 from nodetune.views.output import console, emit_json
 
@@ -39,7 +41,16 @@ def to_json(report: Report, prepared: Plan | None = None) -> dict[str, Any]:
                        for t in report.rejected]
     doc["state_file"] = str(report.state_file) if report.state_file else None
     doc["render_dir"] = str(report.render_dir) if report.render_dir else None
+    if prepared is not None:
+        doc["tuned_overrides"] = [{"setting": f.subject, "status": f.status.value,
+                                   "tuned": f.actual, "nodetune": f.expected or None,
+                                   "message": f.message} for f in _tuned(report, prepared)]
     return doc
+
+
+def _tuned(report: Report, prepared: Plan) -> list[Any]:
+    """The audit's TuneD findings about the settings this report changes."""
+    return tuned.for_changes(prepared.audit.findings, (s.change.id for s in report.settings))
 
 
 def _task_json(task: TaskOutcome) -> dict[str, Any]:
@@ -70,9 +81,12 @@ def show(report: Report, prepared: Plan | None = None, *, as_json: bool) -> None
     elif report.mode not in ("rollback", "rollback-plan"):
         out.print(f"nothing to apply: every setting of profile {report.profile} that nodetune "
                   "can fix is already right")
+    for finding in (_tuned(report, prepared) if prepared is not None else ()):
+        tail = ": TuneD puts its value back each time it starts" if finding.subject else ""
+        out.print(f"warning: {finding.message}{tail}", markup=False, soft_wrap=True)
     for finding in report.manual:
-        out.print(f"[dim]manual fix[/] {finding.id}"
-                  f"{f' [{finding.subject}]' if finding.subject else ''}: {finding.fix}")
+        subject = escape(f" [{finding.subject}]") if finding.subject else ""
+        out.print(f"[dim]manual fix[/] {finding.id}{subject}: {escape(finding.fix)}")
     _print_tasks(out, report)
     for task in report.rejected:
         out.print(f"[bold red]KERNEL REJECTED[/] on {task.host}: {task.rejected}")

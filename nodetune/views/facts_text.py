@@ -284,6 +284,13 @@ def _services(s: dict[str, Any]) -> Any:
     table = _table("Services", "unit", "state", "enabled")
     for name, unit in s.get("units", {}).items():
         table.add_row(name, unit.get("state", "?"), show(unit.get("enabled")))
+    tuned = s.get("tuned")
+    if tuned:
+        mode = f" ({tuned['mode']})" if tuned.get("mode") else ""
+        plugins = ", ".join(f"[{p}] {len(o)}" for p, o in (tuned.get("settings") or {}).items())
+        table.caption = (f"TuneD profile {show(tuned.get('active'))}{mode}"
+                         f"{': ' + plugins + ' option(s)' if plugins else ''}")
+        table.caption_justify = "left"
     return table
 
 
