@@ -102,7 +102,8 @@ def run_cycle(opts: CycleOptions, bench: BenchSchedule | None = None) -> dict[st
             overrides=opts.overrides,
         )
         # hints={}: the agent has none of check's expectation options; profiles set them
-        check = run_check(request, node_facts, node=node, library=library, cache=False, hints={})
+        check = run_check(request, node_facts, node=node, library=library, cache=False, hints={},
+                          record_readings=True)
         check_doc = check.doc
         if opts.check_file:  # before the benchmarks: the answer is as fresh as the check
             store_answer(opts, request, check_doc)

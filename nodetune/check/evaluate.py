@@ -32,6 +32,7 @@ from nodetune.check.suite import CheckDef, Suite
 from nodetune.collectors import CollectorStatus, NodeFacts, gather, load_all
 from nodetune.facts.health import health_view
 from nodetune.facts.model import to_jsonable
+from nodetune.facts.nethealth import History
 from nodetune.rules.evaluation import evaluate
 from nodetune.rules.rule import Rule
 from nodetune.rules.templating import variables_used
@@ -231,6 +232,7 @@ class Report:
     started_at: float
     seconds: float
     abandoned: bool  # a unit was left running in a thread (exit without waiting for it)
+    health: dict[str, Any] = field(default_factory=dict)  # the health section the checks read
 
     @property
     def faults(self) -> list[dict[str, Any]]:
@@ -350,13 +352,15 @@ def run_checks(node: Any, suite: Suite, variables: dict[str, Any], *,
                nvml_requested: bool | None = None, profile: str | None = None,
                resolve_variables: Callable[[dict[str, Any]], tuple[dict[str, Any], str | None]]
                | None = None, facts: Any = None,
-               hints: Mapping[str, str] | None = None) -> Report:
+               hints: Mapping[str, str] | None = None,
+               history: History | None = None) -> Report:
     """Gather what the suite's checks need, evaluate every check, return the Report.
 
     `resolve_variables(facts) -> (variables, profile name)` picks the variables from the
     gathered facts (`--profile auto`); it replaces `variables` before anything is evaluated.
     `facts` (NodeFacts) are facts already gathered: the collectors they hold are not run again.
     `hints` name the option that sets a variable, for checks skipped without it.
+    `history`: earlier network counter readings (nodetune.check.readings).
     """
 
     started_at, start = time.time(), time.monotonic()
@@ -398,7 +402,7 @@ def run_checks(node: Any, suite: Suite, variables: dict[str, Any], *,
     doc["collectors"] = collectors
     if resolve_variables is not None:
         variables, profile = resolve_variables(doc)
-    health = health_view(doc, variables, nvml_requested=nvml_requested)
+    health = health_view(doc, variables, nvml_requested=nvml_requested, history=history)
     probe = results.get("write_probe")
     health["write_probe"] = probe.value if probe and probe.value is not None else (
         [] if not probing else None)
@@ -408,7 +412,8 @@ def run_checks(node: Any, suite: Suite, variables: dict[str, Any], *,
     outcomes = [_evaluate(check, doc, variables, results, hints or {}) for check in checks]
     return Report(tier=suite.tier, origin=node.origin, node=_hostname(doc, node), profile=profile,
                   variables=variables, outcomes=outcomes, collectors=collectors,
-                  started_at=started_at, seconds=time.monotonic() - start, abandoned=abandoned)
+                  started_at=started_at, seconds=time.monotonic() - start, abandoned=abandoned,
+                  health=health)
 
 
 def _bench_section(results: dict[str, UnitResult], variables: dict[str, Any]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from nodetune import exitcodes
+from nodetune.check import readings
 from nodetune.check.cache import (
     parsed_cache_path,
     read_parsed,
@@ -58,7 +59,8 @@ class CheckResult:
 def run(request: CheckRequest, facts: NodeFacts | None = None, *, node: Node | None = None,
         library: Library | None = None, cache: bool = True,
         emit: Callable[[dict[str, Any]], None] | None = None,
-        hints: Mapping[str, str] = VARIABLE_FLAGS) -> CheckResult:
+        hints: Mapping[str, str] = VARIABLE_FLAGS,
+        record_readings: bool = False) -> CheckResult:
     """Answer one check request.
 
     facts: facts already gathered on this node (the agent's cycle); the collectors they hold
@@ -69,6 +71,8 @@ def run(request: CheckRequest, facts: NodeFacts | None = None, *, node: Node | N
     abandoned (a hung collector or probe) the process then exits without closing NVML or
     waiting for the stuck thread. hints: the option that sets a variable, named when a check
     is skipped for want of it (the agent has none of check's expectation options).
+    record_readings: keep this check's network counters for the next one (the agent's cycle;
+    nodetune.check.readings); every check compares with the kept readings.
     """
     if cache:
         doc = reuse(request.fields())
@@ -91,10 +95,13 @@ def run(request: CheckRequest, facts: NodeFacts | None = None, *, node: Node | N
                                                  nvml=request.nvml))
         requested = request.nvml != "off" and (request.nvml != "auto" or node.root.is_live
                                                or node.nvml is not None)
+        history = readings.load(request.root, request.snapshot)
         report = run_checks(node, suite, variables, total_timeout=total,
                             write_probe_enabled=request.write_probe, nvml_requested=requested,
                             profile=profile, resolve_variables=resolve, facts=facts,
-                            hints=hints)
+                            hints=hints, history=history)
+        if record_readings and not request.snapshot:
+            readings.record(request.root, history, report.health)
         doc = report.to_json()
         if cache:
             key = request_key(request.fields())

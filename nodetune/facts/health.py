@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 from nodetune.facts.derived import gpu_model as derived_model
+from nodetune.facts.nethealth import History, link_flaps, rdma_ports
 from nodetune.facts.nvlink import links_down
 
 NVIDIA = "0x10de"
@@ -32,6 +33,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "pci_gpus": ("pci", "gpu"),
     "links": ("pci", "nic", "rdma", "storage"),
     "rdma_ports": ("rdma",),
+    "link_flaps": ("nic", "rdma"),
     "gpudirect": ("kernel", "gpu", "pci", "rdma", "nvidia_driver"),
     "required_modules": ("kernel",),
     "filesystems": ("storage",),
@@ -47,12 +49,14 @@ NEEDS: dict[str, tuple[str, ...]] = {
 }
 
 def health_view(facts: dict[str, Any], variables: dict[str, Any] | None = None,
-                nvml_requested: bool | None = None) -> dict[str, Any]:
+                nvml_requested: bool | None = None,
+                history: History | None = None) -> dict[str, Any]:
     """The `health` section for a facts document (its shape: nodetune.facts.sections.Health);
     `variables` tune thresholds and lists.
 
     `nvml_requested`: whether NVML was asked for (live host, or a recording), so that its
-    absence is a fault rather than a choice.
+    absence is a fault rather than a choice. `history`: earlier network counter readings of
+    this boot, for counter growth and link flaps (nodetune.facts.nethealth).
     """
     var = variables or {}
     pci = [d for d in ((facts.get("pci") or {}).get("devices") or []) if isinstance(d, dict)]
@@ -67,6 +71,9 @@ def health_view(facts: dict[str, Any], variables: dict[str, Any] | None = None,
     nvml_count = sum(1 for g in gpus if g.get("source") == "nvml")
     pci_by_addr = {str(d.get("address")): d for d in pci}
     no_log = _kernel_log_missing(facts)
+    unknown: dict[str, str] = {"xids": no_log, "sxids": no_log} if no_log else {}
+    history = history or History()
+    ports = rdma_ports(facts, var, history, unknown)
     return {
         "gpu": {
             "pci_count": len(pci_gpus) if "pci" in facts else None,
@@ -84,7 +91,8 @@ def health_view(facts: dict[str, Any], variables: dict[str, Any] | None = None,
                  for slot, g in enumerate(gpus)],
         "pci_gpus": [_pci_gpu(g, nvml_ok) for g in gpus],
         "links": _links(facts, pci, pci_by_addr),
-        "rdma_ports": _rdma_ports(facts, str(var.get("rdma_devices") or ".*")),
+        "rdma_ports": ports,
+        "link_flaps": link_flaps(facts, ports, var, history, unknown),
         "gpudirect": _gpudirect(facts, modules, bool(pci_gpus)),
         "required_modules": [{"subject": m, "loaded": None if modules is None else m in modules}
                              for m in var.get("required_modules") or []],
@@ -98,7 +106,7 @@ def health_view(facts: dict[str, Any], variables: dict[str, Any] | None = None,
             {"subject": f"NVSwitch {e.get('pci_address')}", "code": e.get("code"),
              "fatal": e.get("fatal"), "message": e.get("message")}
             for e in ((facts.get("kernel_log") or {}).get("sxids") or [])],
-        "unknown": {"xids": no_log, "sxids": no_log} if no_log else {},
+        "unknown": unknown,
         "nvswitch_count": sum(1 for d in pci if d.get("vendor") == NVIDIA
                               and str(d.get("class") or "").startswith(NVSWITCH_CLASS))
         if "pci" in facts else None,
@@ -342,24 +350,6 @@ def _aer_counts(dev: dict[str, Any], pci_by_addr: dict[str, dict[str, Any]]
     return {"aer_fatal": aer.get("fatal"), "aer_nonfatal": aer.get("nonfatal"),
             "upstream_aer_fatal": total("fatal"), "upstream_aer_nonfatal": total("nonfatal"),
             "upstream_aer_ports": ", ".join(failing)}
-
-
-def _rdma_ports(facts: dict[str, Any], device_regex: str) -> list[dict[str, Any]]:
-    wanted = re.compile(device_regex)
-    out = []
-    for dev in ((facts.get("rdma") or {}).get("devices") or []):
-        name = str(dev.get("name"))
-        if not dev.get("pci_address") or not wanted.fullmatch(name):
-            continue  # software RDMA (rxe, siw) has no PCI device
-        for port in dev.get("ports") or []:
-            state = port.get("state")
-            out.append({
-                "subject": f"{name}/{port.get('port')}", "device": name, "port": port.get("port"),
-                "state": state, "phys_state": port.get("phys_state"),
-                "rate_gbps": port.get("rate_gbps"), "link_layer": port.get("link_layer"),
-                "active": None if state is None else str(state).upper() == "ACTIVE",
-            })
-    return out
 
 
 def _gpudirect(facts: dict[str, Any], modules: list[str] | None, has_gpu: bool) -> dict[str, Any]:

@@ -182,6 +182,29 @@ class RdmaPortHealth(TypedDict):
     rate_gbps: float | None
     link_layer: str | None
     active: bool | None
+    infiniband: bool | None  # link layer InfiniBand (False: RoCE, Ethernet link layer)
+    lid: int | None
+    sm_lid: int | None
+    sm_ok: bool | None  # LID and SM LID both non-zero: a subnet manager configured the port
+    counters: Annotated[dict[str, int], Keyed("counter")]  # the error counters as read
+    errors_over: str  # counters at or above `rdma_error_thresholds`, "name value (limit N)"
+    errors_over_count: int | None  # None when no error counter could be read
+    baseline: bool  # an earlier reading of this boot within `rdma_counter_window_s`
+    baseline_age_s: float | None
+    errors_grown: str  # link-error counters that rose since that reading, "name +N"
+    errors_grown_count: int | None  # None without a baseline
+
+
+class LinkFlaps(TypedDict):
+    """Flaps of a physical interface (carrier changes / 2) or an InfiniBand port (link_downed)
+    within `link_flap_window_s`."""
+
+    subject: str
+    kind: str  # "interface" or "ib_port"
+    count: int | None  # carrier_changes or link_downed as read now (since boot)
+    flaps: int | None  # within the window; None without a reading in it
+    baseline: bool
+    window_s: float
 
 
 class GpuDirect(TypedDict):
@@ -284,6 +307,7 @@ class Health(TypedDict):
     pci_gpus: list[PciGpu]
     links: list[HealthLink]
     rdma_ports: list[RdmaPortHealth]
+    link_flaps: list[LinkFlaps]
     gpudirect: GpuDirect
     required_modules: list[RequiredModule]
     filesystems: list[Filesystem]

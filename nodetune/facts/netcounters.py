@@ -1,0 +1,84 @@
+"""Network counter readings and what changed between them: InfiniBand port error counters and
+link flaps (IB `link_downed`, NIC `carrier_changes`).
+
+A reading is what one check saw: `{"t": epoch, "ports": {"mlx5_0/1": {counter: value}},
+"interfaces": {"eth0": carrier_changes}}`. The agent keeps the readings of the current boot
+(nodetune.check.readings); these functions compare the current one with them. Nothing here
+reads the host.
+
+A counter lower than in an earlier reading was reset (`perfquery -R`, a driver reload, a 32-bit
+wrap): the drop is not growth, and counting starts again from the lower value.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+# Port counters whose growth means the physical link is failing: symbol and link-integrity
+# errors, link recoveries and downs, bad packets received, receive-buffer overruns
+# (sysfs names of the IBA PortCounters, Documentation/ABI/stable/sysfs-class-infiniband).
+# Discards, constraint errors, VL15 drops and switch-relay errors also rise on a healthy port
+# (congestion, SM sweeps, multicast loop-back); they count against the absolute thresholds only.
+LINK_ERROR_COUNTERS = (
+    "symbol_error", "link_error_recovery", "link_downed", "port_rcv_errors",
+    "port_rcv_remote_physical_errors", "local_link_integrity_errors",
+    "excessive_buffer_overrun_errors",
+)
+Reading = Mapping[str, Any]
+
+
+def reading(health: Mapping[str, Any], at: float) -> dict[str, Any]:
+    """The counters of a `health` section (nodetune.facts.health) worth comparing with a later
+    reading: each RDMA port's counters and each physical interface's carrier changes."""
+    ports = {str(p["subject"]): dict(p["counters"]) for p in health.get("rdma_ports") or []
+             if p.get("counters")}
+    interfaces = {str(f["subject"]): int(f["count"]) for f in health.get("link_flaps") or []
+                  if f.get("kind") == "interface" and isinstance(f.get("count"), int)}
+    return {"t": at, "ports": ports, "interfaces": interfaces}
+
+
+def latest_within(history: Sequence[Reading], now: float, window_s: float) -> Reading | None:
+    """The newest earlier reading at most `window_s` old (one dated after `now`, a clock step,
+    is none)."""
+    found = [r for r in history if _time(r) is not None and now - window_s <= _time(r) <= now]
+    return max(found, key=lambda r: float(r["t"])) if found else None
+
+
+def grown(previous: Mapping[str, Any] | None, current: Mapping[str, int],
+          names: Sequence[str] = LINK_ERROR_COUNTERS) -> dict[str, int]:
+    """{counter: increase} of the `names` that rose since `previous` (a reset is no growth)."""
+    if not previous:
+        return {}
+    out = {}
+    for name in names:
+        before, now = previous.get(name), current.get(name)
+        if isinstance(before, int) and isinstance(now, int) and now > before:
+            out[name] = now - before
+    return out
+
+
+def increase_within(history: Sequence[Reading], now: float, window_s: float, kind: str,
+                    name: str, current: int | None, counter: str | None = None) -> int | None:
+    """How much a counter rose over the readings of the last `window_s` seconds and the current
+    value (resets skipped); None without a reading of it in that window."""
+    if current is None:
+        return None
+    values = []
+    for r in sorted((r for r in history if _time(r) is not None
+                     and now - window_s <= _time(r) <= now), key=lambda r: float(r["t"])):
+        value = (r.get(kind) or {}).get(name)
+        if counter is not None:
+            value = value.get(counter) if isinstance(value, Mapping) else None
+        if isinstance(value, int):
+            values.append(value)
+    if not values:
+        return None
+    values.append(current)
+    return sum(b - a for a, b in itertools.pairwise(values) if b > a)
+
+
+def _time(r: Reading) -> float | None:
+    t = r.get("t")
+    return float(t) if isinstance(t, (int, float)) else None

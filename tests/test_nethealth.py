@@ -1,0 +1,263 @@
+"""InfiniBand/RoCE network health: subnet manager (NT4020), port error counters (NT4021,
+NT4022) and link flaps (NT4023, NT4024).
+
+The trees are the real mlx4 FDR node of tests/fixtures/hosts/32em64t-2n8c+dax+nvme+mic+dimms
+(port ACTIVE, LID 0x3a4, SM LID 0x1, every error counter 0), copied into `synthetic-*` trees
+that change what each story needs, as the kernel writes it (Documentation/ABI/stable/
+sysfs-class-infiniband, sysfs-class-net)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nodetune.check import readings
+from nodetune.check.operation import CheckRequest, run
+from nodetune.facts.netcounters import grown, increase_within
+from nodetune.schemas import NET_READINGS_SCHEMA
+from tests.conftest import real_tree_names
+
+HOST = "32em64t-2n8c+dax+nvme+mic+dimms"
+IB_DEVICE = "sys/devices/pci0000:80/0000:80:02.2/0000:82:00.0"
+PORT = f"{IB_DEVICE}/infiniband/mlx4_0/ports/1"
+ETH0 = "sys/devices/pci0000:00/0000:00:01.1/0000:02:00.0/net/eth0"
+COPIED = ("sys/class/infiniband", "sys/class/net", IB_DEVICE,
+          "sys/devices/pci0000:00/0000:00:01.1/0000:02:00.0",
+          "sys/devices/pci0000:00/0000:00:01.1/0000:02:00.3", "proc")
+OUR_CHECKS = ("rdma.port.sm", "rdma.port.errors", "rdma.port.errors_growing",
+              "net.link.flapping", "net.link.flapped")
+
+
+@pytest.fixture
+def tree(host_tree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the real node's network and IB sysfs, with a boot id, in its own cache."""
+    real = host_tree(HOST)
+    root = tmp_path / "synthetic-ib-node"
+    for rel in COPIED:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(real / rel, root / rel, symlinks=True)
+    write(root, "proc/sys/kernel/random/boot_id", "3f1c2a9e-0d6b-4c55-9b7e-2f0a1d4c8e11")
+    write(root, f"{ETH0}/carrier_changes", "2")  # Linux >= 3.15 counts carrier changes
+    monkeypatch.setenv("NODETUNE_CACHE_DIR", str(tmp_path / "cache"))
+    return root
+
+
+def write(root: Path, rel: str, text: str) -> None:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + "\n")
+
+
+def check(root: Path, *, record: bool = False) -> dict[str, dict[str, Any]]:
+    """{check id: its outcome} of the quick tier on `root` (record: as the agent's cycle)."""
+    result = run(CheckRequest(root=str(root), tier="quick"), cache=False,
+                 record_readings=record)
+    return {c["id"]: c for c in result.doc["checks"] if c["id"] in OUR_CHECKS} | {
+        "_doc": result.doc}
+
+
+def statuses(outcome: dict[str, Any]) -> dict[str | None, str]:
+    return {f["subject"]: f["status"] for f in outcome["findings"]}
+
+
+def drains(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(f["fault_code"], f["subject"]) for f in doc["faults"]]
+
+
+# -- the real node is clean -----------------------------------------------------------------
+
+def test_the_real_ib_node_is_healthy_on_every_network_check(tree: Path) -> None:
+    first = check(tree, record=True)
+    assert statuses(first["rdma.port.sm"]) == {"mlx4_0/1": "pass"}
+    assert statuses(first["rdma.port.errors"]) == {"mlx4_0/1": "pass"}
+    assert first["rdma.port.errors_growing"]["status"] == "skipped"  # no earlier reading
+    assert "no earlier reading" in first["rdma.port.errors_growing"]["note"]
+    second = check(tree, record=True)
+    assert statuses(second["rdma.port.errors_growing"]) == {"mlx4_0/1": "pass"}
+    assert statuses(second["net.link.flapping"]) == {"eth0": "pass", "mlx4_0/1": "pass",
+                                                     "eth1": "unknown"}
+    assert not drains(second["_doc"]) and not second["_doc"]["warnings"]
+
+
+# -- subnet manager --------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("lid", "sm_lid"), [("0x3a4", "0x0"), ("0x0", "0x1")])
+def test_an_active_ib_port_without_a_subnet_manager_drains(tree: Path, lid: str,
+                                                           sm_lid: str) -> None:
+    write(tree, f"{PORT}/lid", lid)
+    write(tree, f"{PORT}/sm_lid", sm_lid)
+    out = check(tree)
+    assert statuses(out["rdma.port.sm"]) == {"mlx4_0/1": "fail"}
+    assert ("NT4020", "mlx4_0/1") in drains(out["_doc"])
+    assert "has no subnet manager" in out["_doc"]["summary"]
+
+
+def test_a_roce_port_has_no_subnet_manager_to_check(tree: Path) -> None:
+    write(tree, f"{PORT}/link_layer", "Ethernet")
+    write(tree, f"{PORT}/lid", "0x0")
+    write(tree, f"{PORT}/sm_lid", "0x0")
+    out = check(tree)
+    assert statuses(out["rdma.port.sm"]) == {"mlx4_0/1": "skipped"}
+    assert out["rdma.port.sm"]["findings"][0]["message"] == \
+        "an Ethernet (RoCE) port: no subnet manager"
+    assert not drains(out["_doc"])
+
+
+def test_an_unreadable_sm_lid_is_unknown_not_pass(tree: Path) -> None:
+    (tree / PORT / "sm_lid").unlink()
+    out = check(tree)
+    finding = out["rdma.port.sm"]["findings"][0]
+    assert finding["status"] == "unknown"
+    assert "sm_lid not readable" in finding["actual"]
+
+
+def test_a_port_that_is_down_is_not_judged_for_its_sm(tree: Path) -> None:
+    write(tree, f"{PORT}/state", "1: DOWN")
+    write(tree, f"{PORT}/sm_lid", "0x0")
+    out = check(tree)
+    assert statuses(out["rdma.port.sm"]) == {"mlx4_0/1": "skipped"}  # rdma.port.state drains
+
+
+# -- error counters: absolute thresholds ---------------------------------------------------------
+
+def test_counters_at_ibcheckerrs_thresholds_warn_and_do_not_drain(tree: Path) -> None:
+    """The values of the real H100 capture (tests/fixtures/rdma): 14 receive errors and 15
+    buffer overruns, both at or above ibcheckerrs' 10."""
+    write(tree, f"{PORT}/counters/port_rcv_errors", "14")
+    write(tree, f"{PORT}/counters/excessive_buffer_overrun_errors", "15")
+    write(tree, f"{PORT}/counters/port_xmit_discards", "99")  # limit 100
+    out = check(tree)
+    assert statuses(out["rdma.port.errors"]) == {"mlx4_0/1": "fail"}
+    warning = next(w for w in out["_doc"]["warnings"] if w["fault_code"] == "NT4021")
+    assert warning["message"] == ("mlx4_0/1 error counters over their limits: port_rcv_errors 14 "
+                                  "(limit 10), excessive_buffer_overrun_errors 15 (limit 10)")
+    assert not drains(out["_doc"]) and out["_doc"]["exit_code"] == 0
+
+
+def test_unreadable_counters_are_unknown(tree: Path) -> None:
+    shutil.rmtree(tree / PORT / "counters")
+    finding = check(tree)["rdma.port.errors"]["findings"][0]
+    assert finding["status"] == "unknown" and "no error counter readable" in finding["actual"]
+
+
+# -- error counters: growth between readings -------------------------------------------------
+
+def test_link_errors_rising_between_two_agent_cycles_drain(tree: Path) -> None:
+    check(tree, record=True)
+    write(tree, f"{PORT}/counters/symbol_error", "7")
+    write(tree, f"{PORT}/counters/port_xmit_discards", "40")  # congestion: not a link error
+    out = check(tree, record=True)
+    assert statuses(out["rdma.port.errors_growing"]) == {"mlx4_0/1": "fail"}
+    assert ("NT4022", "mlx4_0/1") in drains(out["_doc"])
+    assert "symbol_error +7" in out["_doc"]["summary"]
+    assert "port_xmit_discards" not in out["_doc"]["summary"]
+    third = check(tree, record=True)  # no new errors since the last cycle: healthy again
+    assert statuses(third["rdma.port.errors_growing"]) == {"mlx4_0/1": "pass"}
+
+
+def test_a_check_outside_the_agent_compares_with_the_agents_reading(tree: Path) -> None:
+    check(tree, record=True)  # the agent's cycle
+    write(tree, f"{PORT}/counters/link_error_recovery", "3")
+    out = check(tree)  # the prolog's `nodetune check`
+    assert ("NT4022", "mlx4_0/1") in drains(out["_doc"])
+    again = check(tree)  # it wrote nothing: still compared with the agent's reading
+    assert ("NT4022", "mlx4_0/1") in drains(again["_doc"])
+
+
+def test_a_counter_reset_is_not_growth(tree: Path) -> None:
+    write(tree, f"{PORT}/counters/symbol_error", "500")
+    check(tree, record=True)
+    write(tree, f"{PORT}/counters/symbol_error", "0")  # perfquery -R
+    out = check(tree, record=True)
+    assert statuses(out["rdma.port.errors_growing"]) == {"mlx4_0/1": "pass"}
+    assert grown({"symbol_error": 500}, {"symbol_error": 0}) == {}
+
+
+def test_after_a_reboot_the_old_readings_do_not_count(tree: Path) -> None:
+    check(tree, record=True)
+    write(tree, "proc/sys/kernel/random/boot_id", "9d2e4f60-1b3c-4a7d-8e5f-6a7b8c9d0e1f")
+    write(tree, f"{PORT}/counters/symbol_error", "12")
+    out = check(tree)
+    assert out["rdma.port.errors_growing"]["status"] == "skipped"
+    assert "NT4022" not in {code for code, _ in drains(out["_doc"])}
+
+
+def test_a_reading_older_than_the_window_is_no_baseline(tree: Path) -> None:
+    check(tree, record=True)
+    path = Path(str(readings.readings_path(str(tree))))
+    doc = json.loads(path.read_text())
+    assert doc["schema"] == NET_READINGS_SCHEMA
+    doc["readings"][0]["t"] -= 901  # rdma_counter_window_s 900
+    path.write_text(json.dumps(doc))
+    write(tree, f"{PORT}/counters/symbol_error", "12")
+    assert check(tree)["rdma.port.errors_growing"]["status"] == "skipped"
+
+
+def test_another_users_readings_file_is_ignored(tree: Path) -> None:
+    check(tree, record=True)
+    path = str(readings.readings_path(str(tree)))
+    history = readings.load(str(tree))
+    assert len(history.readings) == 1
+    Path(path).write_text("not json")
+    assert readings.load(str(tree)).readings == ()
+
+
+# -- link flaps ------------------------------------------------------------------------------
+
+def test_three_flaps_in_ten_minutes_drain(tree: Path) -> None:
+    check(tree, record=True)
+    write(tree, f"{ETH0}/carrier_changes", "4")  # one flap: down and up
+    first = check(tree, record=True)
+    assert statuses(first["net.link.flapped"])["eth0"] == "fail"
+    assert statuses(first["net.link.flapping"])["eth0"] == "pass"
+    assert ("NT4024", "eth0") in [(w["fault_code"], w["subject"])
+                                  for w in first["_doc"]["warnings"]]
+    write(tree, f"{ETH0}/carrier_changes", "8")  # two more
+    out = check(tree, record=True)
+    assert ("NT4023", "eth0") in drains(out["_doc"])
+    assert "eth0 link went down 3 times in the last 600 s" in out["_doc"]["summary"]
+    assert statuses(out["net.link.flapped"])["eth0"] == "skipped"  # the drain says it
+
+
+def test_ib_link_downed_counts_flaps_of_the_port(tree: Path) -> None:
+    check(tree, record=True)
+    write(tree, f"{PORT}/counters/link_downed", "3")
+    out = check(tree, record=True)
+    assert ("NT4023", "mlx4_0/1") in drains(out["_doc"])
+
+
+def test_an_old_flap_that_recovered_is_fine(tree: Path) -> None:
+    write(tree, f"{ETH0}/carrier_changes", "40")  # flapped 19 times since boot, long ago
+    check(tree, record=True)
+    out = check(tree, record=True)
+    assert statuses(out["net.link.flapped"])["eth0"] == "pass"
+    assert not drains(out["_doc"])
+
+
+def test_flaps_count_only_within_the_window() -> None:
+    history = [{"t": 0.0, "interfaces": {"eth0": 2}}, {"t": 500.0, "interfaces": {"eth0": 6}},
+               {"t": 800.0, "interfaces": {"eth0": 6}}]
+    assert increase_within(history, 1000.0, 600.0, "interfaces", "eth0", 8) == 2
+    assert increase_within(history, 1000.0, 600.0, "interfaces", "eth0", None) is None
+    assert increase_within(history, 2000.0, 600.0, "interfaces", "eth0", 8) is None
+    # a reset (driver reload) in the window: counting starts again from the lower value
+    reset = [{"t": 500.0, "interfaces": {"eth0": 6}}, {"t": 800.0, "interfaces": {"eth0": 1}}]
+    assert increase_within(reset, 1000.0, 600.0, "interfaces", "eth0", 3) == 2
+
+
+@pytest.mark.parametrize("name", real_tree_names())
+def test_no_real_capture_fails_a_network_check(host_tree, name: str, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Zero false drains (and no false warning) from these checks on every real tree, the
+    agent's way: a cycle recorded, then a second one compared with it."""
+    monkeypatch.setenv("NODETUNE_CACHE_DIR", str(tmp_path))
+    root = host_tree(name)
+    for _ in range(2):
+        out = check(root, record=True)
+        failing = {i: statuses(o) for i, o in out.items() if i != "_doc"
+                   and "fail" in statuses(o).values()}
+        assert not failing
