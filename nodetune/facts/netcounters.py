@@ -42,8 +42,8 @@ def reading(health: Mapping[str, Any], at: float) -> dict[str, Any]:
 def latest_within(history: Sequence[Reading], now: float, window_s: float) -> Reading | None:
     """The newest earlier reading at most `window_s` old (one dated after `now`, a clock step,
     is none)."""
-    found = [r for r in history if _time(r) is not None and now - window_s <= _time(r) <= now]
-    return max(found, key=lambda r: float(r["t"])) if found else None
+    found = _within(history, now, window_s)
+    return found[-1] if found else None
 
 
 def grown(previous: Mapping[str, Any] | None, current: Mapping[str, int],
@@ -66,8 +66,7 @@ def increase_within(history: Sequence[Reading], now: float, window_s: float, kin
     if current is None:
         return None
     values = []
-    for r in sorted((r for r in history if _time(r) is not None
-                     and now - window_s <= _time(r) <= now), key=lambda r: float(r["t"])):
+    for r in _within(history, now, window_s):
         value = (r.get(kind) or {}).get(name)
         if counter is not None:
             value = value.get(counter) if isinstance(value, Mapping) else None
@@ -79,6 +78,8 @@ def increase_within(history: Sequence[Reading], now: float, window_s: float, kin
     return sum(b - a for a, b in itertools.pairwise(values) if b > a)
 
 
-def _time(r: Reading) -> float | None:
-    t = r.get("t")
-    return float(t) if isinstance(t, (int, float)) else None
+def _within(history: Sequence[Reading], now: float, window_s: float) -> list[Reading]:
+    """The readings of the last `window_s` seconds, oldest first."""
+    timed = [(float(r["t"]), i, r) for i, r in enumerate(history)
+             if isinstance(r.get("t"), (int, float))]
+    return [r for t, _, r in sorted(timed) if now - window_s <= t <= now]
