@@ -58,7 +58,8 @@ NVML_ALONE = ("rtx4090x8-driver535.json", "h200-load.json", "h100x4-fc-vm-live.j
 FAULTS = {"xids": {0: 79, 3: 31}, "sxids": (20034, 12028), "ecc_uncorrectable": {1: 2},
           "remapped_row_failure": (2,), "nvlink_down": {4: 3}, "mig_enabled": (5,),
           "ib_port_down": (1,), "acs_enabled": True, "read_only_mounts": ("/raid",),
-          "persistence_off": (6,), "storage_nics": True, "hugepages_2m": 16}
+          "persistence_off": (6,), "storage_nics": True, "hugepages_2m": 16,
+          "nccl_library": "libnccl.so.2.28.9", "extra_modules": ("nv_peer_mem",)}
 
 _TYPES: dict[str, tuple[type, ...]] = {
     "int": (int,), "num": (int, float), "str": (str,), "numstr": (str,), "bool": (bool,),

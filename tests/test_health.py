@@ -197,7 +197,7 @@ def test_clean_dgx_h100_is_healthy(synthetic_host: Callable[[str], Any],
     code, doc = run_check(capsys, "--root", str(host.root), "--nvml", str(host.nvml), *DGX_ARGS)
     assert code == 0, doc["summary"]
     status = {c["id"]: c["status"] for c in doc["checks"]}
-    # rdma.gpudirect: no nvidia_peermem in the tree, but the open kernel modules give DMA-BUF
+    # rdma.gpudirect: nvidia_peermem registered (and DMA-BUF complete besides)
     for check in ("gpu.count", "gpu.model", "rdma.port.state", "rdma.gpudirect", "fabric.manager",
                   "fabric.state", "nvlink.inactive", "pcie.rdma.width", "fs.mounted",
                   "pcie.gpu.aer_fatal", "pcie.rdma.aer_fatal", "gpu.recovery_action",
@@ -222,11 +222,10 @@ DGX_FAULTS = [
     ("read-only filesystem", {"read_only_mounts": ("/raid",)}, None, {"NT5002"},
      "/raid read-only (/raid mounted ro)"),
     ("module missing", {"missing_modules": ("nvidia_peermem",)}, _proprietary_driver, {"NT4003"},
-     "no GPUDirect RDMA: nvidia_peermem not loaded and no DMA-BUF path"),
+     "no GPUDirect RDMA: nvidia_peermem not loaded; DMA-BUF lacks open kernel modules"),
     ("peermem not registered", {"peer_memory_registered": False}, _proprietary_driver,
      {"NT4003"}, "no GPUDirect RDMA: nvidia_peermem loaded but not registered with the RDMA "
-     "core (no /sys/kernel/mm/memory_peers/nv_mem: the RDMA stack lacks the peer-memory API) "
-     "and no DMA-BUF path"),
+     "core (no /sys/kernel/mm/memory_peers/nv_mem); DMA-BUF lacks open kernel modules"),
     ("fatal PCIe error", {"gpu_aer": {6: (3, 0, 1)}}, None, {"NT2007"},
      "GPU6 logged 1 fatal PCIe errors since boot"),
     ("leftover process", {"gpu_processes": {4: 2}}, None, {"NT1032"},

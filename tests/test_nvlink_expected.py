@@ -106,3 +106,5 @@ def test_no_real_capture_is_drained(snapshot: Path) -> None:
     doc = json.loads(proc.stdout)
     assert proc.returncode == 0, doc["summary"]
     assert not [f for f in doc["faults"] if f.get("action") == "drain"]
+    ran = {c["id"] for c in doc["checks"]}
+    assert {"rdma.gpudirect", "rdma.gpudirect.known_issue"} <= ran

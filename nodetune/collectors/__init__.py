@@ -33,6 +33,7 @@ _MODULES = (
     "services",
     "kernel_log",
     "nvidia_driver",
+    "gpudirect_stack",
 )
 
 

@@ -1,5 +1,8 @@
 """NVIDIA kernel driver flavour and IMEX channel devices: what GPUDirect and IMEX checks need.
 
+- `version`: the kernel driver's version ("580.95.05") from the same first line of
+  /proc/driver/nvidia/version; DMA-BUF export needs R515 or later (NCCL refuses DMA-BUF below
+  CUDA driver 11.7, the R515 branch: NVIDIA/nccl src/init.cc `dmaBufSupported`).
 - `open_kernel_modules`: /proc/driver/nvidia/version names the open GPU kernel modules
   ("NVIDIA UNIX Open Kernel Module") or the proprietary ones ("NVIDIA UNIX x86_64 Kernel
   Module"). Only the open modules export GPU memory through DMA-BUF, which lets RDMA NICs reach
@@ -18,6 +21,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from nodetune.collectors import Context, register
@@ -28,10 +32,12 @@ VERSION_FILE = "/proc/driver/nvidia/version"
 IMEX_DIR = "/dev/nvidia-caps-imex-channels"
 DRA_COMPUTE_DOMAIN_DIR = "/var/lib/kubelet/plugins/compute-domain.nvidia.com"
 PEER_MEMORY_DIR = "/sys/kernel/mm/memory_peers"
+_VERSION = re.compile(r"\s(\d+\.\d+(?:\.\d+)?)\s")
 
 
 @dataclass(frozen=True, kw_only=True)
 class DriverFacts(FactSet):
+    version: str | None  # "580.95.05"
     open_kernel_modules: bool | None
     imex_channels: int | None  # None: the directory does not exist
     dra_compute_domains: bool  # the NVIDIA DRA driver's ComputeDomain plugin is installed
@@ -44,6 +50,13 @@ def parse_flavour(version_text: str) -> bool | None:
     if "NVRM version" not in first:
         return None
     return "Open Kernel Module" in first
+
+
+def parse_version(version_text: str) -> str | None:
+    """The driver version on the NVRM line ("... Kernel Module  535.183.01  Sun May ..")."""
+    first = version_text.splitlines()[0] if version_text else ""
+    match = _VERSION.search(first + " ") if "NVRM version" in first else None
+    return match.group(1) if match else None
 
 
 @register("nvidia_driver")
@@ -59,6 +72,9 @@ class NvidiaDriverCollector:
         flavour = parse_flavour(text)
         if flavour is None:
             unknown["open_kernel_modules"] = f"unrecognised first line in {VERSION_FILE}"
+        version = parse_version(text)
+        if version is None:
+            unknown["version"] = f"no driver version on the first line of {VERSION_FILE}"
         channels = None
         if root.isdir(IMEX_DIR):
             channels = sum(1 for n in root.listdir(IMEX_DIR) if n.startswith("channel"))
@@ -72,10 +88,11 @@ class NvidiaDriverCollector:
             peers = []
         else:
             unknown["peer_memory_clients"] = "the tree holds no /sys/kernel/mm"
-        return DriverFacts(open_kernel_modules=flavour, imex_channels=channels,
+        return DriverFacts(version=version, open_kernel_modules=flavour, imex_channels=channels,
                            dra_compute_domains=root.isdir(DRA_COMPUTE_DOMAIN_DIR),
                            peer_memory_clients=peers,
-                           sources={"open_kernel_modules": VERSION_FILE,
+                           sources={"version": VERSION_FILE,
+                                    "open_kernel_modules": VERSION_FILE,
                                     "imex_channels": IMEX_DIR,
                                     "dra_compute_domains": DRA_COMPUTE_DOMAIN_DIR,
                                     "peer_memory_clients": PEER_MEMORY_DIR},

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from nodetune.facts import gpudirect as gdr
 from nodetune.facts.derived import gpu_model as derived_model
 from nodetune.facts.nethealth import History, link_flaps, rdma_ports
 from nodetune.facts.nvlink import links_down
@@ -34,7 +35,8 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "links": ("pci", "nic", "rdma", "storage"),
     "rdma_ports": ("rdma",),
     "link_flaps": ("nic", "rdma"),
-    "gpudirect": ("kernel", "gpu", "pci", "rdma", "nvidia_driver"),
+    "gpudirect": ("kernel", "gpu", "pci", "rdma", "nvidia_driver", "gpudirect_stack"),
+    "gpudirect_issues": ("kernel", "gpu", "pci", "rdma", "nvidia_driver", "gpudirect_stack"),
     "required_modules": ("kernel",),
     "filesystems": ("storage",),
     "memory": ("memory",),
@@ -74,6 +76,13 @@ def health_view(facts: dict[str, Any], variables: dict[str, Any] | None = None,
     unknown: dict[str, str] = {"xids": no_log, "sxids": no_log} if no_log else {}
     history = history or History()
     ports = rdma_ports(facts, var, history, unknown)
+    direct = gdr.gpudirect(facts, modules, bool(pci_gpus))
+    if direct["available"] is None:
+        unknown["gpudirect.available"] = direct["problem"]
+    # the table is read only where GPUDirect RDMA matters (GPUs beside an RDMA NIC)
+    issues, whys = gdr.known_issues(facts, modules, gdr.path_in_use(direct)) \
+        if direct["needed"] else ([], {})
+    unknown.update({f"gpudirect_issues.{pos}.applies": why for pos, why in whys.items()})
     return {
         "gpu": {
             "pci_count": len(pci_gpus) if "pci" in facts else None,
@@ -93,7 +102,8 @@ def health_view(facts: dict[str, Any], variables: dict[str, Any] | None = None,
         "links": _links(facts, pci, pci_by_addr),
         "rdma_ports": ports,
         "link_flaps": link_flaps(facts, ports, var, history, unknown),
-        "gpudirect": _gpudirect(facts, modules, bool(pci_gpus)),
+        "gpudirect": direct,
+        "gpudirect_issues": issues,
         "required_modules": [{"subject": m, "loaded": None if modules is None else m in modules}
                              for m in var.get("required_modules") or []],
         "filesystems": _filesystems(facts, list(var.get("required_mounts") or []),
@@ -352,43 +362,6 @@ def _aer_counts(dev: dict[str, Any], pci_by_addr: dict[str, dict[str, Any]]
             "upstream_aer_ports": ", ".join(failing)}
 
 
-def _gpudirect(facts: dict[str, Any], modules: list[str] | None, has_gpu: bool) -> dict[str, Any]:
-    """GPUDirect RDMA kernel path: nvidia_peermem registered with the RDMA core, or DMA-BUF
-    (open kernel modules, Linux 5.12+). `problem` says why neither path is there."""
-    rdma = (facts.get("rdma") or {}).get("devices") or []
-    needed = bool(has_gpu and any(d.get("pci_address") for d in rdma))
-    if modules is None:
-        return {"needed": needed, "available": None, "via": None,
-                "problem": "the loaded modules could not be read"}
-    driver = facts.get("nvidia_driver") or {}
-    peers = driver.get("peer_memory_clients")
-    peermem = next((m for m in ("nvidia_peermem", "nv_peer_mem") if m in modules), None)
-    registered = None if peers is None else "nv_mem" in peers
-    if peermem and registered:
-        return {"needed": needed, "available": True, "via": "nvidia_peermem", "problem": ""}
-    open_modules = driver.get("open_kernel_modules")
-    release = str((facts.get("kernel") or {}).get("release") or "")
-    if open_modules and _kernel_at_least(release, (5, 12)):
-        return {"needed": needed, "available": True, "via": "dma-buf", "problem": ""}
-    if peermem and registered is None:
-        return {"needed": needed, "available": None, "via": None,
-                "problem": f"{peermem} loaded; whether it registered with the RDMA core is "
-                           "unknown (no /sys/kernel/mm in the tree)"}
-    if peermem:
-        problem = (f"{peermem} loaded but not registered with the RDMA core (no "
-                   "/sys/kernel/mm/memory_peers/nv_mem: the RDMA stack lacks the peer-memory "
-                   "API) and no DMA-BUF path")
-    else:
-        problem = "nvidia_peermem not loaded and no DMA-BUF path"
-    if open_modules is None:
-        problem += " known (the driver flavour, open or proprietary, is unknown)"
-    return {"needed": needed, "available": False if open_modules is not None else None,
-            "via": None, "problem": problem}
-
-
-def _kernel_at_least(release: str, wanted: tuple[int, int]) -> bool:
-    match = re.match(r"(\d+)\.(\d+)", release)
-    return match is not None and (int(match.group(1)), int(match.group(2))) >= wanted
 
 
 def _filesystems(facts: dict[str, Any], required_mounts: list[str],

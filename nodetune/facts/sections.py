@@ -210,8 +210,22 @@ class LinkFlaps(TypedDict):
 class GpuDirect(TypedDict):
     needed: bool
     available: bool | None
-    via: str | None  # "nvidia_peermem" (registered with the RDMA core) or "dma-buf"
+    via: str | None  # "nvidia_peermem"/"nv_peer_mem" (registered with the RDMA core), "dma-buf"
     problem: str  # why neither path is there (empty when one is)
+    dmabuf_ready: bool | None  # every DMA-BUF requirement met (nodetune.facts.gpudirect)
+    dmabuf_missing: str  # the requirements not met, comma separated
+    dmabuf_unknown: str  # the requirements that could not be read
+
+
+class GpuDirectIssue(TypedDict):
+    """One entry of the known-bad GPUDirect combinations table, judged on this node."""
+
+    subject: str  # the entry's id
+    applies: bool | None  # None: a fact it needs (NCCL's version) is unknown
+    severity: str
+    summary: str
+    fix: str
+    source: str  # URL
 
 
 class RequiredModule(TypedDict):
@@ -309,6 +323,7 @@ class Health(TypedDict):
     rdma_ports: list[RdmaPortHealth]
     link_flaps: list[LinkFlaps]
     gpudirect: GpuDirect
+    gpudirect_issues: list[GpuDirectIssue]
     required_modules: list[RequiredModule]
     filesystems: list[Filesystem]
     memory: HealthMemory
