@@ -26,8 +26,10 @@ if sys.argv[1:2] == ["check"] and sys.argv[0].endswith(
         sys.stderr.write(internal_error_line(exc) + "\n")
         sys.exit(exitcodes.ERROR)
 
+import contextlib
 import importlib
 import json
+import os
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -91,8 +93,32 @@ def cli() -> None:
     """nodetune: find, fix and prove the tuning of GPU servers."""
 
 
+def _collector_timeout(_ctx: click.Context, _param: click.Parameter, value: Any) -> None:
+    # deferred: the collectors package loads the facts model, which `nodetune --help` and
+    # commands that read no node do not need
+    from nodetune.collectors import limits
+
+    limits.set_override(None if value is None else float(value))
+
+
 def node_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """--root, --from and --nvml, shared by every read-only command."""
+    """--root, --from, --nvml and --collector-timeout, shared by every read-only command."""
+    # deferred: commands.params is loaded by the command modules that use these options, not
+    # by every start of the CLI
+    from nodetune.commands.params import FiniteFloatRange
+
+    func = click.option("--collector-timeout", type=FiniteFloatRange(min=0, min_open=True),
+                        default=None, metavar="S", expose_value=False,
+                        callback=_collector_timeout,
+                        help="Seconds each collector may take before its facts are unknown "
+                             "(default: each collector's own, `nodetune collectors` lists "
+                             "them; env NODETUNE_COLLECTOR_TIMEOUT).")(func)
+    return node_source_options(func)
+
+
+def node_source_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--root, --from and --nvml: where the node comes from (`check` bounds its collectors by
+    the timeouts of its checks instead of --collector-timeout)."""
     func = click.option("--nvml", "nvml", default="auto", show_default=True,
                         metavar="auto|live|off|FILE",
                         help="NVML source: live on the live host, off, or a recorded NVML JSON "
@@ -109,6 +135,26 @@ def node_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one clear line and exit code 3 for anything nodetune could not do."""
+    try:
+        _main(argv)
+    except SystemExit as exc:
+        _exit_past_stuck_collectors(exc.code)
+        raise
+
+
+def _exit_past_stuck_collectors(code: Any) -> None:
+    """End the process at once when a collector was abandoned at its time limit: its thread
+    may sit in a read or NVML call that never returns (nodetune.collectors.limits)."""
+    limits = sys.modules.get("nodetune.collectors.limits")  # not imported: none was abandoned
+    if limits is None or not limits.left_running():
+        return
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code if isinstance(code, int) else exitcodes.ERROR)
+
+
+def _main(argv: list[str] | None) -> None:
     try:
         rc = cli.main(args=argv, prog_name="nodetune", standalone_mode=False)
     except click.exceptions.Exit as exc:

@@ -22,6 +22,7 @@ from nodetune.check.options import parse as parse_fast
 from nodetune.check.suite import load_suite
 from nodetune.cli import main
 from nodetune.node.hostroot import HostRoot
+from tests.hanging import HANGING
 
 FIXTURES = Path(__file__).parent / "fixtures"
 H200_NVML = FIXTURES / "nvml" / "h200x2-vm.json"
@@ -324,20 +325,6 @@ def test_total_timeout_names_what_did_not_run() -> None:
         "the total --timeout ran out first"
 
 
-HANG_MEMINFO = """
-import sys, time
-from nodetune.node import hostroot
-read = hostroot._read_fd
-def hang(fd, hostpath, *args):
-    if hostpath == "/proc/meminfo":
-        time.sleep(3600)
-    return read(fd, hostpath, *args)
-hostroot._read_fd = hang
-from nodetune.cli import main
-main(sys.argv[1:])
-"""
-
-
 def test_a_fifo_in_place_of_a_file_is_unknown_at_once(h200: tuple[Path, Path]) -> None:
     """/proc/meminfo as a FIFO without a writer: never opened for a blocking read, the memory
     checks are unknown, and check finishes well within its timeout."""
@@ -358,7 +345,7 @@ def test_a_hanging_read_is_reported_by_check_name(h200: tuple[Path, Path], tmp_p
     checks time out by name, the node is unhealthy, and the process exits without waiting."""
     root, nvml = h200
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-c", HANG_MEMINFO, "check", "--json", "--root",
+    proc = subprocess.run([sys.executable, "-c", HANGING, "check", "--json", "--root",
                            str(root), "--nvml", str(nvml), "--timeout", "1.5"],
                           capture_output=True, text=True, timeout=60, check=False,
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})

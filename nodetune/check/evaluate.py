@@ -29,9 +29,8 @@ from typing import Any
 from nodetune import __version__, exitcodes
 from nodetune.check.bench import bench_section, bench_unit
 from nodetune.check.suite import CheckDef, Suite
-from nodetune.collectors import CollectorStatus, NodeFacts, gather, load_all
+from nodetune.collectors import CollectorStatus, NodeFacts, gather, limits, load_all
 from nodetune.facts.health import health_view
-from nodetune.facts.model import to_jsonable
 from nodetune.facts.nethealth import History
 from nodetune.rules.evaluation import evaluate
 from nodetune.rules.rule import Rule
@@ -53,6 +52,13 @@ class Unit:
     name: str
     run: Callable[[], Any]
     budget: float  # seconds it may take
+    collector: bool = False  # a collector's gather, named so when it times out
+
+    @property
+    def timeout_note(self) -> str:
+        if self.collector:
+            return f"collector {self.name} timed out after {self.budget:g} s"
+        return f"{self.name} did not answer within {self.budget:g} s"
 
 
 @dataclass
@@ -121,8 +127,7 @@ def run_units(units: list[Unit], deadline: float) -> tuple[dict[str, UnitResult]
                 own = now >= started + unit.budget
                 results[unit.name] = UnitResult(
                     timed_out=True, seconds=now - started,
-                    note=f"{unit.name} did not answer within {unit.budget:g} s" if own
-                    else "the total --timeout ran out")
+                    note=unit.timeout_note if own else "the total --timeout ran out")
                 pending = [u for u in pending if u.name not in results]
                 if not own:
                     for u in pending:
@@ -314,7 +319,7 @@ def _budgets(checks: list[CheckDef]) -> dict[str, float]:
 def _collector_unit(ctx: Any, name: str, partial: dict[str, Any]) -> Callable[[], Any]:
     """gather() one collector; its sections also go to `partial` for later units (benchmarks)."""
     def run() -> Any:
-        facts = gather(ctx, only=(name,))
+        facts = gather(ctx, only=(name,), time_limits=False)  # the unit has its limit
         partial.update(facts.sections)
         return facts
     return run
@@ -375,7 +380,9 @@ def run_checks(node: Any, suite: Suite, variables: dict[str, Any], *,
     given: dict[str, Any] = {} if facts is None else dict(facts.status)
     ctx = node.context()
     partial: dict[str, Any] = {} if facts is None else dict(facts.sections)
-    units = [Unit(n, _collector_unit(ctx, n, partial), budgets[n])
+    # a collector may take as long as the checks reading it allow, at most its own limit
+    units = [Unit(n, _collector_unit(ctx, n, partial), min(budgets[n], limits.limit(registry[n])),
+                  collector=True)
              for n in registry if n in budgets and n not in given]
     mounts = list(dict.fromkeys([*(variables.get("required_mounts") or []),
                                  *(variables.get("writable_paths") or [])]))
@@ -389,16 +396,16 @@ def run_checks(node: Any, suite: Suite, variables: dict[str, Any], *,
     results, abandoned = run_units(units, deadline)
 
     doc: dict[str, Any] = {} if facts is None else dict(facts.sections)
-    collectors: dict[str, Any] = {n: to_jsonable(s) for n, s in given.items() if n in budgets}
+    collectors: dict[str, Any] = {n: s.to_json() for n, s in given.items() if n in budgets}
     for name, res in results.items():
         if name in registry:
             if isinstance(res.value, NodeFacts):
                 doc.update(res.value.sections)
-                collectors.update({n: to_jsonable(s) for n, s in res.value.status.items()})
+                collectors.update({n: s.to_json() for n, s in res.value.status.items()})
             else:
-                collectors[name] = to_jsonable(CollectorStatus(
-                    False, res.seconds, res.error or res.note or "did not run"))
-                collectors[name]["timed_out"] = res.timed_out
+                collectors[name] = CollectorStatus(
+                    False, res.seconds, res.error or res.note or "did not run",
+                    timed_out=res.timed_out).to_json()
     doc["collectors"] = collectors
     if resolve_variables is not None:
         variables, profile = resolve_variables(doc)
@@ -450,6 +457,11 @@ def _evaluate(check: CheckDef, doc: dict[str, Any], variables: dict[str, Any],
                 f"{name} answered only after {res.seconds:.1f} s"
             note = f"check {check.id} timed out after {check.timeout:g} s ({why})"
             return CheckOutcome(check, "timeout", res.seconds, note=note)
+    for name in check.needs:  # in facts gathered before (the agent's cycle)
+        status = (doc.get("collectors") or {}).get(name)
+        if name not in results and isinstance(status, Mapping) and status.get("timed_out"):
+            note = f"check {check.id} timed out after {check.timeout:g} s ({status.get('error')})"
+            return CheckOutcome(check, "timeout", note=note)
     failed = _failed_collectors(check, doc.get("collectors") or {})
     if failed:
         return CheckOutcome(check, "error", note="could not check: " + "; ".join(failed))

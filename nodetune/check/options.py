@@ -27,7 +27,7 @@ class Option(NamedTuple):
     kind: flag (on when given), tier (one of TIERS), float and int (at least `minimum`,
     finite), text, profile (a profile name, nodetune.profiles.names),
     file (a path that is not a directory), dir (a path that is not a file).
-    group: check (declared here for click too), node (click gets it from cli.node_options),
+    group: check (declared here for click too), node (click gets it from cli.node_source_options),
     profile (from commands.audit.profile_options, exactly as `audit`), output (how the result
     is printed, not part of the request), answer (where the answer may come from, not part of
     the request either).

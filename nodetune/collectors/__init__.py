@@ -2,10 +2,12 @@
 
 Each collector reads one subsystem through a HostRoot and returns a typed FactSet. Collectors
 never exec and never write. Registration is explicit: `_MODULES` below names every module.
+Each collector runs within its time limit (`nodetune.collectors.limits`).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import time
 from collections.abc import Callable
@@ -13,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from nodetune import __version__
+from nodetune.collectors import limits
 from nodetune.errors import NoData, NodetuneError
 from nodetune.facts.model import FactSet, to_jsonable
 from nodetune.node.hostroot import HostRoot
@@ -50,6 +53,7 @@ class Context:
 class Collector(Protocol):
     name: str
     requires: tuple[str, ...]
+    timeout_s: float  # seconds it may take (limits.DEFAULT_S unless it says otherwise)
 
     def collect(self, ctx: Context) -> FactSet: ...
 
@@ -68,6 +72,8 @@ def register(name: str) -> Callable[[type], type]:
         setattr(cls, "name", name)  # noqa: B010  (set on any class, whatever it declares)
         if not hasattr(cls, "requires"):
             setattr(cls, "requires", ())  # noqa: B010
+        if not hasattr(cls, "timeout_s"):
+            setattr(cls, "timeout_s", limits.DEFAULT_S)  # noqa: B010
         if not hasattr(cls, "to_sections"):
             setattr(cls, "to_sections",  # noqa: B010
                     lambda self, facts: {self.name: to_jsonable(facts)})
@@ -93,6 +99,13 @@ class CollectorStatus:
     seconds: float
     error: str | None = None
     no_data: bool = False
+    timed_out: bool = False  # abandoned at its time limit (in JSON only when true)
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = to_jsonable(self)
+        if not self.timed_out:
+            del doc["timed_out"]
+        return doc
 
 
 @dataclass
@@ -108,12 +121,15 @@ class NodeFacts:
         doc: dict[str, Any] = {"schema": FACTS_SCHEMA, "nodetune_version": __version__,
                                "root": self.root}
         doc.update(self.sections)
-        doc["collectors"] = {n: to_jsonable(s) for n, s in self.status.items()}
+        doc["collectors"] = {n: s.to_json() for n, s in self.status.items()}
         return doc
 
 
-def gather(ctx: Context, only: tuple[str, ...] | None = None) -> NodeFacts:
-    """Run every collector (or `only` these) on its own; one failure never drops the rest."""
+def gather(ctx: Context, only: tuple[str, ...] | None = None, *,
+           time_limits: bool = True) -> NodeFacts:
+    """Run every collector (or `only` these) on its own, each within its time limit; one
+    failure or time-out never drops the rest. Without `time_limits` the caller bounds the time
+    (`nodetune check` runs each collector as a unit with the timeout of its checks)."""
     registry = load_all(only)
     status: dict[str, CollectorStatus] = {}
     sections: dict[str, Any] = {}
@@ -121,9 +137,17 @@ def gather(ctx: Context, only: tuple[str, ...] | None = None) -> NodeFacts:
         if only is not None and name not in only:
             continue
         collector = cls()
+        seconds = limits.limit(collector) if time_limits else None
         start = time.perf_counter()
         try:
-            facts = collector.collect(ctx)
+            if seconds is not None:
+                facts = limits.call_within(name, functools.partial(collector.collect, ctx), seconds)
+            else:
+                facts = collector.collect(ctx)
+        except limits.TimedOut as exc:
+            status[name] = CollectorStatus(False, time.perf_counter() - start, exc.message,
+                                           timed_out=True)
+            continue
         except NoData as exc:
             status[name] = CollectorStatus(True, time.perf_counter() - start, exc.message, True)
             continue

@@ -598,6 +598,9 @@ class GpuCollector:
     """NVIDIA GPUs from sysfs, enriched through NVML (live or a recording) when available."""
 
     requires = (PCI_DIR, "/proc/driver/nvidia", "NVML (libnvidia-ml.so.1) for most GPU facts")
+    # Without persistence mode the driver initialises every GPU when NVML starts, seconds per
+    # GPU (docs.nvidia.com/deploy/driver-persistence/index.html): more than a sysfs collector.
+    timeout_s = 30.0
 
     def collect(self, ctx: Context) -> GpuFacts:
         return collect_gpus(ctx)

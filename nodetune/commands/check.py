@@ -19,7 +19,7 @@ import click
 from nodetune.check.fastpath import emitter, error, run_fields, stored_answer
 from nodetune.check.operation import CheckRequest, run
 from nodetune.check.options import OPTIONS, TIERS, Option, request_fields
-from nodetune.cli import node_options
+from nodetune.cli import node_source_options
 from nodetune.commands.audit import profile_options
 from nodetune.commands.params import PROFILE_NAME, FiniteFloatRange
 from nodetune.errors import NodetuneError
@@ -45,7 +45,7 @@ def table_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """The options of the table, in its order: those of the `node` and `profile` groups
     through the decorators every command shares, the rest declared from the table."""
     shared: dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]] = {
-        "node": node_options, "profile": profile_options}
+        "node": node_source_options, "profile": profile_options}
     applied: set[str] = set()
     for opt in reversed(OPTIONS):
         if opt.group in shared:

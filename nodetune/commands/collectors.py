@@ -7,16 +7,17 @@ import inspect
 import click
 
 from nodetune import exitcodes
-from nodetune.collectors import load_all
+from nodetune.collectors import limits, load_all
 from nodetune.schemas import COLLECTORS_SCHEMA
 from nodetune.views.collectors_text import print_collectors
 from nodetune.views.output import emit_json
 
 
 def describe() -> list[dict[str, object]]:
-    """Name, one-paragraph description and required paths of every registered collector."""
+    """Name, one-paragraph description, required paths and time limit of every registered
+    collector (the limit as it applies now: --collector-timeout or its env replace them all)."""
     return [{"name": name, "description": " ".join((inspect.getdoc(cls) or "").split()),
-             "requires": list(getattr(cls, "requires", ()))}
+             "requires": list(getattr(cls, "requires", ())), "timeout_s": limits.limit(cls)}
             for name, cls in load_all().items()]
 
 

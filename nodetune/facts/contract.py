@@ -353,7 +353,7 @@ CONTRACT: dict[str, tuple[str, str]] = {
     "collectors.<collector>.seconds": ("num", "runner"),
     "collectors.<collector>.error": ("str", "runner"),
     "collectors.<collector>.no_data": ("bool", "runner"),
-    "collectors.<collector>.timed_out": ("bool", "check"),
+    "collectors.<collector>.timed_out": ("bool", "runner"),
     "derived.virtualized": ("bool", "derived"),
     "derived.gpu_found": ("bool", "derived"),
     "derived.gpu_count": ("int", "derived"),

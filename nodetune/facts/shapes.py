@@ -47,12 +47,6 @@ class Envelope(TypedDict):
     root: str
 
 
-class CheckCollectorRun(TypedDict):
-    """What `check` adds to each collector's status."""
-
-    timed_out: bool
-
-
 @dataclass(frozen=True)
 class Section:
     """One top-level key of the document: its type and what fills it."""
@@ -95,7 +89,6 @@ def sections() -> list[Section]:
         Section("", "runner", Envelope),
         *_collector_sections(),
         Section("collectors", "runner", Annotated[dict[str, CollectorStatus], Keyed("collector")]),
-        Section("collectors", "check", Annotated[dict[str, CheckCollectorRun], Keyed("collector")]),
         Section("derived", "derived", Derived),
         Section("health", "health", Health),
         Section("health", "check", CheckRunnerHealth),

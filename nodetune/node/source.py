@@ -17,6 +17,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+from nodetune.collectors.limits import left_running
 from nodetune.errors import SourceError
 from nodetune.node import nvml as nvml_mod
 from nodetune.node.hostroot import HostRoot
@@ -80,5 +81,5 @@ def open_node(root: str | None = None, snapshot: str | None = None,
         yield Node(root=host, nvml=backend, nvml_note=note, origin=origin)
     finally:
         close = getattr(backend, "close", None)
-        if close is not None:
-            close()
+        if close is not None and not left_running():
+            close()  # not under a collector still in NVML: nvmlShutdown would wait for it

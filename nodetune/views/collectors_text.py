@@ -8,7 +8,8 @@ from nodetune.views.output import console
 
 
 def print_collectors(rows: list[dict[str, Any]]) -> None:
-    """One row per collector: its name, the facts it gives and the paths it reads."""
+    """One row per collector: its name, the facts it gives, the paths it reads, its time
+    limit."""
     # deferred: rich costs 30-45 ms at start-up; only text output needs it, --json does not
     from rich import box
     from rich.table import Table
@@ -17,7 +18,8 @@ def print_collectors(rows: list[dict[str, Any]]) -> None:
     table.add_column("collector", style="cyan", no_wrap=True)
     table.add_column("facts", overflow="fold")
     table.add_column("reads", style="dim", overflow="fold")
+    table.add_column("limit", justify="right", no_wrap=True)
     for row in rows:
         table.add_row(str(row["name"]), str(row["description"]),
-                      ", ".join(row["requires"]))
+                      ", ".join(row["requires"]), f"{row['timeout_s']:g} s")
     console().print(table)
