@@ -4,8 +4,12 @@ pinned sets inside each GPU's NUMA node, and golden files for DGX H100, GB200 an
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import shutil
+import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,7 +23,7 @@ from tests import placement_trees as trees
 
 GOLDEN = Path(__file__).parent / "golden" / "manifests"
 K8S_VERSIONS = ("1.30.0", "1.33.0")
-TREES = ("dgx-h100", "gb200", "h200x2-vm")
+TREES = ("dgx-h100", "gb200", "h200x2-vm", "hgx-multirail")
 # Fields of KubeletConfiguration (kubelet.config.k8s.io/v1beta1, k8s.io/kubelet/config/v1beta1
 # types.go) that nodetune writes; kubernetes-validate ships no schema for this config file.
 KUBELET_FIELDS = {"apiVersion", "kind", "cpuManagerPolicy", "cpuManagerPolicyOptions",
@@ -100,7 +104,7 @@ def test_topology_policy_follows_gpus_per_numa_node(outputs):
     policy = {n: documents(outputs[n]["kubelet-config.yaml"])[0]["topologyManagerPolicy"]
               for n in TREES}
     assert policy == {"dgx-h100": "restricted", "gb200": "restricted",
-                      "h200x2-vm": "single-numa-node"}
+                      "h200x2-vm": "single-numa-node", "hgx-multirail": "restricted"}
     assert "cpu_manager_state" in outputs["dgx-h100"]["kubelet-config.yaml"]
     assert "memory_manager_state" in outputs["dgx-h100"]["kubelet-config.yaml"]
 
@@ -120,6 +124,76 @@ def test_dgx_pods_are_guaranteed_whole_core_and_fit_their_numa_node(request, out
         assert "IPC_LOCK" in container["securityContext"]["capabilities"]["add"]
     assert int(pods["nodetune-example-4gpu"]["spec"]["containers"][0]["resources"]["limits"]
                ["cpu"]) <= node_cpus - 4  # a NUMA node's worth fits beside the reserved cores
+
+
+def _env(pod: dict) -> dict[str, str]:
+    (container,) = pod["spec"]["containers"]
+    return {e["name"]: e["value"] for e in container.get("env", [])}
+
+
+@pytest.mark.parametrize("name", TREES)
+def test_pods_and_gres_conf_name_every_rail_of_the_gpus(request, outputs, name):
+    """Each pod's env lists the rails of every GPU (the device plugin picks which a pod
+    gets), best path class first, each rail on the GPU's own PCIe switch where it shares
+    one, and nothing but rails; gres.conf names each GPU's rails above its line."""
+    facts = trees.facts(*source(request, name))
+    plan = trees.plan(facts)
+    switch_of = {d["address"]: d.get("switch") for d in facts["pci"]["devices"]}
+    nic_pci = {d["name"]: d["pci_address"] for d in (facts.get("rdma") or {}).get("devices", [])}
+    rank = {"PIX": 1, "PXB": 2, "PHB": 3, "NODE": 4, "SYS": 5}
+    per_gpu = {g.index: list(zip(g.nics, g.nic_paths, strict=True)) for g in plan.gpus}
+    for g in plan.gpus:
+        for nic, path in per_gpu[g.index]:
+            if path in ("PIX", "PXB"):
+                assert switch_of[nic_pci[nic]] == switch_of[g.pci_address] is not None
+    best: dict[str, int] = {}
+    for rails in per_gpu.values():
+        for nic, path in rails:
+            best[nic] = min(best.get(nic, 9), rank[path])
+    expected = sorted(best, key=lambda n: best[n])  # stable: GPU order within a class
+    envs = [_env(p) for p in documents(outputs[name]["pods.yaml"])]
+    assert len(envs) >= 2
+    for env in envs:
+        if not expected:
+            assert env == {}
+            continue
+        assert env["NCCL_IB_HCA"] == "=" + ",".join(expected)
+        assert env["UCX_NET_DEVICES"] == ",".join(f"{n}:1" for n in expected)
+        assert "FI_PROVIDER" not in env
+    comments = [line for line in outputs[name]["gres.conf"].splitlines()
+                if line.startswith("# GPU ")]
+    assert len(comments) == len(plan.gpus)
+    for g in plan.gpus:
+        (comment,) = [c for c in comments if c.startswith(f"# GPU {g.index} (")]
+        if expected:
+            assert comment.endswith("; rails " + ", ".join(f"{n} ({p})"
+                                                           for n, p in per_gpu[g.index]))
+        else:
+            assert "rails" not in comment
+    if name == "hgx-multirail":
+        assert len(expected) == 16 and all(len(r) == 2 for r in per_gpu.values())
+    if name == "dgx-h100":
+        assert len(expected) == 8 and all(len(r) == 1 for r in per_gpu.values())
+    if name == "gb200":  # the two BlueField-3 serve no GPU: not rails
+        assert expected == ["mlx5_0", "mlx5_1", "mlx5_3", "mlx5_4"]
+        assert len(plan.rdma_devices) == 6
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_efa_pods_set_libfabric_and_validate(request, version):
+    import kubernetes_validate
+
+    doc = trees.facts(*trees.tree(request, "hgx-multirail"))
+    for d in doc["rdma"]["devices"]:  # the efa driver's names: rdmapBUSsSLOT
+        d["name"] = "rdmap" + str(int(d["pci_address"].split(":")[1], 16)) + "s0"
+    plan = trees.plan(doc)
+    text = render("k8s-pod", plan, Options()).files["pods.yaml"]
+    rails = [n for g in plan.gpus for n in g.nics]
+    assert len(rails) == 16 and all(n.startswith("rdmap") for n in rails)
+    for pod in documents(text):
+        kubernetes_validate.validate(pod, version, strict=True)
+        assert _env(pod) == {"FI_PROVIDER": "efa", "FI_EFA_USE_DEVICE_RDMA": "1",
+                             "UCX_NET_DEVICES": ",".join(f"{n}:1" for n in rails)}
 
 
 def test_daemonset_runs_the_agent_with_its_flags_on_gpu_nodes(outputs):
@@ -241,6 +315,48 @@ def test_gres_conf_cores_are_the_gpu_numa_node_and_links_are_symmetric(request, 
         assert all(links[j][i] == row[j] for j in range(len(row)) if j != i)
     hints = outputs[name]["slurm-hints.conf"]
     assert "TaskPlugin=task/cgroup,task/affinity" in hints and "--gpu-bind=closest" in hints
+
+
+SLURMD = shutil.which("slurmd") or shutil.which("slurmd", path="/usr/sbin:/sbin")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(SLURMD is None, reason="slurmd not installed (apt-get install slurmd)")
+@pytest.mark.parametrize("name", TREES)
+def test_real_slurmd_loads_gres_conf_and_the_node_line(request, outputs, name, tmp_path):
+    """`slurmd -G` (print the GRES configuration and exit) of the host's Slurm reads the
+    gres.conf with its rail comments and the slurm.conf node line, and checks each Cores=
+    against the machine hwloc describes: a synthetic hwloc topology of this node's shape
+    (packages x NUMA nodes x cores x threads), since the host is not the node."""
+    plan = trees.plan(trees.facts(*source(request, name)))
+    (node_line,) = [line for line in outputs[name]["slurm-hints.conf"].splitlines()
+                    if line.startswith("NodeName=")]
+    sockets = int(re.search(r"Sockets=(\d+)", node_line).group(1))
+    numa_per_socket = len(plan.cpu_numa_nodes) // sockets
+    shape = (f"pack:{sockets} numa:{numa_per_socket} "
+             f"core:{len(plan.cores) // sockets // numa_per_socket} pu:{plan.threads_per_core}")
+    devices = tmp_path / "dev"
+    devices.mkdir()
+    gres = outputs[name]["gres.conf"].replace("File=/dev/", f"File={devices}/")
+    for minor, line in enumerate(gres_lines(gres)):
+        path = Path(line["File"])
+        if os.geteuid() == 0:  # slurmd wants a character device; a plain file draws an error
+            os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(195, minor))
+        else:
+            path.touch()
+    (tmp_path / "gres.conf").write_text(gres)
+    (tmp_path / "slurm.conf").write_text(
+        f"ClusterName=gres\nSlurmctldHost=localhost\nGresTypes=gpu\n"
+        f"SelectType=select/cons_tres\n{node_line}\nPartitionName=all Nodes=ALL\n")
+    node = node_line.split()[0].split("=", 1)[1]
+    proc = subprocess.run([SLURMD, "-f", str(tmp_path / "slurm.conf"), "-N", node, "-G"],
+                          env={**os.environ, "HWLOC_SYNTHETIC": shape}, capture_output=True,
+                          text=True, timeout=30, check=False)
+    errors = [line for line in proc.stderr.splitlines() if "error" in line
+              and (os.geteuid() == 0 or "not a valid character or block device" not in line)]
+    assert proc.returncode == 0 and not errors, proc.stderr
+    loaded = re.findall(r"Gres Name=gpu Type=(\S+) .* File=(\S+) Cores=(\S+)", proc.stderr)
+    assert loaded == [(line["Type"], line["File"], line["Cores"]) for line in gres_lines(gres)]
 
 
 def test_gb200_output_carries_max_allowable_numa_nodes(outputs):

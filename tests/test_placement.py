@@ -8,6 +8,7 @@ import pytest
 
 from nodetune.facts import cpulist
 from nodetune.placement import plan as placement
+from nodetune.placement import rails
 from tests import placement_trees as trees
 
 
@@ -83,6 +84,20 @@ def test_gb200_gpus_run_on_their_grace_and_34_numa_nodes_are_seen(gb200):
     assert plan.threads_per_core == 1
     assert any("SMT is off" in n for n in plan.notes)
     assert {n.id for n in plan.memory_numa_nodes if not n.has_cpus} == {2, 10, 18, 26}
+
+
+def test_gb200_rails_are_the_connectx_7_of_each_gpu_s_grace(gb200):
+    """Every GPU-NIC pair of the tray is SYS, so nvidia-smi's class cannot choose: each GPU
+    gets its own ConnectX-7 on the NUMA node its work runs on, never a BlueField-3."""
+    pci = {d["address"]: d for d in gb200["pci"]["devices"]}
+    nic_pci = {d["name"]: d["pci_address"] for d in gb200["rdma"]["devices"]}
+    plan = trees.plan(gb200)
+    assert {g.nic_path for g in plan.gpus} == {"SYS"}
+    assert len({g.nic for g in plan.gpus}) == 4
+    for g in plan.gpus:
+        nic = pci[nic_pci[g.nic]]
+        assert nic["device"] == "0x1021"  # ConnectX-7; the BlueField-3 is 0xa2dc
+        assert nic["numa_node"] == g.numa_node
 
 
 def test_gpu_reported_on_a_cpuless_numa_node_maps_to_its_cpu_node(gb200):
@@ -197,3 +212,21 @@ def test_logical_core_numbering_matches_hwloc(host_tree, name):
                               "core", f"pu:{core.cpus[0]}"], capture_output=True, text=True,
                              check=True)
         assert one.stdout.strip() == str(core.logical_index), core
+
+
+def test_rails_of_several_gpus_come_nearest_class_first_each_once():
+    """A NIC two GPUs share is listed once, with the nearer of its two classes."""
+    def gpu(index: int, nics: list[str], paths: list[str]) -> placement.GpuPlacement:
+        return placement.GpuPlacement(
+            index=index, pci_address=None, name=None, uuid=None, numa_node=0, numa_reason="",
+            cpus=(), nic=nics[0], nic_path=paths[0], nics=tuple(nics), nic_paths=tuple(paths),
+            nic_ports=tuple(1 for _ in nics))
+
+    found = rails.of_gpus([gpu(1, ["mlx5_2"], ["PHB"]), gpu(0, ["mlx5_0", "mlx5_1"],
+                                                             ["PIX", "PXB"]),
+                           gpu(2, ["mlx5_1"], ["PIX"])])
+    assert [(r.name, r.path, r.gpus) for r in found] == [
+        ("mlx5_0", "PIX", (0,)), ("mlx5_1", "PIX", (0, 2)), ("mlx5_2", "PHB", (1,))]
+    assert rails.env(found) == {"NCCL_IB_HCA": "=mlx5_0,mlx5_1,mlx5_2",
+                                "UCX_NET_DEVICES": "mlx5_0:1,mlx5_1:1,mlx5_2:1"}
+    assert rails.env([]) == {}

@@ -1,4 +1,11 @@
-"""Example Guaranteed pods sized to this node: 1 GPU, a NUMA node's worth, and every GPU."""
+"""Example Guaranteed pods sized to this node: 1 GPU, a NUMA node's worth, and every GPU.
+
+Where the GPUs have rails, each pod's environment names every rail of the node's GPUs in
+path-class order (NCCL_IB_HCA, UCX_NET_DEVICES; FI_PROVIDER and FI_EFA_USE_DEVICE_RDMA for
+EFA): the device plugin, not the manifest, decides which GPUs a pod gets, and NCCL and UCX
+each use the listed rail nearest to each of its GPUs, so listing them all is right for any
+choice while leaving out the NICs no GPU uses (storage, front-end).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from nodetune import __version__
 from nodetune.manifests import GIB, Options, Rendered, hugepage_resource
 from nodetune.manifests.kubelet import reserved_memory_bytes
+from nodetune.placement import rails
 from nodetune.views import templating
 
 if TYPE_CHECKING:
@@ -55,7 +63,8 @@ def hugepages_per_gpu(plan: Placement) -> dict[int, int]:
     return out
 
 
-def pod(plan: Placement, options: Options, gpus: int, rdma: bool) -> dict[str, Any]:
+def pod(plan: Placement, options: Options, gpus: int, rdma: bool,
+        env: dict[str, str] | None = None) -> dict[str, Any]:
     cpus = cpus_per_gpu(plan) * gpus
     memory = memory_per_gpu(plan) * gpus
     shm = max(memory // 4 // GIB, 1)
@@ -74,6 +83,8 @@ def pod(plan: Placement, options: Options, gpus: int, rdma: bool) -> dict[str, A
         "name": "main", "image": options.workload_image, "command": ["sleep", "infinity"],
         "resources": {"requests": dict(limits), "limits": limits}, "volumeMounts": mounts,
     }
+    if env:
+        container["env"] = [{"name": k, "value": v} for k, v in env.items()]
     if rdma:
         limits[options.rdma_resource] = "1"
         container["resources"]["requests"][options.rdma_resource] = "1"
@@ -95,9 +106,11 @@ def render(plan: Placement, options: Options) -> Rendered:
     if not plan.gpus:
         return Rendered(target="k8s-pod", files={}, notes=["no GPUs: no example pods"])
     rdma = bool(plan.rdma_devices)
+    node_rails = rails.of_gpus(plan.gpus)
+    env = rails.env(node_rails)
     pods: list[dict[str, Any]] = []
     for n in pod_sizes(plan):
-        spec = pod(plan, options, n, rdma)
+        spec = pod(plan, options, n, rdma, env)
         limits = spec["spec"]["containers"][0]["resources"]["limits"]
         fits = n <= plan.gpus_per_numa_node
         where = ("fits one NUMA node" if fits else
@@ -107,6 +120,9 @@ def render(plan: Placement, options: Options) -> Rendered:
     text = templating.render("manifests/pods.yaml.j2", pods=pods, version=__version__,
                              node_name=options.node_name, rdma=rdma,
                              rdma_resource=options.rdma_resource,
-                             threads_per_core=plan.threads_per_core)
+                             threads_per_core=plan.threads_per_core,
+                             rails=bool(node_rails),
+                             gpu_rails=[(g.index, rails.describe(rails.of_gpu(g)))
+                                        for g in plan.gpus])
     return Rendered(target="k8s-pod", files={"pods.yaml": text},
                     objects=[p["object"] for p in pods])

@@ -4,6 +4,12 @@ Slurm's gres.conf `Cores=` takes logical core indices (hwloc's "Core L#"), not t
 ids, and Slurm co-allocates GPUs with cores per socket / NUMA node, so each GPU lists the
 unreserved cores of its NUMA node. `Links=` lists NVLink counts to every GPU in file order
 (-1 for itself). `CpuSpecList` takes Slurm's abstract CPU ids (logical core x threads per core).
+
+gres.conf has no NIC type, so each GPU's rails (nearest path class first) are named in the
+comment above its line. A `Name=nic File=/dev/infiniband/uverbsN` gres is left out on
+purpose: with ConstrainDevices=yes a job that did not ask for it would lose its HCAs, and
+Slurm's gres/nic plugin sets only OMPI_MCA_btl_openib_if_include, for Open MPI's openib BTL
+(removed in Open MPI 5.0).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from typing import TYPE_CHECKING
 from nodetune import __version__
 from nodetune.facts import cpulist
 from nodetune.manifests import MIB, Options, Rendered
+from nodetune.placement import rails
 from nodetune.views import templating
 
 if TYPE_CHECKING:
@@ -47,6 +54,9 @@ def gres_lines(plan: Placement, options: Options) -> list[tuple[str, str]]:
             comment = f"GPU {g.index} ({g.pci_address}): no Cores=, {g.numa_reason}"
         if g.nvlinks:
             line += " Links=" + ",".join(_link(g, peer) for peer in order)
+        if plan.rdma_devices:
+            mine = rails.of_gpu(g)
+            comment += f"; rails {rails.describe(mine)}" if mine else "; no RDMA NIC near it"
         out.append((comment, line))
     return out
 
@@ -75,7 +85,8 @@ def render(plan: Placement, options: Options) -> Rendered:
               "warnings": list(plan.warnings), "notes": list(plan.notes)}
     files = {
         "gres.conf": templating.render("manifests/gres.conf.j2",
-                                       lines=gres_lines(plan, options), **values),
+                                       lines=gres_lines(plan, options),
+                                       rails=bool(plan.rdma_devices), **values),
         "slurm-hints.conf": templating.render(
             "manifests/slurm-hints.conf.j2", node_line=node_line,
             reserved_cpus=cpulist.format(plan.reserved_cpus), gpu_count=len(plan.gpus), **values),

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from nodetune.errors import NodetuneError
 from nodetune.facts import cpulist
+from nodetune.placement import rails
 
 if TYPE_CHECKING:
     from nodetune.placement.plan import GpuPlacement, Placement
@@ -178,35 +179,21 @@ def plan_rank(plan: Placement, env: Mapping[str, str], *, rank: int | None = Non
     return out
 
 
-def is_efa(rdma_name: str) -> bool:
-    """AWS EFA devices: the efa driver names them rdmapBUSsSLOT (rdma-core providers/efa)."""
-    return rdma_name.startswith(("rdmap", "efa"))
-
-
 def _nic_env(gpu: GpuPlacement, out: RankPlan) -> None:
     """NCCL, UCX and libfabric variables naming every rail of the GPU, nearest first."""
-    rails = list(gpu.nics) or ([gpu.nic] if gpu.nic else [])
-    if not rails:
+    mine = rails.of_gpu(gpu)
+    if not mine:
         out.notes.append("no RDMA device with an active port near this GPU: NCCL_IB_HCA "
                          "not set")
         return
-    ports = list(gpu.nic_ports) or [1] * len(rails)
-    if all(is_efa(n) for n in rails):
-        # NCCL reaches EFA through the aws-ofi-nccl plugin and libfabric, not its IB
-        # transport: NCCL_IB_HCA would be ignored. The plugin picks the GPU's EFA devices by
-        # PCIe topology itself; FI_PROVIDER keeps libfabric from falling back to TCP.
-        out.env["FI_PROVIDER"] = "efa"
-        out.env["FI_EFA_USE_DEVICE_RDMA"] = "1"
-        out.notes.append(f"EFA devices of this GPU: {','.join(rails)} (aws-ofi-nccl chooses "
+    out.env.update(rails.env(mine))
+    efa = [r.name for r in mine if rails.is_efa(r.name)]
+    if efa:
+        out.notes.append(f"EFA devices of this GPU: {','.join(efa)} (aws-ofi-nccl chooses "
                          "among them by topology)")
-    else:
-        # "=" makes NCCL match the names exactly (mlx5_1 would also match mlx5_10..19).
-        out.env["NCCL_IB_HCA"] = "=" + ",".join(rails)
-    out.env["UCX_NET_DEVICES"] = ",".join(f"{n}:{p}" for n, p in zip(rails, ports, strict=True))
-    if len(rails) > 1:
-        listed = ", ".join(f"{n} ({c})" for n, c in zip(rails, gpu.nic_paths, strict=False))
-        out.notes.append(f"GPU {gpu.index} has {len(rails)} rails under its PCIe switch: "
-                         f"{listed}")
+    if len(mine) > 1:
+        out.notes.append(f"GPU {gpu.index} has {len(mine)} rails under its PCIe switch: "
+                         f"{rails.describe(mine)}")
 
 
 def _mem_policy(plan: Placement, wanted: str, out: RankPlan) -> str:

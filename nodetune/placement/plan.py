@@ -28,7 +28,7 @@ from nodetune.facts import cpulist
 from nodetune.facts.model import to_jsonable
 
 # `nvidia-smi topo -m` classes, nearest first.
-_PATH_RANK = {"X": 0, "PIX": 1, "PXB": 2, "PHB": 3, "NODE": 4, "SYS": 5}
+PATH_RANK = {"X": 0, "PIX": 1, "PXB": 2, "PHB": 3, "NODE": 4, "SYS": 5}
 # One reserved core per this many cores of a NUMA node (rounded, at least one).
 CORES_PER_RESERVED_CORE = 32
 
@@ -330,13 +330,19 @@ RAIL_PATHS = ("PIX", "PXB")
 
 
 def _nearest_nics(topo: Mapping[str, Any] | None, facts: Mapping[str, Any],
-                  gpu_names: dict[int, str]) -> tuple[dict[int, list[_NicChoice]], list[str]]:
+                  gpu_names: dict[int, str], gpu_node: Mapping[int, int | None] | None = None,
+                  ) -> tuple[dict[int, list[_NicChoice]], list[str]]:
     """GPU index -> its rails, nearest first (NIC info, path class).
 
-    The first is the nearest NIC, ties going to the NIC fewest GPUs already use; the others
-    are the remaining NICs under the same PCIe switch (PIX, then PXB).
+    The first is the nearest NIC, ties going to a NIC on the CPU NUMA node the GPU's work
+    runs on (`gpu_node`), then to the NIC fewest GPUs already use; the others are the
+    remaining NICs under the same PCIe switch (PIX, then PXB). The NUMA tie-break matters
+    where every GPU-NIC pair is SYS: a GB200 GPU's own NUMA node is its CPU-less memory node,
+    so nvidia-smi's class cannot tell the tray's local ConnectX-7 from the far ones.
     """
     nics = _nics_by_device(topo, facts)
+    numa_of = {d.get("address"): d.get("numa_node")
+               for d in (facts.get("pci") or {}).get("devices") or []}
     notes: list[str] = []
     down = sorted(n["rdma"] for n in nics.values() if not n["up"])
     if down:
@@ -346,16 +352,18 @@ def _nearest_nics(topo: Mapping[str, Any] | None, facts: Mapping[str, Any],
     out: dict[int, list[_NicChoice]] = {}
     for index in sorted(gpu_names):
         row = matrix.get(gpu_names[index]) or {}
-        candidates = [(_PATH_RANK.get(str(row.get(name)), 9), used.get(name, 0),
-                       _natural(nics[name]["rdma"]), name)
+        node = (gpu_node or {}).get(index)
+        candidates = [(PATH_RANK.get(str(row.get(name)), 9),
+                       node is None or numa_of.get(nics[name]["pci_address"]) != node,
+                       used.get(name, 0), _natural(nics[name]["rdma"]), name)
                       for name in nics if nics[name]["up"] and row.get(name) is not None]
         if not candidates:
             continue
-        _, _, _, best = min(candidates)
+        best = min(candidates)[-1]
         used[best] = used.get(best, 0) + 1
         rails = [(nics[best], str(row[best]))]
         if str(row[best]) in RAIL_PATHS:
-            others = sorted((rank, natural, name) for rank, _, natural, name in candidates
+            others = sorted((rank, natural, name) for rank, _, _, natural, name in candidates
                             if name != best and str(row[name]) in RAIL_PATHS)
             rails += [(nics[name], str(row[name])) for _, _, name in others]
         out[index] = rails
@@ -488,7 +496,8 @@ def compute(facts: Mapping[str, Any], topo: Mapping[str, Any] | None = None, *,
             if d.get("kind") == "gpu" and d.get("pci_address") == g.get("pci_address"):
                 names[int(g["index"])] = d["name"]
     nic_of, nic_notes = _nearest_nics(topo, facts, {i: n for i, n in names.items()
-                                                   if not known_names or n in known_names})
+                                                   if not known_names or n in known_names},
+                                      gpu_node)
     notes.extend(nic_notes)
     links = _nvlinks(topo, names)
 
