@@ -19,6 +19,8 @@ from nodetune.audit.operation import run_audit
 from nodetune.collectors import tuned
 from nodetune.collectors.services import ServicesCollector
 from nodetune.node.hostroot import HostRoot
+from nodetune.profiles import tunables
+from nodetune.profiles import tuned as terms
 from tests.audit_helpers import collect
 from tests.host_trees import context
 from tests.tuned_trees import TUNED_PROFILES, with_tuned
@@ -199,3 +201,204 @@ def test_apply_of_settings_tuned_leaves_alone_has_no_warning(vm_with) -> None:
     doc = json.loads(nodetune("apply", "--root", str(vm_with("throughput-performance")),
                               "--nvml", "off", "--dry-run", "--json").stdout)
     assert doc["tuned_overrides"] == []
+
+
+# -- nodetune apply --as tuned DIR ----------------------------------------------------------
+
+GOLDEN = Path(__file__).parent / "golden" / "tuned"
+
+
+def as_tuned(tree: Path, out: Path, *args: str, nvml: str = "off"
+             ) -> subprocess.CompletedProcess[str]:
+    return nodetune("apply", "--root", str(tree), "--nvml", nvml, "--as", "tuned", str(out),
+                    *args)
+
+
+def activate(tree: Path, written: Path) -> None:
+    """What `cp -r DIR /etc/tuned/NAME && tuned-adm profile NAME` leaves in the tree."""
+    shutil.copytree(written, tree / "etc/tuned" / written.name)
+    (tree / "etc/tuned/active_profile").write_text(f"{written.name}\n", encoding="utf-8")
+
+
+@pytest.fixture
+def untuned_dgx(synth, tmp_path):
+    """A synthetic DGX H100 failing what TuneD can set (THP, governor, EPB, swappiness, NUMA
+    balancing, iommu=pt, NVMe scheduler and read-ahead) and what it cannot (NIC MRRS), with
+    Debian's TuneD profiles and no active profile."""
+    host = synth.build("synthetic-dgx-h100", tmp_path / "dgx", synth.Options(
+        thp="always", governor="powersave", iommu="translated", nvme_scheduler="mq-deadline",
+        nic_max_read_request=512, swappiness=60, numa_balancing=1))
+    shutil.copytree(TUNED_PROFILES / "usr", host.root / "usr", dirs_exist_ok=True)
+    return host
+
+
+@needs_tuned
+def test_written_profile_merges_in_tuneds_parser_with_nodetunes_values(untuned_dgx,
+                                                                       tmp_path) -> None:
+    """TuneD 2.20's Loader and Merger load the written child over accelerator-performance and
+    the merged profile holds every value nodetune writes, the parent's other options kept.
+
+    `tuned-adm verify` is not used: in 2.20 it asks the running daemon over D-Bus
+    (tuned/admin/admin.py: without the daemon it prints "Not supported in no_daemon mode."),
+    and starting the daemon would tune this machine.
+    """
+    out = tmp_path / "nodetune-dgx"
+    result = as_tuned(untuned_dgx.root, out, "--json", nvml=str(untuned_dgx.nvml))
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert (doc["schema"], doc["include"], doc["host_changed"]) == (
+        "nodetune.tuned-profile/1", "accelerator-performance", False)
+    merged = tuned_load([untuned_dgx.root / "usr/lib/tuned", tmp_path], "nodetune-dgx")
+    by_type = {u["type"]: u["options"] for u in merged.values() if u["uname_regex"] is None}
+    wanted = {(s["section"], s["option"]): s["value"] for s in doc["settings"]}
+    assert {(k[0], k[1]) for k in wanted} >= {
+        ("sysctl", "vm.swappiness"), ("sysctl", "kernel.numa_balancing"),
+        ("vm", "transparent_hugepages"), ("cpu", "governor"), ("cpu", "energy_perf_bias"),
+        ("bootloader", "cmdline_nodetune"), ("sysfs", "/sys/block/nvme0n1/queue/scheduler"),
+        ("sysfs", "/sys/block/nvme0n1/queue/read_ahead_kb")}
+    for (section, option), value in wanted.items():
+        assert by_type[section][option] == value, (section, option)
+    assert by_type["cpu"]["force_latency"] == "99"  # accelerator-performance's own
+    assert by_type["vm"]["transparent_hugepages"] == "madvise"
+    assert by_type["bootloader"]["cmdline_nodetune"] == "+iommu=pt"
+    left = {n["setting"].split("[")[0] for n in doc["not_expressible"]}
+    assert left == {"nic.max_read_request"}
+    assert "no TuneD plugin writes PCI register" in doc["not_expressible"][0]["reason"]
+    text = (out / "tuned.conf").read_text()
+    assert "#   nic.max_read_request[" in text  # listed in the file too
+
+
+def test_once_active_the_written_profile_overrides_nothing(untuned_dgx, tmp_path) -> None:
+    """The detector reading the written profile as the active one finds no setting of the
+    plan that TuneD would set back."""
+    out = tmp_path / "nodetune-dgx"
+    assert as_tuned(untuned_dgx.root, out, nvml=str(untuned_dgx.nvml)).returncode == 0
+    activate(untuned_dgx.root, out)
+    (untuned_dgx.root / "proc/950").mkdir()
+    (untuned_dgx.root / "proc/950/comm").write_text("tuned\n")
+    result = run_audit(collect(str(untuned_dgx.root), str(untuned_dgx.nvml)))
+    [finding] = [f for f in result.findings if f.id == tuned_check.SETTING_ID]
+    assert finding.status.value == "pass", finding.message
+
+
+@needs_tuned
+def test_the_active_profile_is_included_and_its_overrides_carried(vm_with, tmp_path) -> None:
+    """On the VM with hpc-compute active (THP always), the child includes hpc-compute and sets
+    THP back to madvise; TuneD's merger lets the child win."""
+    tree = vm_with("hpc-compute")
+    out = tmp_path / "gpu-vm"
+    doc = json.loads(as_tuned(tree, out, "--json").stdout)
+    assert (doc["include"], doc["include_reason"]) == ("hpc-compute",
+                                                       "the active TuneD profile")
+    thp = next(s for s in doc["settings"] if s["setting"].startswith("memory.thp"))
+    assert (thp["section"], thp["option"], thp["value"]) == (
+        "vm", "transparent_hugepages", "madvise")
+    merged = tuned_load([tree / "usr/lib/tuned", tmp_path], "gpu-vm")
+    assert merged["vm"]["options"]["transparent_hugepages"] == "madvise"
+    assert merged["sysctl"]["options"]["vm.zone_reclaim_mode"] == "1"  # hpc-compute's, kept
+
+
+def test_text_output_names_options_and_how_to_activate(vm_with, tmp_path) -> None:
+    tree = vm_with("virtual-guest")
+    result = as_tuned(tree, tmp_path / "gpu-vm")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"wrote {tmp_path}/gpu-vm/tuned.conf: TuneD profile gpu-vm, "
+                               "include=virtual-guest (the active TuneD profile)")
+    assert any(line.split() == ["[sysctl]", "vm.swappiness=10", "memory.swappiness:", "60",
+                                "->", "10"] for line in lines)
+    assert lines[-1] == (f"nothing on this host was changed. To activate: cp -r "
+                         f"{tmp_path}/gpu-vm /etc/tuned/gpu-vm && tuned-adm profile gpu-vm")
+    assert (tree / "proc/sys/vm/swappiness").read_text().strip() == "60"  # untouched
+
+
+def test_golden_profile(vm_with, tmp_path, update_golden) -> None:
+    from nodetune import __version__
+
+    assert as_tuned(vm_with("hpc-compute"), tmp_path / "gpu-vm").returncode == 0
+    text = (tmp_path / "gpu-vm/tuned.conf").read_text().replace(__version__, "VERSION")
+    golden = GOLDEN / "h100x2-fc-vm-gather+hpc-compute.conf"
+    if update_golden:
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(text)
+    assert text == golden.read_text(), "rerun with --update-golden after checking the diff"
+
+
+def test_a_non_empty_directory_is_refused_unless_forced(vm_with, tmp_path) -> None:
+    tree = vm_with("virtual-guest")
+    out = tmp_path / "gpu-vm"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep\n")
+    refused = as_tuned(tree, out)
+    assert refused.returncode == 4
+    assert refused.stderr.startswith(f"nodetune: error: {out} is not empty; nothing was written")
+    assert len(refused.stderr.strip().splitlines()) == 1
+    assert not (out / "tuned.conf").exists()
+    assert as_tuned(tree, out, "--force").returncode == 0
+    assert (out / "tuned.conf").exists() and (out / "notes.txt").read_text() == "keep\n"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--as", "tuned"), "--as tuned needs DIR"),
+    (("--render-only", "x", "--as", "tuned", "y"), "--as tuned and --render-only"),
+])
+def test_usage_errors_are_one_line_exit_3(vm_with, args, message) -> None:
+    result = nodetune("apply", "--root", str(vm_with("virtual-guest")), "--nvml", "off", *args)
+    assert result.returncode == 3 and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_directory_name_tuned_cannot_load_is_an_error(vm_with, tmp_path) -> None:
+    result = as_tuned(vm_with("virtual-guest"), tmp_path / "gpu vm")
+    assert result.returncode == 3
+    assert "'gpu vm' cannot name a TuneD profile" in result.stderr
+
+
+# -- the tunable <-> TuneD option table -------------------------------------------------------
+
+def test_every_sysfs_knob_has_a_tuned_option() -> None:
+    assert set(terms.KNOB_OPTIONS) == set(tunables.SYSFS_KNOBS)
+
+
+@pytest.mark.parametrize(("tunable", "value", "subject"), [
+    (tunables.Sysctl(sysctl="vm.swappiness"), 10, None),
+    (tunables.SysfsKnob(path=terms.THP_ENABLED), "madvise", None),
+    (tunables.SysfsKnob(path=terms.THP_DEFRAG), "defer+madvise", None),
+    (tunables.SysfsKnob(path=terms.GOVERNOR), "performance", None),
+    (tunables.SysfsKnob(path=terms.EPB), "performance", None),
+    (tunables.SysfsKnob(path=terms.EPP), "performance", None),
+    (tunables.SysfsKnob(path=terms.BOOST), True, None),
+    (tunables.CmdlineArg(arg="iommu"), "pt", None),
+    (tunables.BlockQueue(attribute="scheduler"), "none", "nvme0n1"),
+    (tunables.BlockQueue(attribute="read_ahead_kb"), 4096, None),
+    (tunables.ModuleOption(module="nvidia", option="NVreg_EnableStreamMemOPs"), "1", None),
+    (tunables.Service(unit="nvidia-persistenced"), "running", None),
+])
+def test_what_the_writer_writes_the_detector_reads_back_as_agreeing(tunable, value,
+                                                                     subject) -> None:
+    option = terms.option_for(tunable, value, subject)
+    found = terms.set_by(tunable, {option.plugin: {option.option: option.value}})
+    assert found == option
+    expect = tunable.expectation({"equals": value})
+    assert terms.overrides(tunable, found, expect, value) is False
+    other = {"equals": "never"} if tunable.fact() == "memory.thp.enabled" else None
+    if other:
+        assert terms.overrides(tunable, found, other, "never") is True
+
+
+def test_a_pci_register_has_no_tuned_option() -> None:
+    assert terms.option_for(tunables.PciRegister(), 4096) is None
+
+
+@pytest.mark.parametrize(("raw", "written", "expect", "overrides"), [
+    (">4096", 4096, {"min": 4096}, False),  # raises only: nodetune's 4096 is left alone
+    (">8192", 4096, {"min": 4096}, False),  # raises to 8192, still at least 4096
+    (">2048", 10, {"max": 10}, True),  # raises 10 to 2048
+    ("<5", 10, {"max": 10}, False),  # lowers to 5: still at most 10
+    ("8192 s", 4096, {"min": 4096}, False),  # sectors: 4096 KiB
+    ("${f:calc_isolated_cores:2}", 0, {"equals": 0}, None),  # computed when TuneD runs
+])
+def test_tuned_modifiers_and_units(raw, written, expect, overrides) -> None:
+    tunable = tunables.BlockQueue(attribute="read_ahead_kb")
+    option = terms.Option("disk", "readahead", raw)
+    assert terms.overrides(tunable, option, expect, written) is overrides

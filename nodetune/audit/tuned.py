@@ -16,7 +16,7 @@ from typing import Any
 
 from nodetune.facts.model import Finding, Severity, Status
 from nodetune.profiles import tuned as tuned_terms
-from nodetune.profiles.tunables import TunableSetting, static_expectations
+from nodetune.profiles.tunables import Tunable, TunableSetting, static_expectations
 from nodetune.rules.operators import describe, format_value, target
 from nodetune.rules.rule import Rule
 
@@ -34,9 +34,10 @@ class Override:
     """A setting whose knob TuneD's active profile sets to a value the setting does not want."""
 
     setting: str  # the profile setting's id, e.g. "memory.thp"
-    tunable: str  # "sysfs /sys/kernel/mm/transparent_hugepage/enabled"
+    tunable: Tunable  # SysfsKnob(path="/sys/kernel/mm/transparent_hugepage/enabled")
     option: tuned_terms.Option  # TuneD's option, e.g. [vm] transparent_hugepages=always
     wanted: str  # what nodetune writes ("madvise"), or the expectation when it names none
+    value: Any = None  # the value nodetune writes, None when the expectation names none
 
     @property
     def text(self) -> str:
@@ -68,7 +69,7 @@ def find(rules: Iterable[Rule], findings: Sequence[Finding], settings: Mapping[s
             if tuned_terms.overrides(remedy.tunable, option, expect, written) is not False:
                 wanted = remedy.tunable.shown(written) if written is not None \
                     else describe(expect)
-                out.append(Override(rule.id, remedy.tunable.name, option, wanted))
+                out.append(Override(rule.id, remedy.tunable, option, wanted, written))
                 break
     return out
 

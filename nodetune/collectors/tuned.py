@@ -231,18 +231,34 @@ def read(root: HostRoot) -> tuple[TunedProfile | None, dict[str, str]]:
     post = root.read_str(POST_LOADED_PROFILE, None)
     if post:
         names += post.split()
-    loaded: list[str] = []
-    configs: list[tuple[str, dict[str, dict[str, str]]]] = []
+    chain: list[str] = []
     try:
-        _load(root, names, loaded, configs)
-        units = _merge(configs)
-        settings, undecided = effective_settings(root, units, _variables(root, units))
+        settings, undecided = load(root, names, chain)
     except ProfileUnreadable as exc:
         unknown["tuned.settings"] = f"TuneD profile {active}: {exc}"
-        return TunedProfile(active=active, mode=mode, chain=[p for p, _ in configs]), unknown
+        return TunedProfile(active=active, mode=mode, chain=chain), unknown
     if undecided:
         unknown["tuned.settings"] = (f"TuneD profile {active}: cannot tell whether section(s) "
                                      f"{', '.join(undecided)} apply here (/proc/cpuinfo or "
                                      "/proc/sys/kernel not readable)")
-    chain = [path for path, _ in configs]
     return TunedProfile(active=active, mode=mode, chain=chain, settings=settings), unknown
+
+
+def load(root: HostRoot, names: list[str], chain: list[str] | None = None
+         ) -> tuple[dict[str, dict[str, str]], list[str]]:
+    """(settings, undecided sections) of TuneD profiles `names` merged, as `read` gives them;
+    `chain` receives the files loaded, includes first. ProfileUnreadable when one is missing
+    or broken."""
+    configs: list[tuple[str, dict[str, dict[str, str]]]] = []
+    try:
+        _load(root, names, [], configs)
+    finally:
+        if chain is not None:
+            chain.extend(path for path, _ in configs)
+    units = _merge(configs)
+    return effective_settings(root, units, _variables(root, units))
+
+
+def exists(root: HostRoot, name: str) -> bool:
+    """Whether TuneD finds a profile `name` on this host."""
+    return bool(_locate(root, name, []))

@@ -12,11 +12,12 @@ from typing import Any
 import click
 
 from nodetune import exitcodes
-from nodetune.apply import ansible, remediate, statefile
+from nodetune.apply import ansible, remediate, statefile, tuned_profile
 from nodetune.commands.audit import profile_options
 from nodetune.commands.params import PROFILE_NAME, non_empty_items
 from nodetune.errors import ApplyError, Refused
 from nodetune.views import apply_text as view
+from nodetune.views import tuned_text
 
 HELP = """Fix the settings `nodetune audit` finds wrong, through Ansible.
 
@@ -24,6 +25,10 @@ Renders a thin playbook from the failing settings (nodetune's roles do the work)
 check mode to show, per setting, current -> new value and how disruptive the change is, asks
 for confirmation, records the previous values in a state file, applies, and audits again:
 each setting ends fixed, pending reboot, or failed.
+
+With `--as tuned DIR` nothing is run: the same plan is written as a TuneD profile,
+DIR/tuned.conf, including the active TuneD profile (or accelerator-performance or
+throughput-performance); activate it with `tuned-adm profile NAME` (NAME: DIR's name).
 
 Exit codes: 0 applied (or nothing to do, or a dry run); 1 some settings failed; 2 with
 --detailed-exitcode: changes pending (dry run) or made (apply); 3 nodetune could not run
@@ -66,23 +71,35 @@ allowed, profile does not match the hardware, a link under --root leads out of t
               "/var/lib/nodetune/state/<time>.json, inside --root).")
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 2 when there are changes: "
               "pending (with --dry-run) or made; 0 when there is nothing to change.")
+@click.option("--as", "as_format", type=click.Choice(["ansible", "tuned"]), default="ansible",
+              show_default=True, help="How to make the changes: run Ansible, or write a TuneD "
+              "profile to DIR (changes nothing; --force writes into a non-empty DIR).")
+@click.argument("directory", required=False, metavar="[DIR]",
+                type=click.Path(file_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report "
-              "(schema nodetune.apply/1).")
+              "(schema nodetune.apply/1; with --as tuned nodetune.tuned-profile/1).")
 def cmd(profile: str | None, profiles_dirs: tuple[str, ...], overrides: str | None, nvml: str,
         dry_run: bool, yes: bool,
         allow_reboot: bool, allow_disruptive: bool, only: tuple[str, ...],
         inventory: Path | None, limit: str | None, root: str | None,
         render_only: Path | None, force: bool, state_file: Path | None,
-        detailed_exitcode: bool, as_json: bool) -> int:
+        detailed_exitcode: bool, as_format: str, directory: Path | None, as_json: bool) -> int:
 
     if limit and inventory is None:
         raise click.UsageError("--limit needs --inventory")
+    if (as_format == "tuned") != (directory is not None):
+        raise click.UsageError("--as tuned needs DIR, and DIR is only for --as tuned")
+    if directory is not None and render_only is not None:
+        raise click.UsageError("--as tuned and --render-only both write a directory: use one")
     request = remediate.Request(
         profile=profile, root=root, only=only, inventory=inventory, limit=limit,
         allow_reboot=allow_reboot, allow_disruptive=allow_disruptive, force=force,
         state_file=state_file, profiles_dirs=profiles_dirs, overrides=overrides, nvml=nvml)
     if render_only is not None:
         return _render_only(request, render_only, as_json)
+    if directory is not None:
+        return _as_tuned(request, directory, force=force, as_json=as_json,
+                         detailed_exitcode=detailed_exitcode)
     if request.local and request.host_root == "/" and os.geteuid() != 0 and not dry_run:
         raise ApplyError("changing this host needs root; nothing was changed",
                          fix="run it with sudo, or look first with --dry-run")
@@ -181,3 +198,14 @@ def _render_only(request: Any, directory: Path, as_json: bool) -> int:
         report.render_dir = directory
     view.show(report, prepared, as_json=as_json)
     return exitcodes.OK
+
+
+def _as_tuned(request: remediate.Request, directory: Path, *, force: bool, as_json: bool,
+              detailed_exitcode: bool) -> int:
+    """Write the plan as a TuneD profile; nothing on the host changes."""
+    with remediate.workspace() as scratch:
+        prepared = remediate.prepare(request, scratch, run_check=False)
+    result = tuned_profile.build(prepared, directory)
+    tuned_profile.write(result, force=force)
+    tuned_text.show(result, as_json=as_json)
+    return exitcodes.CHANGES if detailed_exitcode and result.entries else exitcodes.OK

@@ -37,6 +37,8 @@ KNOB_OPTIONS: dict[str, tuple[str, str]] = {
     EPB: ("cpu", "energy_perf_bias"),
     BOOST: ("sysfs", BOOST),
 }
+# block queue attribute -> the [disk] option that sets it on every disk
+DISK_OPTIONS = {"scheduler": "elevator", "read_ahead_kb": "readahead"}
 # TuneD names an EPB value the kernel calls "power" `powersave` (plugin_cpu.py)
 _EPB_NAMES = {"powersave": "power"}
 
@@ -76,7 +78,7 @@ def set_by(tunable: t.Tunable, settings: Mapping[str, Mapping[str, str]]) -> Opt
                  if w.split("=", 1)[0] == tunable.arg]
         return Option("bootloader", "cmdline", words[-1]) if words else None
     if isinstance(tunable, t.BlockQueue):
-        disk = {"scheduler": "elevator", "read_ahead_kb": "readahead"}.get(tunable.attribute)
+        disk = DISK_OPTIONS.get(tunable.attribute)
         queue = [k for k in settings.get("sysfs") or {}
                  if fnmatch.fnmatchcase(k, f"/sys/block/*/queue/{tunable.attribute}")]
         return (get("disk", disk) if disk else None) or (get("sysfs", queue[-1]) if queue
@@ -145,8 +147,10 @@ def option_for(tunable: t.Tunable, value: Any, subject: str | None = None) -> Op
     if isinstance(tunable, t.CmdlineArg):
         return Option("bootloader", "cmdline", tunable.shown(value))
     if isinstance(tunable, t.BlockQueue):
-        return Option("sysfs", f"/sys/block/{subject}/queue/{tunable.attribute}", text) \
-            if subject else None
+        if subject:
+            return Option("sysfs", f"/sys/block/{subject}/queue/{tunable.attribute}", text)
+        disk = DISK_OPTIONS.get(tunable.attribute)
+        return Option("disk", disk, text) if disk else None
     if isinstance(tunable, t.ModuleOption):
         return Option("modules", tunable.module, f"{tunable.option}={text}")
     if isinstance(tunable, t.Module):
