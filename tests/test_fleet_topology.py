@@ -83,6 +83,11 @@ def test_cli_formats(fleet_dir: Path, capsys) -> None:
     assert "BlockSizes=3\n" in out and "BlockName=nvl-0c5d9e2f-1 " in out
     assert "BlockName=nvl-1b6c7f3e" not in out and "BlockName=nvl-7e0c2a91" not in out
     assert out.count("#   left out: 2 healthy nodes, fewer than the base block size 3") == 2
+    for fmt in ("slurm", "slurm-yaml"):
+        code, out, _ = run(["fleet", "topology", str(fleet_dir), "--format", fmt,
+                            "--block-size", "4"], capsys)
+        assert "# no domain has enough healthy nodes for a block" in out
+        assert "BlockName" not in out and "BlockSizes" not in out and "- topology:" not in out
     code, out, _ = run(["fleet", "topology", str(fleet_dir), "--format", "labels"], capsys)
     assert (f"kubectl label node --overwrite gb-b3 nvidia.com/gpu.clique={UUID_B}.7 "
             "nodetune.io/nvlink-domain=nvl-7e0c2a91-7 nodetune.io/nvlink-domain-healthy=false "

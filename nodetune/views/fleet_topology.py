@@ -24,6 +24,8 @@ DOMAIN_HEALTHY_LABEL = "nodetune.io/nvlink-domain-healthy"  # every member healt
 MEMBER_LABEL = "nodetune.io/nvlink-domain-member"  # in-block | excluded
 # Slurm's aggregation levels when BlockSizes is not set: 1, 2, 4, 8 and 16 base blocks.
 BLOCK_LEVELS = (1, 2, 4, 8, 16)
+NO_BLOCKS = ("# no domain has enough healthy nodes for a block: topology/block would have "
+             "none")
 YAML_TOPOLOGY = "nvlink"  # the topology's name in topology.yaml (PartitionName ... Topology=)
 
 
@@ -93,6 +95,8 @@ def slurm_block(topo: Topology, block_size: int | None = None) -> str:
     lines = chosen.header(topo, "23.11+")
     if chosen.sizes:
         lines.append("BlockSizes=" + ",".join(map(str, chosen.sizes)))
+    else:
+        lines.append(NO_BLOCKS)
     for e in chosen.entries:
         lines += e.comments
         if e.listed:
@@ -109,7 +113,7 @@ def slurm_yaml(topo: Topology, block_size: int | None = None) -> str:
     listed = [{"block": e.domain.name, "nodes": ",".join(e.domain.healthy_hosts)}
               for e in chosen.entries if e.listed]
     if not listed:
-        lines.append("# no domain has a healthy node: no block topology")
+        lines.append(NO_BLOCKS)
         return "\n".join(lines) + "\n"
     doc = [{"topology": YAML_TOPOLOGY, "cluster_default": True,
             "block": {"block_sizes": chosen.sizes, "blocks": listed}}]
