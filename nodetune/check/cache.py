@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 import time
 import zlib
 from typing import TYPE_CHECKING
@@ -48,6 +47,8 @@ def runtime_dir() -> str | None:
         candidates.append(os.path.join(xdg, "nodetune"))
     found = next((c for c in candidates if _usable(c)), None)
     if found is None:
+        import tempfile  # deferred: its imports cost more than the rest of this module
+
         fallback = os.path.join(tempfile.gettempdir(), f"nodetune-{os.getuid()}")
         found = fallback if _usable(fallback) else None
     return found

@@ -18,12 +18,10 @@ or times out; `warn` checks only report."""
 from __future__ import annotations
 
 import os
-import socket
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from nodetune import __version__, exitcodes
@@ -32,6 +30,7 @@ from nodetune.check.suite import CheckDef, Suite
 from nodetune.collectors import CollectorStatus, NodeFacts, gather, limits, load_all
 from nodetune.facts.health import health_view
 from nodetune.facts.nethealth import History
+from nodetune.facts.record import record
 from nodetune.rules.evaluation import evaluate
 from nodetune.rules.rule import Rule
 from nodetune.rules.templating import variables_used
@@ -47,7 +46,7 @@ _STATUS_RANK = {"timeout": 5, "fail": 4, "error": 3, "unknown": 2, "pass": 1, "s
 
 # -- units with timeouts ------------------------------------------------------------------
 
-@dataclass
+@record
 class Unit:
     name: str
     run: Callable[[], Any]
@@ -61,7 +60,7 @@ class Unit:
         return f"{self.name} did not answer within {self.budget:g} s"
 
 
-@dataclass
+@record
 class UnitResult:
     value: Any = None
     error: str | None = None
@@ -142,7 +141,7 @@ def run_units(units: list[Unit], deadline: float) -> tuple[dict[str, UnitResult]
 
 # -- outcomes -----------------------------------------------------------------------------
 
-@dataclass
+@record
 class CheckOutcome:
     check: CheckDef
     status: str  # pass fail unknown skipped timeout error
@@ -225,7 +224,7 @@ def _ascii(text: str) -> str:
     return " ".join(text.encode("ascii", "replace").decode().replace('"', "'").split())
 
 
-@dataclass
+@record
 class Report:
     tier: str
     origin: str
@@ -331,6 +330,8 @@ def write_probe(root: Any, mountpoints: list[str]) -> list[dict[str, Any]]:
     for path in mountpoints:
         item: dict[str, Any] = {"subject": path, "writable": True, "error": ""}
         try:
+            import tempfile  # only for the write probe
+
             fd, name = tempfile.mkstemp(prefix=".nodetune-probe-", dir=root.path(path))
             try:
                 os.write(fd, b"nodetune write probe\n")
@@ -431,7 +432,9 @@ def _bench_section(results: dict[str, UnitResult], variables: dict[str, Any]) ->
 def _hostname(doc: dict[str, Any], node: Any) -> str:
     """The node's name from the kernel collector's `kernel.hostname` fact."""
     name = (doc.get("kernel") or {}).get("hostname")
-    return str(name) if name else (socket.gethostname() if node.root.is_live else "?")
+    if name:
+        return str(name)
+    return os.uname().nodename if node.root.is_live else "?"  # socket.gethostname() reads it
 
 
 def _failed_collectors(check: CheckDef, collectors: Mapping[str, Any]) -> list[str]:
@@ -479,7 +482,7 @@ def _evaluate(check: CheckDef, doc: dict[str, Any], variables: dict[str, Any],
                             note=f"no expected value: give {' or '.join(wanted)}")
     start = time.perf_counter()
     try:
-        rule = Rule.from_dict(check.rule, source=check.source)
+        rule = Rule.from_dict(check.rule, source=check.source, checked=True)
         findings = evaluate([rule], doc, variables)
     except Exception as exc:  # one broken check must not cost the others
         return CheckOutcome(check, "error", time.perf_counter() - start,

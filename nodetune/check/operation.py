@@ -15,7 +15,6 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from nodetune import exitcodes
@@ -36,6 +35,7 @@ from nodetune.check.request import CheckRequest
 from nodetune.check.suite import load_suite
 from nodetune.errors import ProfileError
 from nodetune.facts.health import gpu_model
+from nodetune.facts.record import record
 from nodetune.node.model import Node
 from nodetune.node.source import open_node
 
@@ -48,7 +48,7 @@ DEFAULT_TOTAL_TIMEOUT = {"quick": 30.0, "standard": 120.0}
 __all__ = ["CheckRequest", "CheckResult", "request_variables", "run"]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class CheckResult:
     doc: dict[str, Any]  # the nodetune.check/2 document
     exit_code: int

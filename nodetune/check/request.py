@@ -7,13 +7,13 @@ The defaults are the options table's (`nodetune.check.options.OPTIONS`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from nodetune.check.options import DEFAULTS, REQUEST_FIELDS
+from nodetune.facts.record import record
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class CheckRequest:
     """`profile`: None uses no profile, "auto" the one the node matches, else a profile name."""
 

@@ -19,15 +19,12 @@ and modification times), so `nodetune check` does not import PyYAML on a warm st
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from nodetune.check.cache import parsed_cache_path, read_parsed, stamps, write_json_atomic
 from nodetune.errors import ProfileError
 from nodetune.facts.health import NEEDS
-from nodetune.node.resources import data_dir
-from nodetune.profiles import yamldoc
-from nodetune.rules.schema import rule_problems
+from nodetune.facts.record import record
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -40,7 +37,7 @@ _SECTION_COLLECTORS = {"gpus": "gpu", "gpu": "gpu"}
 BENCH_COLLECTORS = ("cpu", "numa", "pci", "gpu", "rdma")  # what benchmark expectations read
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class CheckDef:
     """One health check: the rule-engine mapping plus what the runner needs to schedule it."""
 
@@ -56,7 +53,7 @@ class CheckDef:
         return str(self.rule.get("action") or "drain")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Suite:
     tier: str
     variables: dict[str, Any]
@@ -65,6 +62,10 @@ class Suite:
 
 
 def checks_dir() -> Path:
+    # imported here, as yamldoc and the rule schema below: a warm start reads the suite from
+    # its JSON cache and needs none of them (importlib.resources, PyYAML, the facts contract)
+    from nodetune.node.resources import data_dir
+
     return data_dir("checks")
 
 
@@ -91,6 +92,8 @@ def _read_yaml(path: Path) -> Any:
     if not path.is_file():
         raise ProfileError(f"no check suite {path}", fix="reinstall nodetune, or use "
                            f"--tier {' or '.join(TIERS)}")
+    from nodetune.profiles import yamldoc  # deferred, as in checks_dir()
+
     return yamldoc.load(path, fix="fix the YAML syntax").data
 
 
@@ -124,6 +127,8 @@ def _load_raw(directory: Path, tier: str, seen: tuple[str, ...]) -> dict[str, An
 # -- validation -------------------------------------------------------------------------
 
 def _build(tier: str, raw: dict[str, Any]) -> Suite:
+    from nodetune.rules.schema import rule_problems  # deferred, as in checks_dir()
+
     variables = raw["variables"]
     default_timeout = float(variables.get("timeout_s") or DEFAULT_TIMEOUT_S)
     seen: set[str] = set()

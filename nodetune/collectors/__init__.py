@@ -11,13 +11,14 @@ import functools
 import importlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Protocol
 
 from nodetune import __version__
 from nodetune.collectors import limits
 from nodetune.errors import NoData, NodetuneError
 from nodetune.facts.model import FactSet, to_jsonable
+from nodetune.facts.record import record
 from nodetune.node.hostroot import HostRoot
 from nodetune.schemas import FACTS_SCHEMA
 
@@ -40,7 +41,7 @@ _MODULES = (
 )
 
 
-@dataclass
+@record
 class Context:
     """What a collector may use: the host tree, NVML (or a recording of it), earlier results."""
 
@@ -93,7 +94,7 @@ def load_all(only: tuple[str, ...] | None = None) -> dict[str, type]:
     return dict(_REGISTRY)
 
 
-@dataclass
+@record
 class CollectorStatus:
     ok: bool
     seconds: float
@@ -108,7 +109,7 @@ class CollectorStatus:
         return doc
 
 
-@dataclass
+@record
 class NodeFacts:
     """All facts of one node: the typed results and how each collector fared."""
 

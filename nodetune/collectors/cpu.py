@@ -4,7 +4,7 @@ set), core kinds of hybrid CPUs, thermal throttling and C-states."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from nodetune.collectors import Context, register
@@ -20,6 +20,7 @@ from nodetune.collectors.sysfs import FactNotes
 from nodetune.errors import CollectorError
 from nodetune.facts import cpulist
 from nodetune.facts.model import FactSet
+from nodetune.facts.record import record
 from nodetune.node.hostroot import HostRoot
 
 # lscpu's names for Arm implementers and parts (util-linux sys-utils/lscpu-arm.c).
@@ -42,14 +43,14 @@ ARM_PARTS = {
 }
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class CState:
     name: str
     latency_us: int | None
     disabled_cpus: int
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class CpuInfo:
     id: int
     core_id: int | None
@@ -57,7 +58,7 @@ class CpuInfo:
     numa_node: int | None
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class CacheGroup:
     """CPUs sharing one cache (an L2 or L3 of sysfs `cpu*/cache/index*`)."""
 
@@ -65,7 +66,7 @@ class CacheGroup:
     cpus: list[int]
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class FreqLimits:
     """The cpufreq limits one set of CPUs shares (hybrid and big.LITTLE CPUs, or an operator's
     cap on some cores, give several sets)."""
@@ -77,7 +78,7 @@ class FreqLimits:
     cpuinfo_max_khz: int | None
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class CpuKind:
     """One kind of core on a hybrid or heterogeneous CPU: Intel P-cores and E-cores, Arm
     big.LITTLE parts (one kind on a homogeneous CPU)."""
@@ -87,7 +88,7 @@ class CpuKind:
     cpuinfo_max_freq_khz: int | None
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class ThermalThrottle:
     """Thermal throttling events since boot, x86 `cpu*/thermal_throttle/*_count`."""
 
@@ -96,7 +97,7 @@ class ThermalThrottle:
     cpus_throttled: str  # CPUs whose core counter is not 0, a CPU list ("" when none)
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class CpuFacts(FactSet):
     architecture: str | None = None
     vendor: str | None = None
@@ -149,7 +150,7 @@ def parse_cpuinfo(text: str) -> list[dict[str, str]]:
     return blocks
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class CpuIdentity:
     architecture: str | None
     vendor: str | None

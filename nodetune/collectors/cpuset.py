@@ -10,9 +10,9 @@ sparse (POWER: 0,1,4,5,...), and a node may list only a `cpumap` mask.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from nodetune.facts import cpulist
+from nodetune.facts.record import record
 from nodetune.node.hostroot import HostRoot
 
 CPU_DIR = "/sys/devices/system/cpu"
@@ -21,7 +21,7 @@ _CPU_ENTRY = re.compile(r"cpu(\d+)$")
 _NODE_ENTRY = re.compile(r"node(\d+)$")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class CpuSet:
     ids: list[int]
     source: str
@@ -67,7 +67,7 @@ def present_cpus(root: HostRoot) -> list[int]:
     return cpulist.parse_or_none(text) or cpu_dirs(root)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class NodeCpus:
     cpus: dict[int, list[int]]  # node id -> online CPUs
     source: str

@@ -11,7 +11,7 @@ driver is loaded), the rest is null with the reason, and `gpu.nvml.note` says wh
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from nodetune.collectors import Context, register
@@ -20,6 +20,7 @@ from nodetune.collectors.pci import parse_link_speed, parse_width
 from nodetune.facts import cpulist
 from nodetune.facts.model import FactSet, to_jsonable
 from nodetune.facts.pcie import gen_of
+from nodetune.facts.record import record
 from nodetune.node.hostroot import HostRoot
 from nodetune.node.nvml import clock_event_reason_names, cuda_version_text, normalize_bus_id
 
@@ -30,7 +31,7 @@ DRIVER_VERSION_FILES = ("/sys/module/nvidia/version", "/proc/driver/nvidia/versi
 _DRIVER_VERSION = re.compile(r"\b(\d{3,}\.\d+(?:\.\d+)?)\b")
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class GpuEcc:
     enabled: bool | None
     pending: bool | None
@@ -40,14 +41,14 @@ class GpuEcc:
     aggregate_corrected: int | None
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class RetiredPages:
     single_bit: int | None
     double_bit: int | None
     pending: bool | None
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class RemappedRows:
     correctable: int | None
     uncorrectable: int | None
@@ -55,7 +56,7 @@ class RemappedRows:
     failure: bool | None
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class GpuClocks:
     sm_mhz: int | None
     mem_mhz: int | None
@@ -67,13 +68,13 @@ class GpuClocks:
     mem_default_app_mhz: int | None
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class GpuMig:
     current: bool | None
     pending: bool | None
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class GpuPcie:
     current_gen: int | None
     max_gen: int | None
@@ -81,7 +82,7 @@ class GpuPcie:
     max_width: int | None
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class NvlinkErrors:
     """Data-link layer error counters of one link since the driver loaded (None: unsupported)."""
     replay: int | None
@@ -90,7 +91,7 @@ class NvlinkErrors:
     crc_data: int | None
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class NvlinkLink:
     link: int
     active: bool
@@ -99,7 +100,7 @@ class NvlinkLink:
     errors: NvlinkErrors | None  # active links only; None where NVML does not count them
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class Nvlink:
     links: list[NvlinkLink]
     active: int
@@ -107,7 +108,7 @@ class Nvlink:
     peers: dict[str, int]  # peer GPU address -> NVLinks joining them (NV# of topo -m)
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class Fabric:
     state: str | None  # "completed", "in_progress", "not_started"
     status: str | None  # "success" or the NVML error text
@@ -116,7 +117,7 @@ class Fabric:
     health: FabricHealth | None  # NVML's health mask (drivers R550+); None where not reported
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class FabricHealth:
     """NVML's fabric health mask; each flag None where the GPU does not report it."""
     degraded_bandwidth: bool | None
@@ -126,7 +127,7 @@ class FabricHealth:
     configuration: str | None  # "none" or what is misconfigured ("insufficient_nvlinks", ...)
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class Gpu:
     index: int | None  # NVML index; sysfs order when NVML is absent
     pci_address: str
@@ -159,14 +160,14 @@ class Gpu:
     memory_used_bytes: int | None  # framebuffer in use, the driver's reservation included
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class NvmlStatus:
     available: bool
     note: str | None
     source: str | None  # "live" or the recording's path
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class GpuFacts(FactSet):
     gpus: list[Gpu] = field(default_factory=list)
     count: int = 0
@@ -177,7 +178,7 @@ class GpuFacts(FactSet):
 
 # -- sysfs ------------------------------------------------------------------------------------
 
-@dataclass
+@record
 class _SysfsGpu:
     address: str
     numa_node: int | None

@@ -4,7 +4,7 @@ clock source."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Annotated
 
 from nodetune.collectors import Context, register
@@ -17,6 +17,7 @@ from nodetune.collectors.persisted import (
 )
 from nodetune.collectors.sysfs import FactNotes
 from nodetune.facts.model import FactSet, Keyed, NumStr
+from nodetune.facts.record import record
 from nodetune.node.hostroot import HostRoot
 
 # Sysctls that matter for GPU/RDMA/storage throughput; persisted keys are read as well.
@@ -39,19 +40,19 @@ RELEVANT_SYSCTLS = (
 )
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class Iommu:
     mode: str  # "off" | "passthrough" | "translated" | "unknown"
     groups: int | None
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class Clocksource:
     current: str | None  # "tsc" is what timing-heavy jobs want on x86; "hpet" costs ~us a read
     available: list[str] | None
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class KernelFacts(FactSet):
     release: str | None = None
     version: str | None = None

@@ -20,12 +20,13 @@ import os
 import re
 import stat
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from nodetune.collectors import Context, register
 from nodetune.errors import NoData
 from nodetune.facts.model import FactSet
 from nodetune.facts.pcie import normalize_address
+from nodetune.facts.record import record
 from nodetune.node.hostroot import HostRoot
 
 SYSLOG_FILES = ("/var/log/kern.log", "/var/log/messages", "/var/log/syslog")
@@ -44,7 +45,7 @@ _STAMP = re.compile(r"\[\s*(\d+\.\d+)\]")
 _BOOT_BANNER = "Linux version "
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class XidEvent:
     code: int
     pci_address: str  # "0000:3b:00.0"
@@ -53,7 +54,7 @@ class XidEvent:
     age_s: float | None  # now - event, when both are known
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class SxidEvent:
     code: int
     pci_address: str
@@ -63,7 +64,7 @@ class SxidEvent:
     age_s: float | None
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class KernelLogFacts(FactSet):
     source: str  # the path read
     uptime_s: float | None

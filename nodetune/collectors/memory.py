@@ -5,20 +5,21 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from nodetune.collectors import Context, register
 from nodetune.collectors.numa import parse_meminfo
 from nodetune.collectors.sysfs import FactNotes, bracketed
 from nodetune.errors import CollectorError
 from nodetune.facts.model import FactSet
+from nodetune.facts.record import record
 from nodetune.node.hostroot import HostRoot
 
 HUGEPAGES_DIR = "/sys/kernel/mm/hugepages"
 THP_DIR = "/sys/kernel/mm/transparent_hugepage"
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class HugepagePool:
     size_kb: int
     total: int | None
@@ -27,7 +28,7 @@ class HugepagePool:
     surplus: int | None
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class Thp:
     enabled: str | None
     defrag: str | None
@@ -35,7 +36,7 @@ class Thp:
     shmem_enabled: str | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class EdacController:
     name: str  # "mc0"
     mc_name: str | None  # the EDAC driver's name for it: "Skylake Socket#0 IMC#0"
@@ -43,14 +44,14 @@ class EdacController:
     uncorrected: int | None  # ue_count
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class Edac:
     controllers: list[EdacController]
     corrected: int | None  # sums over the controllers; None when one could not be read
     uncorrected: int | None
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class MemoryFacts(FactSet):
     total_bytes: int | None = None
     available_bytes: int | None = None

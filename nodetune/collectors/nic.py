@@ -3,7 +3,7 @@ carrier changes, bonding members and SR-IOV virtual functions."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from nodetune.collectors import Context, register
 from nodetune.collectors.sysfs import (
@@ -17,6 +17,7 @@ from nodetune.collectors.sysfs import (
 from nodetune.errors import NoData
 from nodetune.facts import cpulist
 from nodetune.facts.model import FactSet
+from nodetune.facts.record import record
 from nodetune.node.hostroot import HostRoot
 
 NET_DIR = "/sys/class/net"
@@ -24,7 +25,7 @@ NET_DIR = "/sys/class/net"
 LINK_TYPES = {1: "ethernet", 32: "infiniband", 772: "loopback", 65534: "none"}
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class Interface:
     name: str
     driver: str | None
@@ -44,7 +45,7 @@ class Interface:
     sriov_totalvfs: int | None
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class NicFacts(FactSet):
     interfaces: list[Interface] = field(default_factory=list)
 

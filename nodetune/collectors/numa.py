@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Annotated, TypedDict
 
 from nodetune.collectors import Context, register
@@ -11,6 +11,7 @@ from nodetune.collectors.cpuset import NODE_DIR, node_cpus, online_cpus
 from nodetune.collectors.sysfs import FactNotes
 from nodetune.errors import CollectorError
 from nodetune.facts.model import FactSet, Keyed
+from nodetune.facts.record import record
 from nodetune.node.hostroot import HostRoot
 
 _HUGEPAGE_DIR = re.compile(r"hugepages-(\d+)kB$")
@@ -21,7 +22,7 @@ class NodeHugepages(TypedDict):
     free: int | None
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class NumaNode:
     id: int
     cpus: list[int]
@@ -32,7 +33,7 @@ class NumaNode:
     hugepages: Annotated[dict[str, NodeHugepages], Keyed("size_kb")]
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class NumaFacts(FactSet):
     nodes: list[NumaNode] = field(default_factory=list)
     cpuless_nodes: list[int] = field(default_factory=list)

@@ -22,11 +22,11 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from nodetune.collectors import Context, register
 from nodetune.errors import NoData
 from nodetune.facts.model import FactSet
+from nodetune.facts.record import record
 
 VERSION_FILE = "/proc/driver/nvidia/version"
 IMEX_DIR = "/dev/nvidia-caps-imex-channels"
@@ -35,7 +35,7 @@ PEER_MEMORY_DIR = "/sys/kernel/mm/memory_peers"
 _VERSION = re.compile(r"\s(\d+\.\d+(?:\.\d+)?)\s")
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class DriverFacts(FactSet):
     version: str | None  # "580.95.05"
     open_kernel_modules: bool | None

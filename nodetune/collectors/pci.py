@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import posixpath
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Annotated, Any, overload
 
 from nodetune.collectors import register
@@ -20,6 +20,7 @@ from nodetune.errors import NoData
 from nodetune.facts import cpulist
 from nodetune.facts.model import FactSet, JsonKey, Keyed, to_jsonable
 from nodetune.facts.pcie import gen_of, sysfs_address
+from nodetune.facts.record import record
 from nodetune.node.hostroot import HostRoot
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ _SPEED = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*GT/s")
 _ID_FILES = ("class", "vendor", "device", "subsystem_vendor", "subsystem_device")
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class PciLink:
     current_speed_gts: float | None = None
     current_width: int | None = None
@@ -59,13 +60,13 @@ class PciLink:
     max_gen: int | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class PciAcs:
     ctl: Annotated[dict[str, bool], Keyed("flag")]
     source_validation: bool
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class PciAer:
     """PCIe Advanced Error Reporting totals since boot (aer_dev_*, Linux >= 4.17)."""
 
@@ -74,7 +75,7 @@ class PciAer:
     fatal: int | None
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class PciDevice:
     address: str
     pci_class: Annotated[str | None, JsonKey("class")]  # "0x030200"
@@ -98,7 +99,7 @@ class PciDevice:
     aer: PciAer | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class PciFacts(FactSet):
     devices: list[PciDevice] = field(default_factory=list)
 
@@ -364,7 +365,7 @@ def _address_key(address: str) -> tuple[int, ...]:
 
 
 # -- reading -----------------------------------------------------------------------------------
-@dataclass
+@record
 class _Raw:
     """What one device's directory yields before the chain is resolved."""
 

@@ -15,10 +15,11 @@ boot-time tools apply them:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Annotated, TypedDict
 
 from nodetune.facts.model import Keyed, NumStr
+from nodetune.facts.record import record
 from nodetune.node.hostroot import HostRoot
 
 SYSCTL_DIRS = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d",
@@ -77,7 +78,7 @@ def parse_sysctl_conf(text: str) -> list[tuple[str, str]]:
     return out
 
 
-@dataclass
+@record
 class ModuleConfig:
     options: list[str] = field(default_factory=list)
     blacklisted: bool = False

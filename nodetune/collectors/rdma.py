@@ -4,19 +4,20 @@ error and traffic counters) and netdevs."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from nodetune.collectors import Context, register
 from nodetune.collectors.sysfs import FactNotes, device_pci_address, pci_numa_node
 from nodetune.errors import NoData
 from nodetune.facts.model import FactSet
+from nodetune.facts.record import record
 from nodetune.node.hostroot import HostRoot
 
 IB_DIR = "/sys/class/infiniband"
 IB_MTUS = (4096, 2048, 1024, 512, 256)
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class Port:
     port: int
     state: str | None
@@ -33,7 +34,7 @@ class Port:
     hw_counters: dict[str, int] = field(default_factory=dict)  # ports/N/hw_counters/*
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class RdmaDevice:
     name: str
     pci_address: str | None
@@ -47,7 +48,7 @@ class RdmaDevice:
     ports: list[Port]
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class RdmaFacts(FactSet):
     devices: list[RdmaDevice] = field(default_factory=list)
 

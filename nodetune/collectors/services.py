@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Annotated
 
 from nodetune.collectors import Context, register, tuned
 from nodetune.collectors.kernel import read_mounts
 from nodetune.facts.model import FactSet, Keyed
+from nodetune.facts.record import record
 from nodetune.node.hostroot import HostRoot
 
 # unit name -> process name (/proc/<pid>/comm keeps only the first 15 characters)
@@ -24,7 +25,7 @@ UNIT_DIRS = ("/etc/systemd/system", "/run/systemd/system", "/usr/local/lib/syste
              "/usr/lib/systemd/system", "/lib/systemd/system")
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class Unit:
     state: str  # "running" | "not-running" | "unknown"
     enabled: bool | None
@@ -32,7 +33,7 @@ class Unit:
     source: str
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class ServicesFacts(FactSet):
     units: Annotated[dict[str, Unit], Keyed("unit")] = field(default_factory=dict)
     tuned: tuned.TunedProfile | None = None  # None: TuneD is not installed

@@ -4,18 +4,19 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from nodetune.collectors import Context, register
 from nodetune.collectors.kernel import read_mounts
 from nodetune.collectors.sysfs import FactNotes, bracketed, device_pci_address, pci_numa_node
 from nodetune.facts.model import FactSet
+from nodetune.facts.record import record
 from nodetune.node.hostroot import HostRoot
 
 SECTOR_BYTES = 512  # /sys/block/*/size counts 512-byte sectors whatever the device's block size
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class BlockDevice:
     name: str
     kind: str  # "nvme" | "disk" | "virtual"
@@ -31,7 +32,7 @@ class BlockDevice:
     model: str | None
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class Mount:
     device: str
     mountpoint: str
@@ -40,7 +41,7 @@ class Mount:
     read_only: bool
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class NvmeController:
     name: str  # "nvme0"
     model: str | None
@@ -51,7 +52,7 @@ class NvmeController:
     numa_node: int | None
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class StorageFacts(FactSet):
     block: list[BlockDevice] = field(default_factory=list)
     nvme: list[NvmeController] = field(default_factory=list)

@@ -7,11 +7,11 @@ snapshots refuse them too).
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
 
 from nodetune.collectors import Context, register
 from nodetune.collectors.sysfs import FactNotes
 from nodetune.facts.model import FactSet
+from nodetune.facts.record import record
 from nodetune.node.hostroot import HostRoot
 
 DMI_DIR = "/sys/class/dmi/id"
@@ -25,7 +25,7 @@ DMI_PLACEHOLDERS = frozenset({"", "to be filled by o.e.m.", "default string", "n
                               "none", "n/a", "0123456789"})
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class Dmi:
     sys_vendor: str | None
     product_name: str | None
@@ -37,14 +37,14 @@ class Dmi:
     bios_date: str | None  # as firmware writes it: "07/19/2019"
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class OsRelease:
     id: str | None  # "debian", "ubuntu", "rhel"
     version_id: str | None  # "12", "24.04", "9.4"
     pretty_name: str | None
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class SystemFacts(FactSet):
     dmi: Dmi | None = None  # None where the kernel exposes no DMI (most Arm boards, POWER)
     os: OsRelease | None = None

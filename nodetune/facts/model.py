@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Annotated, Any
+
+from nodetune.facts.record import record
 
 
 class Severity(str, enum.Enum):
@@ -31,7 +33,7 @@ class Disruption(str, enum.Enum):
 
 # -- markers the facts contract reads from the types (nodetune.facts.shapes) ---------------
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Keyed:
     """On a `dict[str, X]`: its keys are names (sysctl names, units, modules) and every entry is
     part of the contract, as `<name>` in a path. A dict without it is free-form."""
@@ -39,14 +41,14 @@ class Keyed:
     name: str
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class JsonKey:
     """On a field: the key it has in the JSON document, when that differs from the attribute."""
 
     name: str
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class FactKind:
     """On a field: its contract type, when the Python type does not say it ("numstr")."""
 
@@ -56,7 +58,7 @@ class FactKind:
 NumStr = Annotated[str, FactKind("numstr")]  # a string holding a number (sysctl values)
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class FactSet:
     """Base of every collector's result.
 
@@ -93,7 +95,7 @@ class Status(str, enum.Enum):
     SKIPPED = "skipped"  # does not apply to this node (condition false, --skip)
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class Finding:
     """The result of evaluating one profile setting or health check on one subject.
 

@@ -9,10 +9,11 @@ Figures from NVIDIA's product datasheets (NVLink bandwidth / per-link bandwidth 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+
+from nodetune.facts.record import record
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class NvlinkSpec:
     links: int
     bridged: bool  # links only through optional NVLink bridges (PCIe form factor)

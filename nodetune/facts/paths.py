@@ -20,9 +20,9 @@ not an eternal "unknown" at run time.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 
 from nodetune.facts.contract import CONTRACT
+from nodetune.facts.record import record
 
 # Contract types: int, num, str, bool, list, dict, any, numstr (a string holding a number,
 # such as sysctl values). `<name>` in a path matches any key (dotted keys too); a path may
@@ -31,7 +31,7 @@ from nodetune.facts.contract import CONTRACT
 NUMERIC_TYPES = frozenset({"int", "num", "numstr", "any"})
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Token:
     """One step of a fact path: a key, every item (`[*]`), an index, or a filter."""
 
@@ -132,7 +132,7 @@ def canonical(tokens: tuple[Token, ...]) -> str:
 _ANY = "<"  # registry keys starting with "<" match any key
 
 
-@dataclass
+@record
 class _Node:
     children: dict[str, _Node]
     type: str | None = None

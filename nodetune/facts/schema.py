@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from nodetune.facts.contract import CONTRACT, VERSION
 from nodetune.facts.paths import parse
+from nodetune.facts.record import record
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 FACTS_CONTRACT_ID = f"nodetune.facts-contract/{VERSION}"
@@ -25,7 +26,7 @@ _JSON_TYPES = {"int": "integer", "num": "number", "str": "string", "numstr": "st
                "bool": "boolean", "list": "array", "dict": "object"}
 
 
-@dataclass
+@record
 class ContractNode:
     """One step of a contract path: its children and, where a path ends here, its type."""
 
@@ -122,7 +123,7 @@ def fact_path_pattern() -> str:
 
 # -- profile files ---------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ProfileLanguage:
     """The words of the profile language (nodetune.profiles.catalog, nodetune.rules.schema)."""
 

@@ -6,14 +6,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from nodetune.collectors import Context, NodeFacts, gather
+from nodetune.facts.record import record
 from nodetune.node.hostroot import HostRoot
 
 
-@dataclass
+@record
 class Node:
     root: HostRoot
     nvml: Any = None  # a nodetune.node.nvml backend, or None when NVML is not used

@@ -46,13 +46,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
 from nodetune.errors import ProfileError
 from nodetune.facts import paths as factpaths
 from nodetune.facts.paths import is_known
+from nodetune.facts.record import record
 from nodetune.node.resources import data_dir
 from nodetune.profiles import tunables
 from nodetune.profiles.names import NAME_RULE, is_profile_name
@@ -80,7 +81,7 @@ RECOMMEND_FILE = "recommend.yaml"
 FIX = "correct the profile (see `nodetune profiles show NAME` and docs/profiles.md)"
 
 
-@dataclass
+@record
 class Profile:
     name: str
     summary: str
@@ -95,7 +96,7 @@ class Profile:
         return self.chain[:-1]
 
 
-@dataclass
+@record
 class Match:
     profile: str
     reason: str  # why, in words, with the facts that decided it
@@ -261,7 +262,7 @@ class Library:
 
 # -- validation --------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Origin:
     """Which file last defined a setting, and the key path of the setting inside it."""
 

@@ -34,10 +34,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from nodetune.facts.model import Disruption
+from nodetune.facts.record import record
 from nodetune.rules.operators import OPERATORS, as_text, describe, format_value, satisfied, target
 
 VALUE_OPERATORS = ("equals", "one_of", "min", "max")
@@ -51,7 +51,7 @@ class TunableError(ValueError):
         self.keys, self.text = keys, text
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Tunable:
     """One knob: how to read it, where it persists, how to write a value to it."""
 
@@ -110,7 +110,7 @@ SYSCTL_FACTS: dict[str, str] = {
 }
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Sysctl(Tunable):
     kind: ClassVar[str] = "sysctl"
     role: ClassVar[str] = "kernel"
@@ -146,7 +146,7 @@ EPB_VALUES = {"performance": 0, "balance-performance": 4, "normal": 6, "balance-
               "power": 15}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Knob:
     """A sysfs file one of nodetune's roles writes, and the fact that reports it."""
 
@@ -197,7 +197,7 @@ SYSFS_KNOBS: dict[str, Knob] = {
 }
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SysfsKnob(Tunable):
     kind: ClassVar[str] = "sysfs"
     path: str = ""
@@ -230,7 +230,7 @@ class SysfsKnob(Tunable):
 
 # -- kernel command line ------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class CmdlineArg(Tunable):
     kind: ClassVar[str] = "cmdline"
     role: ClassVar[str] = "kernel"
@@ -265,7 +265,7 @@ class CmdlineArg(Tunable):
 
 # -- kernel modules -----------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Module(Tunable):
     kind: ClassVar[str] = "module"
     role: ClassVar[str] = "modules"
@@ -295,7 +295,7 @@ class Module(Tunable):
         return {"modules_load": [self.module]}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ModuleOption(Tunable):
     kind: ClassVar[str] = "module"
     role: ClassVar[str] = "modules"
@@ -333,7 +333,7 @@ class ModuleOption(Tunable):
 SERVICE_STATES = ("running", "stopped")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Service(Tunable):
     kind: ClassVar[str] = "service"
     role: ClassVar[str] = "services"
@@ -368,7 +368,7 @@ class Service(Tunable):
 BLOCK_QUEUE_ATTRIBUTES = ("scheduler", "read_ahead_kb", "nr_requests", "max_sectors_kb")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class BlockQueue(Tunable):
     kind: ClassVar[str] = "block_queue"
     role: ClassVar[str] = "storage"
@@ -400,7 +400,7 @@ class BlockQueue(Tunable):
 MRRS_CODES = {128 << code: code for code in range(6)}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PciRegister(Tunable):
     kind: ClassVar[str] = "pci_register"
     role: ClassVar[str] = "nic"
@@ -483,7 +483,7 @@ def parse(data: Any) -> Tunable:
 
 # -- a setting bound to a tunable ---------------------------------------------------------
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class TunableSetting:
     """A tunable plus what a setting wants of it: the rule engine's `Remedy` for the setting."""
 
@@ -510,7 +510,7 @@ class TunableSetting:
         return self.tunable.remediation(value)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Bound:
     """A setting bound to its tunable: the remedy, the rule's expectation on `tunable.fact()`,
     and the value written for the first documented subject (None: known only on a node)."""

@@ -12,11 +12,12 @@ ProfileError naming file:line, never a traceback, a hang or a memory blow-up.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
 from nodetune.errors import ProfileError
+from nodetune.facts.record import record
 
 Keys = tuple[str, ...]
 
@@ -24,7 +25,7 @@ MAX_YAML_BYTES = 1 << 20  # the largest shipped YAML file is ~21 KB
 MAX_DEPTH = 64
 
 
-@dataclass
+@record
 class YamlDoc:
     path: str
     data: Any

@@ -8,14 +8,15 @@ dots resolve by longest match. A null value carries the reason its collector rec
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from typing import Any
 
 from nodetune.facts import paths as factpaths
+from nodetune.facts.record import record
 from nodetune.rules.operators import as_text
 
 
-@dataclass
+@record
 class Item:
     """One value a fact path resolved to: the subject it belongs to and why it is unknown."""
 
@@ -60,7 +61,7 @@ def resolve(doc: Mapping[str, Any], path: str,
     return walker.out
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class _Trail:
     """Where the walk is: concrete parts ("nodes", "0"), the same with item names
     ("interfaces", "eth0") for collectors that key reasons by name, subjects, bindings, and

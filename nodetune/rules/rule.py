@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from nodetune.errors import ProfileError
 from nodetune.facts.model import Disruption, Severity
+from nodetune.facts.record import record
 from nodetune.rules.operators import OPERATORS, as_list
-from nodetune.rules.schema import rule_problems
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Condition:
     """`fact` must satisfy every operator in `expect`; `reason` says why a rule is skipped."""
 
@@ -53,7 +52,7 @@ class Remedy(Protocol):
         ...
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class Rule:
     id: str
     area: str
@@ -75,9 +74,17 @@ class Rule:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, id: str | None = None,
-                  area: str | None = None, source: str = "") -> Rule:
-        """Build a rule from its YAML mapping; raise ProfileError naming the first problem."""
-        problems = rule_problems(data, need_id=id is None, need_area=area is None)
+                  area: str | None = None, source: str = "", checked: bool = False) -> Rule:
+        """Build a rule from its YAML mapping; raise ProfileError naming the first problem.
+        `checked`: the mapping passed `rule_problems` already (a loaded check suite's rule),
+        so it is not checked again."""
+        problems = []
+        if not checked:
+            # deferred: the facts contract it checks paths against costs `nodetune check`
+            # (whose suite was checked when it was loaded) a tenth of its start-up
+            from nodetune.rules.schema import rule_problems
+
+            problems = rule_problems(data, need_id=id is None, need_area=area is None)
         if problems:
             keys, text = problems[0]
             where = f"{source}: " if source else ""

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from nodetune.errors import ProfileError
+from nodetune.facts.record import record
 from nodetune.rules.operators import format_value
 from nodetune.rules.resolve import resolve
 
@@ -42,7 +43,7 @@ def variables_used(value: Any) -> set[str]:
     return {r for r in references(value) if r not in BUILTIN_VARS and not r.startswith("fact:")}
 
 
-@dataclass
+@record
 class Context:
     """What references resolve against: the facts, the variables, the item being evaluated."""
 

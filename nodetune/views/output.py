@@ -19,11 +19,11 @@ import os
 import re
 import sys
 import textwrap
-from dataclasses import dataclass
 from itertools import zip_longest
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final
 
+from nodetune.facts.record import record
 from nodetune.views.ascii import ascii_only, to_ascii
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ def _columns_env() -> int | None:
     return value if value > 0 else None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class View:
     """How text is written: the format, ASCII only or not, and the width (None: no limit)."""
 
