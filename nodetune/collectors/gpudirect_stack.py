@@ -25,11 +25,12 @@ from __future__ import annotations
 import gzip
 import re
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from nodetune.collectors import Context, register
 from nodetune.errors import NoData
 from nodetune.facts.model import FactSet
+from nodetune.facts.record import record
 from nodetune.node.hostroot import HostRoot
 
 IB_DIR = "/sys/class/infiniband"
@@ -47,27 +48,27 @@ _NCCL_WHEEL = re.compile(r"^nvidia_nccl_cu\d+-(\d+\.\d+\.\d+)(?:\.\w+)?\.dist-in
 _RELEASE = re.compile(r"^(\d+)(?:mlnx(\d+))?")
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class KernelConfig:
     file: str
     dma_shared_buffer: bool
     dmabuf_move_notify: bool
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class RdmaCore:
     release: str  # "50", "2410mlnx54"
     upstream: int | None  # the rdma-core release it is built on: 50, 54
     source: str  # the file or package it was read from
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class NcclLibrary:
     version: str  # "2.21.5"
     path: str
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class GpuDirectStackFacts(FactSet):
     kernel_config: KernelConfig | None
     rdma_core: RdmaCore | None

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import configparser
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 
+from nodetune.facts.record import record
 from nodetune.node.hostroot import HostRoot
 
 ACTIVE_PROFILE = "/etc/tuned/active_profile"
@@ -35,7 +36,7 @@ _VARIABLE = re.compile(r"(?<!\\)\$\{(\w+)\}")
 _TRUE = ("1", "true", "True", "yes", "y")
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class TunedProfile:
     active: str | None  # names in /etc/tuned/active_profile ("" when TuneD is off)
     mode: str | None  # /etc/tuned/profile_mode: auto (recommended) or manual
@@ -47,7 +48,7 @@ class ProfileUnreadable(Exception):
     """The active profile (or one it includes) cannot be found or parsed."""
 
 
-@dataclass
+@record
 class _Unit:
     type: str
     options: dict[str, str]

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from nodetune.facts.netcounters import LINK_ERROR_COUNTERS, Reading, grown, increase_within
 from nodetune.facts.netcounters import latest_within as latest_reading
+from nodetune.facts.record import record
 
 # Port counters compared with the absolute thresholds (`rdma_error_thresholds`) and kept in
 # readings: the IBA PortCounters error fields, as sysfs names them.
@@ -24,7 +24,7 @@ DEFAULT_COUNTER_WINDOW_S = 900.0
 DEFAULT_FLAP_WINDOW_S = 600.0
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class History:
     """Earlier readings of this boot, the time of this one, and why there are none."""
 

@@ -81,7 +81,15 @@ def _frozen_delattr(self: Any, name: str) -> None:
 def _record(cls: type, *, frozen: bool, kw_only: bool, eq: bool, repr: bool) -> type:
     if cls.__doc__ is None:  # dataclass would build one with inspect.signature
         cls.__doc__ = f"{cls.__name__}(...)"
-    dataclasses.dataclass(cls, init=False, repr=False, eq=False, kw_only=kw_only)
+    # dataclass refuses to mix frozen and non-frozen classes in one hierarchy: with a frozen
+    # base (a record or a dataclass) it must be told frozen, and then compiles the two frozen
+    # methods replaced below
+    frozen_base = any(getattr(b, "__dataclass_params__", None) is not None
+                      and b.__dataclass_params__.frozen for b in cls.__mro__[1:])
+    dataclasses.dataclass(cls, init=False, repr=False, eq=False, kw_only=kw_only,
+                          frozen=frozen_base)
+    params = cls.__dataclass_params__  # type: ignore[attr-defined]
+    params.init, params.repr, params.eq, params.frozen = True, repr, eq, frozen
     fields = dataclasses.fields(cls)
     cls.__record_positional__ = tuple(  # type: ignore[attr-defined]
         f.name for f in fields if f.init and not f.kw_only)
