@@ -344,3 +344,150 @@ def failing_init(error_name: str) -> types.ModuleType:
 
     _install(module, "nvmlInit", init)
     return module
+
+
+class _CLibrary:
+    """libnvidia-ml's C functions, as nodetune.node.nvml_ctypes calls them, answered by a fake
+    pynvml module: inputs arrive as ctypes values and device pointers, results go into the
+    caller's out-parameters and buffers, failures come back as nvmlReturn_t codes. A symbol
+    the module cannot answer is missing, as in an older libnvidia-ml."""
+
+    def __init__(self, module: types.ModuleType) -> None:
+        from nodetune.node import nvml_ctypes
+
+        self.module = module
+        self.devices: dict[int, Any] = {}  # address of the handle's structure -> fake device
+        self.structs: list[Any] = []
+        self.outputs = {symbol: (name, len(outputs))
+                        for name, (symbol, outputs) in nvml_ctypes._OUT_VALUES.items()}
+        self.strings = dict.fromkeys(nvml_ctypes._STRINGS)
+        self.handle_type = nvml_ctypes.DeviceHandle
+
+    def _python(self, symbol: str) -> Callable[..., Any]:
+        """The pynvml-level function behind a C symbol (nvmlX_v2 is pynvml's nvmlX)."""
+        names = [self.outputs.get(symbol, (symbol, 0))[0], symbol.rsplit("_v", 1)[0]]
+        if symbol == "nvmlInitWithFlags":
+            names = ["nvmlInit"]
+        fn = next((getattr(self.module, n) for n in names if hasattr(self.module, n)), None)
+        if fn is None:
+            raise AttributeError(symbol)
+        return fn
+
+    def _value(self, arg: Any) -> Any:
+        if isinstance(arg, self.handle_type):
+            return self.devices[ctypes.addressof(arg.contents)]
+        return arg.value if isinstance(arg, ctypes._SimpleCData) else arg
+
+    def _answer(self, fn: Callable[..., Any], *args: Any) -> tuple[int, Any]:
+        try:
+            return real.NVML_SUCCESS, fn(*(self._value(a) for a in args))
+        except real.NVMLError as exc:
+            return exc.value, None
+
+    def __getattr__(self, symbol: str) -> Callable[..., int]:
+        fn = self._python(symbol)
+        if symbol in self.outputs:
+            count = self.outputs[symbol][1]
+
+            def values(*args: Any) -> int:
+                ret, value = self._answer(fn, *args[:-count])
+                if ret == 0:
+                    for ref, v in zip(args[-count:], [value] if count == 1 else value,
+                                      strict=True):
+                        ref._obj.value = int(v)
+                return ret
+            return values
+        if symbol in self.strings:
+            def string(*args: Any) -> int:
+                ret, value = self._answer(fn, *args[:-2])
+                if ret == 0:
+                    args[-2].value = value.encode() if isinstance(value, str) else value
+                return ret
+            return string
+        special = getattr(self, f"_c_{symbol}", None)
+        if special is not None:
+            return lambda *args: special(fn, *args)
+        return self._struct(fn)
+
+    def _struct(self, fn: Callable[..., Any]) -> Callable[..., int]:
+        def fill(*args: Any) -> int:
+            ret, value = self._answer(fn, *args[:-1])
+            if ret == 0:
+                target = args[-1]._obj  # same layout as pynvml's structure
+                ctypes.memmove(ctypes.addressof(target), ctypes.addressof(value),
+                               ctypes.sizeof(target))
+            return ret
+        return fill
+
+    def _c_nvmlInitWithFlags(self, fn: Callable[..., Any], flags: int) -> int:
+        return self._answer(fn)[0]
+
+    def _c_nvmlShutdown(self, fn: Callable[..., Any]) -> int:
+        return self._answer(fn)[0]
+
+    def _c_nvmlDeviceGetHandleByIndex_v2(self, fn: Callable[..., Any], index: Any,
+                                         ref: Any) -> int:
+        ret, device = self._answer(fn, index)
+        if ret == 0:
+            struct = self.handle_type._type_()
+            self.structs.append(struct)
+            self.devices[ctypes.addressof(struct)] = device
+            ref._obj.contents = struct
+        return ret
+
+    def _counted(self, items: list[Any] | None, ret: int, count: Any, array: Any,
+                 fill: Callable[[Any, Any], None]) -> int:
+        if ret != 0:
+            return ret
+        assert items is not None
+        needed = len(items)
+        if array is None or count._obj.value < needed:
+            count._obj.value = needed
+            return real.NVML_ERROR_INSUFFICIENT_SIZE if needed else real.NVML_SUCCESS
+        for i, item in enumerate(items):
+            fill(array, (i, item))
+        count._obj.value = needed
+        return real.NVML_SUCCESS
+
+    def _c_nvmlDeviceGetComputeRunningProcesses_v3(self, fn: Callable[..., Any], handle: Any,
+                                                   count: Any, array: Any) -> int:
+        ret, procs = self._answer(fn, handle)
+        return self._counted(procs, ret, count, array, lambda a, item: None)
+
+    def _c_nvmlDeviceGetRetiredPages(self, fn: Callable[..., Any], handle: Any, cause: Any,
+                                     count: Any, array: Any) -> int:
+        ret, pages = self._answer(fn, handle, cause)
+
+        def put(a: Any, item: tuple[int, int]) -> None:
+            a[item[0]] = item[1]
+        return self._counted(pages, ret, count, array, put)
+
+    def _c_nvmlDeviceGetCpuAffinity(self, fn: Callable[..., Any], handle: Any, words: int,
+                                    ref: Any) -> int:
+        ret, mask = self._answer(fn, handle, words)
+        if ret == 0:
+            for i in range(words):
+                ref._obj[i] = int(mask[i])
+        return ret
+
+    def _c_nvmlDeviceGetFieldValues(self, fn: Callable[..., Any], handle: Any, count: Any,
+                                    ref: Any) -> int:
+        ret, values = self._answer(fn, handle, [ref._obj[i].fieldId for i in range(count.value)])
+        if ret == 0:
+            for i, value in enumerate(values):
+                ref._obj[i].nvmlReturn = value.nvmlReturn
+                ref._obj[i].valueType = value.valueType
+                ref._obj[i].value.ullVal = value.value.ullVal
+        return ret
+
+    def _fabric(self, fn: Callable[..., Any], handle: Any, ref: Any) -> int:
+        return self._answer(fn, handle, ref)[0]
+
+    _c_nvmlDeviceGetGpuFabricInfoV = _fabric
+    _c_nvmlDeviceGetGpuFabricInfo = _fabric
+
+
+def c_library(module: types.ModuleType) -> Any:
+    """A libnvidia-ml stand-in for nodetune.node.nvml_ctypes.CtypesNvml, answered by `module`
+    (from_recording, from_raw or failing_init)."""
+    return _CLibrary(module)

@@ -91,8 +91,9 @@ def run(request: CheckRequest, facts: NodeFacts | None = None, *, node: Node | N
     total = request.timeout or DEFAULT_TOTAL_TIMEOUT.get(request.tier, 30.0)
     with contextlib.ExitStack() as stack:
         if node is None:
+            # thin_nvml: the ctypes binding reads the same NVML document without pynvml's import
             node = stack.enter_context(open_node(root=request.root, snapshot=request.snapshot,
-                                                 nvml=request.nvml))
+                                                 nvml=request.nvml, thin_nvml=True))
         requested = request.nvml != "off" and (request.nvml != "auto" or node.root.is_live
                                                or node.nvml is not None)
         history = readings.load(request.root, request.snapshot)

@@ -84,8 +84,8 @@ def _record(cls: type, *, frozen: bool, kw_only: bool, eq: bool, repr: bool) -> 
     # dataclass refuses to mix frozen and non-frozen classes in one hierarchy: with a frozen
     # base (a record or a dataclass) it must be told frozen, and then compiles the two frozen
     # methods replaced below
-    frozen_base = any(getattr(b, "__dataclass_params__", None) is not None
-                      and b.__dataclass_params__.frozen for b in cls.__mro__[1:])
+    frozen_base = any(getattr(getattr(b, "__dataclass_params__", None), "frozen", False)
+                      for b in cls.__mro__[1:])
     dataclasses.dataclass(cls, init=False, repr=False, eq=False, kw_only=kw_only,
                           frozen=frozen_base)
     params = cls.__dataclass_params__  # type: ignore[attr-defined]

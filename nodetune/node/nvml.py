@@ -178,12 +178,23 @@ def driver_loaded() -> bool:
     return os.path.exists("/proc/driver/nvidia") or os.path.exists("/dev/nvidiactl")
 
 
-def live_backend() -> tuple[PynvmlBackend | None, str | None]:
-    """Initialise NVML on this machine: (backend, None), or (None, why NVML is not usable)."""
+def live_backend(thin: bool = False) -> tuple[PynvmlBackend | None, str | None]:
+    """Initialise NVML on this machine: (backend, None), or (None, why NVML is not usable).
+
+    thin: through `nodetune.node.nvml_ctypes` (the calls the reader makes, on ctypes) instead of
+    nvidia-ml-py: the same document, without pynvml's import (`nodetune check`)."""
     if not driver_loaded():
         # Without the kernel driver NVML cannot start; skip importing pynvml (60+ ms).
         return None, ("NVML unavailable: the NVIDIA kernel driver is not loaded "
                       "(no /proc/driver/nvidia or /dev/nvidiactl)")
+    if thin:
+        from nodetune.node import nvml_ctypes  # deferred: ctypes, only for live NVML
+
+        try:
+            binding = nvml_ctypes.CtypesNvml.load()
+        except nvml_ctypes.NVMLError as exc:
+            return None, _init_failure(type(exc).__name__, str(exc))
+        return init_backend(binding)
     try:
         # deferred: pynvml costs 22-90 ms at start-up; only live NVML needs it
         import pynvml

@@ -7,7 +7,8 @@
 `nvml` is "auto" (live NVML on the live host only), "live", "off", or a path to a recorded
 NVML JSON file (`nodetune.nvml/1`). A snapshot always replays its own recorded NVML data.
 `snapshot_limit` (or env NODETUNE_SNAPSHOT_LIMIT: "512MiB", "2GiB", bytes) bounds what a
-snapshot may unpack to (docs/snapshots.md).
+snapshot may unpack to (docs/snapshots.md). `thin_nvml`: live NVML through the ctypes binding
+(`nodetune.node.nvml_ctypes`) rather than nvidia-ml-py, for a fast start (`nodetune check`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ ROOT_ENV = "NODETUNE_ROOT"
 SNAPSHOT_LIMIT_ENV = "NODETUNE_SNAPSHOT_LIMIT"
 
 
-def _nvml_backend(choice: str, root: HostRoot) -> tuple[Any, str | None]:
+def _nvml_backend(choice: str, root: HostRoot, thin: bool) -> tuple[Any, str | None]:
     if choice == "off":
         return None, "NVML disabled (--nvml off)"
     if choice not in ("auto", "live"):
@@ -35,7 +36,7 @@ def _nvml_backend(choice: str, root: HostRoot) -> tuple[Any, str | None]:
     if choice == "auto" and not root.is_live:
         return None, (f"NVML not used for --root {root.root} "
                       "(pass --nvml live to query this machine's GPUs)")
-    return nvml_mod.live_backend()
+    return nvml_mod.live_backend(thin=thin)
 
 
 def _is_hwloc_xml(path: str) -> bool:
@@ -52,7 +53,7 @@ def _is_hwloc_xml(path: str) -> bool:
 @contextlib.contextmanager
 def open_node(root: str | None = None, snapshot: str | None = None,
               nvml: str = "auto", recording: bool = False,
-              snapshot_limit: str | None = None) -> Iterator[Node]:
+              snapshot_limit: str | None = None, thin_nvml: bool = False) -> Iterator[Node]:
     if root and snapshot:
         raise SourceError("--root and --from cannot be used together",
                           fix="give one: a host tree (--root) or a snapshot (--from)")
@@ -75,7 +76,7 @@ def open_node(root: str | None = None, snapshot: str | None = None,
     root = root or os.environ.get(ROOT_ENV) or "/"
     host = HostRoot(root, recording=recording)
     host.check_tree()
-    backend, note = _nvml_backend(nvml, host)
+    backend, note = _nvml_backend(nvml, host, thin_nvml)
     origin = "live" if host.is_live else f"root:{host.root}"
     try:
         yield Node(root=host, nvml=backend, nvml_note=note, origin=origin)
