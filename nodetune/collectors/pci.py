@@ -1,10 +1,14 @@
 """PCI devices: class, ids, driver, NUMA locality, link speed and width, the chain of bridges
-up to the root port, ACS control and MaxReadReq from config space.
+up to the root port, ACS control, MaxReadReq and Relaxed Ordering from config space, and the
+IOMMU domain of GPUs and NICs.
 
 Sources: /sys/bus/pci/devices/<address> (a link into /sys/devices/pci<domain>:<bus>/...; the
 directories along the link target are the device's parent bridges) and the device's binary
 `config` file. Unprivileged readers get only the first 64 bytes of `config` (Linux
-drivers/pci/pci-sysfs.c `pci_read_config`), so MaxReadReq and ACS need root.
+drivers/pci/pci-sysfs.c `pci_read_config`), so MaxReadReq, Relaxed Ordering and ACS need root.
+The IOMMU domain type of a GPU's or NIC's group (/sys/kernel/iommu_groups/N/type, Linux 5.11+:
+"identity" passes DMA through, "DMA" and "DMA-FQ" translate it; Documentation/ABI/testing/
+sysfs-kernel-iommu_groups) is read for those devices only.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ if TYPE_CHECKING:
     from nodetune.collectors import Context
 
 DEVICES_DIR = "/sys/bus/pci/devices"
+IOMMU_GROUPS_DIR = "/sys/kernel/iommu_groups"
+IOMMU_KINDS = ("gpu", "nic", "infiniband")  # devices on a GPUDirect path
 
 # ACS Control register bits (PCIe Base Spec 6.0, 7.7.8.3), named as `lspci -vvv` prints them.
 ACS_CTL_BITS: tuple[tuple[str, int], ...] = (
@@ -97,6 +103,9 @@ class PciDevice:
     acs: PciAcs | None
     max_read_request_bytes: int | None
     aer: PciAer | None = None
+    relaxed_ordering: bool | None = None  # Device Control "Enable Relaxed Ordering" (bit 4)
+    iommu_group: int | None = None  # GPUs and NICs only
+    iommu_domain: str | None = None  # the group's type: identity, DMA, DMA-FQ, unmanaged, ...
 
 
 @record(frozen=True, kw_only=True)
@@ -332,6 +341,15 @@ def parse_max_read_request(config: bytes | LazyConfig) -> int | None:
     return 128 << ((_u16(config, cap + 0x08) >> 12) & 0x7)
 
 
+def parse_relaxed_ordering(config: bytes | LazyConfig) -> bool | None:
+    """Whether the device may issue Relaxed Ordering requests: Device Control bit 4 (PCIe Base
+    Spec 6.0, 7.5.3.4 "Enable Relaxed Ordering")."""
+    cap = find_capability(config, CAP_PCIE)
+    if cap is None or cap + 0x0A > len(config):
+        return None
+    return bool(_u16(config, cap + 0x08) >> 4 & 1)
+
+
 def parse_port_type(config: bytes | LazyConfig) -> str | None:
     cap = find_capability(config, CAP_PCIE)
     if cap is None or cap + 4 > len(config):
@@ -379,6 +397,9 @@ class _Raw:
     port_type: str | None
     acs: PciAcs | None
     max_read_request: int | None
+    relaxed_ordering: bool | None
+    iommu_group: int | None
+    iommu_domain: str | None
     aer: PciAer | None
     unknown: dict[str, str]
 
@@ -437,8 +458,29 @@ def _resolve(root: HostRoot, devices_dir: str, link_path: str) -> str:
     return resolved if root.isdir(resolved) else root.realpath(link_path)
 
 
+def _iommu(root: HostRoot, base: str, names: set[str], domains: dict[int, str | None],
+           unknown: dict[str, str]) -> tuple[int | None, str | None]:
+    """The device's IOMMU group and that group's domain type (read once per group)."""
+    if "iommu_group" not in names:
+        unknown["iommu_domain"] = "no iommu_group link (no IOMMU in use for this device)"
+        return None, None
+    target = root.readlink(f"{base}/iommu_group") or ""
+    name = target.rstrip("/").rsplit("/", 1)[-1]
+    if not name.isdigit():
+        unknown["iommu_domain"] = f"iommu_group links to {target!r}, not a group"
+        return None, None
+    group = int(name)
+    if group not in domains:
+        domains[group] = root.read_str(f"{IOMMU_GROUPS_DIR}/{group}/type", None)
+    if domains[group] is None:
+        unknown["iommu_domain"] = (f"{IOMMU_GROUPS_DIR}/{group}/type unreadable "
+                                   "(a kernel before 5.11)")
+    return group, domains[group]
+
+
 def _read_device(root: HostRoot, address: str, reasons: _ConfigReasons,
-                 devices_dir: str = DEVICES_DIR) -> _Raw:
+                 devices_dir: str = DEVICES_DIR,
+                 domains: dict[int, str | None] | None = None) -> _Raw:
     link_path = f"{DEVICES_DIR}/{address}"
     resolved = _resolve(root, devices_dir, link_path)
     base = resolved
@@ -502,12 +544,19 @@ def _read_device(root: HostRoot, address: str, reasons: _ConfigReasons,
     config = read_config(root, f"{base}/config") if "config" in names else None
     try:
         port_type, acs, mrrs = _config_facts(config, reasons, unknown)
+        relaxed = None if config is None else parse_relaxed_ordering(config)
     finally:
         if isinstance(config, LazyConfig):
             config.close()
+    if relaxed is None:
+        unknown["relaxed_ordering"] = unknown.get("max_read_request_bytes", "not read")
+    group = domain = None
+    if device_kind(_hex(ids["class"]), _hex(ids["vendor"])) in IOMMU_KINDS:
+        group, domain = _iommu(root, base, names, {} if domains is None else domains, unknown)
     return _Raw(address=address, ids=ids, driver=driver, numa_node=numa_node,
                 local_cpus=local_cpus, link=link, chain=chain, port_type=port_type, acs=acs,
-                max_read_request=mrrs, aer=_aer(read, names, unknown), unknown=unknown)
+                max_read_request=mrrs, relaxed_ordering=relaxed, iommu_group=group,
+                iommu_domain=domain, aer=_aer(read, names, unknown), unknown=unknown)
 
 
 def _config_facts(config: bytes | LazyConfig | None, reasons: _ConfigReasons,
@@ -551,6 +600,8 @@ def _build(raws: list[_Raw]) -> PciFacts:
         "devices": f"{DEVICES_DIR}/*",
         "devices.*.acs": f"{DEVICES_DIR}/*/config (extended capability 0x000D)",
         "devices.*.max_read_request_bytes": f"{DEVICES_DIR}/*/config (PCIe Device Control)",
+        "devices.*.relaxed_ordering": f"{DEVICES_DIR}/*/config (PCIe Device Control)",
+        "devices.*.iommu_domain": f"{DEVICES_DIR}/*/iommu_group, {IOMMU_GROUPS_DIR}/*/type",
         "devices.*.aer": f"{DEVICES_DIR}/*/aer_dev_correctable,aer_dev_nonfatal,aer_dev_fatal",
     }
     for index, raw in enumerate(raws):
@@ -579,6 +630,8 @@ def _build(raws: list[_Raw]) -> PciFacts:
             link=raw.link, parent=parent, path=path, root_port=root_port, switch=switch,
             host_bridge=host_bridge, port_type=raw.port_type, acs=raw.acs,
             max_read_request_bytes=raw.max_read_request, aer=raw.aer,
+            relaxed_ordering=raw.relaxed_ordering, iommu_group=raw.iommu_group,
+            iommu_domain=raw.iommu_domain,
         ))
     return PciFacts(devices=devices, sources=sources, unknown=unknown)
 
@@ -590,7 +643,8 @@ def collect_pci(root: HostRoot) -> PciFacts:
     addresses = sorted({a.removesuffix(".link").lower() for a in addresses}, key=_address_key)
     reasons = _ConfigReasons(root)
     devices_dir = root.realpath(DEVICES_DIR)
-    return _build([_read_device(root, a, reasons, devices_dir) for a in addresses])
+    domains: dict[int, str | None] = {}
+    return _build([_read_device(root, a, reasons, devices_dir, domains) for a in addresses])
 
 
 def device_json(dev: PciDevice) -> dict[str, Any]:
@@ -601,7 +655,8 @@ def device_json(dev: PciDevice) -> dict[str, Any]:
 
 @register("pci")
 class PciCollector:
-    """PCI devices: class, driver, NUMA node, link speed/width, parent bridges, ACS, MaxReadReq."""
+    """PCI devices: class, driver, NUMA node, link speed/width, parent bridges, ACS, MaxReadReq,
+    Relaxed Ordering, IOMMU domain of GPUs and NICs."""
 
     requires = ("/sys/bus/pci/devices",)
 

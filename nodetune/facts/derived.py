@@ -210,6 +210,7 @@ def _gpus(facts: dict[str, Any], gpus: list[dict[str, Any]], pci: dict[str, Any]
             "pcie": _gpu_link(gpu, dev, f"gpus.{pos}.pcie", unknown),
             "nic": nearest.get(pos),
             "acs_redirect_ports": None,
+            "iommu_translated": None,
         }
         nvlink = gpu.get("nvlink")
         item["nvlink_down"], item["nvlink_expected"] = links_down(
@@ -221,6 +222,7 @@ def _gpus(facts: dict[str, Any], gpus: list[dict[str, Any]], pci: dict[str, Any]
         if item["nic"] is None and f"gpus.{pos}.nic" not in unknown:
             unknown[f"gpus.{pos}.nic"] = "no RDMA NIC on this node"
         item["acs_redirect_ports"] = _acs_ports(facts, pos, dev, item["nic"], pci, unknown)
+        item["iommu_translated"] = _iommu_translated(facts, pos, dev, item["nic"], pci, unknown)
         out.append(item)
     return out
 
@@ -304,6 +306,28 @@ def _acs_ports(facts: dict[str, Any], pos: int, gpu_dev: dict[str, Any],
             if _acs_redirects(acs) and addr not in ports:
                 ports.append(addr)
     return ports
+
+
+def _iommu_translated(facts: dict[str, Any], pos: int, gpu_dev: dict[str, Any],
+                      nic: dict[str, Any] | None, pci: dict[str, Any],
+                      unknown: dict[str, str]) -> bool | None:
+    """Whether the IOMMU translates DMA of the GPU or its nearest RDMA NIC: a group whose
+    domain type is DMA or DMA-FQ (not identity). No group with the IOMMU off: not translated."""
+    if nic is None:
+        return None
+    iommu = (facts.get("kernel") or {}).get("iommu") or {}
+    off = iommu.get("mode") == "off" or iommu.get("groups") == 0
+    index = {a: i for i, a in enumerate(pci)}
+    domains = []
+    for dev in (gpu_dev, _device(pci, nic.get("pci_address"))):
+        domain = dev.get("iommu_domain")
+        if domain is None and not off:
+            why = _reason(facts, "pci", f"devices.{index.get(str(dev.get('address')))}"
+                                        ".iommu_domain")
+            unknown[f"gpus.{pos}.iommu_translated"] = why or "IOMMU domain not read"
+            return None
+        domains.append(str(domain or ""))
+    return any(d.startswith("DMA") for d in domains)
 
 
 def _acs_redirects(acs: dict[str, Any]) -> bool:

@@ -59,6 +59,7 @@ class DerivedGpu(TypedDict):
     pcie: DerivedPcie
     nic: NearestNic | None
     acs_redirect_ports: list[str] | None
+    iommu_translated: bool | None  # the IOMMU translates DMA of the GPU or its nearest RDMA NIC
     nvlink_down: int | None  # the product's NVLinks that are not active (nodetune.facts.nvlink)
     nvlink_expected: int | None
 
