@@ -21,6 +21,14 @@ from typing import Any
 import pynvml as real
 
 NOT_SUPPORTED = real.NVML_ERROR_NOT_SUPPORTED
+NVLINK5_NAMES = {real.NVML_FI_DEV_NVLINK_COUNT_SYMBOL_ERRORS: "symbol_errors",
+                 real.NVML_FI_DEV_NVLINK_COUNT_EFFECTIVE_ERRORS: "effective_errors",
+                 real.NVML_FI_DEV_NVLINK_COUNT_LINK_RECOVERY_SUCCESSFUL_EVENTS:
+                 "recovery_successful",
+                 real.NVML_FI_DEV_NVLINK_COUNT_LINK_RECOVERY_FAILED_EVENTS: "recovery_failed",
+                 real.NVML_FI_DEV_NVLINK_COUNT_LINK_RECOVERY_EVENTS: "recovery_events"}
+NVLINK5_FEC_IDS = tuple(range(real.NVML_FI_DEV_NVLINK_COUNT_FEC_HISTORY_0,
+                              real.NVML_FI_DEV_NVLINK_COUNT_FEC_HISTORY_15 + 1))
 
 
 def error(name_or_code: str | int) -> real.NVMLError:
@@ -288,18 +296,33 @@ def from_recording(doc: dict[str, Any]) -> types.ModuleType:
 
     _install(module, "nvmlDeviceGetGpuFabricInfoV", fabric)
 
-    def field_values(h: _Device, ids: list[int]) -> list[Any]:
+    def nvlink5_counter(h: _Device, fid: int, scope: int) -> int | None:
+        """A link's NVLink5 counter from its recorded `counters` (scopeId = link)."""
+        links = devices[h.index]["nvlink"]
+        counters = (links[scope].get("counters") if scope < len(links) else None) or {}
+        if fid in NVLINK5_FEC_IDS:
+            history = counters.get("fec_history")
+            return None if history is None else history[fid - NVLINK5_FEC_IDS[0]]
+        return counters.get(NVLINK5_NAMES.get(fid, ""))
+
+    def field_values(h: _Device, ids: list[Any]) -> list[Any]:
         out = []
-        for fid in ids:
+        for item in ids:
+            fid, scope = item if isinstance(item, tuple) else (item, 0)
             value = real.c_nvmlFieldValue_t()
-            value.fieldId = fid
+            value.fieldId, value.scopeId = fid, scope
             action = devices[h.index].get("recovery_action")
-            if fid != real.NVML_FI_DEV_GET_GPU_RECOVERY_ACTION or action is None:
-                value.nvmlReturn = NOT_SUPPORTED
-            else:
+            counter = nvlink5_counter(h, fid, scope)
+            if fid == real.NVML_FI_DEV_GET_GPU_RECOVERY_ACTION and action is not None:
                 value.nvmlReturn = real.NVML_SUCCESS
                 value.valueType = real.NVML_VALUE_TYPE_UNSIGNED_INT
                 value.value.uiVal = RECOVERY_CODES[action]
+            elif counter is not None:
+                value.nvmlReturn = real.NVML_SUCCESS
+                value.valueType = real.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG
+                value.value.ullVal = counter
+            else:
+                value.nvmlReturn = NOT_SUPPORTED
             out.append(value)
         return out
 

@@ -92,12 +92,25 @@ class NvlinkErrors:
 
 
 @record(frozen=True, kw_only=True)
+class Nvlink5Counters:
+    """NVLink5 (Blackwell) counters of one link since the driver loaded (None: not reported)."""
+
+    symbol_errors: int | None  # symbols the FEC corrected: judged as a rate (BER), not a count
+    effective_errors: int | None  # errors left after FEC: the link replayed the data
+    recovery_successful: int | None  # the link went to recovery and came back
+    recovery_failed: int | None  # recovery failed: the link went down
+    recovery_events: int | None
+    fec_history: list[int] | None  # NVML's 16 FEC history bins
+
+
+@record(frozen=True, kw_only=True)
 class NvlinkLink:
     link: int
     active: bool
     peer_pci_address: str | None
     peer_kind: str | None  # "gpu", "switch", "cpu" or None
     errors: NvlinkErrors | None  # active links only; None where NVML does not count them
+    counters: Nvlink5Counters | None = None  # NVLink5 GPUs only (NVML_FI_DEV_NVLINK_COUNT_*)
 
 
 @record(frozen=True, kw_only=True)
@@ -460,7 +473,8 @@ class _Builder:
         links = [NvlinkLink(link=int(link["link"]), active=bool(link["active"]),
                             peer_pci_address=normalize_bus_id(link.get("remote_pci_bus_id")),
                             peer_kind=link.get("remote_kind"),
-                            errors=_nvlink_errors(link.get("errors"))) for link in raw]
+                            errors=_nvlink_errors(link.get("errors")),
+                            counters=_nvlink5_counters(link.get("counters"))) for link in raw]
         peers = {normalize_bus_id(bus) or bus: int(count)
                  for bus, count in (self.nvml.get("nvlink_peers") or {}).items()}
         active = sum(1 for link in links if link.active)
@@ -477,6 +491,14 @@ class _Builder:
                           "degraded_bandwidth", "route_recovery", "route_unhealthy",
                           "access_timeout_recovery", "configuration")})
                       if isinstance(health, dict) else None)
+
+
+def _nvlink5_counters(data: Any) -> Nvlink5Counters | None:
+    if not isinstance(data, dict):
+        return None
+    return Nvlink5Counters(**{k: data.get(k) for k in (
+        "symbol_errors", "effective_errors", "recovery_successful", "recovery_failed",
+        "recovery_events", "fec_history")})
 
 
 def _nvlink_errors(data: Any) -> NvlinkErrors | None:
@@ -582,7 +604,8 @@ def _field_sources(with_nvml: bool) -> dict[str, str]:
         "gpus.*.pcie": "nvmlDeviceGetCurrPcieLinkGeneration/Width, "
                        "nvmlDeviceGetMaxPcieLinkGeneration/Width",
         "gpus.*.nvlink": "nvmlDeviceGetNvLinkState, nvmlDeviceGetNvLinkRemotePciInfo, "
-                         "nvmlDeviceGetNvLinkRemoteDeviceType, nvmlDeviceGetP2PStatus",
+                         "nvmlDeviceGetNvLinkRemoteDeviceType, nvmlDeviceGetP2PStatus, "
+                         "nvmlDeviceGetFieldValues (NVML_FI_DEV_NVLINK_COUNT_*, NVLink5)",
         "gpus.*.fabric": "nvmlDeviceGetGpuFabricInfoV",
         "gpus.*.recovery_action": "nvmlDeviceGetFieldValues(NVML_FI_DEV_GET_GPU_RECOVERY_ACTION)",
         "gpus.*.compute_processes": "nvmlDeviceGetComputeRunningProcesses",

@@ -26,6 +26,7 @@ HW_SLOWDOWN = ("hw_slowdown", "hw_thermal_slowdown", "hw_power_brake_slowdown")
 # GPU reset or service drain the node; application faults (13, 31, 43, 45) are the job's own.
 XID_FATAL = (48, 62, 64, 74, 79, 92, 94, 95, 119, 120, 140, 143, 154)
 XID_APP = (13, 31, 43, 45)
+NVLINK5_MODELS = ("B200", "GB200", "B300", "GB300")  # Blackwell: NVLink5 counters in NVML
 
 # Which collectors each part of this section reads (the runner gathers only those).
 NEEDS: dict[str, tuple[str, ...]] = {
@@ -83,6 +84,13 @@ def health_view(facts: dict[str, Any], variables: dict[str, Any] | None = None,
     issues, whys = gdr.known_issues(facts, modules, gdr.path_in_use(direct)) \
         if direct["needed"] else ([], {})
     unknown.update({f"gpudirect_issues.{pos}.applies": why for pos, why in whys.items()})
+    gpu_items = [_gpu(g, pci_by_addr.get(str(g.get("pci_address"))) or {},
+                      _slot_errors(gpu_section.get("unknown") or {}, slot),
+                      var.get("nvlink_links"), pci_by_addr)
+                 for slot, g in enumerate(gpus)]
+    unknown.update({f"gpus.{slot}.nvlink5": "an NVLink5 GPU whose driver reports no "
+                    "NVML_FI_DEV_NVLINK_COUNT_* field values"
+                    for slot, item in enumerate(gpu_items) if item["nvlink5"] is None})
     return {
         "gpu": {
             "pci_count": len(pci_gpus) if "pci" in facts else None,
@@ -94,10 +102,7 @@ def health_view(facts: dict[str, Any], variables: dict[str, Any] | None = None,
             "nvml_note": nvml.get("note"),
             "nvml_requested": nvml_requested,
         },
-        "gpus": [_gpu(g, pci_by_addr.get(str(g.get("pci_address"))) or {},
-                      _slot_errors(gpu_section.get("unknown") or {}, slot),
-                      var.get("nvlink_links"), pci_by_addr)
-                 for slot, g in enumerate(gpus)],
+        "gpus": gpu_items,
         "pci_gpus": [_pci_gpu(g, nvml_ok) for g in gpus],
         "links": _links(facts, pci, pci_by_addr),
         "rdma_ports": ports,
@@ -212,11 +217,13 @@ def _gpu(gpu: dict[str, Any], dev: dict[str, Any], nvml_errors: list[str],
                     sum(1 for x in links if x.get("active")) if links else None)
     down, expected = links_down(gpu.get("name"), active, inactive,
                                 None if nvlink_links is None else int(nvlink_links))
+    model = gpu_model(gpu.get("name"), dev.get("device"))
+    counted = any(isinstance(x.get("counters"), dict) for x in links if x.get("active"))
     return {
         "subject": f"GPU{gpu.get('index')}",
         "index": gpu.get("index"),
         "pci_address": gpu.get("pci_address"),
-        "model": gpu_model(gpu.get("name"), dev.get("device")),
+        "model": model,
         "idle": idle,
         "current_width": cur_w, "max_width": max_w, "current_gen": cur_g, "max_gen": max_g,
         "width_ok": None if cur_w is None or max_w is None else cur_w >= max_w,
@@ -241,6 +248,8 @@ def _gpu(gpu: dict[str, Any], dev: dict[str, Any], nvml_errors: list[str],
         "recovery_action": gpu.get("recovery_action"),
         "compute_processes": gpu.get("compute_processes"),
         **_nvlink_error_totals(links),
+        # None: an NVLink5 GPU with active links whose driver reports none of its counters
+        "nvlink5": True if counted else None if model in NVLINK5_MODELS and active else False,
         "nvml_errors": None if gpu.get("source") != "nvml" else ", ".join(nvml_errors),
         **_aer_counts(dev, pci_by_addr or {}),
     }
@@ -302,6 +311,14 @@ def _nvlink_error_totals(links: list[dict[str, Any]]) -> dict[str, int | None]:
         values = [int(errors[key]) for link in links if link.get("active")
                   for errors in [link.get("errors")] if isinstance(errors, dict)
                   for key in keys if isinstance(errors.get(key), int)]
+        totals[name] = sum(values) if values else None
+    for name, key in (("nvlink_symbol_errors", "symbol_errors"),
+                      ("nvlink_effective_errors", "effective_errors"),
+                      ("nvlink_recovery_successful", "recovery_successful"),
+                      ("nvlink_recovery_failed", "recovery_failed")):
+        values = [int(counters[key]) for link in links if link.get("active")
+                  for counters in [link.get("counters")] if isinstance(counters, dict)
+                  and isinstance(counters.get(key), int)]
         totals[name] = sum(values) if values else None
     return totals
 

@@ -142,6 +142,13 @@ class HealthGpu(TypedDict):
     nvlink_recovery_errors: int | None  # summed over active links, since the driver loaded
     nvlink_replay_errors: int | None
     nvlink_crc_errors: int | None  # flit and data CRC errors
+    # NVLink5 counters (NVML_FI_DEV_NVLINK_COUNT_*) summed over active links; None before
+    # Blackwell or where the driver does not report them
+    nvlink_symbol_errors: int | None
+    nvlink_effective_errors: int | None
+    nvlink_recovery_successful: int | None
+    nvlink_recovery_failed: int | None
+    nvlink5: bool | None  # the GPU reports NVLink5 counters (None: Blackwell, but it does not)
     nvml_errors: str | None
     aer_fatal: int | None  # PCIe AER totals since boot of the GPU (null without AER reporting)
     aer_nonfatal: int | None

@@ -46,6 +46,15 @@ GPU_RECOVERY_ACTIONS: Final = {0: "none", 1: "gpu_reset", 2: "node_reboot", 3: "
                                7: "system_reboot"}
 # nvmlNvLinkErrorCounter_t: data-link layer counters of one link since the driver loaded.
 NVLINK_ERROR_COUNTERS: Final = (("replay", 0), ("recovery", 1), ("crc_flit", 2), ("crc_data", 3))
+# NVLink5 (Blackwell: B200, GB200, B300) per-link counters since the driver loaded, read as
+# field values with scopeId = link (nvml.h NVML_FI_DEV_NVLINK_COUNT_*, ids as in nvidia-ml-py
+# 13.x). NVLink4 and older GPUs, and drivers before these fields, answer NOT_SUPPORTED (or
+# INVALID_ARGUMENT for an id they do not know) per value; DCGM documents the same fields as
+# "NVLink5+ only" (DCGM_FI_DEV_NVLINK_COUNT_*).
+NVLINK5_COUNTERS: Final = (("symbol_errors", 221), ("effective_errors", 219),
+                           ("recovery_successful", 213), ("recovery_failed", 214),
+                           ("recovery_events", 215))
+NVLINK5_FEC_HISTORY: Final = tuple(range(235, 251))  # NVML_FI_DEV_NVLINK_COUNT_FEC_HISTORY_0..15
 # healthMask of nvmlGpuFabricInfo_v2_t (nvml.h): two-bit fields, 0 not supported, 1 true,
 # 2 false; the configuration field is four bits wide and names what is wrong.
 FABRIC_HEALTH_FLAGS: Final = (("degraded_bandwidth", 0), ("route_recovery", 2),
@@ -478,7 +487,30 @@ class _DeviceReader:
             links.append(entry)
         if not links and first_error:
             self.errors["nvlink"] = first_error
+        self._nvlink5_counters([entry for entry in links if entry["active"]])
         return links
+
+    def _nvlink5_counters(self, links: list[dict[str, Any]]) -> None:
+        """Each active link's NVLink5 counters (`counters`, None where the GPU has none), in
+        one nvmlDeviceGetFieldValues call for every link."""
+        ids = [fid for _, fid in NVLINK5_COUNTERS] + list(NVLINK5_FEC_HISTORY)
+        for entry in links:
+            entry["counters"] = None
+        if not links:
+            return
+        pairs = [(fid, entry["link"]) for entry in links for fid in ids]
+        values = self.q("nvlink_counters", "nvmlDeviceGetFieldValues", pairs)
+        if not values:
+            return
+        for pos, entry in enumerate(links):
+            read = [_field_counter(v) for v in values[pos * len(ids):(pos + 1) * len(ids)]]
+            if all(v is None for v in read):
+                continue
+            counters: dict[str, Any] = {name: read[i]
+                                        for i, (name, _) in enumerate(NVLINK5_COUNTERS)}
+            history = read[len(NVLINK5_COUNTERS):]
+            counters["fec_history"] = None if all(v is None for v in history) else history
+            entry["counters"] = counters
 
     def _fabric(self) -> dict[str, Any] | None:
         """GPU fabric (NVSwitch / multi-node NVLink) registration, Hopper and later."""
@@ -516,6 +548,13 @@ class _DeviceReader:
             return str(self.nvml.NVMLError(code)).lower()
         except Exception:
             return f"nvml error {code}"
+
+
+def _field_counter(value: Any) -> int | None:
+    """An nvmlFieldValue_t's counter, None when NVML answered an error for it."""
+    if int(getattr(value, "nvmlReturn", 0)) != 0:
+        return None
+    return int(value.value.ullVal)
 
 
 def _add_nvlink_peers(nvml: Any, devices: list[dict[str, Any]], handles: list[Any]) -> None:

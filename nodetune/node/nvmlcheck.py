@@ -19,7 +19,10 @@ INT, NUM, BOOL, STR = "an integer", "a number", "true or false", "a string"
 INTS, STRS = ("list", INT), ("list", STR)
 COUNTERS: dict[str, Any] = {"corrected": INT, "uncorrected": INT}
 LINK: dict[str, Any] = {"link": INT, "active": BOOL, "remote_pci_bus_id": STR,
-                        "remote_kind": STR}
+                        "remote_kind": STR,
+                        "counters": {"symbol_errors": INT, "effective_errors": INT,
+                                     "recovery_successful": INT, "recovery_failed": INT,
+                                     "recovery_events": INT, "fec_history": INTS}}
 DEVICE: dict[str, Any] = {
     "index": INT, "pci_bus_id": STR, "name": STR, "uuid": STR, "minor_number": INT,
     "vbios_version": STR,
