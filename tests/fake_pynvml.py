@@ -495,7 +495,8 @@ class _CLibrary:
 
     def _c_nvmlDeviceGetFieldValues(self, fn: Callable[..., Any], handle: Any, count: Any,
                                     ref: Any) -> int:
-        ret, values = self._answer(fn, handle, [ref._obj[i].fieldId for i in range(count.value)])
+        ret, values = self._answer(fn, handle, [(ref._obj[i].fieldId, ref._obj[i].scopeId)
+                                                for i in range(count.value)])
         if ret == 0:
             for i, value in enumerate(values):
                 ref._obj[i].nvmlReturn = value.nvmlReturn

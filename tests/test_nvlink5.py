@@ -14,7 +14,7 @@ import pynvml
 import pytest
 
 from nodetune.cli import main
-from nodetune.node import nvml
+from nodetune.node import nvml, nvml_ctypes
 from tests import fake_pynvml
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -75,6 +75,18 @@ def test_the_live_backend_reads_each_links_counters(use_module: Any) -> None:
     assert dumped[0]["nvlink"][0]["counters"]["fec_history"] == [0] * 16
     # one field-value call per GPU for every link (plus the recovery action's)
     assert module.calls.count("nvmlDeviceGetFieldValues") == 2 * len(dumped)
+
+
+def test_the_thin_ctypes_binding_reads_the_same_counters() -> None:
+    """`nodetune check` reads live NVML through nodetune.node.nvml_ctypes: the (field, link)
+    pairs reach libnvidia-ml with their scope ids, and the counters are the same."""
+    doc = json.loads(RECORDING.read_text())
+    module = fake_pynvml.from_recording(doc)
+    binding = nvml_ctypes.CtypesNvml(fake_pynvml.c_library(module))
+    binding.nvmlInit()
+    thin = nvml.PynvmlBackend(binding).dump()["devices"]
+    assert [[link.get("counters") for link in d["nvlink"]] for d in thin] == \
+           [[link.get("counters") for link in d["nvlink"]] for d in doc["devices"]]
 
 
 def test_a_gpu_without_the_fields_gives_no_counters(use_module: Any) -> None:

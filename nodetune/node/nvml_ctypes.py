@@ -309,10 +309,12 @@ class CtypesNvml:
         self._check(self._symbol("nvmlDeviceGetCpuAffinity")(handle, words, byref(mask)))
         return mask
 
-    def nvmlDeviceGetFieldValues(self, handle: Any, field_ids: list[int]) -> Any:
+    def nvmlDeviceGetFieldValues(self, handle: Any, field_ids: list[Any]) -> Any:
+        """Field ids, or (field id, scope id) pairs as pynvml takes them (NVLink: the link)."""
         values = (FieldValue * len(field_ids))()
         for i, field_id in enumerate(field_ids):
-            values[i].fieldId = field_id
+            values[i].fieldId, values[i].scopeId = (
+                field_id if isinstance(field_id, tuple) else (field_id, 0))
         self._check(self._symbol("nvmlDeviceGetFieldValues")(
             handle, ctypes.c_int32(len(field_ids)), byref(values)))
         return values
