@@ -50,11 +50,18 @@ def tuned_load(directories: list[Path], *names: str) -> dict[str, dict]:
     return json.loads(out.stdout)
 
 
-@pytest.fixture
-def vm_with(host_tree, tmp_path):
-    """vm_with(active, **options): the real H100 VM tree with TuneD and that active profile."""
+@pytest.fixture(scope="module")
+def vm_with(host_tree, tmp_path_factory):
+    """vm_with(active, **options): the real H100 VM tree with TuneD and that active profile,
+    made once per module for each set of arguments (tests only read it)."""
+    trees: dict[str, Path] = {}
+
     def make(active: str | None, **options) -> Path:
-        return with_tuned(host_tree(VM), tmp_path / "tree", active, **options)
+        key = repr((active, sorted(options.items())))
+        if key not in trees:
+            trees[key] = with_tuned(host_tree(VM), tmp_path_factory.mktemp("tuned") / "tree",
+                                    active, **options)
+        return trees[key]
     return make
 
 
@@ -402,3 +409,32 @@ def test_tuned_modifiers_and_units(raw, written, expect, overrides) -> None:
     tunable = tunables.BlockQueue(attribute="read_ahead_kb")
     option = terms.Option("disk", "readahead", raw)
     assert terms.overrides(tunable, option, expect, written) is overrides
+
+
+def test_a_snapshot_keeps_the_profile_and_replays_the_same_facts(vm_with, tmp_path) -> None:
+    tree = vm_with("hpc-compute")
+    archive = tmp_path / "node.tar.gz"
+    assert nodetune("snapshot", "--root", str(tree), "--nvml", "off", "-o",
+                    str(archive)).returncode == 0
+    live = json.loads(nodetune("facts", "--root", str(tree), "--nvml", "off", "--only",
+                               "services", "--json").stdout)
+    replayed = json.loads(nodetune("facts", "--from", str(archive), "--only", "services",
+                                   "--json").stdout)
+    assert replayed["services"]["tuned"] == live["services"]["tuned"]
+    assert live["services"]["tuned"]["settings"]["vm"] == {"transparent_hugepages": "always"}
+
+
+def test_explain_knows_the_tuned_check() -> None:
+    result = nodetune("explain", tuned_check.SETTING_ID)
+    assert result.returncode == 0, result.stderr
+    assert "nodetune apply --as tuned" in " ".join(result.stdout.split())
+
+
+def test_a_broken_variables_file_is_unknown(vm_with) -> None:
+    tree = vm_with("site", files={
+        "/etc/tuned/site/tuned.conf": "[main]\ninclude=throughput-performance\n"
+                                      "[variables]\ninclude=/etc/tuned/site-variables.conf\n",
+        "/etc/tuned/site-variables.conf": "isolated_cores=2-7\n=no name\n"})
+    _, unknown = tuned.read(HostRoot(str(tree)))
+    assert unknown["tuned.settings"].startswith("TuneD profile site: cannot parse "
+                                                "/etc/tuned/site-variables.conf")

@@ -16,9 +16,9 @@ host; a disabled one (`enabled=0`) not at all.
 
 from __future__ import annotations
 
-import configparser
 import re
 from dataclasses import field
+from typing import Any
 
 from nodetune.facts.record import record
 from nodetune.node.hostroot import HostRoot
@@ -57,15 +57,26 @@ class _Unit:
     uname_regex: str | None = None
 
 
-def parse_conf(text: str, path: str) -> dict[str, dict[str, str]]:
-    """{section: {option: raw value}} of one tuned.conf, parsed as TuneD's loader does."""
+def _parser(text: str, path: str, *, allow_no_value: bool = False) -> Any:
+    """A ConfigParser holding `text`, set up as TuneD's (tuned/utils/config_parser.py)."""
+    # deferred: configparser costs about 2.5 ms at start-up, and `nodetune check` runs the
+    # services collector on hosts that have no TuneD
+    import configparser
+
     parser = configparser.ConfigParser(delimiters=("=",), inline_comment_prefixes=("#",),
-                                       strict=False, interpolation=None)
+                                       allow_no_value=allow_no_value, strict=False,
+                                       interpolation=None)
     parser.optionxform = str  # type: ignore[assignment,method-assign]
     try:
         parser.read_string(text, path)
     except configparser.Error as exc:
         raise ProfileUnreadable(f"cannot parse {path}: {str(exc).splitlines()[0]}") from exc
+    return parser
+
+
+def parse_conf(text: str, path: str) -> dict[str, dict[str, str]]:
+    """{section: {option: raw value}} of one tuned.conf, parsed as TuneD's loader does."""
+    parser = _parser(text, path)
     directory = path.rsplit("/", 1)[0]
     return {s: {o: parser.get(s, o, raw=True).replace("${i:PROFILE_DIR}", directory)
                 for o in parser.options(s)} for s in parser.sections()}
@@ -133,14 +144,7 @@ def _variables(root: HostRoot, units: dict[str, _Unit]) -> dict[str, str]:
         text = root.read_text(include, None)
         if text is None:
             raise ProfileUnreadable(f"cannot read the variables file {include}")
-        parser = configparser.ConfigParser(delimiters=("=",), inline_comment_prefixes=("#",),
-                                           allow_no_value=True, strict=False,
-                                           interpolation=None)
-        parser.optionxform = str  # type: ignore[assignment,method-assign]
-        try:
-            parser.read_string("[variables]\n" + text, include)
-        except configparser.Error as exc:
-            raise ProfileUnreadable(f"cannot parse {include}: {exc}") from exc
+        parser = _parser("[variables]\n" + text, include, allow_no_value=True)
         variables = {**{o: parser.get("variables", o, raw=True) or ""
                         for o in parser.options("variables")}, **variables}
     return variables

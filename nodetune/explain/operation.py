@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from nodetune import __version__
+from nodetune.audit import tuned
 from nodetune.check.suite import TIERS, load_suite
 from nodetune.errors import NodetuneError
 from nodetune.facts.model import to_jsonable
@@ -112,7 +113,7 @@ class Catalog:
     shipped: Path
 
     def setting_ids(self) -> list[str]:
-        return sorted({r.id for p in self.profiles for r in p.rules})
+        return sorted({r.id for p in self.profiles for r in p.rules} | {tuned.SETTING_ID})
 
     def ids(self) -> list[tuple[str, str]]:
         """(id, kind) of everything `explain` knows, fault codes included."""
@@ -157,6 +158,8 @@ def explain(query: str, catalog: Catalog) -> Explanation:
     settings = [(p, r) for p in catalog.profiles for r in p.rules if r.id == text]
     if settings:
         entries.append(_setting_entry(text, settings, catalog))
+    elif text == tuned.SETTING_ID:
+        entries.append(_tuned_entry(catalog))
     check_id = text
     if FAULT_CODE.match(text):
         code = text.upper()
@@ -214,6 +217,19 @@ def _setting_entry(sid: str, found: list[tuple[Profile, Rule]], catalog: Catalog
         disruption=rule.disruption.value,
         persisted=rule.persisted.fact if rule.persisted is not None else None,
         defined_in=_where(rule.source, catalog), profiles=uses)
+
+
+def _tuned_entry(catalog: Catalog) -> Entry:
+    """The audit's TuneD check: every profile has it; it compares the profile's settings."""
+    return Entry(
+        kind="setting", id=tuned.SETTING_ID, area="cpu", severity="warning", fact=tuned.FACT,
+        expected="no option of TuneD's active profile undoing a tunable setting",
+        expectation={}, when=[{"fact": "services.units.tuned.state", "expected": "running",
+                               "reason": "TuneD neither runs nor is enabled"}],
+        why=tuned.WHY, sources=_sources([tuned.WHY], catalog), fix=tuned.FIX, tunable=None,
+        remediation=None, disruption="none", persisted=None, defined_in="nodetune/audit/tuned.py",
+        profiles=[Use(name=p.name, severity="warning", expected="-", defined_in=None)
+                  for p in sorted(catalog.profiles, key=lambda p: p.name)])
 
 
 # -- checks ------------------------------------------------------------------------------
