@@ -15,11 +15,14 @@ from typing import Any
 
 import pytest
 
+from nodetune.agent.cycle import CycleOptions, run_cycle
 from nodetune.check import readings
 from nodetune.check.operation import CheckRequest, run
-from nodetune.facts.netcounters import grown, increase_within
+from nodetune.collectors.nic import NicCollector
+from nodetune.facts.netcounters import increase_within
 from nodetune.schemas import NET_READINGS_SCHEMA
 from tests.conftest import real_tree_names
+from tests.host_trees import context
 
 HOST = "32em64t-2n8c+dax+nvme+mic+dimms"
 IB_DEVICE = "sys/devices/pci0000:80/0000:80:02.2/0000:82:00.0"
@@ -29,7 +32,7 @@ COPIED = ("sys/class/infiniband", "sys/class/net", IB_DEVICE,
           "sys/devices/pci0000:00/0000:00:01.1/0000:02:00.0",
           "sys/devices/pci0000:00/0000:00:01.1/0000:02:00.3", "proc")
 OUR_CHECKS = ("rdma.port.sm", "rdma.port.errors", "rdma.port.errors_growing",
-              "net.link.flapping", "net.link.flapped")
+              "net.link.flapping", "net.link.flapped", "rdma.roce.ecn")
 
 
 @pytest.fixture
@@ -155,8 +158,21 @@ def test_link_errors_rising_between_two_agent_cycles_drain(tree: Path) -> None:
     assert ("NT4022", "mlx4_0/1") in drains(out["_doc"])
     assert "symbol_error +7" in out["_doc"]["summary"]
     assert "port_xmit_discards" not in out["_doc"]["summary"]
-    third = check(tree, record=True)  # no new errors since the last cycle: healthy again
-    assert statuses(third["rdma.port.errors_growing"]) == {"mlx4_0/1": "pass"}
+    third = check(tree, record=True)  # no new errors, but they rose within the window
+    assert ("NT4022", "mlx4_0/1") in drains(third["_doc"])
+    age_readings(tree, 901)  # rdma_counter_window_s 900: the rise is history
+    assert check(tree, record=True)["rdma.port.errors_growing"]["status"] == "skipped"
+    assert statuses(check(tree)["rdma.port.errors_growing"]) == {"mlx4_0/1": "pass"}
+
+
+def age_readings(tree: Path, seconds: float) -> None:
+    """Move every kept reading `seconds` into the past, as time passing does."""
+    path = Path(str(readings.readings_path(str(tree))))
+    doc = json.loads(path.read_text())
+    assert doc["schema"] == NET_READINGS_SCHEMA
+    for r in doc["readings"]:
+        r["t"] -= seconds
+    path.write_text(json.dumps(doc))
 
 
 def test_a_check_outside_the_agent_compares_with_the_agents_reading(tree: Path) -> None:
@@ -174,7 +190,8 @@ def test_a_counter_reset_is_not_growth(tree: Path) -> None:
     write(tree, f"{PORT}/counters/symbol_error", "0")  # perfquery -R
     out = check(tree, record=True)
     assert statuses(out["rdma.port.errors_growing"]) == {"mlx4_0/1": "pass"}
-    assert grown({"symbol_error": 500}, {"symbol_error": 0}) == {}
+    write(tree, f"{PORT}/counters/symbol_error", "4")  # rising again after the reset
+    assert "symbol_error +4" in check(tree)["_doc"]["summary"]
 
 
 def test_after_a_reboot_the_old_readings_do_not_count(tree: Path) -> None:
@@ -188,11 +205,7 @@ def test_after_a_reboot_the_old_readings_do_not_count(tree: Path) -> None:
 
 def test_a_reading_older_than_the_window_is_no_baseline(tree: Path) -> None:
     check(tree, record=True)
-    path = Path(str(readings.readings_path(str(tree))))
-    doc = json.loads(path.read_text())
-    assert doc["schema"] == NET_READINGS_SCHEMA
-    doc["readings"][0]["t"] -= 901  # rdma_counter_window_s 900
-    path.write_text(json.dumps(doc))
+    age_readings(tree, 901)  # rdma_counter_window_s 900
     write(tree, f"{PORT}/counters/symbol_error", "12")
     assert check(tree)["rdma.port.errors_growing"]["status"] == "skipped"
 
@@ -261,3 +274,94 @@ def test_no_real_capture_fails_a_network_check(host_tree, name: str, tmp_path: P
         failing = {i: statuses(o) for i, o in out.items() if i != "_doc"
                    and "fail" in statuses(o).values()}
         assert not failing
+
+
+# -- RoCE ECN -------------------------------------------------------------------------------
+
+def roce(tree: Path) -> Path:
+    """The node's port as a RoCE port: link layer Ethernet, its netdev an Ethernet interface
+    eth2, as mlx5_core of MLNX_OFED lays out ecn/ and qos/ (NVIDIA MLNX_OFED ECN guide)."""
+    write(tree, f"{PORT}/link_layer", "Ethernet")
+    (tree / IB_DEVICE / "net/ib0").rename(tree / IB_DEVICE / "net/eth2")
+    (tree / "sys/class/net/ib0").unlink()
+    (tree / "sys/class/net/eth2").symlink_to(f"../../devices/{IB_DEVICE.split('/', 2)[2]}"
+                                             "/net/eth2")
+    netdev = f"{IB_DEVICE}/net/eth2"
+    write(tree, f"{netdev}/type", "1")
+    write(tree, f"{netdev}/carrier_changes", "2")
+    for prio in range(8):
+        write(tree, f"{netdev}/ecn/roce_np/enable/{prio}", "0")
+        write(tree, f"{netdev}/ecn/roce_rp/enable/{prio}", "0")
+    write(tree, f"{netdev}/qos/trust", "dscp")
+    return tree / netdev
+
+
+def test_a_roce_nic_with_ecn_off_on_every_priority_warns(tree: Path) -> None:
+    roce(tree)
+    doc = check(tree)["_doc"]
+    ecn = next(c for c in doc["checks"] if c["id"] == "rdma.roce.ecn")
+    assert statuses(ecn) == {"eth2 (mlx4_0)": "fail"}
+    assert [(w["fault_code"], w["message"]) for w in doc["warnings"]] == [
+        ("NT4025", "eth2 (mlx4_0) ECN off on every priority (reaction point on none, "
+                   "notification point on none)")]
+    assert not drains(doc)
+
+
+def test_ecn_on_the_roce_priority_passes(tree: Path) -> None:
+    netdev = roce(tree)
+    (netdev / "ecn/roce_np/enable/3").write_text("1\n")
+    (netdev / "ecn/roce_rp/enable/3").write_text("1\n")
+    (netdev / "ecn/roce_np/enable/5").write_text("1\n")  # notification alone is not DCQCN
+    doc = check(tree)["_doc"]
+    ecn = next(c for c in doc["checks"] if c["id"] == "rdma.roce.ecn")
+    assert statuses(ecn) == {"eth2 (mlx4_0)": "pass"}
+    facts = run(CheckRequest(root=str(tree)), cache=False).report
+    assert facts is not None
+    item = facts.health["roce_ecn"][0]
+    assert (item["rp_enabled"], item["np_enabled"]) == ("3", "3,5")
+
+
+def test_without_the_ecn_directory_ecn_is_unknown_with_the_reason(tree: Path) -> None:
+    netdev = roce(tree)
+    shutil.rmtree(netdev / "ecn")
+    doc = check(tree)["_doc"]
+    finding = next(c for c in doc["checks"] if c["id"] == "rdma.roce.ecn")["findings"][0]
+    assert finding["status"] == "unknown"
+    assert "ecn is not present (MLNX_OFED's mlx5_core has it" in finding["actual"]
+
+
+def test_an_infiniband_port_has_no_roce_ecn_to_check(tree: Path) -> None:
+    doc = check(tree)["_doc"]
+    ecn = next(c for c in doc["checks"] if c["id"] == "rdma.roce.ecn")
+    assert ecn["status"] == "skipped"
+
+
+def test_the_nic_collector_reads_ecn_and_qos_of_roce_interfaces(tree: Path) -> None:
+    netdev = roce(tree)
+    (netdev / "ecn/roce_rp/enable/3").write_text("1\n")
+    (netdev / "ecn/roce_np/enable/7").unlink()  # unreadable priority: not counted
+    facts = {i.name: i for i in NicCollector().collect(context(tree)).interfaces}
+    ecn = facts["eth2"].ecn
+    assert ecn is not None
+    assert (ecn.rp_enabled, ecn.np_enabled, ecn.priorities_read) == ([3], [], 7)
+    assert facts["eth2"].qos == {"trust": "dscp"}
+    assert facts["eth0"].ecn is None and facts["eth0"].qos is None  # not an RDMA interface
+
+
+# -- the agent's cycles -----------------------------------------------------------------------
+
+def test_two_agent_cycles_see_errors_rising_and_the_prolog_agrees(tree: Path) -> None:
+    """The agent's own cycle (audit and check, as `nodetune agent` runs it) records the
+    counters; the next cycle drains on their growth, and so does a `nodetune check` after it."""
+    opts = CycleOptions(root=str(tree), profile="base")
+    first = run_cycle(opts)
+    assert first["summary"]["healthy"]
+    write(tree, f"{PORT}/counters/local_link_integrity_errors", "2")
+    write(tree, f"{PORT}/counters/link_downed", "1")
+    second = run_cycle(opts)
+    faults = [(f["fault_code"], f["subject"]) for f in second["check"]["faults"]]
+    assert ("NT4022", "mlx4_0/1") in faults
+    assert not second["summary"]["healthy"]
+    assert "NT4022" in {code for code, _ in drains(check(tree)["_doc"])}
+    history = readings.load(str(tree))
+    assert [r["ports"]["mlx4_0/1"]["link_downed"] for r in history.readings] == [0, 1]

@@ -21,8 +21,20 @@ from nodetune.facts.record import record
 from nodetune.node.hostroot import HostRoot
 
 NET_DIR = "/sys/class/net"
+ECN_PRIORITIES = range(8)  # IEEE 802.1p priorities, ecn/<protocol>/enable/<prio>
+QOS_MAX_FILES = 32  # qos/ holds a handful of small attribute files
 # ARPHRD_* values of /sys/class/net/<if>/type (include/uapi/linux/if_arp.h)
 LINK_TYPES = {1: "ethernet", 32: "infiniband", 772: "loopback", 65534: "none"}
+
+
+@record(frozen=True, kw_only=True)
+class RoceEcn:
+    """RoCE ECN (DCQCN) per priority, /sys/class/net/<if>/ecn/roce_rp|roce_np/enable/<prio>:
+    the reaction point slows the sender on CNPs, the notification point sends them."""
+
+    rp_enabled: list[int]  # priorities whose reaction point is on
+    np_enabled: list[int]
+    priorities_read: int  # priorities whose two enable files could be read
 
 
 @record(frozen=True, kw_only=True)
@@ -43,6 +55,8 @@ class Interface:
     bond_mode: str | None
     sriov_numvfs: int | None  # SR-IOV virtual functions enabled (None: no SR-IOV)
     sriov_totalvfs: int | None
+    ecn: RoceEcn | None  # RoCE interfaces with the ecn/ directory (MLNX_OFED mlx5_core)
+    qos: dict[str, str] | None  # RoCE: qos/<file> as text (trust, pfc, ...: MLNX_OFED)
 
 
 @record(frozen=True, kw_only=True)
@@ -82,6 +96,37 @@ def _irq_cpus(root: HostRoot, notes: FactNotes, name: str, device: str) -> list[
     return sorted(cpus)
 
 
+def read_ecn(root: HostRoot, base: str) -> RoceEcn | None:
+    """The ECN enable state per priority; None when the driver has no ecn/ directory."""
+    if not root.isdir(f"{base}/ecn"):
+        return None
+    enabled: dict[str, list[int]] = {"roce_rp": [], "roce_np": []}
+    read = 0
+    for prio in ECN_PRIORITIES:
+        values = {point: root.read_int(f"{base}/ecn/{point}/enable/{prio}", None)
+                  for point in enabled}
+        if None in values.values():
+            continue
+        read += 1
+        for point, value in values.items():
+            if value:
+                enabled[point].append(prio)
+    return RoceEcn(rp_enabled=enabled["roce_rp"], np_enabled=enabled["roce_np"],
+                   priorities_read=read)
+
+
+def read_qos(root: HostRoot, base: str) -> dict[str, str] | None:
+    """The files of qos/ as text (first line each); None when there is no qos/ directory."""
+    if not root.isdir(f"{base}/qos"):
+        return None
+    out = {}
+    for name in sorted(root.listdir(f"{base}/qos"))[:QOS_MAX_FILES]:
+        text = root.read_str(f"{base}/qos/{name}", None)
+        if text is not None:
+            out[name] = " ".join(text.split())
+    return out
+
+
 def read_interface(root: HostRoot, notes: FactNotes, name: str) -> Interface:
     base = f"{NET_DIR}/{name}"
     device = f"{base}/device"
@@ -113,6 +158,11 @@ def read_interface(root: HostRoot, notes: FactNotes, name: str) -> Interface:
     rdma = root.listdir(f"{device}/infiniband") if has_device else []
     slaves_text = root.read_str(f"{base}/bonding/slaves", None)
     bond_mode = root.read_str(f"{base}/bonding/mode", None)
+    roce = bool(rdma) and kind == 1  # an RDMA device on an Ethernet link: RoCE
+    ecn = read_ecn(root, base) if roce else None
+    if roce and ecn is None:
+        notes.missing(f"interfaces.{name}.ecn", f"{base}/ecn is not present (MLNX_OFED's "
+                      "mlx5_core has it; the upstream driver does not)")
     return Interface(
         name=name, driver=driver, speed_mbps=speed, mtu=root.read_int(f"{base}/mtu", None),
         operstate=root.read_str(f"{base}/operstate", None),
@@ -126,6 +176,7 @@ def read_interface(root: HostRoot, notes: FactNotes, name: str) -> Interface:
         bond_mode=bond_mode.split()[0] if bond_mode else None,
         sriov_numvfs=root.read_int(f"{device}/sriov_numvfs", None) if has_device else None,
         sriov_totalvfs=root.read_int(f"{device}/sriov_totalvfs", None) if has_device else None,
+        ecn=ecn, qos=read_qos(root, base) if roce else None,
     )
 
 
@@ -155,6 +206,8 @@ class NicCollector:
         notes = FactNotes(root)
         interfaces = [read_interface(root, notes, n) for n in interface_names(root)]
         notes.source("interfaces", f"{NET_DIR}/*")
+        notes.source("interfaces.*.ecn", f"{NET_DIR}/*/ecn/roce_rp|roce_np/enable/*")
+        notes.source("interfaces.*.qos", f"{NET_DIR}/*/qos/*")
         notes.source("interfaces.*.irq_cpus",
                      "/proc/irq/*/smp_affinity_list of the device's msi_irqs")
         return NicFacts(interfaces=interfaces, sources=notes.sources, unknown=notes.unknown)

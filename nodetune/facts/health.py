@@ -15,7 +15,7 @@ from typing import Any
 
 from nodetune.facts import gpudirect as gdr
 from nodetune.facts.derived import gpu_model as derived_model
-from nodetune.facts.nethealth import History, link_flaps, rdma_ports
+from nodetune.facts.nethealth import History, link_flaps, rdma_ports, roce_ecn
 from nodetune.facts.nvlink import links_down
 
 NVIDIA = "0x10de"
@@ -36,6 +36,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "links": ("pci", "nic", "rdma", "storage"),
     "rdma_ports": ("rdma",),
     "link_flaps": ("nic", "rdma"),
+    "roce_ecn": ("nic", "rdma"),
     "gpudirect": ("kernel", "gpu", "pci", "rdma", "nvidia_driver", "gpudirect_stack"),
     "gpudirect_issues": ("kernel", "gpu", "pci", "rdma", "nvidia_driver", "gpudirect_stack"),
     "required_modules": ("kernel",),
@@ -107,6 +108,7 @@ def health_view(facts: dict[str, Any], variables: dict[str, Any] | None = None,
         "links": _links(facts, pci, pci_by_addr),
         "rdma_ports": ports,
         "link_flaps": link_flaps(facts, ports, var, history, unknown),
+        "roce_ecn": roce_ecn(facts, ports, unknown),
         "gpudirect": direct,
         "gpudirect_issues": issues,
         "required_modules": [{"subject": m, "loaded": None if modules is None else m in modules}

@@ -6,8 +6,10 @@ A reading is what one check saw: `{"t": epoch, "ports": {"mlx5_0/1": {counter: v
 (nodetune.check.readings); these functions compare the current one with them. Nothing here
 reads the host.
 
-A counter lower than in an earlier reading was reset (`perfquery -R`, a driver reload, a 32-bit
-wrap): the drop is not growth, and counting starts again from the lower value.
+A counter grows within a window when it rose over the readings of that window and the current
+value (the oldest of them is the baseline). A counter lower than in an earlier reading was
+reset (`perfquery -R`, a driver reload, a 32-bit wrap): the drop is not growth, and counting
+starts again from the lower value.
 """
 
 from __future__ import annotations
@@ -39,26 +41,6 @@ def reading(health: Mapping[str, Any], at: float) -> dict[str, Any]:
     return {"t": at, "ports": ports, "interfaces": interfaces}
 
 
-def latest_within(history: Sequence[Reading], now: float, window_s: float) -> Reading | None:
-    """The newest earlier reading at most `window_s` old (one dated after `now`, a clock step,
-    is none)."""
-    found = _within(history, now, window_s)
-    return found[-1] if found else None
-
-
-def grown(previous: Mapping[str, Any] | None, current: Mapping[str, int],
-          names: Sequence[str] = LINK_ERROR_COUNTERS) -> dict[str, int]:
-    """{counter: increase} of the `names` that rose since `previous` (a reset is no growth)."""
-    if not previous:
-        return {}
-    out = {}
-    for name in names:
-        before, now = previous.get(name), current.get(name)
-        if isinstance(before, int) and isinstance(now, int) and now > before:
-            out[name] = now - before
-    return out
-
-
 def increase_within(history: Sequence[Reading], now: float, window_s: float, kind: str,
                     name: str, current: int | None, counter: str | None = None) -> int | None:
     """How much a counter rose over the readings of the last `window_s` seconds and the current
@@ -66,7 +48,7 @@ def increase_within(history: Sequence[Reading], now: float, window_s: float, kin
     if current is None:
         return None
     values = []
-    for r in _within(history, now, window_s):
+    for r in within(history, now, window_s):
         value = (r.get(kind) or {}).get(name)
         if counter is not None:
             value = value.get(counter) if isinstance(value, Mapping) else None
@@ -78,7 +60,7 @@ def increase_within(history: Sequence[Reading], now: float, window_s: float, kin
     return sum(b - a for a, b in itertools.pairwise(values) if b > a)
 
 
-def _within(history: Sequence[Reading], now: float, window_s: float) -> list[Reading]:
+def within(history: Sequence[Reading], now: float, window_s: float) -> list[Reading]:
     """The readings of the last `window_s` seconds, oldest first."""
     timed = [(float(r["t"]), i, r) for i, r in enumerate(history)
              if isinstance(r.get("t"), (int, float))]

@@ -12,8 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from nodetune.facts.netcounters import LINK_ERROR_COUNTERS, Reading, grown, increase_within
-from nodetune.facts.netcounters import latest_within as latest_reading
+from nodetune.facts.netcounters import LINK_ERROR_COUNTERS, Reading, increase_within, within
 from nodetune.facts.record import record
 
 # Port counters compared with the absolute thresholds (`rdma_error_thresholds`) and kept in
@@ -40,7 +39,7 @@ def rdma_ports(facts: Mapping[str, Any], variables: Mapping[str, Any],
     wanted = re.compile(str(variables.get("rdma_devices") or ".*"))
     limits = {str(k): int(v) for k, v in (variables.get("rdma_error_thresholds") or {}).items()}
     window = float(variables.get("rdma_counter_window_s") or DEFAULT_COUNTER_WINDOW_S)
-    previous = latest_reading(history.readings, history.now, window)
+    recent = within(history.readings, history.now, window)
     out: list[dict[str, Any]] = []
     for dev in ((facts.get("rdma") or {}).get("devices") or []):
         name = str(dev.get("name"))
@@ -48,17 +47,29 @@ def rdma_ports(facts: Mapping[str, Any], variables: Mapping[str, Any],
             continue  # software RDMA (rxe, siw) has no PCI device
         for port in dev.get("ports") or []:
             item = _port(name, port, limits)
-            subject = item["subject"]
-            before = ((previous or {}).get("ports") or {}).get(subject)
-            item["baseline"] = isinstance(before, Mapping) and bool(item["counters"])
-            item["baseline_age_s"] = round(history.now - float(previous["t"]), 1) \
-                if previous is not None and item["baseline"] else None
-            rose = grown(before, item["counters"]) if item["baseline"] else {}
-            item["errors_grown"] = ", ".join(f"{k} +{v}" for k, v in rose.items())
-            item["errors_grown_count"] = len(rose) if item["baseline"] else None
+            _growth(item, recent, history, window)
             _note_unknown(unknown, len(out), item, port, history, window)
             out.append(item)
     return out
+
+
+def _growth(item: dict[str, Any], recent: Sequence[Reading], history: History,
+            window: float) -> None:
+    """The link-error counters that rose over the readings of the window (its oldest reading
+    of this port is the baseline): growth stays visible for a window after it stopped."""
+    subject = item["subject"]
+    seen = [r for r in recent if isinstance((r.get("ports") or {}).get(subject), Mapping)]
+    item["baseline"] = bool(seen) and bool(item["counters"])
+    item["baseline_age_s"] = round(history.now - float(seen[0]["t"]), 1) \
+        if item["baseline"] else None
+    rose = {}
+    for name in LINK_ERROR_COUNTERS if item["baseline"] else ():
+        increase = increase_within(seen, history.now, window, "ports", subject,
+                                   item["counters"].get(name), counter=name)
+        if increase:
+            rose[name] = increase
+    item["errors_grown"] = ", ".join(f"{k} +{v}" for k, v in rose.items())
+    item["errors_grown_count"] = len(rose) if item["baseline"] else None
 
 
 def _port(device: str, port: Mapping[str, Any], limits: Mapping[str, int]) -> dict[str, Any]:
@@ -135,3 +146,40 @@ def physical_interfaces(facts: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [i for i in ((facts.get("nic") or {}).get("interfaces") or [])
             if isinstance(i, Mapping) and not i.get("virtual") and i.get("pci_address")
             and i.get("link_type") != "infiniband"]
+
+
+def roce_ecn(facts: Mapping[str, Any], ports: Sequence[Mapping[str, Any]],
+             unknown: dict[str, str]) -> list[dict[str, Any]]:
+    """ECN of each netdev of an RDMA device with a RoCE (Ethernet link layer) port: on when
+    some priority has both its reaction and notification point on (DCQCN needs both)."""
+    roce = {p["device"] for p in ports if p.get("infiniband") is False}
+    nic = facts.get("nic") or {}
+    interfaces = {str(i.get("name")): i for i in nic.get("interfaces") or []
+                  if isinstance(i, Mapping)}
+    out: list[dict[str, Any]] = []
+    for dev in ((facts.get("rdma") or {}).get("devices") or []):
+        if dev.get("name") not in roce:
+            continue
+        for netdev in dev.get("netdevs") or []:
+            ecn = (interfaces.get(netdev) or {}).get("ecn")
+            rp = list((ecn or {}).get("rp_enabled") or [])
+            np_ = list((ecn or {}).get("np_enabled") or [])
+            enabled = None if not ecn or not ecn.get("priorities_read") else \
+                any(p in np_ for p in rp)
+            if enabled is None:
+                unknown[f"roce_ecn.{len(out)}.ecn_enabled"] = _ecn_unknown(nic, netdev, ecn)
+            out.append({"subject": f"{netdev} ({dev.get('name')})", "interface": netdev,
+                        "device": dev.get("name"), "ecn_enabled": enabled,
+                        "rp_enabled": ",".join(map(str, rp)) or "none",
+                        "np_enabled": ",".join(map(str, np_)) or "none"})
+    return out
+
+
+def _ecn_unknown(nic: Mapping[str, Any], netdev: str, ecn: Mapping[str, Any] | None) -> str:
+    if ecn:
+        return f"{netdev}: no ecn/roce_rp|roce_np/enable/<prio> file readable"
+    noted = (nic.get("unknown") or {}).get(f"interfaces.{netdev}.ecn")
+    if noted:
+        return f"{netdev}: {noted}"
+    return f"{netdev}: not among the interfaces the nic collector read" if nic \
+        else "the nic collector did not report"

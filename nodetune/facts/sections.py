@@ -215,6 +215,17 @@ class LinkFlaps(TypedDict):
     window_s: float
 
 
+class RoceEcnHealth(TypedDict):
+    """ECN of a netdev of an RDMA device with a RoCE port (nodetune.facts.nethealth)."""
+
+    subject: str  # "eth2 (mlx5_1)"
+    interface: str
+    device: str
+    ecn_enabled: bool | None  # a priority with reaction and notification point on
+    rp_enabled: str  # priorities, "3" or "none"
+    np_enabled: str
+
+
 class GpuDirect(TypedDict):
     needed: bool
     available: bool | None
@@ -330,6 +341,7 @@ class Health(TypedDict):
     links: list[HealthLink]
     rdma_ports: list[RdmaPortHealth]
     link_flaps: list[LinkFlaps]
+    roce_ecn: list[RoceEcnHealth]
     gpudirect: GpuDirect
     gpudirect_issues: list[GpuDirectIssue]
     required_modules: list[RequiredModule]
