@@ -365,3 +365,37 @@ def test_two_agent_cycles_see_errors_rising_and_the_prolog_agrees(tree: Path) ->
     assert "NT4022" in {code for code, _ in drains(check(tree)["_doc"])}
     history = readings.load(str(tree))
     assert [r["ports"]["mlx4_0/1"]["link_downed"] for r in history.readings] == [0, 1]
+
+
+# -- the synthetic DGX H100 (8 ConnectX-7 InfiniBand; with storage_nics, ConnectX-7 RoCE) ----
+
+def dgx_checks(synth: Any, dest: Path, **knobs: Any) -> dict[str, dict[str, Any]]:
+    host = synth.build_dgx_h100(dest, synth.Options(storage_nics=True, **knobs))
+    result = run(CheckRequest(root=str(host.root), nvml=str(host.nvml), profile="dgx-h100"),
+                 cache=False)
+    return {c["id"]: c for c in result.doc["checks"] if c["id"] in OUR_CHECKS}
+
+
+def test_the_clean_synthetic_dgx_passes_the_sm_and_ecn_checks(synth, synth_tmp: Path,
+                                                             tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    monkeypatch.setenv("NODETUNE_CACHE_DIR", str(tmp_path))
+    out = dgx_checks(synth, synth_tmp)
+    sm = statuses(out["rdma.port.sm"])
+    assert list(sm.values()).count("pass") == 8
+    roce = {s for s, v in sm.items() if v == "skipped"}
+    assert len(roce) == 4  # the storage NICs: RoCE, no subnet manager
+    ecn = statuses(out["rdma.roce.ecn"])
+    assert set(ecn.values()) == {"pass"}
+    assert {s.split("(")[1].rstrip(")") + "/1" for s in ecn} == roce
+
+
+@pytest.mark.parametrize(("priorities", "status"), [((), "fail"), (None, "unknown")])
+def test_a_synthetic_dgx_without_roce_ecn(synth, synth_tmp: Path, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch,
+                                          priorities: tuple[int, ...] | None,
+                                          status: str) -> None:
+    monkeypatch.setenv("NODETUNE_CACHE_DIR", str(tmp_path))
+    out = dgx_checks(synth, synth_tmp, roce_ecn_priorities=priorities)
+    assert set(statuses(out["rdma.roce.ecn"]).values()) == {status}
