@@ -102,6 +102,9 @@ def test_collect_then_report_finds_the_fault_and_the_drift(inventory, fleet_host
         assert report["facts"]["cpu"]["model_name"]  # the lean facts keep what drift reads
         assert "sources" not in report["facts"]["cpu"]
         assert report["audit"]["summary"]["exit_code"] in (0, 1, 2)
+        assert report["check"]["schema"] == "nodetune.check/2"
+        assert report["check"]["summary"].startswith("nodetune: ")
+        assert "checks" not in report["check"]  # lean: the verdict and the faults
         seen.add(json.dumps([report["facts"], report["audit"]["findings"]], sort_keys=True))
     assert len(seen) == len(fleet_hosts)  # every host reported its own node
     gpus = {h: json.loads((out / f"{h}.json").read_text())["facts"]["gpus"] for h in fleet_hosts}
@@ -109,6 +112,10 @@ def test_collect_then_report_finds_the_fault_and_the_drift(inventory, fleet_host
     assert all("H100" in g["name"] for g in gpus["vm-h100"]) and len(gpus["dgx-ok"]) == 8
     x8 = json.loads((out / "dgx-x8.json").read_text())["audit"]
     assert x8["summary"]["exit_code"] == 2 and x8["profile"]["name"] == "hgx-h100"
+    x8_check = json.loads((out / "dgx-x8.json").read_text())["check"]
+    assert x8_check["healthy"] is False and x8_check["exit_code"] == 1
+    assert [f["subject"] for f in x8_check["faults"]] == ["GPU3"]
+    assert json.loads((out / "dgx-ok.json").read_text())["check"]["healthy"] is True
 
     run = nodetune("fleet", "report", str(out), "--json", cwd=tmp_path)
     assert run.returncode == 2, run.stderr
@@ -116,6 +123,10 @@ def test_collect_then_report_finds_the_fault_and_the_drift(inventory, fleet_host
     width = next(s for s in fleet["settings"] if s["id"] == "pcie.gpu_link_width")
     assert width["failed_nodes"] == ["dgx-x8"] and width["severity"] == "critical"
     assert fleet["nodes"][0]["host"] == "dgx-x8"
+    health = {n["host"]: (n["healthy"], n["health_faults"]) for n in fleet["nodes"]}
+    assert health["dgx-x8"] == (False, 1) and health["dgx-ok"] == (True, 0)
+    assert fleet["nodes"][0]["health_summary"] == x8_check["summary"]
+    assert fleet["summary"]["unhealthy"] == 1
     drift = {g["profile"]: {f["fact"]: f for f in g["facts"]} for g in fleet["drift"]}
     thp = drift["hgx-h100"]["thp"]
     assert thp["majority"] == "enabled=madvise defrag=madvise" and thp["majority_nodes"] == 2
@@ -128,6 +139,47 @@ def test_collect_then_report_finds_the_fault_and_the_drift(inventory, fleet_host
 
     run = nodetune("fleet", "report", str(out), cwd=tmp_path)
     assert "dgx-x8" in run.stdout and "not collected: down" in run.stdout
+    assert "unhealthy (1 faults): GPU3 PCIe" in " ".join(run.stdout.split())
+
+
+class Recorder:
+    """The progress `fleet collect` drives, as (event, host, what) in arrival order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, object]] = []
+
+    def step(self, host: str, stage: str) -> None:
+        self.events.append(("step", host, stage))
+
+    def host_done(self, host: str, collected: bool) -> None:
+        self.events.append(("done", host, collected))
+
+
+def test_progress_moves_as_each_host_answers(inventory, fleet_hosts, tmp_path: Path) -> None:
+    """A host slow to start does not hold the others back: the fast host has answered every
+    command, and is done, before the slow one answers its first (strategy free); each command's
+    answer is a step, so the bar moves within a host too."""
+    from nodetune.fleet import collect
+
+    slow = tmp_path / "slow-start-nodetune"
+    slow.write_text(f'#!/bin/sh\n[ "$1" = facts ] && sleep 20\nexec {sys.executable} -m '
+                    'nodetune "$@"\n')
+    slow.chmod(0o755)
+    text = inventory.read_text()
+    root, nvml = fleet_hosts["vm-h200"]
+    text += (f"slow ansible_host=localhost {LOCAL} nodetune_bin={slow} "
+             f"nodetune_root={root} nodetune_nvml={nvml}\n")
+    (tmp_path / "hosts.ini").write_text(text)
+    recorder = Recorder()
+    request = collect.Request(inventory=tmp_path / "hosts.ini", out=tmp_path / "fleet",
+                              limit="vm-h200,slow")
+    result = collect.run(request, recorder, hosts=["vm-h200", "slow"])
+    assert sorted(result.collected) == ["slow", "vm-h200"]
+    for host in ("vm-h200", "slow"):
+        mine = [(e, what) for e, h, what in recorder.events if h == host]
+        assert mine == [("step", "facts"), ("step", "audit"), ("step", "check"), ("done", True)]
+    order = [(e, h) for e, h, _ in recorder.events]
+    assert order.index(("done", "vm-h200")) < order.index(("step", "slow"))
 
 
 def test_collect_bench_timeout_and_bad_inventory(inventory, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from nodetune.schemas import FLEET_COLLECT_SCHEMA, FLEET_SCHEMA, FLEET_TOPOLOGY_
 from nodetune.views import fleet_topology
 from nodetune.views.fleet_html import write_html
 from nodetune.views.fleet_text import CollectProgress, render_collection, render_report
-from nodetune.views.output import console, emit_json
+from nodetune.views.output import console, emit_json, view
 
 
 @click.group("fleet", context_settings={"help_option_names": ["-h", "--help"]})
@@ -23,7 +23,7 @@ def cmd() -> None:
     """Collect reports from many nodes through Ansible, then compare them.
 
     \b
-      collect  run nodetune facts/audit (and bench) on every inventory host,
+      collect  run nodetune facts/audit/check (and bench) on every inventory host,
                one DIR/<host>.json per host
       report   compliance per setting, worst nodes, drift, benchmark outliers
       topology NVLink domains as Slurm topology.conf or Kubernetes node labels
@@ -52,7 +52,7 @@ def cmd() -> None:
               help="Print the nodetune.fleet-collect/1 summary as JSON.")
 def collect_cmd(inventory: Path, limit: str | None, forks: int, out: Path, bench: bool,
                 timeout: int, full: bool, as_json: bool) -> int:
-    """Run nodetune audit and facts (and bench) on every host of an Ansible inventory.
+    """Run nodetune facts, audit and check (and bench) on every host of an Ansible inventory.
 
     Each host's report goes to DIR/<inventory name>.json (schema nodetune.fleet-report/1).
     Hosts that are unreachable, lack nodetune, fail or time out are listed (and written to
@@ -65,15 +65,16 @@ def collect_cmd(inventory: Path, limit: str | None, forks: int, out: Path, bench
                               bench=bench, timeout=timeout, full=full)
     hosts = collect.list_hosts(inventory, limit)
     if not as_json and sys.stderr.isatty():
-        with CollectProgress(len(hosts)) as progress:
-            result = collect.run(request, progress.host_done, hosts=hosts)
+        with CollectProgress(len(hosts), len(collect.stages(bench))) as progress:
+            result = collect.run(request, progress, hosts=hosts)
     else:
         result = collect.run(request, hosts=hosts)
     doc = result.to_json()
     if as_json:
         emit_json(doc, FLEET_COLLECT_SCHEMA)
     else:
-        render_collection(doc, console())
+        v = view()
+        render_collection(doc, console(v=v), v)
     return result.exit_code
 
 
@@ -109,8 +110,9 @@ def report_cmd(directory: Path, as_json: bool, html_path: Path | None, k: float,
     if as_json:
         emit_json(doc, FLEET_SCHEMA)
     else:
-        out: Any = console()
-        render_report(doc, out, top=top)
+        v = view()
+        out: Any = console(v=v)
+        render_report(doc, out, top=top, v=v)
         if html_path is not None:
             out.print(f"\nHTML report written to {html_path}")
     exit_code: int = doc["summary"]["exit_code"]

@@ -28,6 +28,7 @@ class NodeSummary:
     compliance: float | None
     healthy: bool | None
     health_faults: int
+    health_summary: str | None
     errors: list[str]
     drift: tuple[str | None, ...]
 
@@ -92,7 +93,8 @@ class Fleet:
         self.nodes.append(NodeSummary(
             host=item.host, kind=item.kind, profile=item.profile,
             collected_at=item.collected_at, failed=item.failed, compliance=item.compliance,
-            healthy=item.healthy, health_faults=item.health_faults, errors=item.errors,
+            healthy=item.healthy, health_faults=item.health_faults,
+            health_summary=item.health_summary, errors=item.errors,
             drift=item.drift))
         self._add_settings(item)
         self._add_metrics(index, item)

@@ -1,12 +1,13 @@
 """`nodetune fleet collect`: nodetune's JSON reports from every inventory host, through Ansible.
 
 The shipped playbook `playbooks/fleet-collect.yml` runs `nodetune facts --json`,
-`nodetune audit --json` (and with --bench `nodetune bench ... --quick --json`) on each host
-with the command module; ansible-runner hands each command's output back as a job event,
-which is parsed and reduced (`nodetune.fleet.lean`) as it arrives and not kept on disk.
-A host is collected when its facts and audit came back as JSON; everything else (unreachable,
-nodetune missing, exit 3, timeout) puts it on the failed list with the reason, never stops the
-others.
+`nodetune audit --json`, `nodetune check --json` (and with --bench `nodetune bench ... --quick
+--json`) on each host with the command module, each host at its own pace (strategy free);
+ansible-runner hands each command's output back as a job event, which is parsed and reduced
+(`nodetune.fleet.lean`) as it arrives and not kept on disk, and the progress moves on with it.
+A host is collected when its facts and audit came back as JSON (a check that gave no answer is
+a warning of the host); everything else (unreachable, nodetune missing, exit 3, timeout) puts
+it on the failed list with the reason, never stops the others.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from nodetune import __version__, exitcodes
 from nodetune.apply.ansible import ansible_playbook, runner_env
@@ -30,6 +31,7 @@ from nodetune.node.resources import data_dir
 from nodetune.schemas import (
     AUDIT_SCHEMA,
     BENCH_SCHEMA,
+    CHECK_SCHEMA,
     FACTS_SCHEMA,
     FLEET_COLLECT_SCHEMA,
     FLEET_REPORT_SCHEMA,
@@ -42,12 +44,20 @@ FORKS_DEFAULT = 25
 TIMEOUT_DEFAULT = 300
 # playbook task name -> (stage, schema of the JSON it prints)
 TASKS = {"Nodetune facts": ("facts", FACTS_SCHEMA), "Nodetune audit": ("audit", AUDIT_SCHEMA),
-         "Nodetune bench": ("bench", BENCH_SCHEMA)}
-_REDUCE = {"facts": lean.facts, "audit": lean.audit, "bench": lean.bench}
+         "Nodetune check": ("check", CHECK_SCHEMA), "Nodetune bench": ("bench", BENCH_SCHEMA)}
+_REDUCE = {"facts": lean.facts, "audit": lean.audit, "check": lean.check, "bench": lean.bench}
 _HOST_EVENTS = ("runner_on_ok", "runner_on_failed", "runner_on_unreachable")
 # ansible-runner drops a task result larger than MAX_EVENT_RES bytes (700 kB by default); a
 # large node's facts JSON, printed twice (stdout and stdout_lines), comes close to that.
 MAX_EVENT_RES = 256 << 20
+
+
+class Progress(Protocol):
+    """What `run` reports as results arrive: each command's answer, then each host's end."""
+
+    def step(self, host: str, stage: str) -> None: ...
+
+    def host_done(self, host: str, collected: bool) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -189,14 +199,19 @@ def _reason(res: Mapping[str, Any], stage: str) -> str:
     return f"nodetune {stage} exited {res.get('rc')} without a report: {last[0]}"
 
 
+def stages(bench: bool) -> tuple[str, ...]:
+    """The commands each host runs, in the playbook's order."""
+    return ("facts", "audit", "check", "bench") if bench else ("facts", "audit", "check")
+
+
 class _Events:
     """ansible-runner event handler: reduce each command's JSON as it arrives."""
 
-    def __init__(self, full: bool, on_host_done: Callable[[str, bool], None] | None) -> None:
+    def __init__(self, full: bool, progress: Progress | None, bench: bool) -> None:
         self.results: dict[str, HostResult] = {}
         self.full = full
-        self.on_host_done = on_host_done
-        self.bench = False
+        self.progress = progress
+        self.last = stages(bench)[-1]
 
     def __call__(self, event: Mapping[str, Any]) -> bool:
         name = event.get("event")
@@ -215,7 +230,9 @@ class _Events:
             return True
         stage, schema = task
         self._command(result, stage, schema, name, res)
-        if stage == ("bench" if self.bench else "audit") or name == "runner_on_failed":
+        if self.progress is not None:
+            self.progress.step(host, stage)
+        if stage == self.last or name == "runner_on_failed":
             self._done(result)
         return False  # the output is kept here, not written to the artifacts directory again
 
@@ -236,11 +253,11 @@ class _Events:
             result.problems[stage] = _reason(res, stage)
 
     def _done(self, result: HostResult) -> None:
-        if self.on_host_done is not None:
-            self.on_host_done(result.host, result.collected)
+        if self.progress is not None:
+            self.progress.host_done(result.host, result.collected)
 
 
-def run(request: Request, on_host_done: Callable[[str, bool], None] | None = None,
+def run(request: Request, progress: Progress | None = None,
         hosts: list[str] | None = None) -> Collection:
     """Collect every host of the inventory (that --limit selects) into request.out."""
     binary = _ansible_tool("ansible-playbook")
@@ -248,8 +265,7 @@ def run(request: Request, on_host_done: Callable[[str, bool], None] | None = Non
     ansible_runner = needs_extra("apply", "ansible_runner")
     hosts = hosts if hosts is not None else list_hosts(request.inventory, request.limit)
     _prepare_out(request.out)
-    events = _Events(request.full, on_host_done)
-    events.bench = request.bench
+    events = _Events(request.full, progress, request.bench)
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="nodetune-fleet-") as private:
         envvars = {
@@ -312,7 +328,7 @@ def _write(collection: Collection) -> None:
             "schema": FLEET_REPORT_SCHEMA, "host": host, "collected_at": now,
             "nodetune_version": __version__, "lean": not collection.request.full,
             "facts": result.docs["facts"], "audit": result.docs["audit"],
-            "bench": result.docs.get("bench"),
+            "check": result.docs.get("check"), "bench": result.docs.get("bench"),
             "errors": [f"{stage}: {why}" for stage, why in result.problems.items()],
         }
         _write_json(out / report_name(host), doc)

@@ -1,4 +1,4 @@
-"""Lean copies of the facts, audit and bench documents: only what the fleet view reads.
+"""Lean copies of the facts, audit, check and bench documents: only what the fleet view reads.
 
 A DGX-class node's facts document is ~330 KB and its audit ~110 KB; a fleet report keeps
 ~10 KB of them, under the same paths where it keeps a field (`facts.gpu.driver_version`,
@@ -36,6 +36,7 @@ FACTS_KEEP: dict[str, Any] = {
 _FINDING_KEEP = ("id", "area", "severity", "status", "subject", "fact", "expected", "actual",
                  "message")
 _METRIC_KEEP = ("key", "name", "unit", "value", "higher_is_better")
+_FAULT_KEEP = ("fault_code", "id", "subject", "message", "actual", "expected")
 
 
 def _keep(value: Any, spec: Any) -> Any:
@@ -75,6 +76,18 @@ def audit(doc: dict[str, Any]) -> dict[str, Any]:
             findings.append({k: f.get(k) for k in _FINDING_KEEP})
     out["findings"] = findings
     out["settings"] = settings
+    return out
+
+
+def check(doc: dict[str, Any]) -> dict[str, Any]:
+    """The check document's verdict, summary line and faults, without the per-check list,
+    collectors and variables."""
+    out: dict[str, Any] = {k: doc[k] for k in ("schema", "nodetune_version", "tier", "profile",
+                                               "healthy", "exit_code", "summary", "counts",
+                                               "errors") if k in doc}
+    for key in ("faults", "warnings"):
+        out[key] = [{k: f.get(k) for k in _FAULT_KEEP}
+                    for f in doc.get(key) or [] if isinstance(f, dict)]
     return out
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nodetune import exitcodes
 from nodetune.fleet import drift
 
 try:
@@ -47,8 +48,9 @@ class NodeReport:
     collected_at: str | None
     failed: dict[str, int]  # failing settings by severity
     compliance: float | None
-    healthy: bool | None = None  # agent reports: the quick health check
+    healthy: bool | None = None  # the quick health check; None: not run or no verdict
     health_faults: int = 0
+    health_summary: str | None = None  # the check's summary line
     errors: list[str] = field(default_factory=list)
     # setting id -> [area, severity, worst status, failing subjects, first failing value]
     settings: dict[str, list[Any]] = field(default_factory=dict)
@@ -141,9 +143,12 @@ def _summary(host: str, kind: str, *, audit: bool, profile: Any, summary: Any, c
         drift=drift.digest(facts),
         metrics=metrics,
     )
-    if kind == "agent-report" and isinstance(check, dict) and "healthy" in check:
-        node.healthy = bool(check["healthy"])
+    if isinstance(check, dict) and "healthy" in check:
+        # exit 3: nodetune could not check (a collector failed); no verdict, not unhealthy
+        node.healthy = None if check.get("exit_code") == exitcodes.ERROR \
+            else bool(check["healthy"])
         node.health_faults = len(check.get("faults") or [])
+        node.health_summary = str(check.get("summary") or "") or None
     if not audit:
         node.errors.append("no audit in this report")
     return node

@@ -193,7 +193,8 @@ def _ranked(fleet: Fleet, drifted: dict[str, int],
             "collected_at": n.collected_at, "critical": n.failed["critical"],
             "warning": n.failed["warning"], "info": n.failed["info"],
             "compliance_score": n.compliance, "healthy": n.healthy,
-            "health_faults": n.health_faults, "drift": drifted.get(n.host, 0),
+            "health_faults": n.health_faults, "health_summary": n.health_summary,
+            "drift": drifted.get(n.host, 0),
             "outliers": outlying.get(n.host, 0), "errors": n.errors,
         })
     return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodetune.views.output import console
+from nodetune.views.output import View, console, print_table, view
 
 SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
 HOSTS_SHOWN = 6
@@ -27,22 +27,21 @@ def num(value: float | None) -> str:
 
 
 class CollectProgress:
-    """Hosts done out of hosts asked, on stderr."""
+    """Hosts done out of hosts asked, on stderr; the bar moves with each command's answer."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, stages: int) -> None:
         # deferred: rich costs 30-45 ms at start-up; only text output needs it, --json does not
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-        self.bar = Progress(TextColumn("collecting"), BarColumn(), MofNCompleteColumn(),
+        self.bar = Progress(TextColumn("collecting"), BarColumn(),
+                            TextColumn("{task.fields[done]}/{task.fields[hosts]} hosts"),
                             TextColumn("{task.fields[failed]} failed"), TimeElapsedColumn(),
                             console=console(stderr=True), transient=True)
-        self.task = self.bar.add_task("hosts", total=total, failed=0)
+        self.stages = stages
+        self.task = self.bar.add_task("hosts", total=total * stages, done=0, hosts=total,
+                                      failed=0)
+        self.steps: dict[str, int] = {}  # host -> commands answered
+        self.done = 0
         self.failed = 0
 
     def __enter__(self) -> CollectProgress:
@@ -52,12 +51,18 @@ class CollectProgress:
     def __exit__(self, *exc: object) -> None:
         self.bar.stop()
 
+    def step(self, host: str, stage: str) -> None:
+        self.steps[host] = self.steps.get(host, 0) + 1
+        self.bar.update(self.task, advance=1)
+
     def host_done(self, host: str, collected: bool) -> None:
+        self.done += 1
         self.failed += 0 if collected else 1
-        self.bar.update(self.task, advance=1, failed=self.failed)
+        left = max(0, self.stages - self.steps.get(host, 0))  # commands it will not run
+        self.bar.update(self.task, advance=left, done=self.done, failed=self.failed)
 
 
-def render_collection(doc: dict[str, Any], out: Any) -> None:
+def render_collection(doc: dict[str, Any], out: Any, v: View | None = None) -> None:
     # deferred: rich costs 30-45 ms at start-up; only text output needs it, --json does not
     from rich.table import Table
 
@@ -67,10 +72,10 @@ def render_collection(doc: dict[str, Any], out: Any) -> None:
         table = Table(title=f"{len(doc['failed'])} hosts failed", title_justify="left",
                       box=None, pad_edge=False)
         for col in ("host", "stage", "reason"):
-            table.add_column(col, overflow="fold")
+            table.add_column(col)
         for f in doc["failed"]:
             table.add_row(f["host"], f["stage"], f["reason"])
-        out.print(table)
+        print_table(out, table, v or view(), prose=("reason",), stack=1)
     for host, problems in doc["warnings"].items():
         for stage, why in problems.items():
             out.print(f"[yellow]{host}: {stage}: {why}[/]")
@@ -78,12 +83,15 @@ def render_collection(doc: dict[str, Any], out: Any) -> None:
         out.print(f"next: nodetune fleet report {doc['out']}")
 
 
-def render_report(doc: dict[str, Any], out: Any, top: int = 20) -> None:
+def render_report(doc: dict[str, Any], out: Any, top: int = 20, v: View | None = None) -> None:
+    """The fleet's tables; one too wide for the terminal becomes a record per row, so that
+    no host, value or note is split."""
+    v = v or view()
     _summary(doc, out)
-    _settings(doc, out, top)
-    _nodes(doc, out, top)
-    _drift(doc, out, top)
-    _outliers(doc, out, top)
+    _settings(doc, out, top, v)
+    _nodes(doc, out, top, v)
+    _drift(doc, out, top, v)
+    _outliers(doc, out, top, v)
     _problems(doc, out)
 
 
@@ -102,7 +110,7 @@ def _summary(doc: dict[str, Any], out: Any) -> None:
               + (f"; unreadable files: {s['unreadable']}" if s["unreadable"] else ""))
 
 
-def _settings(doc: dict[str, Any], out: Any, top: int) -> None:
+def _settings(doc: dict[str, Any], out: Any, top: int, v: View) -> None:
     # deferred: rich costs 30-45 ms at start-up; only text output needs it, --json does not
     from rich.table import Table
 
@@ -114,7 +122,7 @@ def _settings(doc: dict[str, Any], out: Any, top: int) -> None:
     for col, justify in (("setting", "left"), ("severity", "left"), ("nodes failing", "right"),
                          ("compliance", "right"), ("common values", "left"),
                          ("nodes", "left")):
-        table.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for s in failing[:top]:
         style = SEVERITY_STYLE.get(s["severity"], "")
         values = ", ".join(f"{v['actual']} ({v['nodes']})" for v in s["failing_values"])
@@ -122,12 +130,12 @@ def _settings(doc: dict[str, Any], out: Any, top: int) -> None:
                       f"{s['nodes_failed']}/{s['nodes_checked']}",
                       "-" if s["compliance"] is None else f"{s['compliance']:.1f}%",
                       values, hosts_text(s["failed_nodes"], 4))
-    out.print(table)
+    print_table(out, table, v, stack=1)
     if len(failing) > top:
         out.print(f"... {len(failing) - top} more settings fail (--top, --json)")
 
 
-def _nodes(doc: dict[str, Any], out: Any, top: int) -> None:
+def _nodes(doc: dict[str, Any], out: Any, top: int, v: View) -> None:
     # deferred: rich costs 30-45 ms at start-up; only text output needs it, --json does not
     from rich.table import Table
 
@@ -135,20 +143,22 @@ def _nodes(doc: dict[str, Any], out: Any, top: int) -> None:
     for col in ("#", "host", "profile", "critical", "warning", "info", "compliance", "drift",
                 "outliers", "notes"):
         table.add_column(col, justify="left" if col in ("host", "profile", "notes")
-                         else "right", overflow="fold")
+                         else "right")
     for n in doc["nodes"][:top]:
         notes = list(n["errors"])
         if n["healthy"] is False:
-            notes.insert(0, f"unhealthy ({n['health_faults']} faults)")
+            summary = (n.get("health_summary") or "").removeprefix("nodetune: ")
+            notes.insert(0, f"unhealthy ({n['health_faults']} faults): {summary}"
+                         if summary else f"unhealthy ({n['health_faults']} faults)")
         table.add_row(str(n["rank"]), n["host"], n["profile"],
                       f"[bold red]{n['critical']}[/]" if n["critical"] else "0",
                       f"[yellow]{n['warning']}[/]" if n["warning"] else "0", str(n["info"]),
                       "-" if n["compliance_score"] is None else f"{n['compliance_score']:.1f}%",
                       str(n["drift"]), str(n["outliers"]), "; ".join(notes))
-    out.print(table)
+    print_table(out, table, v, prose=("notes",), stack=2)
 
 
-def _drift(doc: dict[str, Any], out: Any, top: int) -> None:
+def _drift(doc: dict[str, Any], out: Any, top: int, v: View) -> None:
     # deferred: rich costs 30-45 ms at start-up; only text output needs it, --json does not
     from rich.table import Table
 
@@ -158,7 +168,7 @@ def _drift(doc: dict[str, Any], out: Any, top: int) -> None:
         table = Table(title=f"Drift among {group['nodes']} {group['profile']} nodes",
                       title_justify="left")
         for col in ("fact", "majority", "differs", "nodes"):
-            table.add_column(col, overflow="fold")
+            table.add_column(col)
         for fact in group["facts"][:top]:
             majority = f"{fact['majority']} ({fact['majority_nodes']})" + \
                 (" [dim](no majority)[/]" if fact["tie"] else "")
@@ -166,12 +176,12 @@ def _drift(doc: dict[str, Any], out: Any, top: int) -> None:
                                 for m in fact["minority"])
             hosts = "\n".join(hosts_text(m["nodes"]) for m in fact["minority"])
             table.add_row(fact["label"], majority, differs, hosts)
-        out.print(table)
+        print_table(out, table, v, stack=1)
     if not any(g["facts"] for g in doc["drift"]):
         out.print("\n[green]No configuration drift among nodes of the same profile.[/]")
 
 
-def _outliers(doc: dict[str, Any], out: Any, top: int) -> None:
+def _outliers(doc: dict[str, Any], out: Any, top: int, v: View) -> None:
     # deferred: rich costs 30-45 ms at start-up; only text output needs it, --json does not
     from rich.table import Table
 
@@ -187,12 +197,12 @@ def _outliers(doc: dict[str, Any], out: Any, top: int) -> None:
                   title_justify="left")
     for col in ("metric", "profile", "host", "value", "median", "vs median", "robust z"):
         table.add_column(col, justify="left" if col in ("metric", "profile", "host")
-                         else "right", overflow="fold")
+                         else "right")
     for m, o in rows[:top]:
         table.add_row(m["name"], m["profile"], o["host"], f"{num(o['value'])} {m['unit']}",
                       f"{num(m['median'])} {m['unit']}", f"{o['relative'] * 100:+.1f}%",
                       f"{o['z']:.1f}")
-    out.print(table)
+    print_table(out, table, v, stack=1)
     if len(rows) > top:
         out.print(f"... {len(rows) - top} more outliers (--top, --json)")
 

@@ -225,13 +225,15 @@ def fit_table(out: Any, table: Any, v: View, prose: Iterable[str] = ()) -> int:
     return sum(widths) + borders + sum(pads)
 
 
-def print_table(out: Any, table: Any, v: View, prose: Iterable[str] = ()) -> None:
-    """Print a rich Table laid out by `fit_table`; a table that needs more than the width
-    runs wider rather than cutting a value in two."""
+def print_table(out: Any, table: Any, v: View, prose: Iterable[str] = (),
+                stack: int = 0) -> None:
+    """Print a rich Table laid out by `fit_table`. A table that needs more than the width runs
+    wider rather than cutting a value in two; with `stack`, it is printed as stacked records
+    instead (`stacked_lines`: the first `stack` columns title each row)."""
     if not hasattr(table, "columns"):  # a Group of tables: each laid out on its own
         for part in getattr(table, "renderables", [table]):
             if hasattr(part, "columns"):
-                print_table(out, part, v, prose)
+                print_table(out, part, v, prose, stack)
             else:
                 out.print(part)
         return
@@ -239,12 +241,57 @@ def print_table(out: Any, table: Any, v: View, prose: Iterable[str] = ()) -> Non
     if needed <= out.width:
         out.print(table)
         return
+    if stack and len(table.columns) > 2:  # a key-value table stays one: it runs wider
+        if table.title:
+            print_line(out, _plain(out, table.title))
+        headers = [_plain(out, c.header) for c in table.columns]
+        rows = [[_plain(out, cell) for cell in cells]
+                for cells in zip(*(c.cells for c in table.columns), strict=True)]
+        for line in stacked_lines(headers, rows, stack, out.width):
+            print_line(out, line)
+        return
     saved = out.width
     out.width = needed
     try:
         out.print(table)
     finally:
         out.width = saved
+
+
+def _plain(out: Any, cell: Any) -> str:
+    """A cell's text without markup or style."""
+    if isinstance(cell, str):
+        return str(out.render_str(cell).plain)
+    return str(getattr(cell, "plain", cell))
+
+
+def stacked_lines(headers: list[str], rows: list[list[str]], title: int,
+                  room: int) -> list[str]:
+    """A table too wide for `room` as one record per row: its first `title` cells on a line,
+    then the other non-empty cells as `header: value`, two spaces apart, indented, wrapped
+    between pairs (a pair wider than the line wraps at spaces): no value is ever split."""
+    out = []
+    for row in rows:
+        out.append("  ".join(c for c in row[:title] if c).rstrip() or "-")
+        line = ""
+        for header, cell in zip(headers[title:], row[title:], strict=True):
+            if not cell.strip():
+                continue
+            pair = f"{header}: {'; '.join(p for p in cell.splitlines() if p.strip())}"
+            if line and len(line) + 2 + len(pair) <= room - 2:
+                line += "  " + pair
+                continue
+            if line:
+                out.append("  " + line)
+            line = pair
+            if len(pair) > room - 2:  # alone on its lines, the rest indented once more
+                parts = textwrap.wrap(pair, max(room - 4, 1), break_long_words=False,
+                                      break_on_hyphens=False)
+                out += ["  " + parts[0]] + ["    " + p for p in parts[1:]]
+                line = ""
+        if line:
+            out.append("  " + line)
+    return out
 
 
 def print_line(out: Any, text: str) -> None:
