@@ -138,9 +138,39 @@ def test_line_progress_prints_a_line_per_step_with_eta(capsys: pytest.CaptureFix
     progress.advance(what="node0 <- node1")
     progress.advance(2)
     err = capsys.readouterr().err.splitlines()
-    assert err == ["cpu-mem triad: step 1/4, 2.0 s, ETA 6.0 s",
+    assert err == ["cpu-mem triad: 4 steps",
+                   "cpu-mem triad: step 1/4, 2.0 s, ETA 6.0 s",
                    "cpu-mem triad: step 2/4 (node0 <- node1), 4.0 s, ETA 4.0 s",
                    "cpu-mem triad: step 4/4, 10.0 s, ETA 0.0 s"]
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_bench_all_piped_says_each_suite_and_step_on_stderr(as_json: bool) -> None:
+    """stdout not a terminal (a CI log): every suite's start and end, with its figure, and
+    every step, on stderr, as they happen; --json keeps stdout a JSON document."""
+    import json
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-m", "nodetune", "bench", "all", "--quick",
+                           "--sizes", "8M", *(["--json"] if as_json else [])], cwd=repo,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode in (0, 1, 2), proc.stderr
+    err = proc.stderr.splitlines()
+    doc = json.loads(proc.stdout) if as_json else None
+    statuses = {s["suite"]: s["status"] for s in doc["suites"]} if doc else {}
+    for name in ("memcpy", "allreduce", "fio", "gpu"):  # no GPU, no --dir here
+        skipped = next(line for line in err if line.startswith(f"{name}: skipped"))
+        assert skipped.startswith(f"{name}: skipped: {name}: ")
+        assert statuses.get(name, "skipped") == "skipped"
+    start, steps = err.index("cpu-mem: started"), err.index("cpu-mem triad: 1 step")
+    assert start < steps < err.index(next(line for line in err
+                                          if line.startswith("cpu-mem triad: step 1/1 (")))
+    done = next(line for line in err if line.startswith("cpu-mem: "))
+    assert done == err[start]  # the first cpu-mem line is its start; its end comes last
+    end = [line for line in err if line.startswith("cpu-mem: ok in ")]
+    assert len(end) == 1 and " GB/s" in end[0] and "1 result; triad" in end[0]
 
 
 @pytest.mark.parametrize("option", ["--save", "--plot"])

@@ -28,14 +28,28 @@ class Progress(Protocol):
         """`steps` more done; `what` names the step just finished (size, GPU, pair)."""
         ...
 
+    def suite_started(self, name: str) -> None:
+        """A suite begins (its setup, before its first step)."""
+        ...
+
+    def suite_done(self, result: SuiteResult) -> None:
+        """A suite ended: ran, failed or was skipped."""
+        ...
+
 
 class NullProgress:
-    """Progress that shows nothing (JSON output, tests)."""
+    """Progress that shows nothing (JSON output on a terminal, tests)."""
 
     def start(self, description: str, total: int) -> None:
         pass
 
     def advance(self, steps: int = 1, what: str = "") -> None:
+        pass
+
+    def suite_started(self, name: str) -> None:
+        pass
+
+    def suite_done(self, result: SuiteResult) -> None:
         pass
 
 

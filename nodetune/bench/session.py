@@ -34,8 +34,11 @@ def run_suites(names: list[str], ctx: RunContext) -> list[SuiteResult]:
             raise BenchError(f"no NVIDIA GPU on this node: {', '.join(names)} {need} one",
                              fix="run GPU suites on a GPU node, or ask for cpu-mem / fio")
         raise BenchError("; ".join(reasons).replace("; fix:", ", fix:"))
+    for skipped in results:
+        ctx.progress.suite_done(skipped)
     for r in runners:
         start = time.monotonic()
+        ctx.progress.suite_started(r.name)
         try:
             result = r.run(ctx)
         except BenchError as exc:
@@ -45,6 +48,7 @@ def run_suites(names: list[str], ctx: RunContext) -> list[SuiteResult]:
             result = SuiteResult(suite=r.name, status="failed", note=f"{r.name}: {exc}",
                                  seconds=round(time.monotonic() - start, 2))
         results.append(result)
+        ctx.progress.suite_done(result)
     order = {name: i for i, name in enumerate(names)}
     return sorted(results, key=lambda s: order.get(s.suite, len(order)))
 

@@ -186,13 +186,15 @@ def run_cmd(suites: tuple[str, ...], as_json: bool, save_path: str | None,
     facts = _facts()
     ctx = RunContext(facts=facts, options=options)
 
-    if not as_json and sys.stderr.isatty():
-        with RichProgress() as progress:
-            ctx.progress = progress
+    if sys.stdout.isatty() and sys.stderr.isatty():
+        if as_json:
             results = run_suites(names, ctx)
-    else:
-        if not as_json:  # piped: a line per finished step
-            ctx.progress = LineProgress()
+        else:
+            with RichProgress() as progress:
+                ctx.progress = progress
+                results = run_suites(names, ctx)
+    else:  # piped or logged (--json too): a line on stderr per suite and per finished step
+        ctx.progress = LineProgress()
         results = run_suites(names, ctx)
     return _finish(results, facts, options, as_json, save_path, compare_path, baseline,
                    plot_path, kind="run")

@@ -3,6 +3,7 @@ host's facts gathered once before the change (so both runs see the same expectat
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from nodetune.bench.base import Progress, RunContext, RunOptions
@@ -43,3 +44,9 @@ class _Phase:
 
     def advance(self, steps: int = 1, what: str = "") -> None:
         self.inner.advance(steps, what)
+
+    def suite_started(self, name: str) -> None:
+        self.inner.suite_started(f"{self.phase}: {name}")
+
+    def suite_done(self, result: SuiteResult) -> None:
+        self.inner.suite_done(replace(result, suite=f"{self.phase}: {result.suite}"))

@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from nodetune.audit import tuned
 from nodetune.schemas import APPLY_SCHEMA, ROLLBACK_SCHEMA
-from nodetune.views.output import console, emit_json
+from nodetune.views.output import console, emit_json, print_table, view
 
 if TYPE_CHECKING:
     from nodetune.apply.ansible import TaskOutcome
@@ -73,11 +73,13 @@ def show(report: Report, prepared: Plan | None = None, *, as_json: bool) -> None
                   ROLLBACK_SCHEMA if report.mode == "rollback" else APPLY_SCHEMA)
         return
 
-    out = console()
+    v = view()
+    out = console(v=v)
     if prepared is not None and prepared.audit.note:
         out.print(f"profile [bold]{report.profile}[/]: {prepared.audit.note}")
     if report.settings:
-        out.print(_settings_table(report))
+        # too wide for the terminal: one record per setting, no value split
+        print_table(out, _settings_table(report), v, prose=("status",), stack=2)
     elif report.mode not in ("rollback", "rollback-plan"):
         out.print(f"nothing to apply: every setting of profile {report.profile} that nodetune "
                   "can fix is already right")

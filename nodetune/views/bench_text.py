@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from nodetune.bench.results import Matrix, Metric, SuiteResult, size_label
-from nodetune.views.output import console
+from nodetune.views.output import console, print_table, view
 
 GROUP_LIMIT = 8
 
@@ -113,7 +113,8 @@ def matrix_table(matrix: Matrix) -> Any:
 
 
 def print_suites(suites: list[SuiteResult], node: dict[str, Any]) -> None:
-    out = console()
+    v = view()
+    out = console(v=v)
     out.print(f"[bold]nodetune bench[/] on {node.get('hostname')} "
               f"(fingerprint {node.get('fingerprint')})")
     for suite in suites:
@@ -128,14 +129,15 @@ def print_suites(suites: list[SuiteResult], node: dict[str, Any]) -> None:
             out.print("  " + ", ".join(f"{k} {v}" for k, v in suite.tool_versions.items()),
                       style="dim")
         for table in suite_tables(suite):
-            out.print(table)
+            print_table(out, table, v, stack=1)
 
 
 def print_comparison(comparison: dict[str, Any]) -> None:
     # deferred: rich costs 30-45 ms at start-up; only text output needs it, --json does not
     from rich.table import Table
 
-    out = console()
+    v = view()
+    out = console(v=v)
     same = comparison.get("same_node")
     where = ""
     if same is not None:
@@ -156,7 +158,7 @@ def print_comparison(comparison: dict[str, Any]) -> None:
         change = "-" if c["change_percent"] is None else f"{c['change_percent']:+.1f}%"
         table.add_row(c["name"], _num(c["before"], c["unit"]), _num(c["after"], c["unit"]),
                       change, f"±{c['noise_percent']:.1f}%", f"[{style}]{verdict}[/]")
-    out.print(table)
+    print_table(out, table, v, prose=("verdict",), stack=1)
     s = comparison["summary"]
     incomparable = f", {s['incomparable']} incomparable" if s.get("incomparable") else ""
     out.print(f"{s['improved']} improved, {s['regressed']} regressed, "
@@ -204,15 +206,42 @@ class LineProgress:
     def start(self, description: str, total: int) -> None:
         self.description, self.total, self.done = description, max(1, total), 0
         self.started = self.clock()
+        self._line(f"{description}: {self.total} step{'s' if self.total > 1 else ''}")
 
     def advance(self, steps: int = 1, what: str = "") -> None:
         self.done += steps
         spent = self.clock() - self.started
         left = spent / self.done * (self.total - self.done) if self.done else 0.0
         label = f" ({what})" if what else ""
-        console(stderr=True).print(
-            f"{self.description}: step {self.done}/{self.total}{label}, {spent:.1f} s, "
-            f"ETA {left:.1f} s", highlight=False, markup=False)
+        self._line(f"{self.description}: step {self.done}/{self.total}{label}, {spent:.1f} s, "
+                   f"ETA {left:.1f} s")
+
+    def suite_started(self, name: str) -> None:
+        self._line(f"{name}: started")
+
+    def suite_done(self, result: SuiteResult) -> None:
+        self._line(suite_line(result))
+
+    @staticmethod
+    def _line(text: str) -> None:
+        console(stderr=True).print(text, highlight=False, markup=False, soft_wrap=True)
+
+
+def suite_line(result: SuiteResult) -> str:
+    """One line for a finished suite: its status, time and its headline figure (the result
+    furthest below its expectation, else the first one)."""
+    took = f" in {result.seconds:.1f} s" if result.seconds is not None else ""
+    text = f"{result.suite}: {result.status}{took}"
+    if result.note and result.status != "ok":
+        return f"{text}: {result.note}"
+    if not result.metrics:
+        return text
+    judged = [m for m in result.metrics if m.ratio is not None]
+    head = min(judged, key=lambda m: m.ratio or 0.0) if judged else result.metrics[0]
+    ratio = f" ({head.ratio * 100:.0f}% of expected)" if head.ratio is not None else ""
+    count = len(result.metrics)
+    return (f"{text}, {count} result{'s' if count > 1 else ''}; "
+            f"{head.name} {_num(head.value, head.unit)}{ratio}")
 
 
 class RichProgress:
@@ -253,3 +282,9 @@ class RichProgress:
             self.bar.advance(self.task, steps)
             if what:
                 self.bar.update(self.task, description=f"{self.description} {what}")
+
+    def suite_started(self, name: str) -> None:
+        pass  # the bar names the suite at its first step
+
+    def suite_done(self, result: SuiteResult) -> None:
+        pass  # the results are printed when every suite has run

@@ -374,11 +374,12 @@ def render(doc: dict[str, Any], console: Any, timings: bool = False,
         renderer = RENDERERS.get(name)
         if v.plain:
             console.print()  # no box: a blank line between sections instead
-        print_table(console, renderer(section) if renderer else _generic(name, section), v)
+        print_table(console, renderer(section) if renderer else _generic(name, section), v,
+                    stack=1)
         for line in _unknown_lines(section):
             console.print(line)
     table = collectors_table(doc.get("collectors", {}), timings)
     if table is not None:
         if v.plain:
             console.print()
-        print_table(console, table, v)
+        print_table(console, table, v, stack=1)
