@@ -3,7 +3,9 @@ synth.py): audit, check, facts, topo and profiles show, at 80 and 200 columns, p
 UTF-8 and the C locale. Every id, subject, PCI address, CPU list and wanted and actual value of
 the JSON output must appear whole in the text (no token broken in two or cut with an
 ellipsis), piped output and the C locale carry no box drawing, and the default audit has one
-line per failing or unknown setting."""
+line per failing or unknown setting. The wide views (the RDMA NICs of a multi-rail node, the
+apply plan, saved bench results and the fleet report of both trees) keep each row's values in
+its row and, at 80 columns, within 80 columns: a table too wide becomes one record per row."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from nodetune.bench.results import size_label
 from nodetune.cli import cli
 from nodetune.facts import cpulist
 from nodetune.views.ascii import ascii_only, to_ascii
@@ -286,3 +289,133 @@ def test_legend() -> None:
     wrapped = legend_lines(["T1"], 40)
     assert len(wrapped) > 2 and all(len(line) <= 40 for line in wrapped)
     assert "(not in SOURCES.md)" in lines[2]
+
+
+# -- narrow layouts: facts NICs, the apply plan, bench results and the fleet report ----------
+
+@pytest.fixture(scope="module")
+def synthetic_multirail(synth, tmp_path_factory) -> Any:
+    """synthetic-dgx-h100 with two ConnectX-7 per GPU: 16 RDMA NICs, a wide NIC table."""
+    ram = _ram_dir("nodetune-render-rails-")
+    yield synth.build_dgx_h100(ram or tmp_path_factory.mktemp("render-rails"),
+                               synth.Options(rails_per_gpu=2))
+    if ram is not None:
+        shutil.rmtree(ram, ignore_errors=True)
+
+
+def records(text: str, names: set[str]) -> dict[str, set[str]]:
+    """The words of each row whose first word is one of `names`, with its continuation lines
+    (a wrapped cell, a stacked record): the row's own values, wherever the layout put them."""
+    out: dict[str, set[str]] = {}
+    current = None
+    for line in text.splitlines():
+        words = [w.strip(_PUNCT) for w in re.split(r"[\s\u2500-\u257f|]+", line) if w]
+        if words and words[0] in names:
+            current = words[0]
+            out[current] = set(words)
+        elif current and words and re.match(r"[\s\u2500-\u257f|]", line):
+            out[current] |= set(words)
+        else:
+            current = None
+    return out
+
+
+def assert_fits(text: str, width: str, what: str) -> None:
+    if width == "table80":
+        wide = [line for line in text.splitlines() if len(line) > 80]
+        assert not wide, f"{what}: lines wider than 80 columns: {wide[:3]}"
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_facts_rdma_nics_of_a_multi_rail_node(synthetic_multirail, width: str) -> None:
+    extra, env = WIDTHS[width]
+    _, text = run(["facts", *node(synthetic_multirail), "--only", "rdma", *extra],
+                  {**env, **LOCALES["utf8"]})
+    _, out = run(["facts", *node(synthetic_multirail), "--json"], {})
+    devices = json.loads(out)["rdma"]["devices"]
+    assert len(devices) == 16
+    assert_clean(text, width == "piped", "utf8")
+    assert_fits(text.split("\n", 2)[2], width, "RDMA devices")  # below the title lines
+    rows = records(text, {d["name"] for d in devices})
+    for d in devices:  # each NIC's address, netdev and firmware stay in its own row
+        assert {d["pci_address"], d["fw_ver"], *d["netdevs"]} <= rows[d["name"]], d["name"]
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_apply_plan(synthetic_faulty_dgx, tmp_path: Path, width: str) -> None:
+    extra, env = WIDTHS[width]
+    del extra  # apply has no --format: a terminal gets the table, a pipe plain columns
+    host = node(synthetic_faulty_dgx)
+    _, out = run(["apply", *host, "--render-only", str(tmp_path / "json"), "--json"], {})
+    settings = json.loads(out)["settings"]
+    assert len(settings) >= 10
+    _, text = run(["apply", *host, "--render-only", str(tmp_path / "text")],
+                  {**env, **LOCALES["utf8"]})
+    assert_clean(text, True, "utf8")  # not a terminal: plain
+    assert_whole([s["id"] for s in settings] + [s["subject"] for s in settings if s["subject"]]
+                 + [str(s["current"]) for s in settings] + [str(s["wanted"]) for s in settings],
+                 text, "apply plan")
+    table = text.split("nodetune render-only", 1)[1].split("\nwrote an Ansible project", 1)[0]
+    assert_fits(table, width, "apply plan")  # the command line after it is printed whole
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_bench_results(width: str) -> None:
+    extra, env = WIDTHS[width]
+    del extra
+    saved = REPO / "tests" / "fixtures" / "bench" / "h100x4-fc-vm-bench.json"
+    _, out = run(["bench", "import", str(saved), "--json"], {})
+    doc = json.loads(out)
+    _, text = run(["bench", "import", str(saved)], {**env, **LOCALES["utf8"]})
+    assert_clean(text, True, "utf8")
+    suites = {s["suite"]: s for s in doc["suites"]}
+    judged = [m for m in suites["memcpy"]["metrics"]
+              if m.get("expected") and not m["key"].startswith("memcpy.p2p")]  # p2p: summarised
+    assert len(judged) == 20
+    assert_whole([m["name"] for m in judged] + [m["unit"] for m in judged]
+                 + [size_label(r["size_bytes"]) for r in suites["allreduce"]["rows"]],
+                 text, "bench")
+    for m in judged:  # each figure's digits whole, with its unit right after
+        figure = f"{m['value']:,.2f}" if m["value"] < 1000 else f"{m['value']:,.0f}"
+        assert f"{figure} {m['unit']}" in text, figure
+
+
+@pytest.fixture(scope="module")
+def fleet_dir(synthetic_faulty_dgx, synthetic_multirail, tmp_path_factory) -> Path:
+    """`fleet collect`'s reports of the faulty 8-GPU tree and the multi-rail one, made as
+    collect makes them (lean facts, audit and check)."""
+    from nodetune.fleet import lean
+    from nodetune.schemas import FLEET_REPORT_SCHEMA
+
+    out = tmp_path_factory.mktemp("fleet-render")
+    for host, tree in (("gpu-node-with-faults-001", synthetic_faulty_dgx),
+                       ("gpu-node-multirail-002", synthetic_multirail)):
+        docs = {}
+        for name in ("facts", "audit", "check"):
+            _, text = run([name, *node(tree), "--json", *(["--max-age", "0"]
+                                                          if name == "check" else [])], {})
+            docs[name] = getattr(lean, name)(json.loads(text))
+        (out / f"{host}.json").write_text(json.dumps({
+            "schema": FLEET_REPORT_SCHEMA, "host": host, "collected_at": "2026-12-04T00:00:00Z",
+            "lean": True, **docs, "bench": None, "errors": []}))
+    return out
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_fleet_report(fleet_dir: Path, width: str) -> None:
+    _, env = WIDTHS[width]
+    _, out = run(["fleet", "report", str(fleet_dir), "--json"], {})
+    doc = json.loads(out)
+    _, text = run(["fleet", "report", str(fleet_dir)], {**env, **LOCALES["utf8"]})
+    assert_clean(text, True, "utf8")
+    failing = [s for s in doc["settings"] if s["nodes_failed"]]
+    unhealthy = [n for n in doc["nodes"] if n["healthy"] is False]
+    assert len(failing) >= 8 and [n["host"] for n in unhealthy] == ["gpu-node-with-faults-001"]
+    assert_whole([s["id"] for s in failing] + [n["host"] for n in doc["nodes"]]
+                 + [str(v["actual"]) for s in failing for v in s["failing_values"]]
+                 + [unhealthy[0]["health_summary"].removeprefix("nodetune: ")], text,
+                 "fleet report")
+    assert_fits(text.split("\n", 2)[2], width, "fleet report")
+    rows = records(text, {s["id"] for s in failing})
+    for s in failing:  # each setting's severity and nodes stay in its own row
+        assert {s["severity"], *s["failed_nodes"]} <= rows[s["id"]], s["id"]
