@@ -14,13 +14,18 @@ from typing import Any
 import pytest
 
 from nodetune.cli import main
-from nodetune.collectors.pci import LazyConfig, collect_pci, parse_relaxed_ordering
+from nodetune.collectors.pci import (
+    LazyConfig,
+    collect_pci,
+    parse_ats,
+    parse_relaxed_ordering,
+)
 from nodetune.node.hostroot import HostRoot
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LSPCI = FIXTURES / "nvidia" / "h100x8-lspci-vvv.txt"
 SNAPSHOTS = sorted((FIXTURES / "snapshots").glob("*.tar.gz"))
-SETTINGS = ("pcie.gpu_nic_iommu", "nic.relaxed_ordering")
+SETTINGS = ("pcie.gpu_nic_iommu", "nic.relaxed_ordering", "nic.ats")
 
 
 @pytest.fixture(autouse=True)
@@ -63,6 +68,19 @@ def test_relaxed_ordering_at_the_offsets_of_a_real_lspci_capture(tmp_path: Path)
         finally:
             lazy.close()
     assert parse_relaxed_ordering(b"\x00" * 64) is None  # no capability list readable
+
+
+def test_ats_control_enable_bit() -> None:
+    """ATS extended capability 0x000F, Control register at +6, Enable bit 15 (PCIe 6.0,
+    10.5.1.3), found by walking the extended list from 0x100."""
+    buf = bytearray(4096)
+    struct.pack_into("<I", buf, 0x100, 0x0001 | 1 << 16 | 0x1B0 << 20)  # AER, then ATS
+    struct.pack_into("<IHH", buf, 0x1B0, 0x000F | 1 << 16, 0x0020, 0x8000)
+    assert parse_ats(bytes(buf)) is True
+    struct.pack_into("<H", buf, 0x1B6, 0x001F)  # STU set, Enable clear
+    assert parse_ats(bytes(buf)) is False
+    struct.pack_into("<I", buf, 0x100, 0x0001 | 1 << 16)  # the list ends before ATS
+    assert parse_ats(bytes(buf)) is None
 
 
 def _device(root: Path, address: str, class_code: str, group: int | None) -> None:
@@ -126,8 +144,22 @@ def test_pcie_path_stories(story: str, options: dict[str, Any], wanted: dict[str
         assert len(got[setting]) == 8, story  # one per GPU, one per GPU NIC
 
 
+VM_STORIES = [("ATS on", True, {"pass"}), ("ATS off", False, {"fail"}),
+              ("no ATS capability", None, {"fail"})]
+
+
+@pytest.mark.parametrize(("story", "ats", "wanted"), VM_STORIES, ids=[s[0] for s in VM_STORIES])
+def test_ats_on_the_nics_of_a_vm(story: str, ats: bool | None, wanted: set[str], synth: Any,
+                                 synth_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    host = synth.build_dgx_h100(synth_tmp, synth.Options(nic_ats=ats))
+    got = audit(capsys, "--root", str(host.root), "--nvml", str(host.nvml),
+                "--profile", "cloud-vm")
+    assert set(got["nic.ats"]) == wanted, story
+
+
+@pytest.mark.parametrize("profile", ["generic-x86-gpu", "cloud-vm"])
 @pytest.mark.parametrize("snapshot", SNAPSHOTS, ids=[s.name for s in SNAPSHOTS])
 def test_no_real_capture_fails_the_pcie_path_settings(
-        snapshot: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    got = audit(capsys, "--from", str(snapshot), "--profile", "generic-x86-gpu")
+        snapshot: Path, profile: str, capsys: pytest.CaptureFixture[str]) -> None:
+    got = audit(capsys, "--from", str(snapshot), "--profile", profile)
     assert not [s for statuses in got.values() for s in statuses if s == "fail"], got

@@ -107,4 +107,5 @@ def test_no_real_capture_is_drained(snapshot: Path) -> None:
     assert proc.returncode == 0, doc["summary"]
     assert not [f for f in doc["faults"] if f.get("action") == "drain"]
     ran = {c["id"] for c in doc["checks"]}
-    assert {"rdma.gpudirect", "rdma.gpudirect.known_issue"} <= ran
+    assert {"rdma.gpudirect", "rdma.gpudirect.known_issue", "nvlink.recovery_failed",
+            "nvlink.recovery_events", "nvlink.effective_errors"} <= ran

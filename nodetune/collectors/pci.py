@@ -1,6 +1,6 @@
 """PCI devices: class, ids, driver, NUMA locality, link speed and width, the chain of bridges
 up to the root port, ACS control, MaxReadReq and Relaxed Ordering from config space, and the
-IOMMU domain of GPUs and NICs.
+IOMMU domain and ATS (Address Translation Services) enable bit of GPUs and NICs.
 
 Sources: /sys/bus/pci/devices/<address> (a link into /sys/devices/pci<domain>:<bus>/...; the
 directories along the link target are the device's parent bridges) and the device's binary
@@ -44,6 +44,7 @@ ACS_CTL_BITS: tuple[tuple[str, int], ...] = (
 BRIDGE_CLASSES = (0x0604, 0x0609)  # PCI-to-PCI bridge, semi-transparent bridge
 CAP_PCIE = 0x10
 EXT_CAP_ACS = 0x000D
+EXT_CAP_ATS = 0x000F
 # PCIe capability "Device/Port Type" (bits 7:4 of the capability register).
 PORT_TYPES: dict[int, str] = {
     0x4: "root_port", 0x5: "upstream", 0x6: "downstream", 0x7: "pcie_to_pci", 0x8: "pci_to_pcie",
@@ -104,6 +105,8 @@ class PciDevice:
     max_read_request_bytes: int | None
     aer: PciAer | None = None
     relaxed_ordering: bool | None = None  # Device Control "Enable Relaxed Ordering" (bit 4)
+    ats_enabled: bool | None = None  # GPUs and NICs only: ATS Control "Enable" (bit 15); no
+    # ATS capability reads as False
     iommu_group: int | None = None  # GPUs and NICs only
     iommu_domain: str | None = None  # the group's type: identity, DMA, DMA-FQ, unmanaged, ...
 
@@ -350,6 +353,15 @@ def parse_relaxed_ordering(config: bytes | LazyConfig) -> bool | None:
     return bool(_u16(config, cap + 0x08) >> 4 & 1)
 
 
+def parse_ats(config: bytes | LazyConfig) -> bool | None:
+    """Whether Address Translation Services are enabled: ATS Control bit 15 (PCIe Base Spec
+    6.0, 10.5.1.3); None when the device has no ATS capability."""
+    cap = find_ext_capability(config, EXT_CAP_ATS)
+    if cap is None or cap + 8 > len(config):
+        return None
+    return bool(_u16(config, cap + 0x06) >> 15 & 1)
+
+
 def parse_port_type(config: bytes | LazyConfig) -> str | None:
     cap = find_capability(config, CAP_PCIE)
     if cap is None or cap + 4 > len(config):
@@ -398,6 +410,7 @@ class _Raw:
     acs: PciAcs | None
     max_read_request: int | None
     relaxed_ordering: bool | None
+    ats_enabled: bool | None
     iommu_group: int | None
     iommu_domain: str | None
     aer: PciAer | None
@@ -542,20 +555,27 @@ def _read_device(root: HostRoot, address: str, reasons: _ConfigReasons,
                            "/sys/devices/pci*: parent bridges unknown")
 
     config = read_config(root, f"{base}/config") if "config" in names else None
+    on_path = device_kind(_hex(ids["class"]), _hex(ids["vendor"])) in IOMMU_KINDS
+    ats = None
     try:
         port_type, acs, mrrs = _config_facts(config, reasons, unknown)
         relaxed = None if config is None else parse_relaxed_ordering(config)
+        if on_path and config is not None and len(config) > 0x100:
+            ats = bool(parse_ats(config))  # no ATS capability: the device cannot use ATS
     finally:
         if isinstance(config, LazyConfig):
             config.close()
     if relaxed is None:
         unknown["relaxed_ordering"] = unknown.get("max_read_request_bytes", "not read")
     group = domain = None
-    if device_kind(_hex(ids["class"]), _hex(ids["vendor"])) in IOMMU_KINDS:
+    if on_path:
+        if ats is None:
+            unknown["ats_enabled"] = unknown.get("acs", "no readable config file")
         group, domain = _iommu(root, base, names, {} if domains is None else domains, unknown)
     return _Raw(address=address, ids=ids, driver=driver, numa_node=numa_node,
                 local_cpus=local_cpus, link=link, chain=chain, port_type=port_type, acs=acs,
-                max_read_request=mrrs, relaxed_ordering=relaxed, iommu_group=group,
+                max_read_request=mrrs, relaxed_ordering=relaxed, ats_enabled=ats,
+                iommu_group=group,
                 iommu_domain=domain, aer=_aer(read, names, unknown), unknown=unknown)
 
 
@@ -601,6 +621,7 @@ def _build(raws: list[_Raw]) -> PciFacts:
         "devices.*.acs": f"{DEVICES_DIR}/*/config (extended capability 0x000D)",
         "devices.*.max_read_request_bytes": f"{DEVICES_DIR}/*/config (PCIe Device Control)",
         "devices.*.relaxed_ordering": f"{DEVICES_DIR}/*/config (PCIe Device Control)",
+        "devices.*.ats_enabled": f"{DEVICES_DIR}/*/config (extended capability 0x000F)",
         "devices.*.iommu_domain": f"{DEVICES_DIR}/*/iommu_group, {IOMMU_GROUPS_DIR}/*/type",
         "devices.*.aer": f"{DEVICES_DIR}/*/aer_dev_correctable,aer_dev_nonfatal,aer_dev_fatal",
     }
@@ -630,7 +651,8 @@ def _build(raws: list[_Raw]) -> PciFacts:
             link=raw.link, parent=parent, path=path, root_port=root_port, switch=switch,
             host_bridge=host_bridge, port_type=raw.port_type, acs=raw.acs,
             max_read_request_bytes=raw.max_read_request, aer=raw.aer,
-            relaxed_ordering=raw.relaxed_ordering, iommu_group=raw.iommu_group,
+            relaxed_ordering=raw.relaxed_ordering, ats_enabled=raw.ats_enabled,
+            iommu_group=raw.iommu_group,
             iommu_domain=raw.iommu_domain,
         ))
     return PciFacts(devices=devices, sources=sources, unknown=unknown)

@@ -163,6 +163,7 @@ CONTRACT: dict[str, tuple[str, str]] = {
     "pci.devices[*].aer.nonfatal": ("int", "pci"),
     "pci.devices[*].aer.fatal": ("int", "pci"),
     "pci.devices[*].relaxed_ordering": ("bool", "pci"),
+    "pci.devices[*].ats_enabled": ("bool", "pci"),
     "pci.devices[*].iommu_group": ("int", "pci"),
     "pci.devices[*].iommu_domain": ("str", "pci"),
     "gpus[*].index": ("int", "gpu"),
