@@ -399,3 +399,12 @@ def test_a_synthetic_dgx_without_roce_ecn(synth, synth_tmp: Path, tmp_path: Path
     monkeypatch.setenv("NODETUNE_CACHE_DIR", str(tmp_path))
     out = dgx_checks(synth, synth_tmp, roce_ecn_priorities=priorities)
     assert set(statuses(out["rdma.roce.ecn"]).values()) == {status}
+
+
+def test_the_agent_keeps_only_the_readings_of_the_longest_window(tree: Path) -> None:
+    check(tree, record=True)
+    age_readings(tree, 901)  # past rdma_counter_window_s 900 and link_flap_window_s 600
+    check(tree, record=True)
+    check(tree, record=True)
+    kept = readings.load(str(tree)).readings
+    assert len(kept) == 2  # the aged one dropped, the two recent ones kept

@@ -102,7 +102,9 @@ def run(request: CheckRequest, facts: NodeFacts | None = None, *, node: Node | N
                             profile=profile, resolve_variables=resolve, facts=facts,
                             hints=hints, history=history)
         if record_readings and not request.snapshot:
-            readings.record(request.root, history, report.health)
+            readings.record(request.root, history, report.health, keep_s=max(
+                float(report.variables.get(name) or 0)
+                for name in ("rdma_counter_window_s", "link_flap_window_s")))
         doc = report.to_json()
         if cache:
             key = request_key(request.fields())

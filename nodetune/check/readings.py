@@ -2,9 +2,9 @@
 
 The agent records one reading per cycle (nodetune.facts.netcounters.reading) in the cache
 directory (nodetune.check.cache.runtime_dir), one file per host root, holding the readings of
-the current boot of the last hour at most. `nodetune check` reads that file and never writes
-it: counter growth and link flaps compare the node with the agent's readings when they are of
-this boot and recent enough, else those checks are skipped and say why.
+the current boot within the longest window (an hour at most). `nodetune check` reads that file
+and never writes it: counter growth and link flaps compare the node with the agent's readings
+when they are of this boot and recent enough, else those checks are skipped and say why.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from nodetune.facts.netcounters import reading
 from nodetune.facts.nethealth import History
 from nodetune.schemas import NET_READINGS_SCHEMA, utc_timestamp
 
-KEEP_S = 3600.0  # no window reaches further back
+KEEP_S = 3600.0  # at most; a reading older than every window is dropped sooner
 KEEP_MAX = 64  # readings per file, whatever the agent's interval
 
 
@@ -52,16 +52,19 @@ def load(root: str | None, snapshot: str | None = None, now: float | None = None
                    "no earlier reading (the agent records one each cycle)")
 
 
-def record(root: str | None, history: History, health: Mapping[str, Any]) -> bool:
-    """Add this check's reading to the file (the agent, once per cycle); False when it could
-    not be written (no cache directory, unreadable boot id, a write error)."""
+def record(root: str | None, history: History, health: Mapping[str, Any],
+           keep_s: float = KEEP_S) -> bool:
+    """Add this check's reading to the file (the agent, once per cycle), keeping the earlier
+    ones of the last `keep_s` seconds (the longest window; at most KEEP_S); False when it
+    could not be written (no cache directory, unreadable boot id, a write error)."""
     path = readings_path(root)
     current = boot_id(root)
     if path is None or current is None:
         return False
     now = history.now
+    keep_s = min(keep_s, KEEP_S)
     kept = [r for r in history.readings
-            if isinstance(r.get("t"), (int, float)) and now - KEEP_S <= r["t"] < now]
+            if isinstance(r.get("t"), (int, float)) and now - keep_s <= r["t"] < now]
     kept = [*kept, reading(health, now)][-KEEP_MAX:]
     return write_json_atomic(path, {"schema": NET_READINGS_SCHEMA, "boot_id": current,
                                     "written_at": utc_timestamp(now), "readings": kept})
