@@ -363,8 +363,12 @@ def test_a_directory_name_tuned_cannot_load_is_an_error(vm_with, tmp_path) -> No
 
 # -- the tunable <-> TuneD option table -------------------------------------------------------
 
-def test_every_sysfs_knob_has_a_tuned_option() -> None:
-    assert set(terms.KNOB_OPTIONS) == set(tunables.SYSFS_KNOBS)
+def test_every_sysfs_knob_has_a_tuned_option_read_back() -> None:
+    for path, knob in tunables.SYSFS_KNOBS.items():
+        tunable = tunables.SysfsKnob(path=path)
+        value = knob.choices[0] if knob.choices else "performance"
+        option = terms.option_for(tunable, value)
+        assert terms.set_by(tunable, {option.plugin: {option.option: option.value}}) == option
 
 
 @pytest.mark.parametrize(("tunable", "value", "subject"), [

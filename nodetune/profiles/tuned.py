@@ -28,7 +28,8 @@ EPP = "/sys/devices/system/cpu/cpu*/cpufreq/energy_performance_preference"
 EPB = "/sys/devices/system/cpu/cpu*/power/energy_perf_bias"
 BOOST = "/sys/devices/system/cpu/cpufreq/boost"
 
-# sysfs knob -> (plugin, option) TuneD sets it with; the knob's own path under [sysfs] also does
+# sysfs knob -> (plugin, option) TuneD sets it with; the knob's own path under [sysfs] also
+# does, and is the option of a knob not listed here
 KNOB_OPTIONS: dict[str, tuple[str, str]] = {
     THP_ENABLED: ("vm", "transparent_hugepages"),
     THP_DEFRAG: ("vm", "transparent_hugepage.defrag"),
@@ -66,7 +67,7 @@ def set_by(tunable: t.Tunable, settings: Mapping[str, Mapping[str, str]]) -> Opt
     if isinstance(tunable, t.Sysctl):
         return get("sysctl", tunable.sysctl)
     if isinstance(tunable, t.SysfsKnob):
-        plugin, option = KNOB_OPTIONS[tunable.path]
+        plugin, option = KNOB_OPTIONS.get(tunable.path, ("sysfs", tunable.path))
         found = get(plugin, option, "transparent_hugepage") if tunable.path == THP_ENABLED \
             else get(plugin, option)
         if tunable.path == BOOST and found is None:
@@ -140,7 +141,7 @@ def option_for(tunable: t.Tunable, value: Any, subject: str | None = None) -> Op
     if isinstance(tunable, t.Sysctl):
         return Option("sysctl", tunable.sysctl, text)
     if isinstance(tunable, t.SysfsKnob):
-        plugin, option = KNOB_OPTIONS[tunable.path]
+        plugin, option = KNOB_OPTIONS.get(tunable.path, ("sysfs", tunable.path))
         if tunable.path == BOOST:
             text = "1" if t.SYSFS_KNOBS[BOOST].encode(value) == "on" else "0"
         return Option(plugin, option, text)
