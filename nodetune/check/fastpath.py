@@ -29,7 +29,7 @@ def fast_main(argv: list[str]) -> None:
     values = parse(argv)
     if values is None:
         return
-    emit = emitter(bool(values["as_json"]), bool(values["verbose"]), bool(values["npd"]))
+    emit = Emitter(bool(values["as_json"]), bool(values["verbose"]), bool(values["npd"]))
     fields = request_fields(values)
     try:
         stored = stored_answer(values, fields)
@@ -110,7 +110,3 @@ class Emitter:
         else:
             sys.stdout.write(render_text(doc, self.verbose))
         sys.stdout.flush()
-
-
-def emitter(as_json: bool, verbose: bool, as_npd: bool = False) -> Emitter:
-    return Emitter(as_json, verbose, as_npd)

@@ -1,9 +1,9 @@
 """`nodetune check --npd`: the answer as a Node Problem Detector custom plugin gives it.
 
-NPD's custom plugin protocol (kubernetes/node-problem-detector, docs/custom_plugin_monitor.md
-and pkg/custompluginmonitor/types/types.go): the exit status is 0 OK, 1 NonOK or 2 Unknown,
-and stdout, cut to the config's max_output_length, is the condition's message. nodetune
-prints its one summary line:
+NPD's custom plugin protocol (kubernetes/node-problem-detector, docs/custom_plugin_monitor.md,
+pkg/custompluginmonitor/types/types.go and plugin/plugin.go): the exit status is 0 OK, 1 NonOK,
+anything else Unknown; stdout, trimmed and cut to the config's max_output_length, is the
+condition's message; stderr only goes to NPD's log. nodetune prints its one summary line:
     healthy                              0  "nodetune: healthy (quick: ...)"
     unhealthy (a drain check failed)     1  "nodetune: GPU count 4 (expected 8)"
     drain checks not evaluated, or no    2  "nodetune: not checked ...", the summary

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from nodetune.check.fastpath import emitter, error, run_fields, stored_answer
+from nodetune.check.fastpath import Emitter, error, run_fields, stored_answer
 from nodetune.check.operation import CheckRequest, run
 from nodetune.check.options import OPTIONS, TIERS, Option, request_fields
 from nodetune.cli import node_source_options
@@ -76,7 +76,7 @@ def cmd(**values: Any) -> int:
     fields: dict[str, Any] = {k: tuple(v) if isinstance(v, (list, tuple)) else v
                               for k, v in request_fields(values).items()}
     as_npd = bool(values["npd"])
-    emit = emitter(bool(values["as_json"]), bool(values["verbose"]), as_npd)
+    emit = Emitter(bool(values["as_json"]), bool(values["verbose"]), as_npd)
     try:
         stored = stored_answer(values, fields)
         if stored is not None:
