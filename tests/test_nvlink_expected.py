@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from nodetune.check import npd
 from nodetune.check.suite import load_suite
 from nodetune.facts.derived import derive
 from nodetune.facts.health import health_view
@@ -106,6 +107,7 @@ def test_no_real_capture_is_drained(snapshot: Path) -> None:
     doc = json.loads(proc.stdout)
     assert proc.returncode == 0, doc["summary"]
     assert not [f for f in doc["faults"] if f.get("action") == "drain"]
+    assert npd.status(doc) == npd.OK  # nor marked by Node Problem Detector (check --npd)
     ran = {c["id"] for c in doc["checks"]}
     assert {"rdma.gpudirect", "rdma.gpudirect.known_issue", "nvlink.recovery_failed",
             "nvlink.recovery_events", "nvlink.effective_errors"} <= ran
