@@ -374,3 +374,19 @@ def test_typed_decoding_gives_what_json_gives(seeds, tmp_path: Path, monkeypatch
     odd = plain["odd-metrics.json"].metrics  # no value, "fast", no key: left out; "12.5" read
     assert len(odd) == len(load._metrics(seeds["dgx"]["bench"])) - 3
     assert odd[0][1] == 12.5 and odd[1][4] is False
+
+
+def test_collect_progress_moves_with_each_answer() -> None:
+    """The bar counts commands answered; a host that fails early fills its remaining share."""
+    from nodetune.views.fleet_text import CollectProgress
+
+    progress = CollectProgress(total=2, stages=3)
+    task = progress.bar.tasks[0]
+    progress.step("a", "facts")
+    assert (task.completed, task.total, task.fields["done"]) == (1, 6, 0)
+    progress.step("a", "audit")
+    progress.step("a", "check")
+    progress.host_done("a", collected=True)
+    assert (task.completed, task.fields["done"], task.fields["failed"]) == (3, 1, 0)
+    progress.host_done("b", collected=False)  # unreachable: no command answered
+    assert (task.completed, task.fields["done"], task.fields["failed"]) == (6, 2, 1)
