@@ -28,7 +28,6 @@ if sys.argv[1:2] == ["check"] and sys.argv[0].endswith(
 
 import contextlib
 import importlib
-import json
 import os
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -185,7 +184,9 @@ def _fail(line: str, code: int, argv: list[str] | None) -> NoReturn:
     if "--json" in args:
         error = line.removeprefix("nodetune: ").removeprefix("error: ")
         doc = {"schema": ERROR_SCHEMA, "error": error, "exit_code": code}
-        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        from nodetune.views.output import json_text  # as every --json document is written
+
+        sys.stdout.write(json_text(doc) + "\n")
     sys.exit(code)
 
 

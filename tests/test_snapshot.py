@@ -369,7 +369,8 @@ def test_failed_nvml_dump_replays_with_its_note(host_tree, tmp_path, monkeypatch
         def close(self):
             pass
 
-    monkeypatch.setattr("nodetune.node.source._nvml_backend", lambda choice, root: (Broken(), None))
+    monkeypatch.setattr("nodetune.node.source._nvml_backend",
+                        lambda choice, root, thin=False: (Broken(), None))
     out = tmp_path / "s.tar.gz"
     result = take(out, root=str(host_tree("h200x2-vm-gather")))
     assert "nvml.json" not in members(out)

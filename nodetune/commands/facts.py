@@ -15,14 +15,7 @@ from nodetune import exitcodes
 from nodetune.cli import node_options
 from nodetune.collectors import load_all
 from nodetune.commands.params import complete_collectors, format_option, non_empty_items
-from nodetune.facts import schema
-from nodetune.facts.model import Disruption, Severity
-from nodetune.facts.schema import ProfileLanguage
 from nodetune.node.source import open_node
-from nodetune.profiles.catalog import SECTIONS, SETTING_KEYS, TOP_KEYS
-from nodetune.profiles.tunables import KINDS, QUALIFIERS
-from nodetune.rules.operators import OPERATORS
-from nodetune.rules.schema import AREAS, CONDITION_KEYS, RULE_KEYS
 from nodetune.schemas import FACTS_SCHEMA
 from nodetune.views.facts_text import render
 from nodetune.views.output import console, emit_json, view
@@ -62,11 +55,21 @@ def _print_schema(which: str) -> None:
     # rule engine and the profile loader (20-40 ms measured), which reading facts never needs.
     import json
 
+    from nodetune.facts import schema
+
     doc = schema.facts_schema() if which == "facts" else schema.profile_schema(_profile_language())
     sys.stdout.write(json.dumps(doc, indent=2) + "\n")
 
 
 def _profile_language() -> ProfileLanguage:
+    # imported here, as in _print_schema: only `--schema profile` needs the profile language
+    from nodetune.facts.model import Disruption, Severity
+    from nodetune.facts.schema import ProfileLanguage
+    from nodetune.profiles.catalog import SECTIONS, SETTING_KEYS, TOP_KEYS
+    from nodetune.profiles.tunables import KINDS, QUALIFIERS
+    from nodetune.rules.operators import OPERATORS
+    from nodetune.rules.schema import AREAS, CONDITION_KEYS, RULE_KEYS
+
     return ProfileLanguage(
         sections=SECTIONS, top_keys=TOP_KEYS, setting_keys=SETTING_KEYS, rule_keys=RULE_KEYS,
         condition_keys=CONDITION_KEYS, operators=OPERATORS, areas=AREAS,

@@ -28,7 +28,7 @@ ROOT_ENV = "NODETUNE_ROOT"
 SNAPSHOT_LIMIT_ENV = "NODETUNE_SNAPSHOT_LIMIT"
 
 
-def _nvml_backend(choice: str, root: HostRoot, thin: bool) -> tuple[Any, str | None]:
+def _nvml_backend(choice: str, root: HostRoot, thin: bool = False) -> tuple[Any, str | None]:
     if choice == "off":
         return None, "NVML disabled (--nvml off)"
     if choice not in ("auto", "live"):
@@ -76,7 +76,7 @@ def open_node(root: str | None = None, snapshot: str | None = None,
     root = root or os.environ.get(ROOT_ENV) or "/"
     host = HostRoot(root, recording=recording)
     host.check_tree()
-    backend, note = _nvml_backend(nvml, host, thin_nvml)
+    backend, note = _nvml_backend(nvml, host, thin=thin_nvml)
     origin = "live" if host.is_live else f"root:{host.root}"
     try:
         yield Node(root=host, nvml=backend, nvml_note=note, origin=origin)
