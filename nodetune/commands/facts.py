@@ -55,7 +55,7 @@ def _print_schema(which: str) -> None:
     # rule engine and the profile loader (20-40 ms measured), which reading facts never needs.
     import json
 
-    from nodetune.facts import schema
+    from nodetune.facts import schema  # (the same reason)
 
     doc = schema.facts_schema() if which == "facts" else schema.profile_schema(_profile_language())
     sys.stdout.write(json.dumps(doc, indent=2) + "\n")
