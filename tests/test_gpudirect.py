@@ -17,7 +17,6 @@ from nodetune.cli import main
 from nodetune.collectors import Context
 from nodetune.collectors.gpudirect_stack import (
     GpuDirectStackCollector,
-    parse_dpkg_version,
     parse_kernel_config,
     rdma_core_upstream,
 )
@@ -61,6 +60,7 @@ def test_real_h100_infiniband_tree_has_unknown_stack_facts_with_reasons(tmp_path
     assert "/proc/config.gz" in facts.unknown["kernel_config"]
     assert "libibverbs" in facts.unknown["rdma_core"]
     assert "container image" in facts.unknown["nccl_version"]
+    assert "libibverbs.so.1 link" in facts.unknown["rdma_core"]
 
 
 def test_real_vm_without_rdma_has_no_stack_to_read(host_tree: Any) -> None:
@@ -75,9 +75,10 @@ def test_library_names_config_and_wheel(tmp_path: Path) -> None:
     (tmp_path / "proc/config.gz").write_bytes(gzip.compress(b"CONFIG_DMA_SHARED_BUFFER=y\n"))
     lib = tmp_path / "usr/lib/x86_64-linux-gnu"
     lib.mkdir(parents=True)
-    for name in ("libibverbs.so.1", "libibverbs.so.1.14.2410mlnx54.0", "libnccl.so.2",
-                 "libnccl.so.2.21.5"):
+    for soname, name in (("libibverbs.so.1", "libibverbs.so.1.14.2410mlnx54.0"),
+                         ("libnccl.so.2", "libnccl.so.2.21.5")):
         (lib / name).write_text("")
+        (lib / soname).symlink_to(name)
     wheel = tmp_path / "usr/local/lib/python3.12/dist-packages/nvidia_nccl_cu12-2.27.3.dist-info"
     wheel.mkdir(parents=True)
     facts = collect(tmp_path)
@@ -100,12 +101,6 @@ def test_parsers() -> None:
         "CONFIG_DMA_SHARED_BUFFER"] is False
     assert [rdma_core_upstream(r) for r in ("50", "2410mlnx54", "58mlnx43", "x")] == [
         50, 54, 43, None]
-    # dpkg's status file format (deb-control(5)): stanzas separated by blank lines
-    status = ("Package: libibverbs1\nStatus: install ok installed\nVersion: 50.0-2ubuntu0.2\n\n"
-              "Package: rdma-core\nStatus: deinstall ok config-files\nVersion: 1:39.0-1\n")
-    assert parse_dpkg_version(status) == "50.0-2ubuntu0.2"
-    assert parse_dpkg_version("Package: rdma-core\nStatus: install ok installed\n"
-                              "Version: 1:39.0-1\n") == "39.0-1"
 
 
 # -- readiness (NT4003) -------------------------------------------------------------------------
@@ -227,7 +222,7 @@ def test_known_bad_combinations_warn(story: str, options: dict[str, Any],
     assert got == applies, story
     for finding in result["findings"]:
         if finding["status"] == "unknown":
-            assert "NCCL version unknown: no libnccl.so.2.X.Y" in finding["message"]
+            assert "NCCL version unknown: no libnccl.so.2 link" in finding["message"]
     warned = {w["subject"] for w in doc["warnings"] if w["fault_code"] == "NT4011"}
     assert warned == {k for k, v in applies.items() if v}
     assert all("source: https://" in w["fix"] for w in doc["warnings"]

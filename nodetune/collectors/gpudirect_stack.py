@@ -8,13 +8,17 @@ What DMA-BUF registration of GPU memory with an RDMA NIC needs besides the drive
   import it: drivers/infiniband/core/umem_dmabuf.c) and CONFIG_DMABUF_MOVE_NOTIFY (reported
   only: NVIDIA's exporter pins its buffers, so move notification is not needed).
 - `rdma_core`: the rdma-core release behind libibverbs. `ibv_reg_dmabuf_mr` arrived in rdma-core
-  v34 (libibverbs/libibverbs.map.in, IBVERBS_1.12). Its library is named
+  v34 (libibverbs/libibverbs.map.in, IBVERBS_1.12). The soname link libibverbs.so.1 points at
   libibverbs.so.1.<ABI minor>.<release>.0 (Documentation/versioning.md); MLNX_OFED and DOCA-OFED
   builds name the release `<OFED release>mlnx<upstream release>` ("2410mlnx54": DOCA-OFED
-  24.10 on rdma-core 54). Without such a file name, dpkg's status file is read.
-- `nccl`: NCCL libraries in the library directories (libnccl.so.2.X.Y) and PyTorch's NCCL wheel
-  (nvidia_nccl_cu*-X.Y.Z.dist-info in site-packages). NCCL usually lives inside the job's
-  container image, so none found on the host is common: the fact is then unknown, not absent.
+  24.10 on rdma-core 54).
+- `nccl`: NCCL in the library directories (the soname link libnccl.so.2 -> libnccl.so.2.X.Y)
+  and PyTorch's NCCL wheel (nvidia_nccl_cu*-X.Y.Z.dist-info in site-packages). NCCL usually
+  lives inside the job's container image, so none found on the host is common: the fact is then
+  unknown, not absent.
+
+Only soname links are read in the library directories (one readlink each, never a listing of
+thousands of libraries), so a snapshot keeps exactly them (nodetune.node.snapshot).
 
 Only nodes with RDMA devices are read (GPUDirect RDMA needs one); elsewhere the collector
 has no data.
@@ -23,6 +27,7 @@ has no data.
 from __future__ import annotations
 
 import gzip
+import posixpath
 import re
 import zlib
 from dataclasses import field
@@ -39,8 +44,7 @@ LIB_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib
             "/usr/local/lib", "/usr/local/cuda/lib64", "/usr/local/nccl/lib", "/opt/nccl/lib")
 # Where pip puts PyTorch's nvidia-nccl-cu* wheel: system, /usr/local and conda interpreters.
 PYTHON_DIRS = ("/usr/lib", "/usr/local/lib", "/opt/conda/lib")
-DPKG_STATUS = "/var/lib/dpkg/status"
-DPKG_PACKAGES = ("libibverbs1", "rdma-core")
+SONAMES = ("libibverbs.so.1", "libnccl.so.2")
 
 _LIBIBVERBS = re.compile(r"^libibverbs\.so\.1\.\d+\.(\d+(?:mlnx\d+)?)\.0$")
 _LIBNCCL = re.compile(r"^libnccl\.so\.(2\.\d+\.\d+)$")
@@ -59,7 +63,7 @@ class KernelConfig:
 class RdmaCore:
     release: str  # "50", "2410mlnx54"
     upstream: int | None  # the rdma-core release it is built on: 50, 54
-    source: str  # the file or package it was read from
+    source: str  # the library file it was read from
 
 
 @record(frozen=True, kw_only=True)
@@ -96,18 +100,6 @@ def rdma_core_upstream(release: str) -> int | None:
     return int(match.group(2) or match.group(1))
 
 
-def parse_dpkg_version(status: str, packages: tuple[str, ...] = DPKG_PACKAGES) -> str | None:
-    """The installed version of the first of `packages` in dpkg's status file, without epoch."""
-    versions: dict[str, str] = {}
-    for stanza in status.split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in stanza.splitlines()
-                      if ": " in line and not line.startswith(" "))
-        name = fields.get("Package")
-        if name in packages and "installed" in fields.get("Status", "").split():
-            versions[name] = fields.get("Version", "").rpartition(":")[2]
-    return next((versions[p] for p in packages if versions.get(p)), None)
-
-
 def version_key(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in re.findall(r"\d+", version))
 
@@ -133,22 +125,25 @@ def _kernel_config(root: HostRoot, unknown: dict[str, str]) -> KernelConfig | No
     return None
 
 
-def _rdma_core(root: HostRoot, listings: dict[str, list[str]],
-               unknown: dict[str, str]) -> RdmaCore | None:
-    for directory, names in listings.items():
-        for name in sorted(names):
-            match = _LIBIBVERBS.match(name)
-            if match:
-                release = match.group(1)
-                return RdmaCore(release=release, upstream=rdma_core_upstream(release),
-                                source=f"{directory}/{name}")
-    status = root.read_text(DPKG_STATUS, None)
-    version = parse_dpkg_version(status) if status else None
-    if version:
-        return RdmaCore(release=version, upstream=rdma_core_upstream(version),
-                        source=f"{DPKG_STATUS} ({'/'.join(DPKG_PACKAGES)})")
-    unknown["rdma_core"] = (f"no libibverbs.so.1.*.*.0 in {', '.join(LIB_DIRS)} and no "
-                            f"libibverbs1 in {DPKG_STATUS}")
+def soname_targets(root: HostRoot) -> dict[str, list[str]]:
+    """{soname: the library files its links in LIB_DIRS point at ("dir/target")}."""
+    found: dict[str, list[str]] = {name: [] for name in SONAMES}
+    for directory in LIB_DIRS:
+        for name in SONAMES:
+            target = root.readlink(f"{directory}/{name}")
+            if target:
+                found[name].append(f"{directory}/{posixpath.basename(target)}")
+    return found
+
+
+def _rdma_core(libraries: list[str], unknown: dict[str, str]) -> RdmaCore | None:
+    for path in libraries:
+        match = _LIBIBVERBS.match(posixpath.basename(path))
+        if match:
+            release = match.group(1)
+            return RdmaCore(release=release, upstream=rdma_core_upstream(release), source=path)
+    unknown["rdma_core"] = ("no libibverbs.so.1 link to a libibverbs.so.1.*.*.0 in "
+                            + ", ".join(LIB_DIRS))
     return None
 
 
@@ -170,21 +165,21 @@ def collect_stack(root: HostRoot) -> GpuDirectStackFacts:
     if not root.listdir(IB_DIR):
         raise NoData(f"no RDMA devices under {IB_DIR}: GPUDirect RDMA is not used here")
     unknown: dict[str, str] = {}
-    listings = {d: root.listdir(d) for d in LIB_DIRS}
-    nccl = [NcclLibrary(version=m.group(1), path=f"{d}/{n}")
-            for d, names in listings.items() for n in sorted(names)
-            if (m := _LIBNCCL.match(n))] + _nccl_wheels(root)
+    libraries = soname_targets(root)
+    nccl = [NcclLibrary(version=m.group(1), path=path) for path in libraries["libnccl.so.2"]
+            if (m := _LIBNCCL.match(posixpath.basename(path)))] + _nccl_wheels(root)
     if not nccl:
-        unknown["nccl_version"] = ("no libnccl.so.2.X.Y in the library directories and no "
-                                   "nvidia-nccl wheel in site-packages (NCCL may live in the "
-                                   "job's container image)")
+        unknown["nccl_version"] = ("no libnccl.so.2 link to a libnccl.so.2.X.Y in the library "
+                                   "directories and no nvidia-nccl wheel in site-packages "
+                                   "(NCCL may live in the job's container image)")
     newest = max((lib.version for lib in nccl), key=version_key, default=None)
     return GpuDirectStackFacts(
-        kernel_config=_kernel_config(root, unknown), rdma_core=_rdma_core(root, listings, unknown),
+        kernel_config=_kernel_config(root, unknown),
+        rdma_core=_rdma_core(libraries["libibverbs.so.1"], unknown),
         nccl=nccl, nccl_version=newest,
         sources={"kernel_config": "/boot/config-<release>, /proc/config.gz",
-                 "rdma_core": f"libibverbs.so.1.* in {', '.join(LIB_DIRS)}; {DPKG_STATUS}",
-                 "nccl": "libnccl.so.2.* in the library directories; nvidia_nccl_cu*.dist-info"},
+                 "rdma_core": f"libibverbs.so.1 in {', '.join(LIB_DIRS)}",
+                 "nccl": "libnccl.so.2 in the library directories; nvidia_nccl_cu*.dist-info"},
         unknown=unknown)
 
 

@@ -44,6 +44,7 @@ from typing import Any, Final
 from nodetune import __version__
 from nodetune.collectors import NodeFacts, kernel_log
 from nodetune.collectors.gpu import GpuFacts
+from nodetune.collectors.gpudirect_stack import LIB_DIRS, SONAMES
 from nodetune.collectors.services import COMM_LEN, SERVICES
 from nodetune.errors import NodetuneError, SourceError
 from nodetune.node.hostroot import HostRoot
@@ -76,7 +77,11 @@ ALLOWED_ELSEWHERE: Final = (
     "/etc/tuned", "/usr/lib/tuned",  # TuneD's active profile and the profiles it includes
     "/dev/nvidia-caps-imex-channels",  # channel device names only, kept as empty files
     "/var/lib/kubelet/plugins/compute-domain.nvidia.com",  # only whether it exists
+    # the soname links of libibverbs and NCCL (their targets name the versions), nothing else
+    *(f"{d}/{n}" for d in LIB_DIRS for n in SONAMES),
 )
+# The running kernel's build options (/boot/config-<release>), no other file of /boot.
+_KERNEL_CONFIG: Final = re.compile(r"^/boot/config-[^/]+$")
 # Never, even under an allowed prefix.
 DENIED: Final = (
     "/proc/kcore", "/proc/kmsg", "/proc/kallsyms", "/proc/keys", "/proc/key-users",
@@ -168,6 +173,8 @@ def allowed(hostpath: str, kept_pids: set[str] | frozenset[str] = frozenset()) -
         return True
     if hostpath.startswith("/sys/"):
         return not _SECRET_LEAF.search(hostpath.rsplit("/", 1)[-1])
+    if _KERNEL_CONFIG.match(hostpath):
+        return True
     return any(hostpath == a or hostpath.startswith(a + "/") for a in ALLOWED_ELSEWHERE)
 
 
