@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -16,43 +15,13 @@ import pytest
 
 from nodetune.apply.render import project, roles
 from nodetune.node.resources import data_dir
+from tests.apply_runs import STATE, nodetune, snapshot
 
 pytestmark = pytest.mark.slow
-
-STATE = "var/lib/nodetune/state"
-
-
-def nodetune(*args: str) -> subprocess.CompletedProcess[str]:
-    # stdin is not a terminal here: apply must refuse unless --yes is given
-    return subprocess.run([sys.executable, "-m", "nodetune", *args], capture_output=True,
-                          text=True, stdin=subprocess.DEVNULL, timeout=300, check=False)
-
 
 def as_json(result: subprocess.CompletedProcess[str]) -> dict:
     assert result.stdout, result.stderr
     return json.loads(result.stdout)
-
-
-def tree(root: Path) -> dict[str, tuple[str, bytes | str, int]]:
-    """Every entry under root (nodetune's own state directory left out), by relative path."""
-    out: dict[str, tuple[str, bytes | str, int]] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        rel_dir = os.path.relpath(dirpath, root)
-        if rel_dir == "var/lib/nodetune" or rel_dir.startswith("var/lib/nodetune/"):
-            continue
-        for name in dirnames + filenames:
-            path = os.path.join(dirpath, name)
-            rel = os.path.normpath(os.path.join(rel_dir, name))
-            if rel in ("var", "var/lib", "var/lib/nodetune"):
-                continue
-            info = os.lstat(path)
-            if stat.S_ISLNK(info.st_mode):
-                out[rel] = ("link", os.readlink(path), 0)
-            elif stat.S_ISDIR(info.st_mode):
-                out[rel] = ("dir", "", stat.S_IMODE(info.st_mode))
-            else:
-                out[rel] = ("file", Path(path).read_bytes(), stat.S_IMODE(info.st_mode))
-    return out
 
 
 def failing(audit_doc: dict) -> dict[tuple[str, str | None], dict]:
@@ -86,7 +55,7 @@ def faulty_node(synth, synth_tmp):
 def test_dry_run_and_refusals_change_nothing(synth, synth_tmp):
     host, _, fixable = faulty_node(synth, synth_tmp)
     root = host.root
-    original = tree(root)
+    original = snapshot(root, with_state=False)
 
     # Without a terminal and without --yes: refused, nothing changed.
     refused = nodetune("apply", "--root", str(root), "--nvml", str(host.nvml), "--allow-reboot")
@@ -127,14 +96,14 @@ def test_dry_run_and_refusals_change_nothing(synth, synth_tmp):
                              "+performance\n") == cpus
     assert (f"To apply: nodetune apply --root {root} --nvml {host.nvml} --allow-reboot\n"
             in text.stdout)
-    assert tree(root) == original
+    assert snapshot(root, with_state=False) == original
     assert not (root / STATE).exists()
 
 
 def test_apply_fixes_a_faulty_node_and_rollback_restores_it(synth, synth_tmp):
     host, before, fixable = faulty_node(synth, synth_tmp)
     root = host.root
-    original = tree(root)
+    original = snapshot(root, with_state=False)
 
     applied = nodetune("apply", "--root", str(root), "--nvml", str(host.nvml), "--yes",
                        "--allow-reboot", "--json")
@@ -177,7 +146,7 @@ def test_apply_fixes_a_faulty_node_and_rollback_restores_it(synth, synth_tmp):
     rolled = nodetune("rollback", "--root", str(root), "--yes", "--json")
     assert rolled.returncode == 0, rolled.stderr
     assert as_json(rolled)["schema"] == "nodetune.rollback/1"
-    assert tree(root) == original
+    assert snapshot(root, with_state=False) == original
     assert json.loads(state_file.read_text())["status"] == "rolled-back"
     assert nodetune("rollback", "--root", str(root), "--yes").returncode == 3
 

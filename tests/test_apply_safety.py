@@ -23,45 +23,22 @@ from typing import Any
 import pytest
 
 from nodetune.apply import statefile
+from tests.apply_runs import (
+    STATE,
+    Run,
+    faulty_tree,
+    lock_held_by,
+    nodetune,
+    one_line,
+    snapshot,
+    state_files,
+)
 
-STATE = "var/lib/nodetune/state"
 PLAYBOOKS = Path(__file__).resolve().parent.parent / "playbooks"
-
-
-def nodetune(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "nodetune", *args], capture_output=True,
-                          text=True, stdin=subprocess.DEVNULL, timeout=300, check=False,
-                          env=env)
-
-
-def snapshot(root: Path) -> dict[str, tuple[str, bytes | str, int]]:
-    """Every entry under root by relative path: kind, content or link target, mode."""
-    out: dict[str, tuple[str, bytes | str, int]] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = os.path.join(dirpath, name)
-            rel = os.path.relpath(path, root)
-            if rel.endswith(f"{STATE}/.lock"):
-                continue  # the lock every apply and rollback takes, empty when none runs
-            info = os.lstat(path)
-            if stat.S_ISLNK(info.st_mode):
-                out[rel] = ("link", os.readlink(path), 0)
-            elif stat.S_ISDIR(info.st_mode):
-                out[rel] = ("dir", "", stat.S_IMODE(info.st_mode))
-            else:
-                out[rel] = ("file", Path(path).read_bytes(), stat.S_IMODE(info.st_mode))
-    return out
 
 
 def without_state(snap: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in snap.items() if not k.startswith("var")}
-
-
-def one_line(result: subprocess.CompletedProcess[str]) -> str:
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("nodetune: error: "), lines[0]
-    return lines[0]
 
 
 @pytest.fixture
@@ -327,14 +304,6 @@ def test_legacy_state_file_of_this_root_rolls_back_with_a_note(applied, tmp_path
 
 # -- apply --root never writes through a link leaving the tree ------------------------------
 
-def faulty_tree(host_tree, into: Path) -> Path:
-    root = into / "node"
-    shutil.copytree(host_tree("h200x2-vm-gather"), root, symlinks=True)
-    (root / "sys/kernel/mm/transparent_hugepage/enabled").write_text("[always] madvise never\n")
-    (root / "etc").mkdir()
-    return root
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("plant", ["etc-dir", "relative"])
 def test_apply_refuses_a_link_leaving_the_tree(host_tree, tmp_path, sentinel, plant):
@@ -474,7 +443,7 @@ def test_rollback_while_another_holds_the_lock_is_refused_at_once(synthetic_appl
     fd = hold_lock(root, "4242 apply\n")
     try:
         started = time.monotonic()
-        line = refused(root, state, sentinel, 4, "another nodetune apply or rollback (pid 4242)",
+        line = refused(root, state, sentinel, 4, "another nodetune apply (pid 4242)",
                        f"holds {root / STATE}/.lock")
         assert "fix: wait for it to finish" in line
         assert time.monotonic() - started < 30  # at once, not after a wait
@@ -510,66 +479,6 @@ def test_state_directory_leading_out_of_the_tree_is_refused(synthetic_applied, t
 
 
 # -- signals ------------------------------------------------------------------------------
-
-class Run:
-    """`nodetune apply|rollback` started in the background, with its own TMPDIR."""
-
-    def __init__(self, tmp: Path, *args: str) -> None:
-        self.tmp = tmp / "tmpdir"
-        self.tmp.mkdir(exist_ok=True)
-        env = {**os.environ, "TMPDIR": str(self.tmp)}
-        self.proc = subprocess.Popen([sys.executable, "-m", "nodetune", *args], env=env,
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
-
-    def ansible(self) -> list[int]:
-        """Live ansible-playbook processes (workers included) started by this run."""
-        marker = f"TMPDIR={self.tmp}".encode()
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or entry.name == str(self.proc.pid):
-                continue
-            try:
-                if b"ansible" not in (entry / "cmdline").read_bytes():
-                    continue
-                if marker in (entry / "environ").read_bytes().split(b"\0"):
-                    state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-                    if state != "Z":
-                        found.append(int(entry.name))
-            except OSError:
-                continue
-        return found
-
-    def wait_until(self, ready: Any, timeout: float = 240) -> None:
-        deadline = time.monotonic() + timeout
-        while not ready():
-            assert self.proc.poll() is None, self.proc.communicate()
-            assert time.monotonic() < deadline, "boundary not reached"
-            time.sleep(0.05)
-
-    def finish(self) -> tuple[int, str]:
-        _, err = self.proc.communicate(timeout=600)
-        return self.proc.returncode, err
-
-    def left_nothing(self) -> None:
-        """Its temp directories are gone and no ansible-playbook outlives it."""
-        deadline = time.monotonic() + 20
-        while self.ansible() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert self.ansible() == []
-        assert list(self.tmp.iterdir()) == []
-
-
-def lock_held_by(root: Path, pid: int) -> bool:
-    try:
-        return (root / STATE / ".lock").read_text().split()[:1] == [str(pid)]
-    except OSError:
-        return False
-
-
-def state_files(root: Path) -> list[Path]:
-    return sorted((root / STATE).glob("*.json"))
-
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("boundary", "signum"), [

@@ -18,6 +18,7 @@ from nodetune.bench.results import SuiteResult
 from nodetune.errors import Refused
 from nodetune.tune import card, decide, operation
 from nodetune.views import tune_text
+from tests.apply_runs import snapshot
 
 BENCH = Path(__file__).parent / "fixtures" / "bench"
 RUN = BENCH / "h100x2-fc-vm-bench.json"  # memcpy + allreduce, 3 samples each
@@ -187,13 +188,11 @@ def test_card_png(tmp_path: Path, change: Any) -> None:
 def test_regression_rolls_back_a_root_tree_through_ansible(host_tree: Any,
                                                            tmp_path: Path) -> None:
     """The real apply and rollback (Ansible) on a copy of the 2x H200 VM's tree."""
-    from tests.test_apply_ansible import tree
-
     root = tmp_path / "node"
     shutil.copytree(host_tree("h200x2-vm-gather"), root, symlinks=True)
     thp = root / "sys/kernel/mm/transparent_hugepage/enabled"
     thp.write_text("[always] madvise never\n")
-    original = tree(root)
+    original = snapshot(root, with_state=False)
     request = remediate.Request(root=str(root), only=("memory.thp",))
     runs = {"baseline": recorded(), "after": recorded({"allreduce.busbw.1GiB": 0.8})}
     seen: dict[str, str] = {}
@@ -208,7 +207,7 @@ def test_regression_rolls_back_a_root_tree_through_ansible(host_tree: Any,
     assert seen == {"baseline": "[always] madvise never\n", "after": "always [madvise] never\n"}
     assert result.decision is not None and result.decision.verdict == "regressed"
     assert result.rollback is not None and result.state_file is not None
-    assert tree(root) == original
+    assert snapshot(root, with_state=False) == original
     assert json.loads(result.state_file.read_text())["status"] == "rolled-back"
 
 

@@ -5,11 +5,11 @@ the job events into `TaskOutcome`s: per host and task, whether it changed, faile
 what it reported (diffs, the previous values nodetune_backup and nodetune_sysfs return) and
 which values the kernel rejected. Success is decided from the runner's status and rc.
 
-ansible-playbook never outlives nodetune: it is started through a small wrapper that sets
-PR_SET_PDEATHSIG (SIGKILL when nodetune dies, even by SIGKILL), and a run left by an exception
-(a signal before the first change) stops it (SIGTERM, then SIGKILL) before its private temp
-directory is removed. SIGINT and SIGTERM during a real run (see `signals`) start no new task:
-the task in flight finishes, then the run ends.
+ansible-playbook never outlives nodetune: it is started through a stub that sets
+PR_SET_PDEATHSIG (`nodetune.node.children`: SIGKILL when nodetune dies, even by SIGKILL), and
+a run left by an exception (a signal before the first change) stops it (SIGTERM, then SIGKILL)
+before its private temp directory is removed. SIGINT and SIGTERM during a real run (see `signals`)
+start no new task: the task in flight finishes, then the run ends.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nodetune.errors import ApplyError, NodetuneError, needs_extra
+from nodetune.node.children import stub_script
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -215,21 +216,18 @@ class CallbackModule(CallbackBase):
             self._tqm.terminate()
 '''
 
-# ansible-playbook as nodetune starts it: dies with nodetune (PR_SET_PDEATHSIG survives exec).
-WRAPPER = '''\
-#!{python}
-import ctypes, os, signal, sys
-ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-if os.getppid() != {parent}:
-    sys.exit(125)  # nodetune is already gone
-os.execv({binary!r}, [{binary!r}, *sys.argv[1:]])
-'''
-
-
 # -- signals -------------------------------------------------------------------------------
 
 class Cancelled(KeyboardInterrupt):
     """SIGINT or SIGTERM arrived before the first change: nothing was changed."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived between changes (see `interruptible`): something was changed."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
@@ -249,7 +247,9 @@ class _Signals:
 
     Before the first change a signal cancels at once (Cancelled, raised where the program is);
     while changing, it is recorded and ansible-playbook is asked (SIGUSR1, to the stop callback
-    below) to start no new task: the task in flight finishes, then the run ends."""
+    below) to start no new task: the task in flight finishes, then the run ends. Between two
+    changes, where no task is in flight (`interruptible`: tune's benchmark after the apply), it
+    stops at once (Stopped)."""
 
     def __init__(self) -> None:
         self.reset()
@@ -257,6 +257,7 @@ class _Signals:
     def reset(self) -> None:
         self.installed = False
         self.changing = False
+        self.settled = False  # changed, and nothing in flight: a signal stops at once
         self.cancelled = False
         self.signum = 0
         self.pid = 0  # the ansible-playbook of the real run, once known
@@ -269,6 +270,9 @@ class _Signals:
             self.cancelled = True
             raise Cancelled(signum)
         self.signum = self.signum or signum
+        if self.settled:
+            self.cancelled = True
+            raise Stopped(self.signum)
         self.forward()
 
     def forward(self) -> None:
@@ -286,8 +290,7 @@ def _prepare(private: str, binary: str) -> None:
     bindir = Path(private, "bin")
     bindir.mkdir()
     wrapper = bindir / "ansible-playbook"
-    wrapper.write_text(WRAPPER.format(python=sys.executable, parent=os.getpid(), binary=binary),
-                       encoding="utf-8")
+    wrapper.write_text(stub_script(binary), encoding="utf-8")
     wrapper.chmod(0o700)
     plugins = Path(private, "callback_plugins")
     plugins.mkdir()
@@ -370,6 +373,20 @@ def changing() -> Iterator[_Signals]:
     finally:
         if not SIGNALS.installed:
             SIGNALS.changing = False
+
+
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """After a change, where nothing is in flight: a signal (also one that came since the
+    change) raises Stopped at once instead of waiting for a task."""
+    if SIGNALS.installed and SIGNALS.signum:
+        SIGNALS.cancelled = True
+        raise Stopped(SIGNALS.signum)
+    SIGNALS.settled = True
+    try:
+        yield
+    finally:
+        SIGNALS.settled = False
 
 
 def _read(stream: Any) -> str:

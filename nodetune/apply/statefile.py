@@ -40,6 +40,7 @@ from nodetune.schemas import STATE_SCHEMA
 
 STATE_DIR = "/var/lib/nodetune/state"
 LOCK_NAME = ".lock"
+LOCKERS = ("apply", "rollback", "tune")  # the commands that take the lock of a root
 STATUSES = ("recorded", "applied", "failed", "interrupted", "rolled-back")
 FILE_STATES = ("file", "link", "absent", "directory")
 _FIX = "give the file `nodetune apply` printed, unchanged"
@@ -378,7 +379,8 @@ def lock_path(root: str) -> Path:
 
 @contextmanager
 def locked(root: str, what: str) -> Iterator[Path]:
-    """Hold the lock of `root`'s state directory (fcntl.flock) for one apply or rollback.
+    """Hold the lock of `root`'s state directory (fcntl.flock) for one apply, rollback or tune
+    (`what`, written into the lock file with the pid).
 
     Another holder makes this refuse at once (exit 4) with its pid. The lock is released when
     the process ends, however it ends."""
@@ -402,7 +404,9 @@ def locked(root: str, what: str) -> Iterator[Path]:
                 raise
             holder = os.pread(fd, 64, 0).decode("ascii", "replace").split()
             pid = holder[0] if holder else "unknown"
-            raise Refused(f"another nodetune apply or rollback (pid {pid}) holds {path}; "
+            command = holder[1] if len(holder) > 1 and holder[1] in LOCKERS else \
+                ", ".join(LOCKERS[:-1]) + f" or {LOCKERS[-1]}"
+            raise Refused(f"another nodetune {command} (pid {pid}) holds {path}; "
                           "nothing was changed",
                           fix="wait for it to finish, then run again") from exc
         os.ftruncate(fd, 0)

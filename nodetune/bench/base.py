@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Protocol
 
 from nodetune.bench.results import SuiteResult
 from nodetune.errors import BenchError
+from nodetune.node.children import tied
 
 
 class Progress(Protocol):
@@ -118,9 +119,10 @@ def module_available(name: str) -> bool:
 
 
 def run_tool(argv: list[str], timeout: int, env: Mapping[str, str] | None = None) -> str:
-    """Run a benchmark tool; its stdout, or BenchError naming the tool and what went wrong."""
+    """Run a benchmark tool (it dies with nodetune, `nodetune.node.children`); its stdout, or
+    BenchError naming the tool and what went wrong."""
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+        proc = subprocess.run(tied(argv, env), capture_output=True, text=True, timeout=timeout,
                               env=dict(env) if env is not None else None, check=False)
     except FileNotFoundError as exc:
         tool = os.path.basename(argv[0])

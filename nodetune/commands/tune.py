@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import click
 
-from nodetune.apply import remediate
+from nodetune.apply import ansible, remediate, statefile
 from nodetune.bench import SUITES, identity
 from nodetune.bench.base import NullProgress, RunOptions
 from nodetune.commands.audit import profile_options
@@ -89,6 +90,20 @@ def cmd(suites: tuple[str, ...], profile: str | None, profiles_dirs: tuple[str, 
         raise Refused("no terminal to confirm on and --yes not given; nothing was changed",
                       fix="review with nodetune apply --dry-run, then pass --yes")
     options = RunOptions(quick=quick, repeat=repeat, gpus=gpus, sizes=sizes)
+    with ExitStack() as stack:
+        stack.enter_context(ansible.signals())
+        try:
+            return _tune(request, stack, list(suites), options, keep=keep, yes=yes,
+                         as_json=as_json, save_path=save_path, card_path=card_path,
+                         plot_path=plot_path)
+        except ansible.Cancelled as exc:
+            raise ansible.Interrupted(exc.signum, "before the first change; nothing was "
+                                      "changed") from None
+
+
+def _tune(request: remediate.Request, stack: ExitStack, suites: list[str], options: RunOptions,
+          *, keep: bool, yes: bool, as_json: bool, save_path: str | None,
+          card_path: str | None, plot_path: str | None) -> int:
     facts = benchstep.live_facts()
     node = identity.node_json(facts)
 
@@ -100,9 +115,12 @@ def cmd(suites: tuple[str, ...], profile: str | None, profiles_dirs: tuple[str, 
         return click.confirm(f"Benchmark, apply {len(prepared.changes)} change(s), benchmark "
                              "again?", err=True)
 
+    # one apply, rollback or tune of a root at a time, from the check-mode run (which reads
+    # the previous values) to the end of the cycle, its rollback included
+    stack.enter_context(statefile.locked(request.host_root, "tune"))
     with ProgressFor(as_json) as progress, remediate.workspace() as workdir:
-        bench = benchstep.bench_fn(list(suites), options, facts, progress)
-        result = operation.prove(request, list(suites), bench, keep=keep, confirm=confirm,
+        bench = benchstep.bench_fn(suites, options, facts, progress)
+        result = operation.prove(request, suites, bench, keep=keep, confirm=confirm,
                                  workdir=Path(workdir), fingerprint=node["fingerprint"],
                                  bench_options=options)
     the_card = card.build_card(result, node, options)

@@ -1,2 +1,2 @@
 """The host a command reads: its root (live, a directory or a snapshot in memory), NVML and
-snapshots."""
+snapshots; and the child processes nodetune starts on it, which never outlive it."""

@@ -1,6 +1,12 @@
 """One tuning cycle: audit, baseline, apply, rerun with identical parameters, decide, and roll
 back a change that made things worse.
 
+Signals (the command installs apply's handlers, `nodetune.apply.ansible.signals`): before the
+apply SIGINT or SIGTERM cancels with nothing changed; during the apply or the rollback the task
+in flight finishes and the state file is kept for `nodetune rollback`; between them (the second
+benchmark run, the decision) the run stops at once, its benchmark killed, and the change stays
+applied with its state file.
+
 Benchmarks always measure the machine nodetune runs on; with --root the change goes to the tree
 while the benchmarks run on this host (useful only to rehearse the cycle).
 """
@@ -12,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from nodetune.apply import remediate
+from nodetune.apply import ansible, remediate
 from nodetune.bench import compare
 from nodetune.bench.results import SuiteResult
 from nodetune.errors import BenchError, Refused
@@ -110,12 +116,22 @@ def prove(request: remediate.Request, suites: list[str], bench: BenchFn, *, keep
     if pending:
         result.notes.append(f"{len(pending)} change(s) take effect at the next boot and are "
                             "not in the second run: " + ", ".join(s.change.key for s in pending))
-    result.after = bench("after")
-    comparison = compare.compare(result.baseline, result.after, before_options=bench_options,
-                                 after_options=bench_options)
-    result.comparison = compare.to_json(comparison, "baseline (this cycle)",
-                                        {"node": {"fingerprint": fingerprint}}, fingerprint)
-    result.decision = decide(result.comparison, result.baseline, result.after)
+    try:
+        with ansible.interruptible():
+            result.after = bench("after")
+            comparison = compare.compare(result.baseline, result.after,
+                                         before_options=bench_options,
+                                         after_options=bench_options)
+            result.comparison = compare.to_json(comparison, "baseline (this cycle)",
+                                                {"node": {"fingerprint": fingerprint}},
+                                                fingerprint)
+            result.decision = decide(result.comparison, result.baseline, result.after)
+    except ansible.Stopped as exc:
+        state = result.state_file
+        raise ansible.Interrupted(
+            exc.signum, f"after the apply, before the change was proven: the change stays "
+            f"applied; the previous values are recorded in {state}",
+            fix=f"nodetune rollback --state-file {state}") from None
     if result.decision.verdict == REGRESSED and result.state_file is not None:
         if keep:
             result.kept = True
