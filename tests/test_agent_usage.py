@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import threading
-import urllib.request
 from pathlib import Path
 
 from nodetune.agent import usage
-from nodetune.agent.server import AgentServer
-from nodetune.agent.state import AgentState
+from tests.agent_scrape import scrape
+from tests.agent_scrape import series as scraped_series
 
 
 def test_usage_counts_this_process_threads_and_files(tmp_path: Path) -> None:
@@ -32,21 +30,9 @@ def test_usage_counts_this_process_threads_and_files(tmp_path: Path) -> None:
 
 
 def test_metrics_and_report_carry_the_agent_usage() -> None:
-    state = AgentState()
-    state.publish({"schema": "nodetune.agent-report/2", "collectors": {}}, 0.1)
-    server = AgentServer(state, "127.0.0.1:0")
-    server.start()
-    try:
-        host, port = server.address
-        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as resp:
-            metrics = resp.read().decode()
-        with urllib.request.urlopen(f"http://{host}:{port}/report", timeout=5) as resp:
-            report = json.loads(resp.read())
-    finally:
-        server.close()
-    series = {line.split(" ")[0]: float(line.split(" ")[1])
-              for line in metrics.splitlines() if line.startswith("nodetune_agent_")
-              and not line.startswith("nodetune_agent_http_")}  # test_agent_abuse.py
+    metrics, report = scrape({"schema": "nodetune.agent-report/2", "collectors": {}}, 0.1)
+    series = {name: value for name, value in scraped_series(metrics, "nodetune_agent_").items()
+              if not name.startswith("nodetune_agent_http_")}  # test_agent_abuse.py
     assert set(series) == {"nodetune_agent_cpu_seconds_total",
                            "nodetune_agent_resident_memory_bytes", "nodetune_agent_threads",
                            "nodetune_agent_open_fds"}

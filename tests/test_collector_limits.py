@@ -48,6 +48,21 @@ def released() -> Iterator[threading.Event]:
     limits.set_override(None)
 
 
+@pytest.fixture
+def meminfo_blocks(released: threading.Event, monkeypatch: pytest.MonkeyPatch
+                   ) -> threading.Event:
+    """HostRoot's reads of /proc/meminfo block until the event is set."""
+    read = hostroot._read_fd
+
+    def blocking(fd: int, hostpath: str, *args: Any) -> Any:
+        if hostpath == "/proc/meminfo":
+            released.wait()
+        return read(fd, hostpath, *args)
+
+    monkeypatch.setattr(hostroot, "_read_fd", blocking)
+    return released
+
+
 def hanging(*args: str, env: dict[str, str] | None = None,
             ) -> tuple[subprocess.CompletedProcess[str], float]:
     start = time.monotonic()
@@ -77,15 +92,7 @@ def test_call_within_gives_the_value_the_error_or_times_out(released: threading.
 
 def test_a_blocking_read_makes_only_its_collector_unknown(
         host_tree: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch,
-        released: threading.Event) -> None:
-    read = hostroot._read_fd
-
-    def blocking(fd: int, hostpath: str, *args: Any) -> Any:
-        if hostpath == "/proc/meminfo":
-            released.wait()
-        return read(fd, hostpath, *args)
-
-    monkeypatch.setattr(hostroot, "_read_fd", blocking)
+        meminfo_blocks: threading.Event) -> None:
     monkeypatch.setenv(limits.ENV, "0.3")
     node = Node(root=HostRoot(str(host_tree("h200x2-vm-gather"))))
     start = time.monotonic()
@@ -191,3 +198,23 @@ def test_a_stuck_nvml_call_neither_blocks_the_answer_nor_the_exit(
     doc = json.loads(proc.stdout)
     assert doc["collectors"]["gpu"]["error"] == "collector gpu timed out after 1 s"
     assert doc["collectors"]["cpu"]["ok"] is True
+
+
+def test_facts_of_a_cycle_with_a_timed_out_collector_time_out_its_checks(
+        host_tree: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch,
+        meminfo_blocks: threading.Event, tmp_path: Path) -> None:
+    """The agent's cycle gathers once and hands the facts to the check: a collector that timed
+    out there times out the checks that read it, never a pass."""
+    from nodetune.check.operation import CheckRequest, run
+
+    monkeypatch.setenv("NODETUNE_CACHE_DIR", str(tmp_path))
+    limits.set_override(0.3)
+    root = str(host_tree("h200x2-vm-gather"))
+    facts = gather(Node(root=HostRoot(root)).context())
+    meminfo_blocks.set()
+    result = run(CheckRequest(root=root, nvml=str(H200_NVML)), facts, cache=False)
+    status = {c["id"]: c for c in result.doc["checks"]}
+    assert status["memory.available"]["status"] == "timeout"
+    assert status["memory.available"]["note"] == (
+        "check memory.available timed out after 5 s (collector memory timed out after 0.3 s)")
+    assert result.exit_code == 1

@@ -7,17 +7,16 @@ from __future__ import annotations
 import json
 import re
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from nodetune.agent.cycle import CycleOptions, run_cycle
-from nodetune.agent.server import AgentServer
-from nodetune.agent.state import AgentState
 from nodetune.check.cache import load_result
 from nodetune.cli import main
 from nodetune.schemas import AGENT_REPORT_SCHEMA, CHECK_SCHEMA, epoch_of, utc_timestamp
+from tests.agent_scrape import scrape
+from tests.agent_scrape import series as scraped_series
 
 SNAPSHOT = Path(__file__).parent / "fixtures" / "snapshots" / "h100x4-fc-vm.tar.gz"
 ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
@@ -80,20 +79,8 @@ def test_the_agent_report_agrees_with_audit_and_metrics_use_a_ratio(
     assert report["summary"]["compliance_score"] == score
     assert report["audit"]["summary"]["compliance_score"] == score
 
-    state = AgentState()
-    state.publish(report, 0.5)
-    server = AgentServer(state, "127.0.0.1:0")
-    server.start()
-    try:
-        host, port = server.address
-        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as resp:
-            metrics = resp.read().decode()
-        with urllib.request.urlopen(f"http://{host}:{port}/report", timeout=5) as resp:
-            served = json.loads(resp.read())
-    finally:
-        server.close()
-    series = {line.split(" ")[0]: float(line.split(" ")[1])
-              for line in metrics.splitlines() if line.startswith("nodetune_")}
+    metrics, served = scrape(report, 0.5)
+    series = scraped_series(metrics, "nodetune_")
     assert series["nodetune_node_compliance_ratio"] == pytest.approx(score / 100)
     assert "nodetune_node_compliance_score" not in series
     assert series["nodetune_last_run_timestamp_seconds"] == pytest.approx(time.time(), abs=60)
