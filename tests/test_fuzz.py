@@ -1,11 +1,14 @@
 """Fuzzing nodetune's readers with mutations of the real captures in tests/fixtures/.
 
 Every input a command reads (sysfs files of a host tree, NVML recordings, snapshots, nccl-tests
-logs, fio JSON, saved bench results, profiles) is mutated with a fixed seed: truncated, bytes
+logs, fio JSON, saved bench results, profiles, the state files rollback reads) is mutated with
+a fixed seed: truncated, bytes
 flipped, values swapped to another JSON type, made huge, NaN or infinite, nested deeply, keys
 removed. The matching command runs in this process and must end in a documented exit code
 (docs/exit-codes.md) without a traceback or an "internal error" line, an error must be one line,
-and nothing may be written outside the case's temporary directory.
+and nothing may be written outside the case's temporary directory. A state file is refused
+(exit 3 or 4, one line) or accepted only when valid (`state_invalid`), with Ansible replaced by
+a recorder: rollback's checks run for real, nothing is restored.
 
 The CI run is bounded (about 60 s on 2 CPUs); `tests/bench/fuzz.py` runs the same cases for
 longer (--seconds, --seed) and prints the figures.
@@ -13,6 +16,8 @@ longer (--seconds, --seed) and prints the figures.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import io
 import json
@@ -35,7 +40,9 @@ import pytest
 import yaml
 
 from nodetune import cli
+from nodetune.apply import ansible, statefile
 from nodetune.commands import bench as bench_cmd
+from tests.apply_runs import snapshot
 
 SEED = 20
 REPO = Path(__file__).resolve().parents[1]
@@ -275,12 +282,220 @@ TARGETS: dict[str, Target] = {
                file_name="pd/{name}", cost=1.5),
         Target("snapshot", tuple(sorted((FIXTURES / "snapshots").glob("*.tar.gz")))[:2],
                tuple(JSON), (("facts", "--from", "{file}"),), file_name="snap.tar.gz", cost=2.0),
+        Target("state", tuple(sorted((FIXTURES / "apply-live").glob("*/state.json"))),
+               tuple(JSON), (("rollback", "--root", "{root}", "--state-file", "{file}", "--yes"),),
+               file_name="state.json", cost=0.6),
         Target("sysfs", (), tuple(TEXT),
                (("facts", "--root", "{tree}", "--nvml", "{nvml}"),
                 ("audit", "--root", "{tree}", "--nvml", "{nvml}", "--profile", "base")),
                cost=2.0),
     ]
 }
+
+
+# ---------------------------------------------------------------------------------------------
+# state files: how each case damages one, and what a valid one is (independent of statefile.py)
+
+STATE_TREE = {"etc/machine-id": "0123456789abcdef0123456789abcdef\n",
+              "proc/sys/vm/swappiness": "10\n",
+              "sys/kernel/mm/transparent_hugepage/enabled": "always [madvise] never\n",
+              "etc/sysctl.d/99-nodetune.conf": "vm.swappiness = 10\n"}
+StateDamage = Callable[[dict[str, Any], random.Random, Path, Path, Target],
+                       tuple[bytes, frozenset[int]]]
+
+
+def _sealed(doc: dict[str, Any]) -> dict[str, Any]:
+    if "checksum" in doc:
+        doc["checksum"] = statefile.checksum(doc)
+    return doc
+
+
+def _host(doc: dict[str, Any]) -> dict[str, Any]:
+    host: dict[str, Any] = next(iter(doc["hosts"].values()))
+    return host
+
+
+def _damage_bytes(doc: dict[str, Any], rng: random.Random, *_: Any) -> tuple[bytes, frozenset[int]]:
+    return rng.choice([truncate, flip_bytes, splice])(_dump_json(doc), rng), frozenset()
+
+
+def _damage_fields(doc: dict[str, Any], rng: random.Random, *_: Any,
+                   reseal: bool) -> tuple[bytes, frozenset[int]]:
+    """Type swaps, huge numbers, NaN, deep nests, removed keys; resealed: a file made to pass
+    its checksum (then only its shape can refuse it)."""
+    original = _dump_json(doc)
+    doc = mutate_doc(doc, rng)
+    if reseal and isinstance(doc, dict) and "checksum" in doc:
+        with contextlib.suppress(RecursionError, TypeError, ValueError):
+            doc["checksum"] = statefile.checksum(doc)
+    try:
+        data = _dump_json(doc)
+    except RecursionError:  # nested deeper than json can write: the file as it was
+        return original, frozenset()
+    sealed = isinstance(doc, dict) and "checksum" in doc
+    return data, frozenset({3}) if sealed and not reseal else frozenset()
+
+
+def _damage_base64(doc: dict[str, Any], rng: random.Random, *_: Any
+                   ) -> tuple[bytes, frozenset[int]]:
+    path = rng.choice(sorted(_host(doc)["files"]))
+    garbage = rng.choice(["!!!!", "dm0uc3dhcHBpbmVzcyA9IDYw\n===", "=", "a", "\u00e9" * 4,
+                          base64.b64encode(b"x").decode()[:-1] + "*"])
+    _host(doc)["files"][path] = {"state": "file", "content_b64": garbage, "mode": "0644"}
+    return _dump_json(_sealed(doc)), frozenset({3})
+
+
+def _restorable_content(doc: dict[str, Any], rng: random.Random, *_: Any
+                        ) -> tuple[bytes, frozenset[int]]:
+    """A whole, valid file record: a state file that must be accepted."""
+    path = rng.choice(sorted(_host(doc)["files"]))
+    _host(doc)["files"][path] = {"state": "file", "mode": rng.choice(["0644", "600", "0755"]),
+                                 "content_b64": base64.b64encode(b"vm.swappiness = 60\n").decode()}
+    return _dump_json(_sealed(doc)), frozenset()
+
+
+def _stale_checksum(doc: dict[str, Any], rng: random.Random, *_: Any
+                    ) -> tuple[bytes, frozenset[int]]:
+    """Edited after nodetune wrote it (the checksum left as it was)."""
+    if "checksum" not in doc:
+        return _dump_json(doc), frozenset()
+    runtime = _host(doc)["runtime"]
+    path = rng.choice(sorted(runtime))
+    runtime[path]["raw"] = rng.choice(["0\n", runtime[path]["raw"] + " ", ""])
+    return _dump_json(doc), frozenset({3})
+
+
+def _escape(doc: dict[str, Any], rng: random.Random, root: Path, host: Path, _t: Target
+            ) -> tuple[bytes, frozenset[int]]:
+    """A path that leaves the root: by `..`, or through a link inside the root to the host."""
+    hostdoc = _host(doc)
+    if rng.random() < 0.5:
+        depth = "/.." * (len(root.parts) + rng.randint(0, 3))
+        bad = f"{depth}{host}/etc/sysctl.d/99-nodetune.conf"
+    else:
+        (root / "etc/nodetune-link").symlink_to(host / "etc")
+        bad = "/etc/nodetune-link/sysctl.d/99-nodetune.conf"
+    if rng.random() < 0.5:
+        hostdoc["files"][bad] = {"state": "absent", "missing_dirs": []}
+    else:
+        hostdoc["runtime"][bad] = {"raw": "60\n", "value": "60"}
+    return _dump_json(_sealed(doc)), frozenset({4})
+
+
+def _other_target(doc: dict[str, Any], rng: random.Random, root: Path, host: Path, _t: Target
+                  ) -> tuple[bytes, frozenset[int]]:
+    """Another root, another host or machine, or rolled back already."""
+    what = rng.choice(["root", "hostname", "machine_id", "status"])
+    if what == "root":
+        doc["root"] = rng.choice([str(host), "/", str(root) + "-copy"])
+    elif what == "status":
+        doc["status"] = "rolled-back"
+    elif "identity" in doc:
+        doc["identity"][what] = rng.choice(["other-node", None, ""]) if what == "machine_id" \
+            else rng.choice(["other-node", ""])
+    else:
+        doc["root"] = str(host)
+    return _dump_json(_sealed(doc)), frozenset({4})
+
+
+STATE_DAMAGE: dict[str, StateDamage] = {
+    "bytes": _damage_bytes,
+    "fields": lambda d, r, *a: _damage_fields(d, r, *a, reseal=False),
+    "fields-resealed": lambda d, r, *a: _damage_fields(d, r, *a, reseal=True),
+    "base64": _damage_base64,
+    "content": _restorable_content,
+    "checksum": _stale_checksum,
+    "escape": _escape,
+    "other-target": _other_target,
+}
+
+
+def state_invalid(data: bytes, root: Path) -> str | None:
+    """Why rollback must not act on this state file for `root` (None: it may). Written from
+    docs/json-schemas.md (nodetune.state/1) and docs/commands/rollback.md."""
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError):
+        return "not JSON"
+    if not isinstance(doc, dict) or not str(doc.get("schema", "")).startswith("nodetune.state/"):
+        return "schema"
+    if "checksum" in doc and doc["checksum"] != statefile.checksum(doc):
+        return "checksum"
+    if "checksum" in doc:
+        ident = doc.get("identity")
+        if not isinstance(ident, dict) or ident.get("hostname") != statefile.identity(
+                str(root))["hostname"] or ident.get("machine_id") != statefile.machine_id(
+                str(root)):
+            return "identity"
+    if doc.get("root", "/" if "checksum" not in doc else None) != str(root):
+        return "root"
+    if doc.get("status", "recorded") not in ("recorded", "applied", "failed", "interrupted"):
+        return "status"
+    if doc.get("inventory"):
+        return "inventory"  # none exists for these cases (and "" means none)
+    strings = ("created", "profile", "limit", "rolled_back_at")
+    if any(k in doc and doc[k] is not None and not isinstance(doc[k], str) for k in strings) \
+            or not isinstance(doc.get("changes", []) or [], list):
+        return "field type"
+    hosts = doc.get("hosts")
+    if not isinstance(hosts, dict) or not hosts:
+        return "hosts"
+    for host in hosts.values():
+        why = _host_invalid(host, root)
+        if why:
+            return why
+    return None
+
+
+def _inside(root: Path, hostpath: Any, follow: bool) -> bool:
+    if not isinstance(hostpath, str) or not hostpath.startswith("/") or "\0" in hostpath:
+        return False
+    joined = os.path.join(os.path.realpath(root), hostpath.lstrip("/"))
+    head, name = os.path.split(joined)
+    real = os.path.realpath(joined) if follow or name in ("", ".", "..") else \
+        os.path.join(os.path.realpath(head), name)
+    return real == str(root) or real.startswith(f"{os.path.realpath(root)}/")
+
+
+def _host_invalid(host: Any, root: Path) -> str | None:
+    if not isinstance(host, dict):
+        return "host"
+    files, runtime = host.get("files") or {}, host.get("runtime") or {}
+    kmods, units = host.get("kmods") or {}, host.get("units") or {}
+    if not all(isinstance(x, dict) for x in (files, runtime, kmods, units)):
+        return "host sections"
+    for path, rec in files.items():
+        if not _inside(root, path, False) or not isinstance(rec, dict):
+            return f"file {path!r}"
+        state = rec.get("state")
+        if state == "file":
+            try:
+                base64.b64decode(rec.get("content_b64"), validate=True)
+            except (TypeError, ValueError, binascii.Error):
+                return "content_b64"
+            mode = rec.get("mode", "0644")
+            if not isinstance(mode, str) or not re.fullmatch(r"[0-7]{1,5}", mode):
+                return "mode"
+        elif state == "link":
+            if not isinstance(rec.get("target"), str):
+                return "link target"
+        elif state == "absent":
+            dirs = rec.get("missing_dirs") or []
+            if not isinstance(dirs, list) or not all(_inside(root, d, False) for d in dirs):
+                return "missing_dirs"
+        elif state != "directory":
+            return "file state"
+    for path, rec in runtime.items():
+        if not _inside(root, path, True) or not isinstance(rec, dict) or not all(
+                isinstance(rec.get(k), str) for k in ("raw", "value")):
+            return f"runtime {path!r}"
+    if not all(isinstance(v, bool) for v in kmods.values()):
+        return "kmods"
+    if not all(isinstance(v, dict) and all(isinstance(v.get(k), bool)
+                                           for k in ("active", "enabled"))
+               for v in units.values()):
+        return "units"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -375,6 +590,7 @@ class Fuzzer:
         self.seed = seed
         self.campaign = Campaign()
         self._snapshots: dict[Path, Path] = {}
+        self.state_kind: str | None = None  # one kind of state file damage, else any
         self._sysfs: list[Path] | None = None
 
     # the inputs ----------------------------------------------------------------------------
@@ -410,6 +626,10 @@ class Fuzzer:
             finally:
                 victim.write_bytes(original)
             return
+        if target.name == "state":
+            with self.state_case(target, rng) as state_names:
+                yield {**names, **state_names}
+            return
         source = rng.choice(target.inputs)
         name = target.file_name.format(name=source.name)
         path = self.work / name
@@ -439,6 +659,55 @@ class Fuzzer:
         if rng.random() < 0.2:  # the archive itself damaged
             dest.write_bytes(rng.choice(BYTES)(dest.read_bytes(), rng))
 
+    # state files ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def state_case(self, target: Target, rng: random.Random) -> Iterator[dict[str, str]]:
+        """A real state file made this case root's (sealed, or legacy naming the root), then
+        damaged one way; `nodetune rollback` reads it with Ansible replaced by a recorder."""
+        root, host = self.work / "root", self.work / "host"
+        for tree in (root, host):
+            for rel, text in STATE_TREE.items():
+                (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+                (tree / rel).write_text(text, encoding="utf-8")
+        doc = json.loads(rng.choice(target.inputs).read_text(encoding="utf-8"))
+        doc["root"] = str(root)
+        if rng.random() < 0.75:  # as nodetune writes it now; else legacy: accepted for its root
+            doc["identity"] = statefile.identity(str(root))
+            doc["checksum"] = statefile.checksum(doc)
+        kind = self.state_kind or rng.choice(sorted(STATE_DAMAGE))
+        data, self.state_expect = STATE_DAMAGE[kind](doc, rng, root, host, target)
+        path = statefile.state_dir(str(root)) / "20261201T000000Z.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        self.state_doc, self.state_root, self.state_host = data, root, host
+        self.state_before = snapshot(root, with_state=False), snapshot(host)
+        self.state_runs: list[bool] = []
+
+        def run(*_args: Any, check: bool, **_kw: Any) -> ansible.RunResult:
+            self.state_runs.append(check)
+            return ansible.RunResult(status="successful", rc=0, check=check, outcomes=[],
+                                     stats={})
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(ansible, "run", run)
+            yield {"root": str(root), "file": str(path)}
+
+    def state_verdict(self, code: int | None, err: str) -> str | None:
+        """Refused with one line and a documented code, or accepted only when valid; never a
+        change outside the state directory."""
+        after = snapshot(self.state_root, with_state=False), snapshot(self.state_host)
+        if after != self.state_before:
+            return "changed-outside"
+        if self.state_runs:  # accepted: Ansible was asked to restore
+            why = state_invalid(self.state_doc, self.state_root)
+            return None if why is None and code == 0 else f"accepted-invalid({why})"
+        if code not in (3, 4) or len(err.strip().splitlines()) != 1 \
+                or not err.startswith("nodetune: error: "):
+            return f"refusal-{code}"
+        if self.state_expect and code not in self.state_expect:
+            return f"refusal-code-{code}"
+        return None
+
     # one case ------------------------------------------------------------------------------
     def run_case(self, target: Target, case: int) -> Outcome:
         rng = self._case_rng(target.name, case)
@@ -455,6 +724,8 @@ class Fuzzer:
                 with _alarm(CASE_SECONDS):
                     code, _out, err = run_cli(argv)
                 failure = judge(code, err)
+                if target.name == "state":
+                    failure = failure or self.state_verdict(code, err)
             except CaseTimeout:
                 code, err, failure = None, "", "hang"
             seconds = time.perf_counter() - start
@@ -531,6 +802,26 @@ def test_mutated_inputs_never_crash(name: str, fuzz_env: tuple[Path, Path],
         f"{o.failure}: nodetune {' '.join(o.argv)} -> {o.code}: {o.err.strip()[-600:]}"
         for o in failures[:5])
     assert (stat_digest(*watched), sorted(os.listdir(base))) == before
+
+
+@pytest.mark.parametrize("kind", sorted(STATE_DAMAGE))
+def test_each_kind_of_damaged_state_file_is_refused_or_valid(
+        kind: str, fuzz_env: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every way a state file is damaged, a few cases each, whatever the time budget."""
+    base, tree = fuzz_env
+    work = base / f"work-state-{kind}"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("NODETUNE_CACHE_DIR", str(base / "cache"))
+    monkeypatch.delenv("NODETUNE_DEBUG", raising=False)
+    fuzzer = Fuzzer(work, tree)
+    fuzzer.state_kind = kind
+    outcomes = [fuzzer.run_case(TARGETS["state"], case) for case in range(4)]
+    assert [o for o in outcomes if o.failure] == []
+    if kind in ("base64", "escape", "other-target"):
+        assert {o.code for o in outcomes} <= {3, 4} and all(o.code in (3, 4) for o in outcomes)
+    if kind == "content":
+        assert {o.code for o in outcomes} == {0}  # whole and valid: accepted
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ over the targets, for --seconds; prints the figures (cases, outcomes by exit cod
 class) and, for each class of failure, one case to reproduce with the place it failed.
 
     .venv/bin/python tests/bench/fuzz.py [--seconds 600] [--seed 20] [--only nvml,fio]
+    .venv/bin/python tests/bench/fuzz.py --seconds 60 --only state   # rollback's state files
 
 Target: 0 failures. The tree, work directory, cache and HOME are temporary; nothing is written
 elsewhere (the fixtures are checked before and after).
