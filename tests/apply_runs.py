@@ -118,8 +118,9 @@ class Run:
         deadline = time.monotonic() + 20
         while left() and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert left() == []
-        assert list(self.tmp.iterdir()) == []
+        assert left() == [], left()
+        leftover = sorted(str(p.relative_to(self.tmp)) for p in self.tmp.rglob("*"))
+        assert leftover == [], leftover
 
 
 def lock_held_by(root: Path, pid: int) -> bool:
