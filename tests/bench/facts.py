@@ -7,7 +7,11 @@
 3. wall time of `nodetune facts --json` as a new process, interpreter start included;
 4. a synthetic tree of N PCI devices (root ports, switches, GPUs, NICs, NVMe drives) built by
    `build_pci_tree()`, and the pci collector and the full gather timed on it, at N/4, N/2 and
-   N devices to show the cost is linear.
+   N devices to show the cost is linear;
+5. `nodetune facts --json --root TREE` against hwloc's `lstopo-no-graphics --input TREE --of
+   xml` on the real trees (tests/fixtures/hosts/*-gather.tar.gz), run in alternation so both
+   see the same load: medians of wall and CPU time and their ratio (nodetune / lstopo). Only
+   `--lstopo` runs this part alone.
 
 Targets (2-core CI machine): all collectors on the live host < 150 ms; `facts --json`
 < 0.5 s; 2,000 PCI devices < 1 s.
@@ -133,14 +137,62 @@ def _cli_wall(repeat: int, env: dict[str, str]) -> None:
               f"{statistics.median(cpus) * 1000:5.0f} ms ({repeat} runs)")
 
 
+REAL_TREES = ("h200x2-vm-gather.tar.gz", "h100x2-fc-vm-gather.tar.gz")
+
+
+def _child_times(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    subprocess.run(argv, check=True, env=env, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+
+
+def _vs_lstopo(repeat: int) -> None:
+    lstopo = shutil.which("lstopo-no-graphics") or shutil.which("lstopo")
+    if lstopo is None:
+        print("  hwloc's lstopo is not installed (apt install hwloc): skipped")
+        return
+    for name in REAL_TREES:
+        with tempfile.TemporaryDirectory(prefix="nodetune-bench-") as tmp:
+            with tarfile.open(REPO / "tests/fixtures/hosts" / name) as tar:
+                tar.extractall(tmp, filter="fully_trusted")
+            tree = str(Path(tmp) / "node")
+            ours = [sys.executable, "-m", "nodetune", "facts", "--json", "--root", tree]
+            theirs = [lstopo, "--input", tree, "--of", "xml"]
+            runs: dict[str, list[tuple[float, float]]] = {"nodetune": [], "lstopo": []}
+            for i in range(repeat + 1):  # the first pair warms the page cache
+                pair = (("nodetune", ours), ("lstopo", theirs))
+                for label, argv in pair if i % 2 else pair[::-1]:
+                    times = _child_times(argv)
+                    if i:
+                        runs[label].append(times)
+            wall = {k: statistics.median(w for w, _ in v) for k, v in runs.items()}
+            cpu = {k: statistics.median(c for _, c in v) for k, v in runs.items()}
+            print(f"  {name.split('-gather')[0]:<14} nodetune facts --json "
+                  f"{wall['nodetune'] * 1000:5.0f} ms (CPU {cpu['nodetune'] * 1000:4.0f} ms), "
+                  f"lstopo --of xml "
+                  f"{wall['lstopo'] * 1000:4.0f} ms (CPU {cpu['lstopo'] * 1000:3.0f} ms): ratio "
+                  f"wall {wall['nodetune'] / wall['lstopo']:.1f}x, CPU "
+                  f"{cpu['nodetune'] / max(cpu['lstopo'], 1e-3):.1f}x ({repeat} runs each)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--tree", help="host tree to time (default: the H200 VM fixture)")
     parser.add_argument("--pci-devices", type=int, default=2000)
+    parser.add_argument("--lstopo", action="store_true",
+                        help="only part 5: facts --json against lstopo on the real trees")
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, load average "
           f"{os.getloadavg()[0]:.1f} (wall times grow with load; CPU times much less)")
+    if args.lstopo:
+        print("\n5. `nodetune facts --json` against `lstopo-no-graphics --of xml`")
+        _vs_lstopo(args.repeat)
+        return
 
     print("\n1. all collectors, live host")
     _gather_times("/", args.repeat)
@@ -176,6 +228,9 @@ def main() -> None:
                       f"{len(facts.sections.get('pci', {}).get('devices', []))} PCI devices seen")
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+    print("\n5. `nodetune facts --json` against `lstopo-no-graphics --of xml`")
+    _vs_lstopo(args.repeat)
 
 
 if __name__ == "__main__":
