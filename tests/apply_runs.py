@@ -99,6 +99,16 @@ class Run:
         """Live ansible-playbook processes (workers included) started by this run."""
         return self.children(b"ansible")
 
+    def task_done(self) -> bool:
+        """A task of its Ansible run has finished (ansible-runner's job events in its TMPDIR)."""
+        for event in self.tmp.glob("nodetune-runner-*/artifacts/*/job_events/*.json"):
+            try:
+                if '"event": "runner_on_ok"' in event.read_text(encoding="utf-8"):
+                    return True
+            except OSError:
+                continue
+        return False
+
     def wait_until(self, ready: Any, timeout: float = 240) -> None:
         deadline = time.monotonic() + timeout
         while not ready():

@@ -492,8 +492,8 @@ def test_signal_before_the_first_change_cancels_cleanly(host_tree, tmp_path, sen
     run.wait_until(lambda: lock_held_by(root, run.proc.pid))
     if boundary != "locked":
         run.wait_until(lambda: bool(run.ansible()))
-    if boundary == "check-run-later":
-        time.sleep(3)
+    if boundary == "check-run-later":  # tasks of the check-mode run have finished
+        run.wait_until(run.task_done)
     assert not state_files(root)
     run.proc.send_signal(signum)
     code, err = run.finish()
