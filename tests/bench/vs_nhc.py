@@ -1,6 +1,7 @@
 """`nodetune check --tier quick` against LBNL NHC (Node Health Check) on this machine.
 
     .venv/bin/python tests/bench/vs_nhc.py [--runs 20] [--nhc PATH] [--conf FILE]
+                                           [--nhc-scripts DIR]
 
 NHC is the health check most Slurm sites run as HealthCheckProgram, so it is the yardstick
 for nodetune's quick tier: both are started as a fresh process, exactly as slurmd starts
@@ -14,7 +15,10 @@ Where NHC comes from: Ubuntu (universe) and EPEL package it as `lbnl-nhc`
 (`apt-get install lbnl-nhc`, `dnf install lbnl-nhc`); Debian does not. Its source is
 https://github.com/mej/nhc (`./autogen.sh && ./configure --prefix=/usr --sysconfdir=/etc
 --libexecdir=/usr/libexec && make install`). The script looks for `nhc` on PATH, in /usr/sbin
-and in $NHC (or --nhc); without it, it says so and times nodetune alone.
+and in $NHC (or --nhc); without it, it says so and times nodetune alone. An NHC that is not
+installed (a source checkout) needs --nhc-scripts DIR, its scripts/ directory: NHC finds its
+checks only in INCDIR (/etc/nhc/scripts), and with none found it runs no check and exits 0, so
+the script first runs NHC once verbosely and stops unless every configured check passed.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import compileall
 import os
+import re
 import resource
 import shutil
 import statistics
@@ -71,14 +76,43 @@ def find_nhc(given: str | None) -> str | None:
     return None
 
 
-def generate_conf(nhc: str, directory: str) -> str:
+def generate_conf(nhc: str, directory: str, settings: list[str]) -> str:
     """nhc-genconf's configuration for this machine (next to nhc, or on PATH)."""
     genconf = shutil.which("nhc-genconf", path=f"{os.path.dirname(nhc)}:{os.environ['PATH']}")
     if genconf is None:
         sys.exit("nhc-genconf not found next to nhc: give --conf FILE")
     conf = os.path.join(directory, "nhc.conf.auto")
-    subprocess.run([genconf, "-c", conf], check=True, stdout=subprocess.DEVNULL)
+    # its exit status is that of its last line, `[[ $VERBOSE == 1 ]] && echo done.`: 1 without
+    # -v (nhc-genconf of NHC 1.4.3 and 1.5, https://github.com/mej/nhc); judge by what it wrote
+    subprocess.run([genconf, "-c", conf, *settings], check=False, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    if count_checks(conf) == 0:
+        sys.exit(f"nhc-genconf wrote no checks to {conf}: give --nhc-scripts DIR or --conf FILE")
     return conf
+
+
+def count_checks(conf: str) -> int:
+    if not os.path.exists(conf):
+        return 0
+    return sum(1 for line in Path(conf).read_text().splitlines()
+               if "||" in line and not line.lstrip().startswith("#"))
+
+
+def verify_nhc(nhc: str, conf: str, settings: list[str], env: dict[str, str],
+               checks: int) -> None:
+    """Stop unless NHC, run as timed, loads its checks and passes every one of them."""
+    proc = subprocess.run([nhc, "-v", "-l", "-", "-c", conf, *settings], env=env,
+                          capture_output=True, text=True, check=False)
+    passed = re.search(r"completed successfully; (\d+) passed", proc.stdout)
+    if proc.returncode == 0 and passed and int(passed.group(1)) == checks:
+        return
+    if proc.returncode == 0:
+        sys.exit(f"NHC ran {passed.group(1) if passed else 'no'} of the {checks} checks: its "
+                 "check scripts were not found; give --nhc-scripts DIR (NHC's scripts/)")
+    failed = [line for line in proc.stdout.splitlines() if "Health check failed" in line]
+    sys.exit(f"NHC fails on this machine (exit {proc.returncode}): "
+             f"{failed[0] if failed else proc.stderr.strip()}; give --conf FILE without that "
+             "check, so that NHC runs all of its checks")
 
 
 def main() -> None:
@@ -86,6 +120,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--nhc", default=None, help="the nhc executable")
     parser.add_argument("--conf", default=None, help="NHC configuration (default: nhc-genconf)")
+    parser.add_argument("--nhc-scripts", default=None, metavar="DIR",
+                        help="NHC's check scripts (*.nhc), where NHC is not installed")
     args = parser.parse_args()
     compileall.compile_dir(str(REPO / "nodetune"), quiet=1)  # as an installed package is
     nhc = find_nhc(args.nhc)
@@ -98,13 +134,16 @@ def main() -> None:
         if nhc is None:
             print(f"{WHERE}; timing nodetune alone")
         else:
-            conf = args.conf or generate_conf(nhc, tmp)
-            checks = sum(1 for line in Path(conf).read_text().splitlines()
-                         if "||" in line and not line.lstrip().startswith("#"))
+            # INCDIR: NHC's checks; RUNDIR: its PID file, here rather than in /var/run/nhc
+            scripts = [f"INCDIR={args.nhc_scripts}"] if args.nhc_scripts else []
+            conf = args.conf or generate_conf(nhc, tmp, scripts)
+            checks = count_checks(conf)
             print(f"NHC: {nhc}, configuration {conf} ({checks} checks)")
             # MARK_OFFLINE=0: report only, never drain this machine; -l: no log file
+            settings = [*scripts, f"RUNDIR={tmp}", "MARK_OFFLINE=0"]
+            verify_nhc(nhc, conf, settings, env, checks)
             cases.append(Case("nhc (nhc-genconf configuration)" if not args.conf else "nhc",
-                              [nhc, "-c", conf, "-l", os.devnull, "MARK_OFFLINE=0"], env))
+                              [nhc, "-c", conf, "-l", os.devnull, *settings], env))
         for rounds in (2, args.runs):  # 2: warm the page cache and nodetune's suite cache
             for case in cases:
                 case.walls, case.cpus, case.codes = [], [], set()
