@@ -139,6 +139,16 @@ def test_a_missing_nodetune_never_takes_the_node_offline(nhc: Nhc) -> None:
     assert "could not run (exit 127): nodetune: error: " in nhc.logged()
 
 
+def test_nodetune_named_in_the_defaults_file_outside_nhc_s_path(nhc: Nhc) -> None:
+    """NHC sets PATH=/sbin:/usr/sbin:/bin:/usr/bin before running checks (nhcmain_init_env)."""
+    defaults = nhc.tmp / "defaults"
+    defaults.write_text(f"NODETUNE={nhc.fake(1, 'nodetune: GPU count 4 (expected 8)')}\n")
+    proc = nhc.run("check_nodetune", None, NODETUNE_DEFAULTS=str(defaults),
+                   PATH="/sbin:/usr/sbin:/bin:/usr/bin")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert nhc.offline_note() == "nodetune: GPU count 4 (expected 8)"
+
+
 def test_a_hang_is_cut_short_and_passes(nhc: Nhc) -> None:
     proc = nhc.run("check_nodetune -T 1", nhc.fake(1, "nodetune: late", sleep=30), timeout=20)
     assert proc.returncode == 0 and nhc.offline_note() is None
