@@ -26,7 +26,6 @@ has no data.
 
 from __future__ import annotations
 
-import gzip
 import posixpath
 import re
 import zlib
@@ -113,6 +112,8 @@ def _kernel_config(root: HostRoot, unknown: dict[str, str]) -> KernelConfig | No
         if data is None:
             continue
         if path.endswith(".gz"):
+            import gzip  # deferred: only /proc/config.gz needs it, not every check's start
+
             try:
                 data = gzip.decompress(data)
             except (OSError, EOFError, zlib.error):

@@ -55,8 +55,9 @@ class Checkout:
 def measure_once(argv: list[str], env: dict[str, str], into: Checkout) -> None:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
+    # cwd: `python -m` puts the working directory first on sys.path, before PYTHONPATH
     proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
-                          check=False)
+                          check=False, cwd=into.path)
     into.walls.append(time.perf_counter() - start)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     into.cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
@@ -120,7 +121,8 @@ def in_process(checkout: Checkout, argv: list[str]) -> str:
     """The fast path's own cost, without the interpreter's start: its imports (once), then
     parsing the command line, reading and checking the answer and rendering it (median of 200)."""
     return subprocess.run([sys.executable, "-c", IN_PROCESS, *argv], env=checkout.env,
-                          check=True, capture_output=True, text=True).stdout.rstrip()
+                          check=True, capture_output=True, text=True,
+                          cwd=checkout.path).stdout.rstrip()
 
 
 def agent_answer(checkout: Checkout, tree: Path, on_tree: list[str], tmp: str) -> dict[str, str]:
@@ -133,7 +135,7 @@ def agent_answer(checkout: Checkout, tree: Path, on_tree: list[str], tmp: str) -
     node = on_tree[on_tree.index("--root"):]
     subprocess.run([sys.executable, "-m", "nodetune", "agent", "--once", "--kubernetes", "off",
                     "--check-file", answer, *node], env=checkout.env, check=True,
-                   stdout=subprocess.DEVNULL)
+                   stdout=subprocess.DEVNULL, cwd=checkout.path)
     return {**checkout.env, "NODETUNE_AGENT_CHECK_FILE": answer}
 
 
