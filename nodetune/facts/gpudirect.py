@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import re
 from functools import cache
-from importlib import resources
 from typing import Any
 
 from nodetune.errors import NodetuneError
@@ -174,7 +173,10 @@ def check_table(doc: Any) -> list[dict[str, Any]]:
 @cache
 def load_table() -> tuple[str, list[dict[str, Any]]]:
     """(version, entries) of the shipped table."""
-    # deferred: PyYAML costs `nodetune check` start-up; only GPU nodes with RDMA NICs read it
+    # deferred: PyYAML and importlib.resources (pathlib, tempfile) cost `nodetune check`
+    # start-up; only GPU nodes with RDMA NICs read it
+    from importlib import resources
+
     import yaml
 
     text = (resources.files("nodetune.facts") / "data" / TABLE).read_text(encoding="utf-8")
