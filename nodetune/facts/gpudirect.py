@@ -177,7 +177,7 @@ def load_table() -> tuple[str, list[dict[str, Any]]]:
     # start-up; only GPU nodes with RDMA NICs read it
     from importlib import resources
 
-    import yaml
+    import yaml  # (the same reason)
 
     text = (resources.files("nodetune.facts") / "data" / TABLE).read_text(encoding="utf-8")
     doc = yaml.safe_load(text)
