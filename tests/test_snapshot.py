@@ -322,6 +322,8 @@ BAD = {
                                            ("root/a/b/c/d/e", "../../../..")]),
                         "lies below another link"),
     "no-root": (lambda p: _tar(p, []), "has no root/ directory"),
+    "nvml-not-an-object": (lambda p: _tar(p, [("root", None)], {
+        "schema": "nodetune.snapshot/1", "nvml": "live"}), "field nvml is a str, not an object"),
 }
 
 

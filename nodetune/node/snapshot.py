@@ -686,11 +686,11 @@ def open_snapshot(path: str, limits: Limits | None = None) -> Iterator[Node]:
 def _replay_node(path: str, meta: dict[str, Any], root: HostRoot,
                  nvml_text: bytes | None) -> Node:
     nvml = None
+    said = {k: v for k, v in (meta.get("nvml") or {}).items() if isinstance(v, str) and v}
     if nvml_text is not None:
         recorded = RecordedNvml.from_text(nvml_text, f"{path}:{NVML_FILE}")
-        nvml = RecordedNvml(recorded.doc, origin=(meta.get("nvml") or {}).get("source")
-                            or f"{path}:{NVML_FILE}")
-    note = None if nvml is not None else (meta.get("nvml") or {}).get("note") or \
+        nvml = RecordedNvml(recorded.doc, origin=said.get("source") or f"{path}:{NVML_FILE}")
+    note = None if nvml is not None else said.get("note") or \
         "the snapshot holds no NVML recording"
     return Node(root=root, nvml=nvml, nvml_note=note, origin=f"snapshot:{path}", meta=meta)
 
@@ -818,4 +818,7 @@ def _parse_meta(path: str, data: bytes | None) -> dict[str, Any]:
     schema = meta.get("schema") if isinstance(meta, dict) else None
     if not isinstance(meta, dict) or schema != SNAPSHOT_SCHEMA:
         raise _bad(path, f"{META} has schema {schema!r}, expected {SNAPSHOT_SCHEMA!r}")
+    nvml = meta.get("nvml")
+    if nvml is not None and not isinstance(nvml, dict):
+        raise _bad(path, f"{META} field nvml is a {type(nvml).__name__}, not an object")
     return meta
