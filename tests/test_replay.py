@@ -56,11 +56,11 @@ COMMANDS: dict[str, list[str]] = {
 }
 
 _TIMINGS = (
-    re.compile(r'("(?:seconds|started_at|finished_at|duration_s|elapsed_s)": )'
+    re.compile(r'("(?:seconds|started_at|finished_at|duration_s|elapsed_s)": ?)'
                r'(?:"[0-9T:.Z-]+"|[-0-9.e]+)'),
     re.compile(r'( time=")[0-9.]+(")'),  # JUnit
 )
-_CACHE_KEY = re.compile(r'("cache_key": ")\w+(")')
+_CACHE_KEY = re.compile(r'("cache_key": ?")\w+(")')
 
 
 @dataclass(frozen=True)

@@ -86,12 +86,18 @@ def register(name: str) -> Callable[[type], type]:
 
 def load_all(only: tuple[str, ...] | None = None) -> dict[str, type]:
     """Import the collector modules (only those named `only`, when each names a module: every
-    dataclass a module defines costs start-up time) and return the registry."""
+    dataclass a module defines costs start-up time) and return the registry, in the order of
+    `_MODULES` whatever imported a module first (a snapshot imports some for their paths)."""
     wanted = _MODULES if only is None or not set(only) <= set(_MODULES) else only
     for module in _MODULES:
         if module in wanted:
             importlib.import_module(f"nodetune.collectors.{module}")
-    return dict(_REGISTRY)
+    return dict(sorted(_REGISTRY.items(), key=lambda item: _module_rank(item[1])))
+
+
+def _module_rank(cls: type) -> int:
+    module = cls.__module__.rpartition(".")[2]
+    return _MODULES.index(module) if module in _MODULES else len(_MODULES)
 
 
 @record
