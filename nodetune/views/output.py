@@ -20,7 +20,6 @@ import re
 import sys
 import textwrap
 from itertools import zip_longest
-from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final
 
 from nodetune.facts.record import record
@@ -361,7 +360,7 @@ def source_titles() -> dict[str, str]:
     from nodetune.node.resources import data_dir
 
     try:
-        text = (Path(data_dir("profiles")) / "SOURCES.md").read_text(encoding="utf-8")
+        text = (data_dir("profiles") / "SOURCES.md").read_text(encoding="utf-8")
     except OSError:
         return {}
     return dict(_SOURCE_LINE.findall(text))
