@@ -194,7 +194,7 @@ ISSUES = [
     ("legacy nv_peer_mem on R570", {"missing_modules": ("nvidia_peermem",),
                                     "extra_modules": ("nv_peer_mem",)},
      {"nv_peer_mem.legacy": True, "nccl.gin.nv_peer_mem": False}),
-    ("NCCL 2.28 GIN with nv_peer_mem only", {
+    ("NCCL 2.28.9 GIN with nv_peer_mem only", {
         "missing_modules": ("nvidia_peermem",), "extra_modules": ("nv_peer_mem",),
         "open_kernel_modules": False, "nccl_library": "libnccl.so.2.28.9"},
      {"nv_peer_mem.legacy": True, "nccl.gin.nv_peer_mem": True}),
@@ -202,6 +202,10 @@ ISSUES = [
         "missing_modules": ("nvidia_peermem",), "extra_modules": ("nv_peer_mem",),
         "open_kernel_modules": False},
      {"nv_peer_mem.legacy": True, "nccl.gin.nv_peer_mem": None}),
+    ("NCCL 2.28.3, before GIN, with nv_peer_mem only", {
+        "missing_modules": ("nvidia_peermem",), "extra_modules": ("nv_peer_mem",),
+        "open_kernel_modules": False, "nccl_library": "libnccl.so.2.28.3"},
+     {"nv_peer_mem.legacy": True, "nccl.gin.nv_peer_mem": False}),
     ("NCCL 2.27 with nv_peer_mem only", {
         "missing_modules": ("nvidia_peermem",), "extra_modules": ("nv_peer_mem",),
         "open_kernel_modules": False, "nccl_library": "libnccl.so.2.27.7"},
