@@ -173,7 +173,7 @@ def test_base_commands_import_no_extra_and_run_without_them(vm_root: Path, tmp_p
 
 def steady(output: str) -> str:
     """The output less the timings, which differ from run to run."""
-    return re.sub(r'("(?:seconds|started_at|finished_at)": )(?:"[^"]*"|[0-9.e-]+)', r"\1T", output)
+    return re.sub(r'("(?:seconds|started_at|finished_at)": ?)(?:"[^"]*"|[0-9.e-]+)', r"\1T", output)
 
 
 def test_snapshot_imports_no_extra(vm_root: Path, tmp_path: Path) -> None:
