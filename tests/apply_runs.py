@@ -78,7 +78,8 @@ class Run:
                                      stderr=subprocess.PIPE, text=True)
 
     def children(self, word: bytes) -> list[int]:
-        """Live processes started by this run (its TMPDIR) whose command line holds `word`."""
+        """Live processes started by this run (its TMPDIR, or one below it) whose command line
+        holds `word`."""
         marker = f"TMPDIR={self.tmp}".encode()
         found = []
         for entry in Path("/proc").iterdir():
@@ -87,7 +88,9 @@ class Run:
             try:
                 if word not in (entry / "cmdline").read_bytes():
                     continue
-                if marker in (entry / "environ").read_bytes().split(b"\0"):
+                variables = (entry / "environ").read_bytes().split(b"\0")
+                # Ansible itself runs with a TMPDIR inside the run's own
+                if any(v == marker or v.startswith(marker + b"/") for v in variables):
                     state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
                     if state != "Z":
                         found.append(int(entry.name))

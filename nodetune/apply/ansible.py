@@ -120,10 +120,16 @@ def ansible_playbook() -> str:
 
 
 def runner_env(private: str, binary: str) -> dict[str, str]:
-    """Environment for an ansible-runner job in `private`: its own temp and collections
-    directories, no retry files or colours, and `binary`'s directory first on PATH."""
+    """Environment for an ansible-runner job in `private` (creates its temp directory): its
+    own temp and collections directories, no retry files or colours, and `binary`'s directory
+    first on PATH."""
+    tmp = os.path.join(private, "tmp")
+    os.makedirs(tmp, exist_ok=True)
     return {
-        "ANSIBLE_LOCAL_TEMP": os.path.join(private, "tmp"),
+        "ANSIBLE_LOCAL_TEMP": tmp,
+        # AnsiballZ unpacks each module into tempfile's directory: a task killed by a signal
+        # leaves its payload there, which then goes with `private`
+        "TMPDIR": tmp,
         # one per run: a fixed shared path in /tmp breaks for the next user (and invites races)
         "ANSIBLE_REMOTE_TEMP": os.path.join(private, "remote-tmp"),
         "ANSIBLE_RETRY_FILES_ENABLED": "0",
