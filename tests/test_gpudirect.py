@@ -168,6 +168,28 @@ def test_the_shipped_table_loads_and_cites_every_entry() -> None:
     assert all(e["source"].startswith("https://") for e in entries)
 
 
+def test_the_table_is_parsed_once_then_read_from_the_runtime_cache(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setenv("NODETUNE_CACHE_DIR", str(tmp_path))
+    gpudirect.load_table.cache_clear()
+    first = gpudirect.load_table()
+    cached = list(tmp_path.glob("gpudirect-issues-*.json"))
+    assert len(cached) == 1
+    gpudirect.load_table.cache_clear()
+    monkeypatch.setitem(sys.modules, "yaml", None)  # importing PyYAML now fails
+    assert gpudirect.load_table() == first
+    # a cache whose source stamps no longer match is not trusted: it is parsed again
+    doc = json.loads(cached[0].read_text())
+    doc["stamps"][0][1] += 1
+    cached[0].write_text(json.dumps(doc))
+    gpudirect.load_table.cache_clear()
+    with pytest.raises(ImportError):
+        gpudirect.load_table()
+    gpudirect.load_table.cache_clear()
+
+
 BAD_TABLES = [
     ({"schema": "other/1", "version": 1, "issues": []}, "schema is not"),
     ({"schema": gpudirect.TABLE_SCHEMA, "version": 1, "issues": [{"id": "x"}]}, "keys must be"),
