@@ -70,6 +70,22 @@ def test_the_live_h200_capture_replays_its_identity_facts() -> None:
     assert live["gpu"]["sources"]["gpus.*.vbios_version"].startswith("nvmlDeviceGetVbiosVersion")
 
 
+def test_the_live_h200_capture_replays_its_gpudirect_path_facts() -> None:
+    """A later capture of a real H200 node: the PCIe-path facts nodetune printed live (Relaxed
+    Ordering on, no IOMMU groups in that VM, no peer-memory client) come back from its snapshot."""
+    live = json.loads((FIXTURES / "snapshots" / "h200x1-fc-vm-2026-12-04-facts.json").read_text())
+    replay = facts_json("--from", str(FIXTURES / "snapshots" / "h200x1-fc-vm-2026-12-04.tar.gz"))
+    keys = ("address", "kind", "relaxed_ordering", "ats_enabled", "iommu_group", "iommu_domain",
+            "max_read_request_bytes", "acs")
+    for doc in (live, replay):
+        gpu = next(d for d in doc["pci"]["devices"] if d["kind"] == "gpu")
+        assert (gpu["relaxed_ordering"], gpu["iommu_group"]) == (True, None)
+        assert doc["nvidia_driver"]["peer_memory_clients"] == []
+    assert ([{k: d[k] for k in keys} for d in replay["pci"]["devices"]]
+            == [{k: d[k] for k in keys} for d in live["pci"]["devices"]])
+    assert replay["nvidia_driver"] == live["nvidia_driver"]
+
+
 # -- DMI and OS release ----------------------------------------------------------------------
 
 def test_dmi_of_a_real_server_and_its_placeholders(host_tree) -> None:
