@@ -277,6 +277,11 @@ def test_cli_json_html_terminal_and_exit_codes(seeds, tmp_path: Path, capsys) ->
             if m["key"].startswith("allreduce.busbw."):
                 m["value"] *= 0.75
     write(d / f"{slow}.json", doc)
+    sick = next(h for h in sorted(p.stem for p in d.iterdir()) if h != slow)
+    doc = json.loads((d / f"{sick}.json").read_text())
+    doc["check"] = {"healthy": False, "exit_code": 1, "faults": [{"code": "NT2001"}],
+                    "summary": "nodetune: unhealthy: GPU3 <b>PCIe</b> x8 & falling"}
+    write(d / f"{sick}.json", doc)
     assert truth.nodes == 40
     rc, out, err = run(["fleet", "report", str(d), "--json"], capsys)
     fleet = json.loads(out)
@@ -289,6 +294,9 @@ def test_cli_json_html_terminal_and_exit_codes(seeds, tmp_path: Path, capsys) ->
     text = html.read_text()
     assert text.count("data:image/png;base64,") >= 2 and slow in text
     assert "http://" not in text and "https://" not in text and "<script" not in text
+    # the node's check summary is shown, and what a node reports is escaped, never markup
+    assert "unhealthy (1 faults): unhealthy: GPU3 &lt;b&gt;PCIe&lt;/b&gt; x8 &amp; falling" in text
+    assert "<b>PCIe" not in text
     rc, _, err = run(["fleet", "report", str(tmp_path / "missing")], capsys)
     assert rc == 3 and err.startswith("nodetune: error:") and err.count("\n") == 1
     empty = tmp_path / "empty"

@@ -35,11 +35,14 @@ def to_yaml(value: Any, indent_sequences: bool = False) -> str:
 @functools.cache
 def environment() -> Any:
     # deferred: jinja2 costs 43 ms at start-up; only rendering needs it
-    from jinja2 import Environment, PackageLoader, StrictUndefined
+    from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
+    # HTML pages show values read from node reports (host names, fact values, check
+    # summaries): escaped there; YAML, shell and conf templates validate their values instead
     env = Environment(loader=PackageLoader("nodetune", "templates"), undefined=StrictUndefined,
                       keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
-                      autoescape=False)
+                      autoescape=select_autoescape(enabled_extensions=("html.j2",),
+                                                   default_for_string=False, default=False))
     env.filters["to_yaml"] = to_yaml
     return env
 
