@@ -8,6 +8,7 @@ it (the "host" the links point at) before and after, byte for byte.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -22,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from nodetune.apply import statefile
+from nodetune.apply import ansible, statefile
 from tests.apply_runs import (
     STATE,
     Run,
@@ -505,6 +506,20 @@ def test_signal_before_the_first_change_cancels_cleanly(host_tree, tmp_path, sen
                                                                   before[1])
     assert not state_files(root)
     run.left_nothing()
+
+
+def test_a_cancel_the_interpreter_dropped_still_cancels_before_the_first_change() -> None:
+    """Python drops an exception a signal handler raises while an at-fork hook runs (logging's
+    _releaseLock after a subprocess fork: "Exception ignored in"); the signal must cancel all
+    the same, at the last point before anything changes, and never let the apply go on."""
+    with ansible.signals():
+        with contextlib.suppress(ansible.Cancelled):  # as the interpreter would: dropped
+            ansible.SIGNALS.handle(signal.SIGTERM, None)
+        with pytest.raises(ansible.Cancelled) as cancel, ansible.changing():
+            raise AssertionError("the apply went on to change the host")
+        assert cancel.value.signum == signal.SIGTERM
+    with ansible.changing() as fresh:  # a later run starts clean
+        assert fresh.signum == 0
 
 
 def whole(root: Path) -> None:

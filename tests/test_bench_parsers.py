@@ -212,6 +212,14 @@ def test_nvbandwidth_header_and_sum() -> None:
     assert h2d.total == 25.17 and h2d.cells == ((25.17,),)
 
 
+def test_nvbandwidth_malformed_sum_is_no_total() -> None:
+    text = (BENCH / "nvbandwidth-v0.5-a10.txt").read_text()
+    line = next(x for x in text.splitlines() if x.strip().startswith("SUM"))
+    bad = line.replace(line.split()[-1], "1.2.3")
+    [h2d] = nvbw.parse(text.replace(line, bad)).matrices
+    assert h2d.total is None and h2d.cells == ((25.17,),)
+
+
 def test_nvbandwidth_argv() -> None:
     assert nvbw.build_argv("nvbandwidth", buffer_mib=256, samples=3) == [
         "nvbandwidth", "-t", "host_to_device_memcpy_ce", "-t", "device_to_host_memcpy_ce",

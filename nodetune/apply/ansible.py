@@ -274,6 +274,7 @@ class _Signals:
             return  # cancelling already: let the clean-up finish
         if not self.changing:
             self.cancelled = True
+            self.signum = signum  # for `changing`, should this exception be lost (below)
             raise Cancelled(signum)
         self.signum = self.signum or signum
         if self.settled:
@@ -373,6 +374,11 @@ def changing() -> Iterator[_Signals]:
     """From here on a signal stops the run after the task in flight instead of cancelling;
     `.signum` of what this yields says whether one came. (Under `signals` this lasts to its
     end: once something changed, a signal never claims that nothing was.)"""
+    if SIGNALS.installed and SIGNALS.cancelled and not SIGNALS.changing:
+        # Python drops an exception raised by a signal handler while the main thread runs an
+        # at-fork hook (logging's _releaseLock after each subprocess fork): "Exception ignored
+        # in". The signal still cancels, at the last point where nothing has changed.
+        raise Cancelled(SIGNALS.signum)
     SIGNALS.changing = True
     try:
         yield SIGNALS

@@ -24,7 +24,7 @@ _TITLE_COLS_FIRST = re.compile(r"^\s*(?P<title>.*?" + _KIND.format("col", "colum
                                + r"\s*(?P<dir><->|->|<-)\s*" + _KIND.format("row", "row")
                                + _PART + ")" + _UNIT)
 _FLIP = {"->": "<-", "<-": "->", "<->": "<->"}
-_SUM = re.compile(r"^\s*SUM\s+(?P<name>\w+)\s+(?P<v>[\d.]+)\s*$")
+_SUM = re.compile(r"^\s*SUM\s+(?P<name>\w+)\s+(?P<v>\d+(?:\.\d+)?)\s*$")
 _VERSION = re.compile(r"^\s*nvbandwidth Version:\s*(?P<v>\S+)")
 _DRIVER = re.compile(r"^\s*Driver Version:\s*(?P<v>\S+)")
 _CUDA = re.compile(r"^\s*CUDA Runtime Version:\s*(?P<v>.+?)\s*$")
