@@ -111,9 +111,18 @@ def test_idle_sockets_and_slow_clients_never_block_scrapes(server, capfd):
     finally:
         for s in idle + slow:
             s.close()
-    text = get(base + "/metrics")[1].decode()
-    errors = errors_of(text)
-    assert errors["over_capacity"] >= 200 - 32  # the idle sockets past the cap were closed
+    # Every idle and slow socket is accounted for: refused past the cap, or ended by the read
+    # timeout (or by the client's close) once it held a slot; on a loaded machine more of them
+    # get a slot as held ones time out. The accept thread may still be draining the backlog.
+    deadline = time.monotonic() + 15.0
+    while True:
+        errors = errors_of(get(base + "/metrics")[1].decode())
+        ended = errors["over_capacity"] + errors["timeout"] + errors["disconnect"]
+        if ended >= 200 + 4 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert ended >= 200 + 4, errors
+    assert errors["over_capacity"] > 0, errors  # the cap of 32 refused sockets
     assert errors["timeout"] >= 4  # the slow clients ran out of time (the whole request's)
     assert "Traceback" not in capfd.readouterr().err
 
