@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,18 @@ def test_cli_formats(fleet_dir: Path, capsys) -> None:
     assert doc["domains"][0]["healthy_nodes"] == ["gb-a1"]
     code, _, err = run(["fleet", "topology", str(fleet_dir / "missing")], capsys)
     assert code == 3 and err.count("\n") == 1 and "neither a node report" in err
+
+
+def test_files_left_out_are_named_in_the_topology_file(fleet_dir: Path, tmp_path: Path,
+                                                      capsys) -> None:
+    fleet = tmp_path / "fleet"
+    shutil.copytree(fleet_dir, fleet)
+    (fleet / "gb-z9.json").write_text("{")  # a report cut short
+    for fmt in ("slurm", "slurm-yaml"):
+        code, out, _ = run(["fleet", "topology", str(fleet), "--format", fmt], capsys)
+        assert code == 1
+        assert "# left out, unreadable: gb-z9.json: " in out
+        assert "gb-z9" not in out.replace("# left out, unreadable: gb-z9.json", "")
 
 
 def test_topology_yaml_follows_slurm_s_documented_schema(fleet_dir: Path, capsys) -> None:

@@ -35,7 +35,16 @@ def _header(topo: Topology, plugin: str, since: str,
             "# `nodetune fleet topology`: one entry per multi-node NVLink domain (GPU fabric",
             "# cluster UUID + clique id). Nodes of a partly healthy domain that fail are left",
             "# out, so a job placed within one entry never spans a failing tray.",
-            *(f"# not in any NVLink domain: {h}" for h in topo.no_domain)]
+            *(f"# not in any NVLink domain: {h}" for h in topo.no_domain),
+            *(f"# left out, no GPU facts: {n['host']}: {_one_line(n['reason'])}"
+              for n in topo.no_facts),
+            *(f"# left out, unreadable: {_one_line(u['file'])}: {_one_line(u['reason'])}"
+              for u in topo.unreadable)]
+
+
+def _one_line(text: str) -> str:
+    """A comment stays one line: a file name or reason must not start a line of config."""
+    return " ".join(str(text).split())
 
 
 def _comments(domain: Domain) -> list[str]:
