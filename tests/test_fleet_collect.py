@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from nodetune.fleet import load
 from nodetune.schemas import FLEET_COLLECT_SCHEMA, FLEET_REPORT_SCHEMA
 
 NVML = Path(__file__).parent / "fixtures" / "nvml"
@@ -96,8 +97,19 @@ def test_collect_then_report_finds_the_fault_and_the_drift(inventory, fleet_host
 
     seen = set()
     for host in fleet_hosts:
-        report = json.loads((out / f"{host}.json").read_text())
+        data = (out / f"{host}.json").read_bytes()
+        report = json.loads(data)
         assert report["schema"] == FLEET_REPORT_SCHEMA and report["host"] == host
+        # the footer `fleet report` reads instead of the whole report says the same
+        assert report["fleet_summary"]["schema"] == "nodetune.node-summary/1"
+        if load._DECODER is not None:
+            from nodetune.fleet.summary import Reader
+
+            footers = Reader()
+            _, layout = footers.node(host, data)
+            footers.learn(layout, load.from_document(f"{host}.json", report))
+            assert footers.node(host, data) == (load.from_document(f"{host}.json", report),
+                                                None)
         assert report["errors"] == [] and report["bench"] is None
         assert report["facts"]["cpu"]["model_name"]  # the lean facts keep what drift reads
         assert "sources" not in report["facts"]["cpu"]

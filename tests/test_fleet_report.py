@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from nodetune import __version__
 from nodetune.audit.operation import run_audit
 from nodetune.cli import main
 from nodetune.fleet import drift, lean, load, outliers, report
@@ -129,6 +130,34 @@ def test_latencies_flag_the_slow_side_and_too_few_nodes_flag_nothing() -> None:
     stats = outliers.analyse(lat, higher_is_better=False)
     assert [o.value for o in stats.outliers] == [14.0]
     assert outliers.analyse([100.0, 50.0]).outliers == ()
+
+
+def test_mad_and_outliers_match_their_definitions_on_odd_values() -> None:
+    """The MAD by bisection equals the median of the sorted deviations, and the candidate cut
+    loses no outlier, on ties, infinities, NaN and tight spreads."""
+    import random
+    import statistics
+
+    rng = random.Random(5)
+    specials = (0.5, 0.8, 1.2, 2.0, 0.0, float("inf"), -float("inf"), float("nan"))
+    for _ in range(2000):
+        n = rng.randint(1, 60)
+        values = [rng.gauss(100, rng.choice((0.01, 1, 5))) for _ in range(n)]
+        for _ in range(rng.randint(0, 3)):
+            values[rng.randrange(n)] *= rng.choice(specials)
+        if rng.random() < 0.1:
+            values = [rng.choice((1.0, 2.0, 2.5)) for _ in range(n)]
+        for higher in (True, False):
+            stats = outliers.analyse(values, higher_is_better=higher, k=2.0, mad_floor=0.0)
+            if any(v != v for v in values) or any(abs(v) == float("inf") for v in values):
+                continue  # NaN deviations have no order to compare with
+            median = statistics.median(values)
+            assert stats.median == median
+            assert stats.mad == statistics.median(sorted(abs(v - median) for v in values))
+            sign = 1 if higher else -1
+            want = [i for i, v in enumerate(values) if stats.mad_used > 0 and n >= 3
+                    and sign * 0.6745 * (v - median) / stats.mad_used < -2.0]
+            assert sorted(o.index for o in stats.outliers) == want
 
 
 # -- drift digest --------------------------------------------------------------------------
@@ -379,9 +408,83 @@ def test_typed_decoding_gives_what_json_gives(seeds, tmp_path: Path, monkeypatch
     assert typed == plain
     _same(typed_doc, plain_doc)
     assert isinstance(plain["utf16.json"], load.NodeReport)
-    odd = plain["odd-metrics.json"].metrics  # no value, "fast", no key: left out; "12.5" read
-    assert len(odd) == len(load._metrics(seeds["dgx"]["bench"])) - 3
-    assert odd[0][1] == 12.5 and odd[1][4] is False
+    odd = plain["odd-metrics.json"]  # no value, "fast", no key: left out; "12.5" read
+    assert len(odd.metric_values) == len(load._metrics(seeds["dgx"]["bench"])) - 3
+    assert odd.metric_values[0] == 12.5 and odd.metric_layout[1][3] is False
+
+
+class Footers:
+    """A footer reader as `fleet report` uses one: a layout is learnt from the first report
+    that names it, read whole."""
+
+    def __init__(self) -> None:
+        if load._DECODER is None:
+            pytest.skip("msgspec is not installed: json reads every report whole")
+        from nodetune.fleet.summary import Reader
+
+        self.reader = Reader()
+        self.learnt = 0
+
+    def node(self, host: str, data: bytes):
+        node, layout = self.reader.node(host, data)
+        if layout is not None:
+            self.learnt += 1
+            self.reader.learn(layout, load.from_document(f"{host}.json", json.loads(data)))
+            node, layout = self.reader.node(host, data)  # still unknown: not the report's
+        return node
+
+
+def test_a_report_footer_gives_what_the_whole_report_gives(seeds, tmp_path: Path) -> None:
+    footers = Footers()
+    fleet_synth.generate(seeds, tmp_path, 60, inject=True, seed=8)
+    for path in load.report_files(tmp_path):
+        data = path.read_bytes()
+        assert data.endswith(b"}\n") and b',"fleet_summary":{"schema":"nodetune.node-summary/1"' \
+            in data
+        from_footer = footers.node(path.stem, data)
+        assert from_footer is not None, path.name
+        whole = load.from_document(path.name, json.loads(data))
+        assert from_footer == whole
+        assert load.read(path) == whole
+    assert footers.learnt == 2  # the DGX and the VM layouts; every other report by its footer
+    with_footers, _ = report.build(tmp_path, workers=1)
+    for path in load.report_files(tmp_path):  # the same reports without their footer
+        doc = json.loads(path.read_bytes())
+        del doc["fleet_summary"]
+        write(path, doc)
+        assert footers.node(path.stem, path.read_bytes()) is None
+    without, _ = report.build(tmp_path, workers=1)
+    _same(with_footers, without)
+
+
+def test_a_report_edited_since_or_of_another_version_is_read_whole(seeds, tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    footers = Footers()
+    path = tmp_path / "node.json"
+    path.write_bytes(load.report_text({**seeds["dgx"], "host": "node"}))
+    data = path.read_bytes()
+    assert footers.node("node", data) is not None
+    # the driver changed by hand after collection: the footer's checksum no longer holds
+    edited = data.replace(b'"driver_version":"', b'"driver_version":"9', 1)
+    assert edited != data and footers.node("node", edited) is None
+    path.write_bytes(edited)
+    node = load.read(path)
+    assert isinstance(node, load.NodeReport)
+    assert node.drift[0].startswith("9") and node.drift[0] != footers.node("node", data).drift[0]
+    # a footer a newer nodetune wrote: read whole
+    newer = data.replace(b'"nodetune_version":"' + __version__.encode() + b'","crc32"',
+                         b'"nodetune_version":"99.0","crc32"')
+    assert newer != data and footers.node("node", newer) is None
+    head, footer = data.split(b',"fleet_summary":')
+    doc = json.loads(footer[:-2])
+    for broken in ({**doc, "drift": doc["drift"][:-1]},  # a digest of other facts
+                   {**doc, "metric_values": doc["metric_values"][:-1]},  # values without keys
+                   {**doc, "metric_layout": "0" * 32},  # a layout the report does not have
+                   {**doc, "settings": {"a": 1}}, {**doc, "failed": "none"}):
+        text = head + b',"fleet_summary":' + json.dumps(broken).encode() + b"}\n"
+        assert Footers().node("node", text) is None
+        path.write_bytes(text)
+        assert load.read(path) == load.from_document("node.json", json.loads(data))
 
 
 def test_collect_progress_moves_with_each_answer() -> None:

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from nodetune import __version__, exitcodes
 from nodetune.apply.ansible import ansible_playbook, runner_env
 from nodetune.errors import ApplyError, NodetuneError, needs_extra
-from nodetune.fleet import lean
+from nodetune.fleet import lean, load
 from nodetune.node.resources import data_dir
 from nodetune.schemas import (
     AUDIT_SCHEMA,
@@ -331,7 +331,7 @@ def _write(collection: Collection) -> None:
             "check": result.docs.get("check"), "bench": result.docs.get("bench"),
             "errors": [f"{stage}: {why}" for stage, why in result.problems.items()],
         }
-        _write_json(out / report_name(host), doc)
+        _write_file(out / report_name(host), load.report_text(doc))
     summary = collection.to_json()
     summary["collected_at"] = now
     summary["failed"] = _merge_failed(out, collection)
@@ -353,11 +353,13 @@ def _merge_failed(out: Path, collection: Collection) -> list[dict[str, Any]]:
 
 
 def _write_json(path: Path, doc: dict[str, Any]) -> None:
+    _write_file(path, json.dumps(doc, separators=(",", ":"), default=str).encode() + b"\n")
+
+
+def _write_file(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, separators=(",", ":"), default=str)
-            fh.write("\n")
+        tmp.write_bytes(data)
         tmp.replace(path)
     except OSError as exc:
         raise NodetuneError(f"cannot write {path}: {exc.strerror}",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from array import array
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ def _read_part(paths: list[Path]) -> Fleet:
     fleet = Fleet()
     for path in paths:
         fleet.add(load.read(path))
+    fleet.finish()
     return fleet
 
 
@@ -219,8 +221,10 @@ def _outliers(fleet: Fleet, options: Options) -> list[dict[str, Any]]:
     out = []
     for (profile, key) in sorted(fleet.metrics, key=lambda slot: (slot[0], natural(slot[1]))):
         m = fleet.metrics[(profile, key)]
-        stats = outliers.analyse(m.values, higher_is_better=m.higher_is_better, k=options.k,
-                                 mad_floor=options.mad_floor)
+        runs, m.ordered = m.ordered, array("d")  # only the sort needs them: freed after it
+        stats = outliers.analyse(m.values, runs=runs, higher_is_better=m.higher_is_better,
+                                 k=options.k, mad_floor=options.mad_floor)
+        del runs
         out.append({
             "profile": profile, "key": key, "name": m.name, "unit": m.unit,
             "higher_is_better": m.higher_is_better, "nodes": stats.count,

@@ -1,10 +1,13 @@
 """Benchmark: `nodetune fleet report` over 10,000 synthetic node reports.
 
-    .venv/bin/python tests/bench/fleet_report.py [--nodes 10000] [--clean-nodes 10000] [--keep DIR]
+    .venv/bin/python tests/bench/fleet_report.py [--nodes 10000] [--clean-nodes 10000]
+                                                 [--no-summaries] [--keep DIR]
 
 Generates (tests/bench/fleet_synth.py) a fleet with planted drift and benchmark outliers and a
-clean fleet with natural noise only, then runs `nodetune fleet report DIR --json` on each as a
-new process (interpreter start included) and checks the answer against what was planted:
+clean fleet with natural noise only, each report with the footer `fleet collect` writes
+(--no-summaries: without, so that every report is read whole, as agent /report documents
+are), then runs `nodetune fleet report DIR --json` on each as a new process (interpreter
+start included) and checks the answer against what was planted:
 every planted drift and outlier found (recall), nothing else reported (precision), nothing at
 all on the clean fleet. Then the same run with `--html` is timed.
 
@@ -153,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", type=int, default=10_000)
     parser.add_argument("--clean-nodes", type=int, default=10_000)
+    parser.add_argument("--no-summaries", action="store_true",
+                        help="reports without their fleet summary: every file read whole")
     parser.add_argument("--keep", type=Path, default=None,
                         help="generate into (and keep) this directory")
     args = parser.parse_args(argv)
@@ -163,8 +168,11 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         seeds = synth.build_seeds(base / "seeds")
         planted_dir, clean_dir = base / "planted", base / "clean"
-        truth = synth.generate(seeds, planted_dir, args.nodes, inject=True, seed=1)
-        clean_truth = synth.generate(seeds, clean_dir, args.clean_nodes, inject=False, seed=2)
+        summaries = not args.no_summaries
+        truth = synth.generate(seeds, planted_dir, args.nodes, inject=True, seed=1,
+                               summaries=summaries)
+        clean_truth = synth.generate(seeds, clean_dir, args.clean_nodes, inject=False, seed=2,
+                                     summaries=summaries)
         size = sum(p.stat().st_size for p in planted_dir.iterdir())
         print(f"generated {args.nodes} + {args.clean_nodes} reports in "
               f"{time.perf_counter() - start:.1f} s ({size / args.nodes / 1024:.1f} KiB a node)")
@@ -173,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{({k: len(v) for k, v in truth.critical.items()})}")
         from nodetune.fleet import load
 
-        print(f"decoder: {'msgspec' if load.HAVE_MSGSPEC else 'json (msgspec not installed)'}")
+        print(f"decoder: {'msgspec' if load.HAVE_MSGSPEC else 'json (msgspec not installed)'}; "
+              f"{'reports with' if summaries else 'reports without'} fleet summaries")
         planted = run_report(planted_dir)
         _print("fleet report --json", args.nodes, planted)
         clean = run_report(clean_dir)

@@ -248,8 +248,12 @@ def _plan(n: int, rng: random.Random, inject: bool) -> tuple[list[str], dict[str
 
 
 def generate(seeds: dict[str, dict[str, Any]], out: Path, n: int, *, inject: bool = True,
-             seed: int = 1) -> Truth:
-    """Write n node reports into out/<host>.json; return what was planted."""
+             seed: int = 1, summaries: bool = True) -> Truth:
+    """Write n node reports into out/<host>.json; return what was planted. Each has its fleet
+    summary as `fleet collect` writes it, unless summaries is False (as the agent's /report
+    documents and reports of another nodetune version are read)."""
+    from nodetune.fleet import load
+
     rng = random.Random(seed)
     out.mkdir(parents=True, exist_ok=True)
     names, picks = _plan(n, rng, inject)
@@ -282,8 +286,11 @@ def generate(seeds: dict[str, dict[str, Any]], out: Path, n: int, *, inject: boo
             _scale(report, ("allreduce.busbw.",), 0.8)
         if i in picks.get("h2d", ()):
             _scale(report, (f"memcpy.h2d_pinned.GPU{rng.randrange(8)}.",), 0.7)
-        with open(out / f"{hosts[i]}.json", "w", encoding="utf-8") as fh:
-            json.dump(report, fh, separators=(",", ":"))
+        path = out / f"{hosts[i]}.json"
+        if summaries:
+            path.write_bytes(load.report_text(report))
+        else:
+            path.write_text(json.dumps(report, separators=(",", ":")), encoding="utf-8")
     return truth
 
 
