@@ -113,3 +113,44 @@ def test_quick_check_the_same_through_both(name: str, tmp_path: Path,
     assert stable(thin) == stable(full)
     assert thin["summary"] == full["summary"]
     assert any(c["id"].startswith("gpu.") and c["status"] == "pass" for c in thin["checks"])
+
+
+def test_nvml_started_early_gives_the_same_backend_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`check` starts NVML in a thread while its modules load: the next live_backend takes
+    that result (the library is loaded once), a later one starts anew."""
+    doc = json.loads((FIXTURES / "nvml" / "h200x2-vm.json").read_text())
+    module = fake_pynvml.from_recording(doc)
+    monkeypatch.setattr(nvml, "driver_loaded", lambda: True)
+    loaded: list[Any] = []
+    monkeypatch.setattr(nvml_ctypes.CtypesNvml, "load", classmethod(
+        lambda cls: loaded.append(cls(fake_pynvml.c_library(module))) or loaded[-1]))
+    monkeypatch.setattr(nvml, "_early", {})
+    nvml.start_early(thin=True)
+    nvml.start_early(thin=True)  # once per process
+    assert len(nvml._early) == 1
+    backend, note = nvml.live_backend(thin=True)
+    assert note is None and len(loaded) == 1 and nvml._early == {}
+    assert backend.nvml is loaded[0]
+    assert backend.dump() == nvml.PynvmlBackend(module).dump()
+    nvml.live_backend(thin=True)
+    assert len(loaded) == 2
+
+
+def test_nvml_is_not_started_early_without_the_driver_or_off_the_live_host(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from nodetune.check import fastpath
+
+    monkeypatch.setattr(nvml, "_early", {})
+    monkeypatch.setattr(nvml, "driver_loaded", lambda: False)
+    fastpath._start_nvml_early({"nvml": "auto"})
+    assert nvml._early == {}
+    monkeypatch.setattr(nvml, "driver_loaded", lambda: True)
+    monkeypatch.setattr(nvml_ctypes.CtypesNvml, "load", classmethod(
+        lambda cls: (_ for _ in ()).throw(AssertionError("loaded"))))
+    for fields in ({"nvml": "off"}, {"nvml": "auto", "root": "/srv/tree"},
+                   {"nvml": "auto", "snapshot": "node.tar.gz"}, {"nvml": "rec.json"}):
+        fastpath._start_nvml_early(fields)
+        assert nvml._early == {}, fields
+    monkeypatch.setenv("NODETUNE_ROOT", "/srv/tree")
+    fastpath._start_nvml_early({"nvml": "auto"})
+    assert nvml._early == {}

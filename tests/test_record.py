@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -81,3 +81,25 @@ def test_inherited_fields_and_own_methods_kept() -> None:
     assert [f.name for f in dataclasses.fields(facts)] == ["sources", "count"]
     assert facts.sources == {} and repr(facts) == "<2 items>"
     assert dataclasses.is_dataclass(facts)
+
+
+def test_class_variables_and_class_attributes_as_dataclass_leaves_them() -> None:
+    def declare(decorator: Any) -> type:
+        @decorator(frozen=True)
+        class Knob:
+            kind: ClassVar[str] = "sysctl"
+            name: str
+            value: str = "0"
+            tags: list[str] = field(default_factory=list)
+            note: str = field(default="", compare=False)
+        return Knob
+
+    real, ours = declare(dataclass), declare(record)
+    assert [(f.name, f.type, f.default, f.compare, f.kw_only) for f in dataclasses.fields(real)] \
+        == [(f.name, f.type, f.default, f.compare, f.kw_only) for f in dataclasses.fields(ours)]
+    for name in ("kind", "value", "note", "tags"):
+        assert hasattr(real, name) == hasattr(ours, name), name
+        assert getattr(real, name, None) == getattr(ours, name, None), name
+    assert ours.kind == "sysctl" and "kind" not in ours.__dataclass_fields__
+    assert dataclasses.is_dataclass(ours) and ours.__dataclass_params__.frozen
+    assert dataclasses.asdict(ours(name="a")) == dataclasses.asdict(real(name="a"))

@@ -113,7 +113,7 @@ def write_json_atomic(path: str, doc: dict[str, Any]) -> bool:
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, default=str)
+            fh.write(json.dumps(doc, default=str))  # json.dump never uses the C encoder
         os.replace(tmp, path)
     except OSError:
         with contextlib.suppress(OSError):

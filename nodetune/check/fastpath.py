@@ -37,6 +37,7 @@ def fast_main(argv: list[str]) -> None:
             emit(stored)
             code = int(stored.get("exit_code", exitcodes.ERROR))
         else:
+            _start_nvml_early(fields)
             code = _run(run_fields(values, fields), emit)
         code = emit.npd_status if values["npd"] else code
     except NodetuneError as exc:
@@ -80,6 +81,18 @@ def run_fields(values: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]
     """The request to run when no stored answer was used. After --from-agent the node is
     checked: its --max-age bounded the agent's answer, not a cached result's."""
     return {**fields, "max_age": None} if values.get("from_agent") else fields
+
+
+def _start_nvml_early(fields: dict[str, Any]) -> None:
+    """On the live host, start NVML while the check's modules load (see nvml.start_early)."""
+    import os  # deferred with the rest of this path: a stored answer needs none of it
+
+    if fields.get("root") or fields.get("snapshot") or os.environ.get("NODETUNE_ROOT"):
+        return
+    if fields.get("nvml", "auto") in ("auto", "live"):
+        from nodetune.node import nvml  # deferred: only a full check on the live host
+
+        nvml.start_early(thin=True)
 
 
 def _run(fields: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> int:

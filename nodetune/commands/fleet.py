@@ -60,6 +60,7 @@ def collect_cmd(inventory: Path, limit: str | None, forks: int, out: Path, bench
     Exit codes: 0 every host collected, 1 some hosts failed, 3 nothing could run (Ansible
     missing, bad inventory, no host matched).
     """
+    # deferred (see the module's top): Ansible's runner and the progress view
     from nodetune.fleet import collect
     from nodetune.views.fleet_text import CollectProgress, render_collection
 
@@ -106,17 +107,17 @@ def report_cmd(directory: Path, as_json: bool, html_path: Path | None, k: float,
     unhealthy, uncollected hosts or unreadable files; 2 some node has critical findings;
     3 nodetune could not run (no such directory, no node reports in it).
     """
-    from nodetune.fleet import report
+    from nodetune.fleet import report  # deferred (see the module's top)
 
     doc, fleet = report.build(directory, report.Options(k=k, mad_floor=mad_floor))
     if html_path is not None:
-        from nodetune.views.fleet_html import write_html
+        from nodetune.views.fleet_html import write_html  # deferred: only for --html
 
         write_html(html_path, doc, fleet, top=top)
     if as_json:
         emit_json(doc, FLEET_SCHEMA)
     else:
-        from nodetune.views.fleet_text import render_report
+        from nodetune.views.fleet_text import render_report  # deferred: not for --json
 
         v = view()
         out: Any = console(v=v)
@@ -128,7 +129,7 @@ def report_cmd(directory: Path, as_json: bool, html_path: Path | None, k: float,
 
 
 def _renderer(fmt: str) -> Callable[[Any, int | None], str]:
-    from nodetune.views import fleet_topology
+    from nodetune.views import fleet_topology  # deferred (see the module's top)
 
     render: dict[str, Callable[[Any, int | None], str]] = {
         "slurm": fleet_topology.slurm_block, "slurm-yaml": fleet_topology.slurm_yaml,
@@ -164,7 +165,7 @@ def topology_cmd(target: Path, fmt: str, block_size: int | None, as_json: bool) 
     be read or has no GPU facts; 3 nodetune could not run (no such file or directory, no
     node reports).
     """
-    from nodetune.fleet import domains
+    from nodetune.fleet import domains  # deferred (see the module's top)
 
     topo = domains.build(target)
     if as_json or fmt == "json":

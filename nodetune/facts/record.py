@@ -5,19 +5,58 @@ __hash__, __setattr__ and __delattr__) for every class: 0.2-0.5 ms a class, abou
 start-up of `nodetune check` for the 75 classes its modules define (CPython 3.11; measured
 with `-X importtime` and callgrind). `record` takes the same arguments and gives the same
 behaviour for what nodetune uses (positional and keyword-only fields, defaults and default
-factories, `field(repr=False, compare=False)`, frozen, repr, eq, hash, `__post_init__`), and the
-class stays a dataclass for `dataclasses.fields`, `replace`, `asdict` and `is_dataclass`, at
-about a tenth of the cost a class. Type checkers see `dataclasses.dataclass` itself.
+factories, `field(repr=False, compare=False)`, ClassVar annotations, frozen, repr, eq, hash,
+`__post_init__`), and the class stays a dataclass for `dataclasses.fields`, `replace`, `asdict`
+and `is_dataclass`. It also collects the fields itself: dataclass's own pass matches every
+string annotation against ClassVar/InitVar patterns (~80 us a class). Type checkers see
+`dataclasses.dataclass` itself.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-from typing import TYPE_CHECKING, Any
+import inspect  # dataclasses imports it anyway
+from typing import TYPE_CHECKING, Any, ClassVar
 
 __all__ = ["record"]
 
 _MISSING = dataclasses.MISSING
+# a dataclass's parameters object, copied for each record (its class differs between versions)
+_TEMPLATE: Any = dataclasses.dataclass(type("_Params", (), {"__doc__": ""}))
+_PARAMS: Any = _TEMPLATE.__dataclass_params__
+
+
+def _is_classvar(annotation: Any) -> bool:
+    if isinstance(annotation, str):  # `from __future__ import annotations`
+        return annotation.startswith(("ClassVar", "typing.ClassVar"))
+    return annotation is ClassVar or getattr(annotation, "__origin__", None) is ClassVar
+
+
+def _collect_fields(cls: type, kw_only: bool) -> None:
+    """`__dataclass_fields__`, `__dataclass_params__` and the class attributes as
+    dataclass leaves them: inherited fields first, a redeclared one in its first place."""
+    fields: dict[str, dataclasses.Field[Any]] = {}
+    for base in cls.__mro__[-1:0:-1]:
+        fields.update(getattr(base, "__dataclass_fields__", None) or {})
+    for name, annotation in inspect.get_annotations(cls).items():
+        if _is_classvar(annotation):
+            continue
+        default = cls.__dict__.get(name, _MISSING)
+        f: Any = default if isinstance(default, dataclasses.Field) else dataclasses.field(
+            default=default)
+        f.name, f.type = name, annotation
+        f._field_type = dataclasses._FIELD  # type: ignore[attr-defined]
+        if f.kw_only is _MISSING:
+            f.kw_only = kw_only
+        if isinstance(default, dataclasses.Field):
+            if f.default is _MISSING:
+                delattr(cls, name)
+            else:
+                setattr(cls, name, f.default)
+        fields[name] = f
+    cls.__dataclass_fields__ = fields  # type: ignore[attr-defined]
+    cls.__dataclass_params__ = copy.copy(_PARAMS)  # type: ignore[attr-defined]
 
 
 def _init(self: Any, *args: Any, **kwargs: Any) -> None:
@@ -81,13 +120,7 @@ def _frozen_delattr(self: Any, name: str) -> None:
 def _record(cls: type, *, frozen: bool, kw_only: bool, eq: bool, repr: bool) -> type:
     if cls.__doc__ is None:  # dataclass would build one with inspect.signature
         cls.__doc__ = f"{cls.__name__}(...)"
-    # dataclass refuses to mix frozen and non-frozen classes in one hierarchy: with a frozen
-    # base (a record or a dataclass) it must be told frozen, and then compiles the two frozen
-    # methods replaced below
-    frozen_base = any(getattr(getattr(b, "__dataclass_params__", None), "frozen", False)
-                      for b in cls.__mro__[1:])
-    dataclasses.dataclass(cls, init=False, repr=False, eq=False, kw_only=kw_only,
-                          frozen=frozen_base)
+    _collect_fields(cls, kw_only)
     params = cls.__dataclass_params__  # type: ignore[attr-defined]
     params.init, params.repr, params.eq, params.frozen = True, repr, eq, frozen
     fields = dataclasses.fields(cls)

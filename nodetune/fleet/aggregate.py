@@ -20,7 +20,7 @@ from nodetune.fleet.nodereport import LAYOUTS_KEPT, Layout, NodeReport, Unreadab
 SEVERITY_RANK = {"critical": 3, "warning": 2, "info": 1}
 
 
-@dataclass
+@dataclass(slots=True)  # one per node: 50,000 in a large fleet
 class NodeSummary:
     host: str
     kind: str

@@ -25,6 +25,9 @@ from nodetune.schemas import utc_timestamp
 COMMON_VALUES = 3  # failing values listed per setting
 FILES_PER_WORKER = 400  # below this many files per process, one process reads them all
 CHUNKS_PER_WORKER = 4
+# a reading process's memory grows with its chunk (a node's values are Python floats until the
+# chunk ends): more, smaller chunks on a large fleet
+MAX_CHUNK = 1000
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,7 @@ def read_fleet(directory: Path, workers: int | None = None) -> Fleet:
     if workers <= 1:
         fleet = _read_part(files)
     else:
-        size = -(-len(files) // (workers * CHUNKS_PER_WORKER))
+        size = min(-(-len(files) // (workers * CHUNKS_PER_WORKER)), MAX_CHUNK)
         chunks = [files[i:i + size] for i in range(0, len(files), size)]
         fleet = Fleet()
         with ProcessPoolExecutor(workers) as pool:

@@ -59,7 +59,7 @@ class Reader:
     """Footers to NodeReports (msgspec decodes them)."""
 
     def __init__(self) -> None:
-        import msgspec
+        import msgspec  # deferred: an extra ([fleet]); load.py uses a Reader only with it
 
         raw = msgspec.Raw
         self._footer = msgspec.json.Decoder(msgspec.defstruct("Footer", [

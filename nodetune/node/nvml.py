@@ -187,11 +187,39 @@ def driver_loaded() -> bool:
     return os.path.exists("/proc/driver/nvidia") or os.path.exists("/dev/nvidiactl")
 
 
+_early: dict[bool, Any] = {}  # thin -> the thread starting NVML ahead, and its result
+
+
+def start_early(thin: bool = False) -> None:
+    """Begin `live_backend(thin)` in a thread, for a command that will open the live NVML:
+    nvmlInit spends tens of milliseconds in the driver without the GIL, so it overlaps the
+    command's imports. The next `live_backend(thin)` takes its result."""
+    if thin in _early or not driver_loaded():
+        return
+    import threading  # deferred: only for a live GPU node
+
+    result: list[tuple[PynvmlBackend | None, str | None]] = []
+    thread = threading.Thread(target=lambda: result.append(_live_backend(thin)),
+                              name="nodetune-nvml-init", daemon=True)
+    _early[thin] = (thread, result)
+    thread.start()
+
+
 def live_backend(thin: bool = False) -> tuple[PynvmlBackend | None, str | None]:
     """Initialise NVML on this machine: (backend, None), or (None, why NVML is not usable).
 
     thin: through `nodetune.node.nvml_ctypes` (the calls the reader makes, on ctypes) instead of
     nvidia-ml-py: the same document, without pynvml's import (`nodetune check`)."""
+    early = _early.pop(thin, None)
+    if early is not None:
+        thread, result = early
+        thread.join()
+        if result:
+            return result[0]  # type: ignore[no-any-return]
+    return _live_backend(thin)
+
+
+def _live_backend(thin: bool) -> tuple[PynvmlBackend | None, str | None]:
     if not driver_loaded():
         # Without the kernel driver NVML cannot start; skip importing pynvml (60+ ms).
         return None, ("NVML unavailable: the NVIDIA kernel driver is not loaded "
